@@ -1,0 +1,308 @@
+//! `projectcalico.org/v3` kinds: NetworkPolicy, GlobalNetworkPolicy, Tier, NetworkSet,
+//! GlobalNetworkSet and IPPool, with Calico's defaults.
+
+use serde::{Deserialize, Serialize};
+
+use crate::meta::ObjectMeta;
+use crate::values::{Action, Cidr, PolicyType, Port, Protocol, SelectorText};
+
+/// The tier every policy without `spec.tier` belongs to, and Kubernetes policies too.
+pub const DEFAULT_TIER: &str = "default";
+/// The order Calico gives the default tier (`api/pkg/apis/projectcalico/v3/tier.go`).
+pub const DEFAULT_TIER_ORDER: f64 = 1_000_000.0;
+/// The order Calico gives converted Kubernetes NetworkPolicies
+/// (`libcalico-go/lib/backend/k8s/conversion/conversion.go`).
+pub const KUBERNETES_POLICY_ORDER: f64 = 1000.0;
+
+/// Calico's CRD limits (`api/pkg/apis/projectcalico/v3/policy_common.go`, `networkpolicy.go`).
+pub const MAX_RULES: usize = 1024;
+pub const MAX_NETS: usize = 256;
+pub const MAX_PORTS: usize = 50;
+pub const MAX_HTTP_ITEMS: usize = 20;
+pub const MAX_SELECTOR_LENGTH: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkPolicy {
+    pub metadata: ObjectMeta,
+    pub spec: PolicySpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GlobalNetworkPolicy {
+    pub metadata: ObjectMeta,
+    pub spec: PolicySpec,
+}
+
+/// The spec shared by NetworkPolicy and GlobalNetworkPolicy. `namespaceSelector`,
+/// `doNotTrack`, `preDNAT` and `applyOnForward` are GlobalNetworkPolicy-only; the loader
+/// rejects them on a NetworkPolicy as Calico does.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicySpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<f64>,
+    #[serde(default, skip_serializing_if = "SelectorText::is_unset")]
+    pub selector: SelectorText,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub types: Option<Vec<PolicyType>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ingress: Vec<Rule>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<Rule>,
+    #[serde(default, skip_serializing_if = "SelectorText::is_unset")]
+    pub service_account_selector: SelectorText,
+    #[serde(default, skip_serializing_if = "SelectorText::is_unset")]
+    pub namespace_selector: SelectorText,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub do_not_track: bool,
+    #[serde(default, rename = "preDNAT", skip_serializing_if = "std::ops::Not::not")]
+    pub pre_dnat: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub apply_on_forward: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub performance_hints: Vec<String>,
+}
+
+impl PolicySpec {
+    pub fn tier(&self) -> &str {
+        self.tier
+            .as_deref()
+            .filter(|tier| !tier.is_empty())
+            .unwrap_or(DEFAULT_TIER)
+    }
+
+    /// `types` with Calico's defaulting (libcalico-go `lib/apis/v3` defaults): Egress alone
+    /// when only egress rules exist, both when both exist, Ingress otherwise.
+    pub fn effective_types(&self) -> Vec<PolicyType> {
+        if let Some(types) = self.types.as_ref().filter(|types| !types.is_empty()) {
+            let mut types = types.clone();
+            types.sort();
+            types.dedup();
+            return types;
+        }
+        match (self.ingress.is_empty(), self.egress.is_empty()) {
+            (true, false) => vec![PolicyType::Egress],
+            (false, false) => vec![PolicyType::Ingress, PolicyType::Egress],
+            _ => vec![PolicyType::Ingress],
+        }
+    }
+}
+
+impl SelectorText {
+    fn is_unset(&self) -> bool {
+        !self.is_set()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rule {
+    pub action: Action,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_version: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
+    #[serde(default, rename = "icmp", skip_serializing_if = "Option::is_none")]
+    pub icmp: Option<IcmpFields>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_protocol: Option<Protocol>,
+    #[serde(default, rename = "notICMP", skip_serializing_if = "Option::is_none")]
+    pub not_icmp: Option<IcmpFields>,
+    #[serde(default)]
+    pub source: EntityRule,
+    #[serde(default)]
+    pub destination: EntityRule,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<RuleMetadata>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IcmpFields {
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub icmp_type: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EntityRule {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nets: Vec<Cidr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_nets: Vec<Cidr>,
+    #[serde(default, skip_serializing_if = "SelectorText::is_unset")]
+    pub selector: SelectorText,
+    #[serde(default, skip_serializing_if = "SelectorText::is_unset")]
+    pub not_selector: SelectorText,
+    #[serde(default, skip_serializing_if = "SelectorText::is_unset")]
+    pub namespace_selector: SelectorText,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<Port>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_ports: Vec<Port>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_accounts: Option<ServiceAccountMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services: Option<ServiceMatch>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceAccountMatch {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    #[serde(default, skip_serializing_if = "SelectorText::is_unset")]
+    pub selector: SelectorText,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceMatch {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpMatch {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<HttpPath>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpPath {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuleMetadata {
+    #[serde(default)]
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Tier {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: TierSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TierSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_action: Option<Action>,
+}
+
+/// A namespaced set of networks, selectable by its labels from rules in its namespace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkSet {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: NetworkSetSpec,
+}
+
+/// A cluster-wide set of networks, selectable by GlobalNetworkPolicy rules and by
+/// `namespaceSelector: global()`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GlobalNetworkSet {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: NetworkSetSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkSetSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nets: Vec<Cidr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IpPool {
+    pub metadata: ObjectMeta,
+    pub spec: IpPoolSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IpPoolSpec {
+    pub cidr: Cidr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_size: Option<u8>,
+    #[serde(default, rename = "ipipMode", skip_serializing_if = "Option::is_none")]
+    pub ipip_mode: Option<EncapsulationMode>,
+    #[serde(default, rename = "vxlanMode", skip_serializing_if = "Option::is_none")]
+    pub vxlan_mode: Option<EncapsulationMode>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nat_outgoing: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+    #[serde(
+        default,
+        rename = "disableBGPExport",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub disable_bgp_export: bool,
+    #[serde(default, skip_serializing_if = "SelectorText::is_unset")]
+    pub node_selector: SelectorText,
+    #[serde(default, skip_serializing_if = "SelectorText::is_unset")]
+    pub namespace_selector: SelectorText,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_uses: Vec<AllowedUse>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignment_mode: Option<AssignmentMode>,
+}
+
+impl IpPoolSpec {
+    /// Calico's default block size: /26 for IPv4, /122 for IPv6.
+    pub fn effective_block_size(&self) -> u8 {
+        self.block_size.unwrap_or(match self.cidr.0 {
+            ipnet::IpNet::V4(_) => 26,
+            ipnet::IpNet::V6(_) => 122,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EncapsulationMode {
+    Never,
+    Always,
+    CrossSubnet,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AllowedUse {
+    Workload,
+    Tunnel,
+    LoadBalancer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AssignmentMode {
+    Automatic,
+    Manual,
+}

@@ -1,0 +1,604 @@
+//! Loading manifests: files, directories, multi-document YAML, JSON and `kind: List`, into a
+//! validated [`ResourceSet`]. All errors of all inputs are collected; a set with any error is
+//! never returned.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::calico::{
+    DEFAULT_TIER, GlobalNetworkPolicy, GlobalNetworkSet, IpPool, NetworkPolicy, NetworkSet, Tier,
+};
+use crate::document::{Document, Position, parse_documents};
+use crate::kubernetes::{KubernetesNetworkPolicy, Namespace, Pod, ServiceAccount};
+use crate::meta::{ObjectMeta, Origin};
+use crate::validate::{self, Report};
+
+/// One error in the input: where it is, which field, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    /// The field path, e.g. `spec.egress[0].destination.nets[1]`; empty for syntax errors.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        if !self.field.is_empty() {
+            write!(formatter, "{}: ", self.field)?;
+        }
+        formatter.write_str(&self.message)
+    }
+}
+
+/// Every error found in a set of inputs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct LoadErrors(pub Vec<Diagnostic>);
+
+impl fmt::Display for LoadErrors {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, diagnostic) in self.0.iter().enumerate() {
+            if index > 0 {
+                writeln!(formatter)?;
+            }
+            write!(formatter, "{diagnostic}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The kinds Sluice reads, by `apiVersion` and `kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Namespace,
+    Pod,
+    ServiceAccount,
+    KubernetesNetworkPolicy,
+    NetworkPolicy,
+    GlobalNetworkPolicy,
+    Tier,
+    NetworkSet,
+    GlobalNetworkSet,
+    IpPool,
+}
+
+impl Kind {
+    pub const ALL: [(&'static str, &'static str, Kind); 10] = [
+        ("v1", "Namespace", Kind::Namespace),
+        ("v1", "Pod", Kind::Pod),
+        ("v1", "ServiceAccount", Kind::ServiceAccount),
+        (
+            "networking.k8s.io/v1",
+            "NetworkPolicy",
+            Kind::KubernetesNetworkPolicy,
+        ),
+        ("projectcalico.org/v3", "NetworkPolicy", Kind::NetworkPolicy),
+        (
+            "projectcalico.org/v3",
+            "GlobalNetworkPolicy",
+            Kind::GlobalNetworkPolicy,
+        ),
+        ("projectcalico.org/v3", "Tier", Kind::Tier),
+        ("projectcalico.org/v3", "NetworkSet", Kind::NetworkSet),
+        ("projectcalico.org/v3", "GlobalNetworkSet", Kind::GlobalNetworkSet),
+        ("projectcalico.org/v3", "IPPool", Kind::IpPool),
+    ];
+
+    pub fn api_version(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|entry| entry.2 == self)
+            .map(|entry| entry.0)
+            .unwrap_or("")
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|entry| entry.2 == self)
+            .map(|entry| entry.1)
+            .unwrap_or("")
+    }
+
+    pub fn is_namespaced(self) -> bool {
+        matches!(
+            self,
+            Kind::Pod
+                | Kind::ServiceAccount
+                | Kind::KubernetesNetworkPolicy
+                | Kind::NetworkPolicy
+                | Kind::NetworkSet
+        )
+    }
+
+    fn lookup(api_version: &str, kind: &str) -> Option<Kind> {
+        Self::ALL
+            .iter()
+            .find(|entry| entry.0 == api_version && entry.1 == kind)
+            .map(|entry| entry.2)
+    }
+
+    fn known_list() -> String {
+        Self::ALL
+            .iter()
+            .map(|(api_version, kind, _)| format!("{api_version} {kind}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.name())
+    }
+}
+
+/// Every resource read from the inputs, validated.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResourceSet {
+    pub namespaces: Vec<Namespace>,
+    pub pods: Vec<Pod>,
+    pub service_accounts: Vec<ServiceAccount>,
+    pub kubernetes_network_policies: Vec<KubernetesNetworkPolicy>,
+    pub network_policies: Vec<NetworkPolicy>,
+    pub global_network_policies: Vec<GlobalNetworkPolicy>,
+    pub tiers: Vec<Tier>,
+    pub network_sets: Vec<NetworkSet>,
+    pub global_network_sets: Vec<GlobalNetworkSet>,
+    pub ip_pools: Vec<IpPool>,
+}
+
+impl ResourceSet {
+    pub fn len(&self) -> usize {
+        self.namespaces.len()
+            + self.pods.len()
+            + self.service_accounts.len()
+            + self.kubernetes_network_policies.len()
+            + self.network_policies.len()
+            + self.global_network_policies.len()
+            + self.tiers.len()
+            + self.network_sets.len()
+            + self.global_network_sets.len()
+            + self.ip_pools.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Reads inputs one by one, then checks what spans them (duplicates, references).
+#[derive(Debug, Default)]
+pub struct Loader {
+    set: ResourceSet,
+    errors: Vec<Diagnostic>,
+    seen: BTreeMap<(Kind, String, String), Origin>,
+    tier_references: Vec<(String, Diagnostic)>,
+}
+
+/// Loads files and directories (recursively, `.yaml`, `.yml` and `.json` files in name order).
+pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<ResourceSet, LoadErrors> {
+    let mut loader = Loader::default();
+    for path in paths {
+        loader.add_path(path.as_ref());
+    }
+    loader.finish()
+}
+
+/// Loads one text; `name` is used in error messages.
+pub fn load_str(name: &str, text: &str) -> Result<ResourceSet, LoadErrors> {
+    let mut loader = Loader::default();
+    loader.add_str(name, text);
+    loader.finish()
+}
+
+impl Loader {
+    pub fn add_path(&mut self, path: &Path) {
+        let display = path.display().to_string();
+        if path.is_dir() {
+            match collect_manifest_files(path) {
+                Ok(files) => {
+                    for file in files {
+                        self.add_path(&file);
+                    }
+                }
+                Err(error) => self.file_error(&display, format!("cannot read directory: {error}")),
+            }
+            return;
+        }
+        match std::fs::read_to_string(path) {
+            Ok(text) => self.add_str(&display, &text),
+            Err(error) => self.file_error(&display, format!("cannot read file: {error}")),
+        }
+    }
+
+    pub fn add_str(&mut self, file: &str, text: &str) {
+        match parse_documents(text) {
+            Ok(documents) => {
+                for document in documents {
+                    self.add_document(file, &document);
+                }
+            }
+            Err(error) => self.errors.push(Diagnostic {
+                file: file.to_string(),
+                line: error.position.line,
+                column: error.position.column,
+                field: String::new(),
+                message: format!("YAML syntax error: {}", error.message),
+            }),
+        }
+    }
+
+    fn file_error(&mut self, file: &str, message: String) {
+        self.errors.push(Diagnostic {
+            file: file.to_string(),
+            line: 0,
+            column: 0,
+            field: String::new(),
+            message,
+        });
+    }
+
+    fn add_document(&mut self, file: &str, document: &Document) {
+        let mut report = Report::default();
+        let Some(object) = document.value.as_object() else {
+            report.error("", "expected an object with apiVersion, kind and metadata");
+            self.record(file, document, report);
+            return;
+        };
+        let api_version = object
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let kind_name = object.get("kind").and_then(Value::as_str).unwrap_or_default();
+        if kind_name == "List" || kind_name.ends_with("List") && api_version == "v1" {
+            match object.get("items").and_then(Value::as_array) {
+                Some(items) => {
+                    for (index, item) in items.iter().enumerate() {
+                        let prefix = format!("items[{index}]");
+                        let sub = document.sub_document(&prefix, item.clone());
+                        self.add_document(file, &sub);
+                    }
+                }
+                None => report.error("items", "a List needs an `items` array"),
+            }
+            self.record(file, document, report);
+            return;
+        }
+        if api_version.is_empty() {
+            report.error("apiVersion", "missing apiVersion");
+        }
+        if kind_name.is_empty() {
+            report.error("kind", "missing kind");
+        }
+        let Some(kind) = Kind::lookup(api_version, kind_name) else {
+            if !api_version.is_empty() && !kind_name.is_empty() {
+                report.error(
+                    "kind",
+                    format!(
+                        "unknown kind `{kind_name}` in apiVersion `{api_version}`; Sluice reads: {}",
+                        Kind::known_list()
+                    ),
+                );
+            }
+            self.record(file, document, report);
+            return;
+        };
+        let mut body = document.value.clone();
+        if let Some(map) = body.as_object_mut() {
+            map.remove("apiVersion");
+            map.remove("kind");
+        }
+        let origin = Origin {
+            file: file.to_string(),
+            line: document.start.line,
+            column: document.start.column,
+        };
+        match kind {
+            Kind::Namespace => self.add_typed(
+                kind,
+                body,
+                origin,
+                document,
+                &mut report,
+                |set, value: Namespace, report| {
+                    validate::namespace(&value, report);
+                    set.namespaces.push(value);
+                },
+            ),
+            Kind::Pod => self.add_typed(
+                kind,
+                body,
+                origin,
+                document,
+                &mut report,
+                |set, value: Pod, report| {
+                    validate::pod(&value, report);
+                    set.pods.push(value);
+                },
+            ),
+            Kind::ServiceAccount => self.add_typed(
+                kind,
+                body,
+                origin,
+                document,
+                &mut report,
+                |set, value: ServiceAccount, _| {
+                    set.service_accounts.push(value);
+                },
+            ),
+            Kind::KubernetesNetworkPolicy => self.add_typed(
+                kind,
+                body,
+                origin,
+                document,
+                &mut report,
+                |set, value: KubernetesNetworkPolicy, report| {
+                    validate::kubernetes_network_policy(&value, report);
+                    set.kubernetes_network_policies.push(value);
+                },
+            ),
+            Kind::NetworkPolicy => self.add_typed(
+                kind,
+                body,
+                origin,
+                document,
+                &mut report,
+                |set, value: NetworkPolicy, report| {
+                    validate::policy_spec(&value.spec, false, report);
+                    set.network_policies.push(value);
+                },
+            ),
+            Kind::GlobalNetworkPolicy => self.add_typed(
+                kind,
+                body,
+                origin,
+                document,
+                &mut report,
+                |set, value: GlobalNetworkPolicy, report| {
+                    validate::policy_spec(&value.spec, true, report);
+                    set.global_network_policies.push(value);
+                },
+            ),
+            Kind::Tier => self.add_typed(
+                kind,
+                body,
+                origin,
+                document,
+                &mut report,
+                |set, value: Tier, report| {
+                    validate::tier(&value, report);
+                    set.tiers.push(value);
+                },
+            ),
+            Kind::NetworkSet => self.add_typed(
+                kind,
+                body,
+                origin,
+                document,
+                &mut report,
+                |set, value: NetworkSet, _| {
+                    set.network_sets.push(value);
+                },
+            ),
+            Kind::GlobalNetworkSet => self.add_typed(
+                kind,
+                body,
+                origin,
+                document,
+                &mut report,
+                |set, value: GlobalNetworkSet, _| {
+                    set.global_network_sets.push(value);
+                },
+            ),
+            Kind::IpPool => self.add_typed(
+                kind,
+                body,
+                origin,
+                document,
+                &mut report,
+                |set, value: IpPool, report| {
+                    validate::ip_pool(&value, report);
+                    set.ip_pools.push(value);
+                },
+            ),
+        }
+        self.record(file, document, report);
+    }
+
+    /// Deserializes the body as `T`, checks its metadata, runs the kind's validation and adds
+    /// it to the set.
+    fn add_typed<T: DeserializeOwned + HasMetadata>(
+        &mut self,
+        kind: Kind,
+        body: Value,
+        origin: Origin,
+        document: &Document,
+        report: &mut Report,
+        add: impl FnOnce(&mut ResourceSet, T, &mut Report),
+    ) {
+        let mut value: T = match serde_path_to_error::deserialize(body) {
+            Ok(value) => value,
+            Err(error) => {
+                let path = error.path().to_string();
+                let message = error.inner().to_string();
+                // serde names the unknown field in the message; point at its key.
+                let path = match unknown_field_name(&message) {
+                    Some(field) if path == "." || path.is_empty() => format!("{field}#key"),
+                    Some(field) if !path.ends_with(field) => format!("{path}.{field}#key"),
+                    Some(_) => format!("{path}#key"),
+                    None => path,
+                };
+                report.error(path.trim_start_matches('.'), message);
+                return;
+            }
+        };
+        let metadata = value.metadata_mut();
+        metadata.origin = origin.clone();
+        validate::metadata(kind, metadata, report);
+        let namespace = if kind.is_namespaced() {
+            metadata.namespace().to_string()
+        } else {
+            String::new()
+        };
+        let key = (kind, namespace.clone(), metadata.name.clone());
+        if let Some(first) = self.seen.get(&key) {
+            report.error(
+                "metadata.name",
+                format!(
+                    "{kind} {}{} is defined twice; first at {first}",
+                    if namespace.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{namespace}/")
+                    },
+                    key.2
+                ),
+            );
+            return;
+        }
+        self.seen.insert(key, origin.clone());
+        if let Some(tier) = value.tier_reference() {
+            let position = document.position_of("spec.tier");
+            self.tier_references.push((
+                tier.to_string(),
+                Diagnostic {
+                    file: origin.file.clone(),
+                    line: position.line,
+                    column: position.column,
+                    field: "spec.tier".to_string(),
+                    message: format!(
+                        "tier `{tier}` does not exist; define a projectcalico.org/v3 Tier named `{tier}` or use the `default` tier"
+                    ),
+                },
+            ));
+        }
+        add(&mut self.set, value, report);
+    }
+
+    fn record(&mut self, file: &str, document: &Document, report: Report) {
+        for (path, message) in report.errors {
+            let position: Position = if path.is_empty() {
+                document.start
+            } else {
+                document.position_of(&path)
+            };
+            self.errors.push(Diagnostic {
+                file: file.to_string(),
+                line: position.line,
+                column: position.column,
+                field: path.trim_end_matches("#key").to_string(),
+                message,
+            });
+        }
+    }
+
+    /// Checks references between objects and returns the set, or every error found.
+    pub fn finish(mut self) -> Result<ResourceSet, LoadErrors> {
+        let tiers: std::collections::BTreeSet<&str> = self
+            .set
+            .tiers
+            .iter()
+            .map(|tier| tier.metadata.name.as_str())
+            .chain([DEFAULT_TIER])
+            .collect();
+        for (tier, diagnostic) in &self.tier_references {
+            if !tiers.contains(tier.as_str()) {
+                self.errors.push(diagnostic.clone());
+            }
+        }
+        self.errors.extend(validate::cross_object(&self.set));
+        if self.errors.is_empty() {
+            Ok(self.set)
+        } else {
+            self.errors.sort_by(|left, right| {
+                (&left.file, left.line, left.column).cmp(&(&right.file, right.line, right.column))
+            });
+            Err(LoadErrors(self.errors))
+        }
+    }
+}
+
+fn unknown_field_name(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+fn collect_manifest_files(directory: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(directory)?
+        .map(|entry| entry.map(|entry| entry.path()))
+        .collect::<Result<_, _>>()?;
+    entries.sort();
+    for entry in entries {
+        if entry.is_dir() {
+            files.extend(collect_manifest_files(&entry)?);
+        } else if matches!(
+            entry.extension().and_then(|extension| extension.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
+            files.push(entry);
+        }
+    }
+    Ok(files)
+}
+
+/// Access to the metadata every kind has.
+pub trait HasMetadata {
+    fn metadata(&self) -> &ObjectMeta;
+    fn metadata_mut(&mut self) -> &mut ObjectMeta;
+    /// The tier a policy names explicitly, if any.
+    fn tier_reference(&self) -> Option<&str> {
+        None
+    }
+}
+
+macro_rules! has_metadata {
+    ($($kind:ty),*) => {$(
+        impl HasMetadata for $kind {
+            fn metadata(&self) -> &ObjectMeta { &self.metadata }
+            fn metadata_mut(&mut self) -> &mut ObjectMeta { &mut self.metadata }
+        }
+    )*};
+}
+has_metadata!(
+    Namespace,
+    Pod,
+    ServiceAccount,
+    KubernetesNetworkPolicy,
+    Tier,
+    NetworkSet,
+    GlobalNetworkSet,
+    IpPool
+);
+
+impl HasMetadata for NetworkPolicy {
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+    fn tier_reference(&self) -> Option<&str> {
+        self.spec.tier.as_deref()
+    }
+}
+
+impl HasMetadata for GlobalNetworkPolicy {
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+    fn tier_reference(&self) -> Option<&str> {
+        self.spec.tier.as_deref()
+    }
+}

@@ -1,0 +1,570 @@
+//! Validation beyond types: Calico's validator and CRD rules
+//! (`libcalico-go/lib/validator/v3/validator.go`, `api/pkg/apis/projectcalico/v3/*.go`
+//! kubebuilder markers) and the Kubernetes API server's NetworkPolicy validation.
+
+use crate::calico::*;
+use crate::kubernetes::*;
+use crate::load::{Diagnostic, Kind, ResourceSet};
+use crate::meta::{ObjectMeta, validate_label, validate_label_name, validate_subdomain_name};
+use crate::values::{Action, Cidr, Port, Protocol, SelectorText};
+
+/// Errors found in one document, by field path.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub errors: Vec<(String, String)>,
+}
+
+impl Report {
+    pub fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push((path.into(), message.into()));
+    }
+}
+
+pub fn metadata(kind: Kind, metadata: &ObjectMeta, report: &mut Report) {
+    if metadata.name.is_empty() {
+        report.error("metadata.name", "missing name");
+    } else {
+        let result = if kind == Kind::Namespace {
+            validate_label_name(&metadata.name)
+        } else {
+            validate_subdomain_name(&metadata.name)
+        };
+        if let Err(message) = result {
+            report.error("metadata.name", message);
+        }
+    }
+    match (&metadata.namespace, kind.is_namespaced()) {
+        (Some(namespace), true) => {
+            if let Err(message) = validate_label_name(namespace) {
+                report.error("metadata.namespace", message);
+            }
+        }
+        (Some(_), false) => report.error(
+            "metadata.namespace",
+            format!("{kind} is cluster-scoped and cannot have a namespace"),
+        ),
+        (None, _) => {}
+    }
+    for (key, value) in &metadata.labels {
+        if let Err(message) = validate_label(key, value) {
+            report.error(format!("metadata.labels.{key}"), message);
+        }
+    }
+}
+
+pub fn namespace(_namespace: &Namespace, _report: &mut Report) {}
+
+pub fn pod(pod: &Pod, report: &mut Report) {
+    for (index, entry) in pod.status.pod_ips.iter().enumerate() {
+        if pod
+            .status
+            .pod_ip
+            .is_some_and(|first| index == 0 && first != entry.ip)
+        {
+            report.error(
+                "status.podIPs[0].ip",
+                "podIPs[0] must equal podIP, as the API server requires",
+            );
+        }
+    }
+    let containers = pod
+        .spec
+        .containers
+        .iter()
+        .map(|container| ("spec.containers", container))
+        .enumerate();
+    for (index, (field, container)) in containers {
+        for (port_index, port) in container.ports.iter().enumerate() {
+            let path = format!("{field}[{index}].ports[{port_index}]");
+            if let Some(name) = &port.name
+                && let Err(message) = crate::values::validate_port_name(name)
+            {
+                report.error(format!("{path}.name"), message);
+            }
+            if let Some(protocol) = port.protocol
+                && !matches!(protocol, Protocol::Tcp | Protocol::Udp | Protocol::Sctp)
+            {
+                report.error(
+                    format!("{path}.protocol"),
+                    "container port protocol must be TCP, UDP or SCTP",
+                );
+            }
+        }
+    }
+}
+
+pub fn tier(tier: &Tier, report: &mut Report) {
+    if let Some(order) = tier.spec.order {
+        if !order.is_finite() {
+            report.error("spec.order", "order must be a finite number");
+        }
+        if tier.metadata.name == DEFAULT_TIER && order != DEFAULT_TIER_ORDER {
+            report.error(
+                "spec.order",
+                format!("the default tier's order is fixed at {DEFAULT_TIER_ORDER}"),
+            );
+        }
+    }
+    if let Some(action) = tier.spec.default_action
+        && !matches!(action, Action::Deny | Action::Pass)
+    {
+        report.error(
+            "spec.defaultAction",
+            "a tier's defaultAction must be Deny or Pass",
+        );
+    }
+}
+
+pub fn policy_spec(spec: &PolicySpec, global: bool, report: &mut Report) {
+    if let Some(order) = spec.order
+        && !order.is_finite()
+    {
+        report.error("spec.order", "order must be a finite number");
+    }
+    if let Some(tier) = &spec.tier
+        && let Err(message) = validate_subdomain_name(tier)
+    {
+        report.error("spec.tier", message);
+    }
+    selector_field(&spec.selector, "spec.selector", report);
+    selector_field(
+        &spec.service_account_selector,
+        "spec.serviceAccountSelector",
+        report,
+    );
+    if let Some(types) = &spec.types
+        && types.len() > 2
+    {
+        report.error("spec.types", "at most two types (Ingress, Egress)");
+    }
+    if global {
+        selector_field(&spec.namespace_selector, "spec.namespaceSelector", report);
+    } else {
+        for (set, field) in [
+            (spec.namespace_selector.is_set(), "spec.namespaceSelector"),
+            (spec.do_not_track, "spec.doNotTrack"),
+            (spec.pre_dnat, "spec.preDNAT"),
+            (spec.apply_on_forward, "spec.applyOnForward"),
+        ] {
+            if set {
+                report.error(field, "only a GlobalNetworkPolicy has this field");
+            }
+        }
+    }
+    for (set, field) in [
+        (spec.do_not_track, "spec.doNotTrack"),
+        (spec.pre_dnat, "spec.preDNAT"),
+        (spec.apply_on_forward, "spec.applyOnForward"),
+    ] {
+        if set && global {
+            report.error(
+                field,
+                "host endpoint policy (doNotTrack, preDNAT, applyOnForward) is not supported by Sluice",
+            );
+        }
+    }
+    for (index, hint) in spec.performance_hints.iter().enumerate() {
+        if hint != "AssumeNeededOnEveryNode" {
+            report.error(
+                format!("spec.performanceHints[{index}]"),
+                "the only performance hint is AssumeNeededOnEveryNode",
+            );
+        }
+    }
+    for (rules, direction) in [(&spec.ingress, "ingress"), (&spec.egress, "egress")] {
+        if rules.len() > MAX_RULES {
+            report.error(
+                format!("spec.{direction}"),
+                format!("{} rules; Calico allows at most {MAX_RULES}", rules.len()),
+            );
+        }
+        for (index, rule) in rules.iter().enumerate() {
+            self::rule(rule, &format!("spec.{direction}[{index}]"), report);
+        }
+    }
+}
+
+fn selector_field(selector: &SelectorText, path: &str, report: &mut Report) {
+    if let Some(selector) = &selector.0 {
+        if selector.uses_global() {
+            report.error(path, "global() can only be used in a rule's namespaceSelector");
+        }
+        if selector.canonical().len() > MAX_SELECTOR_LENGTH {
+            report.error(
+                path,
+                format!("selectors are limited to {MAX_SELECTOR_LENGTH} characters"),
+            );
+        }
+    }
+}
+
+fn rule(rule: &Rule, path: &str, report: &mut Report) {
+    let endpoints = [("source", &rule.source), ("destination", &rule.destination)];
+    for (side, entity) in endpoints {
+        for (ports, field) in [(&entity.ports, "ports"), (&entity.not_ports, "notPorts")] {
+            let field_path = format!("{path}.{side}.{field}");
+            if ports.len() > MAX_PORTS {
+                report.error(
+                    &field_path,
+                    format!("{} ports; Calico allows at most {MAX_PORTS}", ports.len()),
+                );
+            }
+            match rule.protocol {
+                None if ports.iter().any(|port| !port.is_named()) => report.error(
+                    &field_path,
+                    "port numbers and ranges need `protocol` set to TCP, UDP, SCTP or UDPLite",
+                ),
+                Some(protocol) if !protocol.supports_ports() && !ports.is_empty() => report.error(
+                    &field_path,
+                    format!("protocol {protocol} has no ports; ports need TCP, UDP, SCTP or UDPLite"),
+                ),
+                _ => {}
+            }
+        }
+        for (nets, field) in [(&entity.nets, "nets"), (&entity.not_nets, "notNets")] {
+            if nets.len() > MAX_NETS {
+                report.error(
+                    format!("{path}.{side}.{field}"),
+                    format!("{} nets; Calico allows at most {MAX_NETS}", nets.len()),
+                );
+            }
+            if field == "notNets" {
+                for (index, net) in nets.iter().enumerate() {
+                    if net.0.prefix_len() == 0 {
+                        report.error(
+                            format!("{path}.{side}.notNets[{index}]"),
+                            "a catch-all CIDR in notNets matches no traffic; remove the rule or the CIDR",
+                        );
+                    }
+                }
+            }
+        }
+        selector_field(&entity.selector, &format!("{path}.{side}.selector"), report);
+        selector_field(
+            &entity.not_selector,
+            &format!("{path}.{side}.notSelector"),
+            report,
+        );
+        if let Some(accounts) = &entity.service_accounts {
+            selector_field(
+                &accounts.selector,
+                &format!("{path}.{side}.serviceAccounts.selector"),
+                report,
+            );
+            for (index, name) in accounts.names.iter().enumerate() {
+                if let Err(message) = validate_subdomain_name(name) {
+                    report.error(format!("{path}.{side}.serviceAccounts.names[{index}]"), message);
+                }
+            }
+        }
+        if entity.services.is_some() {
+            report.error(
+                format!("{path}.{side}.services"),
+                "matching Kubernetes Services is not supported by Sluice yet",
+            );
+        }
+    }
+    // Calico rejects a rule whose nets mix IPv4 and IPv6, or disagree with ipVersion.
+    let all_nets: Vec<(&str, &str, &Cidr)> = endpoints
+        .iter()
+        .flat_map(|(side, entity)| {
+            entity
+                .nets
+                .iter()
+                .map(move |net| (*side, "nets", net))
+                .chain(entity.not_nets.iter().map(move |net| (*side, "notNets", net)))
+        })
+        .collect();
+    let has_v4 = all_nets.iter().any(|(_, _, net)| net.0.addr().is_ipv4());
+    let has_v6 = all_nets.iter().any(|(_, _, net)| net.0.addr().is_ipv6());
+    if has_v4 && has_v6 {
+        report.error(
+            format!("{path}.destination.nets"),
+            "rule contains both IPv4 and IPv6 CIDRs",
+        );
+    }
+    match rule.ip_version {
+        Some(4) if has_v6 => report.error(
+            format!("{path}.ipVersion"),
+            "rule IP version doesn't match CIDR version",
+        ),
+        Some(6) if has_v4 => report.error(
+            format!("{path}.ipVersion"),
+            "rule IP version doesn't match CIDR version",
+        ),
+        Some(4 | 6) | None => {}
+        Some(_) => report.error(format!("{path}.ipVersion"), "ipVersion must be 4 or 6"),
+    }
+    for (protocol, icmp, protocol_field, icmp_field) in [
+        (rule.protocol, rule.icmp, "protocol", "icmp"),
+        (rule.not_protocol, rule.not_icmp, "notProtocol", "notICMP"),
+    ] {
+        if let Some(protocol) = protocol {
+            if protocol == Protocol::Icmp && rule.ip_version == Some(6) {
+                report.error(
+                    format!("{path}.{protocol_field}"),
+                    "protocol ICMP requires ipVersion 4",
+                );
+            }
+            if protocol == Protocol::IcmpV6 && rule.ip_version == Some(4) {
+                report.error(
+                    format!("{path}.{protocol_field}"),
+                    "protocol ICMPv6 requires ipVersion 6",
+                );
+            }
+        }
+        if let Some(fields) = icmp {
+            if !protocol.is_some_and(Protocol::is_icmp) && icmp_field == "icmp" {
+                report.error(
+                    format!("{path}.{icmp_field}"),
+                    "ICMP fields require protocol ICMP or ICMPv6",
+                );
+            }
+            if fields.code.is_some() && fields.icmp_type.is_none() {
+                report.error(
+                    format!("{path}.{icmp_field}.code"),
+                    "ICMP code specified without an ICMP type",
+                );
+            }
+            if fields.icmp_type == Some(255) {
+                report.error(format!("{path}.{icmp_field}.type"), "ICMP type must be 0 to 254");
+            }
+        }
+    }
+    if let Some(http) = &rule.http {
+        if rule.action != Action::Allow {
+            report.error(format!("{path}.http"), "HTTP match is only valid on Allow rules");
+        }
+        if rule.protocol.is_some_and(|protocol| protocol != Protocol::Tcp) {
+            report.error(
+                format!("{path}.http"),
+                "rules with HTTP match must have protocol TCP or unset",
+            );
+        }
+        if http.methods.len() > MAX_HTTP_ITEMS {
+            report.error(
+                format!("{path}.http.methods"),
+                format!("at most {MAX_HTTP_ITEMS} methods"),
+            );
+        }
+        if http.paths.len() > MAX_HTTP_ITEMS {
+            report.error(
+                format!("{path}.http.paths"),
+                format!("at most {MAX_HTTP_ITEMS} paths"),
+            );
+        }
+        for (index, method) in http.methods.iter().enumerate() {
+            if method.is_empty() || !method.chars().all(|character| character.is_ascii_alphabetic()) {
+                report.error(
+                    format!("{path}.http.methods[{index}]"),
+                    format!("`{method}` is not an HTTP method"),
+                );
+            }
+        }
+        for (index, entry) in http.paths.iter().enumerate() {
+            let field = format!("{path}.http.paths[{index}]");
+            match (&entry.exact, &entry.prefix) {
+                (Some(value), None) | (None, Some(value)) => {
+                    if !value.starts_with('/') || value.len() > 1024 {
+                        report.error(
+                            field,
+                            "an HTTP path starts with `/` and has at most 1024 characters",
+                        );
+                    }
+                }
+                _ => report.error(field, "give exactly one of `exact` or `prefix`"),
+            }
+        }
+    }
+}
+
+pub fn kubernetes_network_policy(policy: &KubernetesNetworkPolicy, report: &mut Report) {
+    let spec = &policy.spec;
+    label_selector(&spec.pod_selector, "spec.podSelector", report);
+    if let Some(types) = &spec.policy_types
+        && types.len() > 2
+    {
+        report.error("spec.policyTypes", "at most two policy types (Ingress, Egress)");
+    }
+    for (index, rule) in spec.ingress.iter().enumerate() {
+        let path = format!("spec.ingress[{index}]");
+        peers(&rule.from, &format!("{path}.from"), report);
+        ports(&rule.ports, &format!("{path}.ports"), report);
+    }
+    for (index, rule) in spec.egress.iter().enumerate() {
+        let path = format!("spec.egress[{index}]");
+        peers(&rule.to, &format!("{path}.to"), report);
+        ports(&rule.ports, &format!("{path}.ports"), report);
+    }
+}
+
+fn label_selector(selector: &LabelSelector, path: &str, report: &mut Report) {
+    if let Err(message) = selector.to_selector() {
+        report.error(path, message);
+    }
+}
+
+fn peers(peers: &[NetworkPolicyPeer], path: &str, report: &mut Report) {
+    for (index, peer) in peers.iter().enumerate() {
+        let path = format!("{path}[{index}]");
+        let selectors = peer.pod_selector.is_some() || peer.namespace_selector.is_some();
+        match (&peer.ip_block, selectors) {
+            (Some(_), true) => report.error(
+                &path,
+                "ipBlock cannot be combined with podSelector or namespaceSelector in one peer",
+            ),
+            (None, false) => report.error(&path, "a peer needs podSelector, namespaceSelector or ipBlock"),
+            _ => {}
+        }
+        if let Some(selector) = &peer.pod_selector {
+            label_selector(selector, &format!("{path}.podSelector"), report);
+        }
+        if let Some(selector) = &peer.namespace_selector {
+            label_selector(selector, &format!("{path}.namespaceSelector"), report);
+        }
+        if let Some(block) = &peer.ip_block {
+            for (except_index, except) in block.except.iter().enumerate() {
+                let inside =
+                    block.cidr.0.contains(&except.0) && except.0.prefix_len() > block.cidr.0.prefix_len();
+                if !inside {
+                    report.error(
+                        format!("{path}.ipBlock.except[{except_index}]"),
+                        format!("{except} must be strictly inside cidr {}", block.cidr),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn ports(ports: &[NetworkPolicyPort], path: &str, report: &mut Report) {
+    for (index, port) in ports.iter().enumerate() {
+        let path = format!("{path}[{index}]");
+        if let Some(protocol) = port.protocol
+            && !matches!(protocol, Protocol::Tcp | Protocol::Udp | Protocol::Sctp)
+        {
+            report.error(format!("{path}.protocol"), "protocol must be TCP, UDP or SCTP");
+        }
+        match (&port.port, port.end_port) {
+            (Some(Port::Range { low, high }), _) if low != high => report.error(
+                format!("{path}.port"),
+                "a Kubernetes port is a number or a name; use endPort for ranges",
+            ),
+            (Some(Port::Range { low, .. }), Some(end)) if end < *low => report.error(
+                format!("{path}.endPort"),
+                "endPort must be greater than or equal to port",
+            ),
+            (Some(Port::Named(_)), Some(_)) => report.error(
+                format!("{path}.endPort"),
+                "endPort cannot be used with a named port",
+            ),
+            (None, Some(_)) => report.error(format!("{path}.endPort"), "endPort needs port"),
+            _ => {}
+        }
+        if let Some(Port::Range { low: 0, .. }) = port.port {
+            report.error(format!("{path}.port"), "port must be 1 to 65535");
+        }
+    }
+}
+
+pub fn ip_pool(pool: &IpPool, report: &mut Report) {
+    let spec = &pool.spec;
+    let block_size = spec.effective_block_size();
+    let (minimum, maximum) = match spec.cidr.0 {
+        ipnet::IpNet::V4(_) => (20, 32),
+        ipnet::IpNet::V6(_) => (116, 128),
+    };
+    if !(minimum..=maximum).contains(&block_size) {
+        report.error(
+            "spec.blockSize",
+            format!("blockSize {block_size} is out of range; expected {minimum} to {maximum} for this address family"),
+        );
+    }
+    if spec.cidr.0.prefix_len() > block_size {
+        report.error(
+            "spec.blockSize",
+            format!("the pool {} is smaller than one /{block_size} block", spec.cidr),
+        );
+    }
+    if spec.cidr.0.addr().is_ipv6()
+        && spec
+            .ipip_mode
+            .is_some_and(|mode| mode != EncapsulationMode::Never)
+    {
+        report.error("spec.ipipMode", "IPIP is IPv4 only");
+    }
+    if spec
+        .ipip_mode
+        .is_some_and(|mode| mode != EncapsulationMode::Never)
+        && spec
+            .vxlan_mode
+            .is_some_and(|mode| mode != EncapsulationMode::Never)
+    {
+        report.error(
+            "spec.vxlanMode",
+            "IPIP and VXLAN cannot both be enabled on one pool",
+        );
+    }
+    if spec.allowed_uses.contains(&AllowedUse::LoadBalancer) && spec.allowed_uses.len() > 1 {
+        report.error(
+            "spec.allowedUses",
+            "LoadBalancer cannot be combined with other uses",
+        );
+    }
+    for (selector, field) in [
+        (&spec.node_selector, "spec.nodeSelector"),
+        (&spec.namespace_selector, "spec.namespaceSelector"),
+    ] {
+        selector_field(selector, field, report);
+    }
+}
+
+/// Checks that span objects: pools that overlap and pods that share an address.
+pub fn cross_object(set: &ResourceSet) -> Vec<Diagnostic> {
+    let mut diagnostics = Vec::new();
+    for (index, pool) in set.ip_pools.iter().enumerate() {
+        for earlier in &set.ip_pools[..index] {
+            if pool.spec.cidr.0.contains(&earlier.spec.cidr.0.network())
+                || earlier.spec.cidr.0.contains(&pool.spec.cidr.0.network())
+            {
+                diagnostics.push(at(
+                    &pool.metadata,
+                    "spec.cidr",
+                    format!(
+                        "IPPool {} ({}) overlaps IPPool {} ({}) defined at {}",
+                        pool.metadata.name,
+                        pool.spec.cidr,
+                        earlier.metadata.name,
+                        earlier.spec.cidr,
+                        earlier.metadata.origin
+                    ),
+                ));
+            }
+        }
+    }
+    let mut owners = std::collections::BTreeMap::new();
+    for pod in set.pods.iter().filter(|pod| pod.is_workload()) {
+        for address in pod.addresses() {
+            let name = format!("{}/{}", pod.metadata.namespace(), pod.metadata.name);
+            if let Some((other, origin)) = owners.insert(address, (name.clone(), pod.metadata.origin.clone()))
+            {
+                diagnostics.push(at(
+                    &pod.metadata,
+                    "status.podIP",
+                    format!("pod {name} has address {address}, which pod {other} (at {origin}) has too"),
+                ));
+            }
+        }
+    }
+    diagnostics
+}
+
+fn at(metadata: &ObjectMeta, field: &str, message: String) -> Diagnostic {
+    Diagnostic {
+        file: metadata.origin.file.clone(),
+        line: metadata.origin.line,
+        column: metadata.origin.column,
+        field: field.to_string(),
+        message,
+    }
+}

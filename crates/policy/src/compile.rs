@@ -1,0 +1,551 @@
+//! Compiles a resource set into the Dataplane IR.
+//!
+//! Steps, after felix's calculation graph: build the selectable entities; normalise every
+//! policy (Calico, Global, Kubernetes) into one form with fully rewritten selectors; compile
+//! each policy's rules once, interning IP sets and named-port sets so rules share them; find
+//! the policies that apply to each endpoint; order them into tiers.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ipnet::IpNet;
+use sluice_api::ResourceSet;
+use sluice_api::calico::{
+    DEFAULT_TIER, DEFAULT_TIER_ORDER, EntityRule, KUBERNETES_POLICY_ORDER, PolicySpec, Rule,
+};
+use sluice_api::values::{Action, PolicyType, Port};
+use sluice_selector::Selector;
+
+use crate::entities::{
+    Entity, EntityKind, LABEL_NAMESPACE, LABEL_SERVICE_ACCOUNT, NAMESPACE_LABEL_PREFIX,
+    SERVICE_ACCOUNT_LABEL_PREFIX, build_entities,
+};
+use crate::ip_set::NetworkLookup;
+use crate::ir::*;
+use crate::kubernetes;
+
+/// Compiles resources into the IR. Pods without an address are left out (nothing can address
+/// them) and listed in [`Dataplane::unaddressed_pods`].
+pub fn compile(resources: &ResourceSet) -> Dataplane {
+    let (entities, unaddressed_pods) = build_entities(resources);
+    let definitions = normalise_policies(resources);
+    let mut interner = Interner::new(&entities);
+
+    let policies: Vec<CompiledPolicy> = definitions
+        .iter()
+        .enumerate()
+        .map(|(id, definition)| CompiledPolicy {
+            id,
+            reference: definition.reference.clone(),
+            ingress: compile_rules(
+                &definition.ingress,
+                definition.namespace.as_deref(),
+                &mut interner,
+            ),
+            egress: compile_rules(&definition.egress, definition.namespace.as_deref(), &mut interner),
+        })
+        .collect();
+
+    let tiers = tier_table(resources);
+    let endpoint_entities: Vec<&Entity> = entities
+        .iter()
+        .filter(|entity| entity.kind == EntityKind::Endpoint)
+        .collect();
+    let mut by_namespace: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (index, entity) in endpoint_entities.iter().enumerate() {
+        by_namespace
+            .entry(entity.namespace.as_deref().unwrap_or_default())
+            .or_default()
+            .push(index);
+    }
+    // (endpoint, direction) -> policies that apply.
+    let mut applicable: Vec<[Vec<PolicyId>; 2]> = vec![[Vec::new(), Vec::new()]; endpoint_entities.len()];
+    let all_indices: Vec<usize> = (0..endpoint_entities.len()).collect();
+    for (id, definition) in definitions.iter().enumerate() {
+        // A namespaced policy's selector already requires its namespace; looking only there
+        // is an index, not a change of meaning.
+        let candidates = match &definition.namespace {
+            Some(namespace) => by_namespace
+                .get(namespace.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or(&[]),
+            None => &all_indices,
+        };
+        for &index in candidates {
+            if definition.applies_to.matches(&endpoint_entities[index].labels) {
+                for direction in &definition.types {
+                    applicable[index][direction_index(*direction)].push(id);
+                }
+            }
+        }
+    }
+
+    let mut dataplane = Dataplane {
+        policies,
+        unaddressed_pods,
+        ..Dataplane::default()
+    };
+    for (index, entity) in endpoint_entities.iter().enumerate() {
+        let [ingress, egress] = &applicable[index];
+        let program = EndpointProgram {
+            id: index,
+            namespace: entity.namespace.clone().unwrap_or_default(),
+            name: entity.name.clone(),
+            node: entity.node.clone(),
+            addresses: entity.networks.iter().map(IpNet::addr).collect(),
+            ingress: order_into_tiers(ingress, &definitions, &tiers),
+            egress: order_into_tiers(egress, &definitions, &tiers),
+        };
+        for address in &program.addresses {
+            dataplane.endpoint_by_address.insert(*address, index);
+        }
+        dataplane
+            .endpoint_by_name
+            .insert((program.namespace.clone(), program.name.clone()), index);
+        dataplane.endpoints.push(program);
+    }
+    let mut external: Vec<IpNet> = interner
+        .ip_sets
+        .iter()
+        .filter(|set| set.source == IpSetSource::Nets)
+        .flat_map(|set| set.members.iter().copied())
+        .chain(
+            entities
+                .iter()
+                .filter(|entity| entity.kind != EntityKind::Endpoint)
+                .flat_map(|entity| entity.networks.iter().copied()),
+        )
+        .collect();
+    external.sort();
+    external.dedup();
+    dataplane.external_networks = external;
+    dataplane.ip_sets = interner.ip_sets;
+    dataplane.named_port_sets = interner.named_port_sets;
+    dataplane
+}
+
+fn direction_index(direction: PolicyType) -> usize {
+    match direction {
+        PolicyType::Ingress => 0,
+        PolicyType::Egress => 1,
+    }
+}
+
+/// A policy of any kind in one form.
+struct PolicyDefinition {
+    reference: PolicyReference,
+    order: Option<f64>,
+    /// The name Calico sorts by when orders tie.
+    sort_name: String,
+    /// The endpoints it applies to, with namespace and service-account rewriting done.
+    applies_to: Selector,
+    /// For namespaced policies: the namespace (rules default to it).
+    namespace: Option<String>,
+    types: Vec<PolicyType>,
+    /// Rules with the index of the rule they come from in the resource.
+    ingress: Vec<(usize, Rule)>,
+    egress: Vec<(usize, Rule)>,
+}
+
+fn normalise_policies(resources: &ResourceSet) -> Vec<PolicyDefinition> {
+    let mut definitions = Vec::new();
+    for policy in &resources.network_policies {
+        let namespace = policy.metadata.namespace().to_string();
+        // networkpolicyprocessor.go: (selector) && projectcalico.org/namespace == '<ns>', then
+        // the service account selector with the pcsa. prefix.
+        let applies_to = policy
+            .spec
+            .selector
+            .selector()
+            .and(&equals(LABEL_NAMESPACE, &namespace));
+        definitions.push(PolicyDefinition {
+            reference: PolicyReference {
+                kind: "NetworkPolicy",
+                namespace: Some(namespace.clone()),
+                name: policy.metadata.name.clone(),
+                tier: policy.spec.tier().to_string(),
+            },
+            order: policy.spec.order,
+            sort_name: format!("{namespace}/{}", policy.metadata.name),
+            applies_to: with_service_account_selector(applies_to, &policy.spec),
+            namespace: Some(namespace),
+            types: policy.spec.effective_types(),
+            ingress: policy.spec.ingress.iter().cloned().enumerate().collect(),
+            egress: policy.spec.egress.iter().cloned().enumerate().collect(),
+        });
+    }
+    for policy in &resources.global_network_policies {
+        // globalnetworkpolicyprocessor.go: the namespace selector with the pcns. prefix, its
+        // all() meaning "any namespaced endpoint".
+        let mut applies_to = policy.spec.selector.selector();
+        if let Some(namespace_selector) = &policy.spec.namespace_selector.0 {
+            applies_to = applies_to
+                .and(&namespace_selector.with_label_prefix(NAMESPACE_LABEL_PREFIX))
+                .replace_all_and_global(&has(LABEL_NAMESPACE), &has(LABEL_NAMESPACE).not());
+        }
+        definitions.push(PolicyDefinition {
+            reference: PolicyReference {
+                kind: "GlobalNetworkPolicy",
+                namespace: None,
+                name: policy.metadata.name.clone(),
+                tier: policy.spec.tier().to_string(),
+            },
+            order: policy.spec.order,
+            sort_name: policy.metadata.name.clone(),
+            applies_to: with_service_account_selector(applies_to, &policy.spec),
+            namespace: None,
+            types: policy.spec.effective_types(),
+            ingress: policy.spec.ingress.iter().cloned().enumerate().collect(),
+            egress: policy.spec.egress.iter().cloned().enumerate().collect(),
+        });
+    }
+    for policy in &resources.kubernetes_network_policies {
+        let namespace = policy.metadata.namespace().to_string();
+        let spec = &policy.spec;
+        let ingress = spec
+            .ingress
+            .iter()
+            .enumerate()
+            .flat_map(|(index, rule)| {
+                kubernetes::convert_rule(&rule.from, &rule.ports, true)
+                    .into_iter()
+                    .map(move |converted| (index, converted))
+            })
+            .collect();
+        let egress = spec
+            .egress
+            .iter()
+            .enumerate()
+            .flat_map(|(index, rule)| {
+                kubernetes::convert_rule(&rule.to, &rule.ports, false)
+                    .into_iter()
+                    .map(move |converted| (index, converted))
+            })
+            .collect();
+        definitions.push(PolicyDefinition {
+            reference: PolicyReference {
+                kind: "KubernetesNetworkPolicy",
+                namespace: Some(namespace.clone()),
+                name: policy.metadata.name.clone(),
+                tier: DEFAULT_TIER.to_string(),
+            },
+            order: Some(KUBERNETES_POLICY_ORDER),
+            sort_name: format!("{namespace}/knp.default.{}", policy.metadata.name),
+            applies_to: kubernetes::pod_selector(&spec.pod_selector)
+                .and(&equals(LABEL_NAMESPACE, &namespace)),
+            namespace: Some(namespace),
+            types: spec.effective_policy_types(),
+            ingress,
+            egress,
+        });
+    }
+    definitions
+}
+
+fn with_service_account_selector(selector: Selector, spec: &PolicySpec) -> Selector {
+    match &spec.service_account_selector.0 {
+        Some(accounts) => selector
+            .and(&accounts.with_label_prefix(SERVICE_ACCOUNT_LABEL_PREFIX))
+            .replace_all_and_global(&has(LABEL_SERVICE_ACCOUNT), &has(LABEL_SERVICE_ACCOUNT).not()),
+        None => selector,
+    }
+}
+
+fn equals(key: &str, value: &str) -> Selector {
+    Selector::parse(&format!("{key} == {}", quote(value))).expect("an equality selector is valid")
+}
+
+fn has(key: &str) -> Selector {
+    Selector::parse(&format!("has({key})")).expect("a has() selector is valid")
+}
+
+fn quote(value: &str) -> String {
+    if value.contains('"') {
+        format!("'{value}'")
+    } else {
+        format!("\"{value}\"")
+    }
+}
+
+trait Negate {
+    fn not(&self) -> Selector;
+}
+
+impl Negate for Selector {
+    fn not(&self) -> Selector {
+        Selector::parse(&format!("!({self})")).expect("negating a valid selector is valid")
+    }
+}
+
+/// The selector for one side of a rule, as `getEndpointSelector` in Calico's
+/// `updateprocessors/rules.go` builds it. `None` means the rule does not restrict by selector.
+fn entity_selector(entity: &EntityRule, policy_namespace: Option<&str>) -> Option<Selector> {
+    let namespace_selector = match (&entity.namespace_selector.0, policy_namespace) {
+        (Some(selector), _) => Some(
+            selector
+                .with_label_prefix(NAMESPACE_LABEL_PREFIX)
+                .replace_all_and_global(&has(LABEL_NAMESPACE), &has(LABEL_NAMESPACE).not()),
+        ),
+        (None, Some(namespace)) => Some(equals(LABEL_NAMESPACE, namespace)),
+        (None, None) => None,
+    };
+    let service_accounts = entity.service_accounts.as_ref().and_then(|accounts| {
+        let by_selector = accounts
+            .selector
+            .0
+            .as_ref()
+            .map(|selector| selector.with_label_prefix(SERVICE_ACCOUNT_LABEL_PREFIX));
+        let by_name = (!accounts.names.is_empty()).then(|| {
+            let names: Vec<String> = accounts.names.iter().map(|name| quote(name)).collect();
+            Selector::parse(&format!("{LABEL_SERVICE_ACCOUNT} in {{{}}}", names.join(", ")))
+                .expect("a service account name list is a valid selector")
+        });
+        match (by_selector, by_name) {
+            (Some(left), Some(right)) => Some(left.and(&right)),
+            (left, right) => left.or(right),
+        }
+    });
+    let selector = match (service_accounts, &entity.selector.0) {
+        (Some(accounts), Some(selector)) => Some(accounts.and(selector)),
+        (accounts, selector) => accounts.or_else(|| selector.clone()),
+    };
+    let namespaced = selector.is_some() || entity.not_selector.is_set() || entity.namespace_selector.is_set();
+    match (namespace_selector, selector) {
+        (Some(namespace), Some(selector)) if namespaced => Some(namespace.and(&selector)),
+        (Some(namespace), None) if namespaced => Some(namespace),
+        (_, selector) => selector,
+    }
+}
+
+fn compile_rules(
+    rules: &[(usize, Rule)],
+    namespace: Option<&str>,
+    interner: &mut Interner<'_>,
+) -> Vec<CompiledRule> {
+    rules
+        .iter()
+        .map(|(origin_index, rule)| CompiledRule {
+            origin_index: *origin_index,
+            action: rule.action,
+            ip_version: rule.ip_version,
+            protocol: rule.protocol.map(|protocol| protocol.number()),
+            not_protocol: rule.not_protocol.map(|protocol| protocol.number()),
+            icmp: rule.icmp.map(|fields| IcmpMatch {
+                icmp_type: fields.icmp_type,
+                code: fields.code,
+            }),
+            not_icmp: rule.not_icmp.map(|fields| IcmpMatch {
+                icmp_type: fields.icmp_type,
+                code: fields.code,
+            }),
+            source: compile_peer(&rule.source, namespace, interner),
+            destination: compile_peer(&rule.destination, namespace, interner),
+            http: rule.http.is_some(),
+        })
+        .collect()
+}
+
+fn compile_peer(entity: &EntityRule, namespace: Option<&str>, interner: &mut Interner<'_>) -> PeerMatch {
+    let selector = entity_selector(entity, namespace);
+    // felix rule_scanner.go: named ports are IP sets filtered by the positive selector (all()
+    // when there is none); notSelector is used as written, not namespaced (rules.go).
+    let port_selector = selector.clone().unwrap_or_else(Selector::all);
+    PeerMatch {
+        nets: (!entity.nets.is_empty()).then(|| interner.nets(&entity.nets)),
+        not_nets: (!entity.not_nets.is_empty()).then(|| interner.nets(&entity.not_nets)),
+        selector: selector.map(|selector| interner.selector(&selector)),
+        not_selector: entity
+            .not_selector
+            .0
+            .as_ref()
+            .map(|selector| interner.selector(selector)),
+        ports: (!entity.ports.is_empty()).then(|| interner.ports(&entity.ports, &port_selector)),
+        not_ports: (!entity.not_ports.is_empty()).then(|| interner.ports(&entity.not_ports, &port_selector)),
+    }
+}
+
+/// Shares IP sets and named-port sets between rules that mean the same thing.
+struct Interner<'a> {
+    entities: &'a [Entity],
+    ip_sets: Vec<IpSet>,
+    ip_set_by_key: HashMap<(IpSetSource, Vec<IpNet>), IpSetId>,
+    selector_sets: HashMap<String, IpSetId>,
+    named_port_sets: Vec<NamedPortSet>,
+    named_port_by_key: HashMap<(String, String), NamedPortSetId>,
+}
+
+impl<'a> Interner<'a> {
+    fn new(entities: &'a [Entity]) -> Self {
+        Interner {
+            entities,
+            ip_sets: Vec::new(),
+            ip_set_by_key: HashMap::new(),
+            selector_sets: HashMap::new(),
+            named_port_sets: Vec::new(),
+            named_port_by_key: HashMap::new(),
+        }
+    }
+
+    fn add_set(&mut self, source: IpSetSource, mut members: Vec<IpNet>) -> IpSetId {
+        members.sort();
+        members.dedup();
+        let key = (source, members);
+        if let Some(id) = self.ip_set_by_key.get(&key) {
+            return *id;
+        }
+        let id = self.ip_sets.len();
+        let lookup = NetworkLookup::new(&key.1);
+        self.ip_sets.push(IpSet {
+            id,
+            source: key.0.clone(),
+            members: key.1.clone(),
+            lookup,
+        });
+        self.ip_set_by_key.insert(key, id);
+        id
+    }
+
+    fn nets(&mut self, nets: &[sluice_api::values::Cidr]) -> IpSetId {
+        self.add_set(IpSetSource::Nets, nets.iter().map(|net| net.0).collect())
+    }
+
+    fn selector(&mut self, selector: &Selector) -> IpSetId {
+        let canonical = selector.canonical();
+        if let Some(id) = self.selector_sets.get(&canonical) {
+            return *id;
+        }
+        let members: Vec<IpNet> = self
+            .entities
+            .iter()
+            .filter(|entity| selector.matches(&entity.labels))
+            .flat_map(|entity| entity.networks.iter().copied())
+            .collect();
+        let id = self.add_set(IpSetSource::Selector(canonical.clone()), members);
+        self.selector_sets.insert(canonical, id);
+        id
+    }
+
+    fn ports(&mut self, ports: &[Port], selector: &Selector) -> PortMatch {
+        let mut port_match = PortMatch::default();
+        for port in ports {
+            match port {
+                Port::Range { low, high } => port_match.ranges.push((*low, *high)),
+                Port::Named(name) => port_match.named.push(self.named_port(name, selector)),
+            }
+        }
+        port_match
+    }
+
+    fn named_port(&mut self, port_name: &str, selector: &Selector) -> NamedPortSetId {
+        let key = (selector.canonical(), port_name.to_string());
+        if let Some(id) = self.named_port_by_key.get(&key) {
+            return *id;
+        }
+        let mut members: Vec<(std::net::IpAddr, u8, u16)> = self
+            .entities
+            .iter()
+            .filter(|entity| entity.kind == EntityKind::Endpoint && selector.matches(&entity.labels))
+            .flat_map(|entity| {
+                entity
+                    .named_ports
+                    .iter()
+                    .filter(|(name, _, _)| name == port_name)
+                    .flat_map(|(_, protocol, port)| {
+                        entity
+                            .networks
+                            .iter()
+                            .map(move |network| (network.addr(), *protocol, *port))
+                    })
+            })
+            .collect();
+        members.sort();
+        members.dedup();
+        let id = self.named_port_sets.len();
+        self.named_port_sets.push(NamedPortSet {
+            id,
+            selector: key.0.clone(),
+            port_name: port_name.to_string(),
+            lookup: members.iter().copied().collect(),
+            members,
+        });
+        self.named_port_by_key.insert(key, id);
+        id
+    }
+}
+
+struct TierInfo {
+    order: Option<f64>,
+    default_action: Action,
+}
+
+fn tier_table(resources: &ResourceSet) -> BTreeMap<String, TierInfo> {
+    let mut tiers = BTreeMap::new();
+    tiers.insert(
+        DEFAULT_TIER.to_string(),
+        TierInfo {
+            order: Some(DEFAULT_TIER_ORDER),
+            default_action: Action::Deny,
+        },
+    );
+    for tier in &resources.tiers {
+        let order = if tier.metadata.name == DEFAULT_TIER {
+            Some(DEFAULT_TIER_ORDER)
+        } else {
+            tier.spec.order
+        };
+        tiers.insert(
+            tier.metadata.name.clone(),
+            TierInfo {
+                order,
+                default_action: tier.spec.default_action.unwrap_or(Action::Deny),
+            },
+        );
+    }
+    tiers
+}
+
+/// Order is a float; absent sorts after every number; ties by name.
+fn order_key(order: Option<f64>) -> f64 {
+    order.unwrap_or(f64::INFINITY)
+}
+
+fn order_into_tiers(
+    policies: &[PolicyId],
+    definitions: &[PolicyDefinition],
+    tiers: &BTreeMap<String, TierInfo>,
+) -> DirectionProgram {
+    let mut by_tier: BTreeMap<&str, Vec<PolicyId>> = BTreeMap::new();
+    for &id in policies {
+        by_tier
+            .entry(definitions[id].reference.tier.as_str())
+            .or_default()
+            .push(id);
+    }
+    let mut programs: Vec<(f64, TierProgram)> = by_tier
+        .into_iter()
+        .map(|(name, mut ids)| {
+            ids.sort_by(|left, right| {
+                let (left, right) = (&definitions[*left], &definitions[*right]);
+                order_key(left.order)
+                    .total_cmp(&order_key(right.order))
+                    .then_with(|| left.sort_name.cmp(&right.sort_name))
+            });
+            let info = tiers.get(name);
+            (
+                order_key(info.and_then(|info| info.order)),
+                TierProgram {
+                    name: name.to_string(),
+                    default_action: info.map(|info| info.default_action).unwrap_or(Action::Deny),
+                    policies: ids,
+                },
+            )
+        })
+        .collect();
+    programs.sort_by(|left, right| {
+        left.0
+            .total_cmp(&right.0)
+            .then_with(|| left.1.name.cmp(&right.1.name))
+    });
+    DirectionProgram {
+        tiers: programs.into_iter().map(|(_, program)| program).collect(),
+    }
+}

@@ -1,0 +1,152 @@
+//! The things selectors pick: workload endpoints (pods) and network sets, with the labels
+//! Calico gives them.
+//!
+//! Calico matches a rule's `namespaceSelector` by copying each namespace's labels onto its
+//! endpoints with a `pcns.` prefix, and service account labels with `pcsa.`
+//! (`libcalico-go/lib/backend/k8s/conversion/conversion.go`, `NamespaceToProfile`). Endpoints
+//! also carry `projectcalico.org/namespace`, `projectcalico.org/orchestrator` and
+//! `projectcalico.org/serviceaccount`. Sluice builds the same label maps so that one selector
+//! evaluator serves every case.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ipnet::IpNet;
+use sluice_api::ResourceSet;
+
+pub const LABEL_NAMESPACE: &str = "projectcalico.org/namespace";
+pub const LABEL_ORCHESTRATOR: &str = "projectcalico.org/orchestrator";
+pub const LABEL_SERVICE_ACCOUNT: &str = "projectcalico.org/serviceaccount";
+pub const LABEL_NAME: &str = "projectcalico.org/name";
+pub const NAMESPACE_LABEL_PREFIX: &str = "pcns.";
+pub const SERVICE_ACCOUNT_LABEL_PREFIX: &str = "pcsa.";
+
+/// Something a selector can pick: a pod or a network set.
+#[derive(Debug, Clone)]
+pub struct Entity {
+    pub kind: EntityKind,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub networks: Vec<IpNet>,
+    /// (name, protocol number, port) of the pod's named container ports.
+    pub named_ports: Vec<(String, u8, u16)>,
+    pub node: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntityKind {
+    Endpoint,
+    NetworkSet,
+    GlobalNetworkSet,
+}
+
+/// Builds the endpoints (workload pods with an address) and network sets of a resource set.
+/// Returns them with the names of pods skipped because they have no address.
+pub fn build_entities(resources: &ResourceSet) -> (Vec<Entity>, Vec<String>) {
+    let namespace_labels: HashMap<&str, BTreeMap<String, String>> = resources
+        .namespaces
+        .iter()
+        .map(|namespace| (namespace.metadata.name.as_str(), namespace.effective_labels()))
+        .collect();
+    let service_account_labels: HashMap<(&str, &str), &BTreeMap<String, String>> = resources
+        .service_accounts
+        .iter()
+        .map(|account| {
+            (
+                (account.metadata.namespace(), account.metadata.name.as_str()),
+                &account.metadata.labels,
+            )
+        })
+        .collect();
+    let profile_labels = |namespace: &str| {
+        let mut labels = BTreeMap::new();
+        match namespace_labels.get(namespace) {
+            Some(namespace_labels) => {
+                for (key, value) in namespace_labels {
+                    labels.insert(format!("{NAMESPACE_LABEL_PREFIX}{key}"), value.clone());
+                }
+            }
+            // A namespace that is not in the inputs still has the label the API server adds.
+            None => {
+                labels.insert(
+                    format!("{NAMESPACE_LABEL_PREFIX}kubernetes.io/metadata.name"),
+                    namespace.to_string(),
+                );
+            }
+        }
+        labels.insert(
+            format!("{NAMESPACE_LABEL_PREFIX}{LABEL_NAME}"),
+            namespace.to_string(),
+        );
+        labels
+    };
+
+    let mut entities = Vec::new();
+    let mut skipped = Vec::new();
+    for pod in &resources.pods {
+        if !pod.is_workload() {
+            continue;
+        }
+        let namespace = pod.metadata.namespace();
+        let addresses = pod.addresses();
+        if addresses.is_empty() {
+            skipped.push(format!("{namespace}/{}", pod.metadata.name));
+            continue;
+        }
+        let account = pod.service_account();
+        // Profile labels first: the endpoint's own labels win over inherited ones.
+        let mut labels = profile_labels(namespace);
+        if let Some(account_labels) = service_account_labels.get(&(namespace, account)) {
+            for (key, value) in account_labels.iter() {
+                labels.insert(format!("{SERVICE_ACCOUNT_LABEL_PREFIX}{key}"), value.clone());
+            }
+        }
+        labels.insert(
+            format!("{SERVICE_ACCOUNT_LABEL_PREFIX}{LABEL_NAME}"),
+            account.to_string(),
+        );
+        labels.extend(pod.metadata.labels.clone());
+        labels.insert(LABEL_NAMESPACE.to_string(), namespace.to_string());
+        labels.insert(LABEL_ORCHESTRATOR.to_string(), "k8s".to_string());
+        labels.insert(LABEL_SERVICE_ACCOUNT.to_string(), account.to_string());
+        entities.push(Entity {
+            kind: EntityKind::Endpoint,
+            namespace: Some(namespace.to_string()),
+            name: pod.metadata.name.clone(),
+            labels,
+            networks: addresses.iter().map(|address| IpNet::from(*address)).collect(),
+            named_ports: pod
+                .named_ports()
+                .map(|(name, protocol, port)| (name.to_string(), protocol.number(), port))
+                .collect(),
+            node: pod.spec.node_name.clone(),
+        });
+    }
+    for set in &resources.network_sets {
+        let namespace = set.metadata.namespace();
+        let mut labels = profile_labels(namespace);
+        labels.extend(set.metadata.labels.clone());
+        labels.insert(LABEL_NAMESPACE.to_string(), namespace.to_string());
+        entities.push(Entity {
+            kind: EntityKind::NetworkSet,
+            namespace: Some(namespace.to_string()),
+            name: set.metadata.name.clone(),
+            labels,
+            networks: set.spec.nets.iter().map(|net| net.0).collect(),
+            named_ports: Vec::new(),
+            node: None,
+        });
+    }
+    for set in &resources.global_network_sets {
+        entities.push(Entity {
+            kind: EntityKind::GlobalNetworkSet,
+            namespace: None,
+            name: set.metadata.name.clone(),
+            labels: set.metadata.labels.clone(),
+            networks: set.spec.nets.iter().map(|net| net.0).collect(),
+            named_ports: Vec::new(),
+            node: None,
+        });
+    }
+    (entities, skipped)
+}

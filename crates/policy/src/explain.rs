@@ -1,0 +1,186 @@
+//! Explanations: a verdict with a readable account of every tier, policy and rule that was
+//! considered, for people (`sluice explain`) and machines (`-o json`).
+
+use serde::Serialize;
+use sluice_api::values::{Action, PolicyType};
+
+use crate::evaluate::{Decision, Flow, TraceStep};
+use crate::ir::{Dataplane, EndpointId, PolicyId};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    /// `allow` or `deny`.
+    pub verdict: &'static str,
+    pub egress: Option<DirectionExplanation>,
+    pub ingress: Option<DirectionExplanation>,
+}
+
+/// Which policy rule decided, in terms of the resource a person wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleReference {
+    pub kind: &'static str,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub tier: String,
+    pub direction: &'static str,
+    /// Index into the resource's `spec.ingress` or `spec.egress` list.
+    pub rule_index: usize,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DirectionExplanation {
+    /// `namespace/pod`.
+    pub endpoint: String,
+    pub direction: &'static str,
+    pub allowed: bool,
+    /// One sentence: what decided.
+    pub reason: String,
+    /// The deciding rule, when a rule decided.
+    pub rule: Option<RuleReference>,
+    /// Every step considered, in order, as sentences.
+    pub steps: Vec<String>,
+}
+
+/// Evaluates a flow and explains the verdict.
+pub fn explain(dataplane: &Dataplane, flow: &Flow) -> Explanation {
+    let mut egress_steps = Vec::new();
+    let mut ingress_steps = Vec::new();
+    let verdict = dataplane.evaluate_traced(flow, &mut egress_steps, &mut ingress_steps);
+    Explanation {
+        verdict: if verdict.allowed { "allow" } else { "deny" },
+        egress: verdict
+            .egress
+            .map(|(id, decision)| describe(dataplane, id, PolicyType::Egress, decision, &egress_steps)),
+        ingress: verdict
+            .ingress
+            .map(|(id, decision)| describe(dataplane, id, PolicyType::Ingress, decision, &ingress_steps)),
+    }
+}
+
+fn direction_name(direction: PolicyType) -> &'static str {
+    match direction {
+        PolicyType::Ingress => "ingress",
+        PolicyType::Egress => "egress",
+    }
+}
+
+/// A reference to a rule of a compiled policy.
+pub fn rule_reference(
+    dataplane: &Dataplane,
+    policy: PolicyId,
+    direction: PolicyType,
+    rule_index: usize,
+) -> RuleReference {
+    let compiled = &dataplane.policies[policy];
+    let rule = &compiled.rules(direction)[rule_index];
+    RuleReference {
+        kind: compiled.reference.kind,
+        namespace: compiled.reference.namespace.clone(),
+        name: compiled.reference.name.clone(),
+        tier: compiled.reference.tier.clone(),
+        direction: direction_name(direction),
+        rule_index: rule.origin_index,
+        action: rule.action,
+    }
+}
+
+impl std::fmt::Display for RuleReference {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.kind == "KubernetesNetworkPolicy" {
+            "Kubernetes NetworkPolicy"
+        } else {
+            self.kind
+        };
+        match &self.namespace {
+            Some(namespace) => write!(formatter, "{kind} {namespace}/{}", self.name)?,
+            None => write!(formatter, "{kind} {}", self.name)?,
+        }
+        write!(
+            formatter,
+            ", {} rule {}, in tier {}",
+            self.direction, self.rule_index, self.tier
+        )
+    }
+}
+
+fn describe(
+    dataplane: &Dataplane,
+    endpoint: EndpointId,
+    direction: PolicyType,
+    decision: Decision,
+    steps: &[TraceStep],
+) -> DirectionExplanation {
+    let program = &dataplane.endpoints[endpoint];
+    let endpoint_name = program.display_name();
+    let policy_name = |policy: PolicyId| dataplane.policies[policy].reference.to_string();
+    let rule_text = |policy: PolicyId, rule_index: usize| {
+        let rule = &dataplane.policies[policy].rules(direction)[rule_index];
+        format!(
+            "{}, {} rule {}",
+            policy_name(policy),
+            direction_name(direction),
+            rule.origin_index
+        )
+    };
+    let step_texts = steps
+        .iter()
+        .map(|step| match step {
+            TraceStep::Tier { tier } => format!("tier {tier}"),
+            TraceStep::NoRuleMatched { policy } => format!("  {}: no rule matched", policy_name(*policy)),
+            TraceStep::Logged { policy, rule_index } => format!(
+                "  {}: Log (evaluation continues)",
+                rule_text(*policy, *rule_index)
+            ),
+            TraceStep::Passed { policy, rule_index } => {
+                format!("  {}: Pass to the next tier", rule_text(*policy, *rule_index))
+            }
+            TraceStep::HttpRuleSkipped { policy, rule_index } => format!(
+                "  {}: has an HTTP match, which Sluice does not enforce yet; the rule does not match",
+                rule_text(*policy, *rule_index)
+            ),
+            TraceStep::TierPassed { tier } => format!("  end of tier {tier}: its default action is Pass"),
+        })
+        .collect();
+    let verb = if decision.allows() { "allowed" } else { "denied" };
+    let (reason, rule) = match decision {
+        Decision::Rule {
+            policy, rule_index, ..
+        } => {
+            let reference = rule_reference(dataplane, policy, direction, rule_index);
+            (format!("{verb} by {reference}"), Some(reference))
+        }
+        Decision::TierDefault { tier } => {
+            let tier = &program.direction(direction).tiers[tier].name;
+            (
+                format!(
+                    "denied by the end of tier {tier}: policies in it select {endpoint_name} for {} but none matched",
+                    direction_name(direction)
+                ),
+                None,
+            )
+        }
+        Decision::ProfileAfterPass => (
+            format!(
+                "allowed by the namespace profile: every tier passed {endpoint_name}'s {} traffic on",
+                direction_name(direction)
+            ),
+            None,
+        ),
+        Decision::NoPolicy => (
+            format!(
+                "allowed: no policy selects {endpoint_name} for {}",
+                direction_name(direction)
+            ),
+            None,
+        ),
+    };
+    DirectionExplanation {
+        endpoint: endpoint_name,
+        direction: direction_name(direction),
+        allowed: decision.allows(),
+        reason,
+        rule,
+        steps: step_texts,
+    }
+}

@@ -1,0 +1,217 @@
+//! The Dataplane IR: a plain value that says, per endpoint and direction, which tiers,
+//! policies and rules apply, with every address match expressed as a named IP set. The
+//! evaluator runs on this value only, and the nftables renderer programs the kernel from the
+//! same value, so `explain` and the kernel cannot disagree about what the policy means.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::Serialize;
+use sluice_api::values::{Action, PolicyType};
+
+use crate::ip_set::NetworkLookup;
+
+pub type IpSetId = usize;
+pub type NamedPortSetId = usize;
+pub type PolicyId = usize;
+pub type EndpointId = usize;
+
+/// Everything the dataplane needs for one set of resources.
+#[derive(Debug, Clone, Default)]
+pub struct Dataplane {
+    pub endpoints: Vec<EndpointProgram>,
+    pub policies: Vec<CompiledPolicy>,
+    pub ip_sets: Vec<IpSet>,
+    pub named_port_sets: Vec<NamedPortSet>,
+    /// Every network named by a rule or a network set, for the connectivity matrix.
+    pub external_networks: Vec<IpNet>,
+    /// Workload pods left out because they have no address yet.
+    pub unaddressed_pods: Vec<String>,
+    pub(crate) endpoint_by_address: HashMap<IpAddr, EndpointId>,
+    pub(crate) endpoint_by_name: HashMap<(String, String), EndpointId>,
+}
+
+impl Dataplane {
+    pub fn endpoint_by_address(&self, address: IpAddr) -> Option<&EndpointProgram> {
+        self.endpoint_by_address
+            .get(&address)
+            .map(|id| &self.endpoints[*id])
+    }
+
+    pub fn endpoint_by_name(&self, namespace: &str, name: &str) -> Option<&EndpointProgram> {
+        self.endpoint_by_name
+            .get(&(namespace.to_string(), name.to_string()))
+            .map(|id| &self.endpoints[*id])
+    }
+}
+
+/// A workload endpoint (a pod) and the program for each of its directions.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointProgram {
+    pub id: EndpointId,
+    pub namespace: String,
+    pub name: String,
+    pub node: Option<String>,
+    pub addresses: Vec<IpAddr>,
+    /// Traffic the endpoint sends.
+    pub egress: DirectionProgram,
+    /// Traffic the endpoint receives.
+    pub ingress: DirectionProgram,
+}
+
+impl EndpointProgram {
+    pub fn display_name(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    pub fn direction(&self, direction: PolicyType) -> &DirectionProgram {
+        match direction {
+            PolicyType::Ingress => &self.ingress,
+            PolicyType::Egress => &self.egress,
+        }
+    }
+}
+
+/// Tiers in order. No tiers means no policy applies in this direction: the namespace profile
+/// allows the traffic.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DirectionProgram {
+    pub tiers: Vec<TierProgram>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TierProgram {
+    pub name: String,
+    /// What happens when a policy of this tier applies but none decides: Deny or Pass.
+    pub default_action: Action,
+    /// Policies of this tier that apply in this direction, in order.
+    pub policies: Vec<PolicyId>,
+}
+
+/// Which resource a compiled policy came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyReference {
+    /// `NetworkPolicy`, `GlobalNetworkPolicy` or `KubernetesNetworkPolicy`.
+    pub kind: &'static str,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub tier: String,
+}
+
+impl std::fmt::Display for PolicyReference {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            "KubernetesNetworkPolicy" => "Kubernetes NetworkPolicy",
+            other => other,
+        };
+        match &self.namespace {
+            Some(namespace) => write!(formatter, "{kind} {namespace}/{}", self.name),
+            None => write!(formatter, "{kind} {}", self.name),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CompiledPolicy {
+    pub id: PolicyId,
+    pub reference: PolicyReference,
+    pub ingress: Vec<CompiledRule>,
+    pub egress: Vec<CompiledRule>,
+}
+
+impl CompiledPolicy {
+    pub fn rules(&self, direction: PolicyType) -> &[CompiledRule] {
+        match direction {
+            PolicyType::Ingress => &self.ingress,
+            PolicyType::Egress => &self.egress,
+        }
+    }
+}
+
+/// One Calico rule with every match compiled. All present matchers must hold.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompiledRule {
+    /// The index of the rule in the resource as written (for a Kubernetes policy, the index of
+    /// the Kubernetes rule this Calico rule was converted from).
+    pub origin_index: usize,
+    pub action: Action,
+    pub ip_version: Option<u8>,
+    pub protocol: Option<u8>,
+    pub not_protocol: Option<u8>,
+    pub icmp: Option<IcmpMatch>,
+    pub not_icmp: Option<IcmpMatch>,
+    pub source: PeerMatch,
+    pub destination: PeerMatch,
+    /// HTTP matches are parsed and validated but not enforced yet; a rule that has one never
+    /// matches (such rules are Allow-only, so this fails closed).
+    pub http: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct IcmpMatch {
+    pub icmp_type: Option<u8>,
+    pub code: Option<u8>,
+}
+
+/// Matches on one side (source or destination) of a packet.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PeerMatch {
+    /// The address is in this set (the rule's `nets`).
+    pub nets: Option<IpSetId>,
+    /// The address is not in this set (`notNets`).
+    pub not_nets: Option<IpSetId>,
+    /// The address belongs to an endpoint or network set the selector picks.
+    pub selector: Option<IpSetId>,
+    /// The address does not belong to anything `notSelector` picks.
+    pub not_selector: Option<IpSetId>,
+    pub ports: Option<PortMatch>,
+    pub not_ports: Option<PortMatch>,
+}
+
+/// Numeric port ranges, or-ed with a named-port set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PortMatch {
+    pub ranges: Vec<(u16, u16)>,
+    pub named: Vec<NamedPortSetId>,
+}
+
+/// Why an IP set exists: what a person reading `explain` or the nft ruleset should see.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub enum IpSetSource {
+    /// The literal networks of a rule.
+    Nets,
+    /// Endpoints and network sets matching a (rewritten, canonical) selector.
+    Selector(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IpSet {
+    pub id: IpSetId,
+    pub source: IpSetSource,
+    pub members: Vec<IpNet>,
+    #[serde(skip)]
+    pub lookup: NetworkLookup,
+}
+
+impl IpSet {
+    /// A stable name, usable as an nft set name.
+    pub fn name(&self) -> String {
+        format!("set-{}", self.id)
+    }
+
+    pub fn contains(&self, address: IpAddr) -> bool {
+        self.lookup.contains(address)
+    }
+}
+
+/// (address, protocol, port) of every endpoint a selector picks that has a named port.
+#[derive(Debug, Clone, Serialize)]
+pub struct NamedPortSet {
+    pub id: NamedPortSetId,
+    pub selector: String,
+    pub port_name: String,
+    pub members: Vec<(IpAddr, u8, u16)>,
+    #[serde(skip)]
+    pub lookup: std::collections::HashSet<(IpAddr, u8, u16)>,
+}

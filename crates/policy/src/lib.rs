@@ -1,0 +1,26 @@
+//! Calico policy semantics. Compiles a validated [`sluice_api::ResourceSet`] into the
+//! Dataplane IR ([`Dataplane`]) and evaluates flows on that IR.
+//!
+//! Calico is the reference: tiers ordered by `order` then name, policies likewise, Kubernetes
+//! NetworkPolicies converted into the default tier at order 1000, `Pass` to the next tier, a
+//! tier's default action when some policy applies but none decides, and the namespace profile
+//! (allow) when no policy applies. Every rule names its address matches as IP sets so that the
+//! dataplane renderer programs exactly what the evaluator evaluates.
+//!
+//! Architecture invariant: pure. No I/O, no clock, no threads; the same input gives the same
+//! IR. It must never read YAML or talk to the kernel.
+#![forbid(unsafe_code)]
+
+mod compile;
+mod entities;
+mod evaluate;
+mod explain;
+mod ip_set;
+pub mod ir;
+mod kubernetes;
+
+pub use compile::compile;
+pub use entities::{LABEL_NAMESPACE, LABEL_ORCHESTRATOR, LABEL_SERVICE_ACCOUNT};
+pub use evaluate::{Decision, Flow, NoTrace, TraceStep, Tracer, Verdict};
+pub use explain::{DirectionExplanation, Explanation, explain};
+pub use ir::Dataplane;

@@ -1,0 +1,221 @@
+//! `sluice connectivity`: pods × (pods and the external ranges the policies name).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use ipnet::IpNet;
+use serde_json::json;
+use sluice_api::values::Protocol;
+use sluice_policy::{Dataplane, Flow};
+
+use crate::OutputFormat;
+use crate::diagnostics::load_or_report;
+
+#[derive(Debug, Args)]
+pub struct ConnectivityArguments {
+    /// Files or directories of YAML/JSON manifests.
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    paths: Vec<PathBuf>,
+    /// Ports to probe, as protocol/port: tcp/80,udp/53. ICMP needs no port: icmp.
+    #[arg(long, value_delimiter = ',', default_value = "tcp/80")]
+    ports: Vec<String>,
+    #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+    output: OutputFormat,
+}
+
+struct Target {
+    label: String,
+    address: IpAddr,
+    /// An external range, probed at one address inside it.
+    external: bool,
+}
+
+pub fn run(arguments: &ConnectivityArguments) -> Result<ExitCode, String> {
+    let probes = arguments
+        .ports
+        .iter()
+        .map(|text| parse_probe(text))
+        .collect::<Result<Vec<_>, _>>()?;
+    let resources = load_or_report(&arguments.paths)?;
+    let dataplane = sluice_policy::compile(&resources);
+    let mut sources: Vec<Target> = dataplane
+        .endpoints
+        .iter()
+        .filter_map(|endpoint| {
+            Some(Target {
+                label: endpoint.display_name(),
+                address: *endpoint.addresses.first()?,
+                external: false,
+            })
+        })
+        .collect();
+    sources.sort_by(|left, right| left.label.cmp(&right.label));
+    let mut targets: Vec<Target> = sources
+        .iter()
+        .map(|source| Target {
+            label: source.label.clone(),
+            address: source.address,
+            external: false,
+        })
+        .collect();
+    for network in &dataplane.external_networks {
+        let address = representative(network);
+        if dataplane.endpoint_by_address(address).is_none()
+            && !targets.iter().any(|target| target.address == address)
+        {
+            targets.push(Target {
+                label: network.to_string(),
+                address,
+                external: true,
+            });
+        }
+    }
+    let mut matrices = Vec::new();
+    for (protocol, port) in &probes {
+        let rows: Vec<Vec<bool>> = sources
+            .iter()
+            .map(|source| {
+                targets
+                    .iter()
+                    .map(|target| {
+                        source.address.is_ipv4() == target.address.is_ipv4()
+                            && allowed(&dataplane, source.address, target.address, *protocol, *port)
+                    })
+                    .collect()
+            })
+            .collect();
+        matrices.push((probe_label(*protocol, *port), rows));
+    }
+    match arguments.output {
+        OutputFormat::Text => print_text(&sources, &targets, &matrices),
+        OutputFormat::Json | OutputFormat::Jsonl => {
+            let value = json!({
+                "from": sources.iter().map(|source| &source.label).collect::<Vec<_>>(),
+                "to": targets.iter().map(|target| json!({"name": target.label, "address": target.address})).collect::<Vec<_>>(),
+                "matrices": matrices.iter().map(|(label, rows)| json!({"port": label, "allowed": rows})).collect::<Vec<_>>(),
+            });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).map_err(|error| error.to_string())?
+            );
+        }
+        OutputFormat::Csv => {
+            println!("port,from,to,to_address,verdict");
+            for (label, rows) in &matrices {
+                for (source, row) in sources.iter().zip(rows) {
+                    for (target, allowed) in targets.iter().zip(row) {
+                        println!(
+                            "{label},{},{},{},{}",
+                            source.label,
+                            target.label,
+                            target.address,
+                            if *allowed { "allow" } else { "deny" }
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_probe(text: &str) -> Result<(Protocol, Option<u16>), String> {
+    let (protocol, port) = match text.split_once('/') {
+        Some((protocol, port)) => (protocol, Some(port)),
+        None => (text, None),
+    };
+    let protocol = Protocol::parse_lenient(protocol)?;
+    let port = port
+        .map(|port| {
+            port.parse::<u16>()
+                .map_err(|_| format!("`{port}` is not a port in `{text}`"))
+        })
+        .transpose()?;
+    if protocol.supports_ports() && port.is_none() {
+        return Err(format!(
+            "`{text}` needs a port, as {}/PORT",
+            protocol.to_string().to_lowercase()
+        ));
+    }
+    Ok((protocol, port))
+}
+
+fn probe_label(protocol: Protocol, port: Option<u16>) -> String {
+    match port {
+        Some(port) => format!("{}/{port}", protocol.to_string().to_lowercase()),
+        None => protocol.to_string().to_lowercase(),
+    }
+}
+
+/// An address to stand for a range: its first host, or a documentation address for a
+/// catch-all range.
+fn representative(network: &IpNet) -> IpAddr {
+    match network {
+        IpNet::V4(network) if network.prefix_len() == 0 => IpAddr::from([192, 0, 2, 1]),
+        IpNet::V6(network) if network.prefix_len() == 0 => "2001:db8::1".parse().expect("valid address"),
+        IpNet::V4(network) if network.prefix_len() >= 31 => IpAddr::V4(network.network()),
+        IpNet::V6(network) if network.prefix_len() >= 127 => IpAddr::V6(network.network()),
+        IpNet::V4(network) => IpAddr::V4((u32::from(network.network()) + 1).into()),
+        IpNet::V6(network) => IpAddr::V6((u128::from(network.network()) + 1).into()),
+    }
+}
+
+fn allowed(
+    dataplane: &Dataplane,
+    source: IpAddr,
+    destination: IpAddr,
+    protocol: Protocol,
+    port: Option<u16>,
+) -> bool {
+    let icmp_type = match protocol.number() {
+        1 => Some(8),
+        58 => Some(128),
+        _ => None,
+    };
+    dataplane
+        .evaluate(&Flow {
+            source,
+            destination,
+            protocol: protocol.number(),
+            source_port: None,
+            destination_port: port,
+            icmp_type,
+            icmp_code: icmp_type.map(|_| 0),
+        })
+        .allowed
+}
+
+fn print_text(sources: &[Target], targets: &[Target], matrices: &[(String, Vec<Vec<bool>>)]) {
+    let width = sources.iter().map(|source| source.label.len()).max().unwrap_or(0);
+    let number_width = targets.len().to_string().len();
+    for (label, rows) in matrices {
+        println!("{label}: rows send, columns receive; . allowed, X denied");
+        let header: Vec<String> = (1..=targets.len())
+            .map(|index| format!("{index:>number_width$}"))
+            .collect();
+        println!("{:width$}  {}", "", header.join(" "));
+        for (source, row) in sources.iter().zip(rows) {
+            let cells: Vec<String> = row
+                .iter()
+                .map(|allowed| format!("{:>number_width$}", if *allowed { "." } else { "X" }))
+                .collect();
+            println!("{:width$}  {}", source.label, cells.join(" "));
+        }
+        println!();
+    }
+    println!("columns:");
+    for (index, target) in targets.iter().enumerate() {
+        if target.external {
+            println!(
+                "{:>number_width$}  {} (probed at {})",
+                index + 1,
+                target.label,
+                target.address
+            );
+        } else {
+            println!("{:>number_width$}  {}", index + 1, target.label);
+        }
+    }
+}
