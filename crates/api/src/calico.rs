@@ -205,6 +205,24 @@ pub struct Tier {
     pub spec: TierSpec,
 }
 
+impl Tier {
+    /// The order Calico uses: fixed for the default tier; `None` (after every ordered tier)
+    /// when absent.
+    pub fn effective_order(&self) -> Option<f64> {
+        if self.metadata.name == DEFAULT_TIER {
+            Some(DEFAULT_TIER_ORDER)
+        } else {
+            self.spec.order
+        }
+    }
+
+    /// What happens when a policy in the tier selects an endpoint but none decides: Deny
+    /// unless the tier says Pass.
+    pub fn effective_default_action(&self) -> Action {
+        self.spec.default_action.unwrap_or(Action::Deny)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TierSpec {

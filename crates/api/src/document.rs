@@ -73,6 +73,7 @@ pub struct SyntaxError {
 /// Parses every document of a YAML or JSON text. Empty documents (e.g. a trailing `---`) are
 /// skipped.
 pub fn parse_documents(text: &str) -> Result<Vec<Document>, SyntaxError> {
+    check_block_nesting(text)?;
     let nodes = MarkedYaml::load_from_str(text).map_err(|error| {
         let marker = error.marker();
         SyntaxError {
@@ -97,6 +98,58 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, SyntaxError> {
         });
     }
     Ok(documents)
+}
+
+/// How far a line may reach in indentation and leading `- `, `? `, `: ` indicators. Real
+/// manifests stay far below; saphyr builds its tree recursively, so an input nested thousands
+/// of levels deep would overflow the stack instead of being reported.
+pub const MAX_BLOCK_NESTING: usize = 256;
+
+/// Rejects block nesting deeper than [`MAX_BLOCK_NESTING`] before saphyr sees it. Each block
+/// level needs more indentation or another indicator at the start of a line, so their sum
+/// bounds the depth; flow nesting saphyr itself limits to 255 levels.
+fn check_block_nesting(text: &str) -> Result<(), SyntaxError> {
+    for (index, line) in text.lines().enumerate() {
+        let bytes = line.as_bytes();
+        let mut column = 0;
+        let mut levels = 0;
+        while levels <= MAX_BLOCK_NESTING {
+            while column < bytes.len() && matches!(bytes[column], b' ' | b'\t') {
+                column += 1;
+                levels += 1;
+            }
+            let rest = &bytes[column..];
+            let separated = |length: usize| rest.len() == length || matches!(rest[length], b' ' | b'\t');
+            if rest.starts_with(b"---") && separated(3) {
+                column += 3;
+            } else if matches!(rest.first(), Some(b'-' | b'?' | b':')) && separated(1) {
+                column += 1;
+                levels += 1;
+            } else if matches!(rest.first(), Some(b'!' | b'&')) {
+                // A tag or anchor before a nested collection: skip the property.
+                while column < bytes.len() && !matches!(bytes[column], b' ' | b'\t') {
+                    column += 1;
+                }
+            } else {
+                break;
+            }
+            if column >= bytes.len() {
+                break;
+            }
+        }
+        if levels > MAX_BLOCK_NESTING {
+            return Err(SyntaxError {
+                position: Position {
+                    line: index + 1,
+                    column: column + 1,
+                },
+                message: format!(
+                    "nesting too deep: at most {MAX_BLOCK_NESTING} columns of indentation and `- `, `? `, `: ` indicators on a line"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn position_from(node: &MarkedYaml<'_>) -> Position {
@@ -147,7 +200,14 @@ fn convert(
             }
             Value::Object(map)
         }
-        YamlData::Tagged(_, inner) => convert(inner, path, positions)?,
+        YamlData::Tagged(_, inner) => {
+            let value = convert(inner, path.clone(), positions)?;
+            // saphyr gives a tagged scalar an empty span (line 0); the tag's span is right.
+            if inner.span.start.line() == 0 {
+                positions.insert(path, position_from(node));
+            }
+            value
+        }
         YamlData::Alias(_) | YamlData::BadValue => {
             return Err(SyntaxError {
                 position: position_from(node),
@@ -199,6 +259,16 @@ mod tests {
             parse_documents("{\"kind\": \"Namespace\",\n \"metadata\": {\"name\": \"x\"}}").unwrap();
         assert_eq!(documents[0].value["metadata"]["name"], "x");
         assert_eq!(documents[0].position_of("metadata.name").line, 2);
+    }
+
+    #[test]
+    fn tagged_values_keep_the_tag_position() {
+        let documents = parse_documents("metadata:\n  !name web\nspec: !x [1]\n").unwrap();
+        assert_eq!(
+            documents[0].position_of("metadata"),
+            Position { line: 2, column: 3 }
+        );
+        assert_eq!(documents[0].position_of("spec"), Position { line: 3, column: 7 });
     }
 
     #[test]

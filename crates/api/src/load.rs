@@ -181,6 +181,9 @@ pub struct Loader {
     errors: Vec<Diagnostic>,
     seen: BTreeMap<(Kind, String, String), Origin>,
     tier_references: Vec<(String, Diagnostic)>,
+    /// Positions of the fields that checks across objects report (pool CIDRs, pod addresses),
+    /// by kind, namespace and name.
+    located_fields: BTreeMap<(Kind, String, String), BTreeMap<String, Position>>,
 }
 
 /// Loads files and directories (recursively, `.yaml`, `.yml` and `.json` files in name order).
@@ -258,7 +261,13 @@ impl Loader {
             .and_then(Value::as_str)
             .unwrap_or_default();
         let kind_name = object.get("kind").and_then(Value::as_str).unwrap_or_default();
-        if kind_name == "List" || kind_name.ends_with("List") && api_version == "v1" {
+        // kubectl writes `v1 List`; calicoctl writes typed lists such as
+        // `projectcalico.org/v3 NetworkPolicyList`.
+        let is_list = kind_name == "List"
+            || kind_name
+                .strip_suffix("List")
+                .is_some_and(|base| api_version == "v1" || Kind::lookup(api_version, base).is_some());
+        if is_list {
             match object.get("items").and_then(Value::as_array) {
                 Some(items) => {
                     for (index, item) in items.iter().enumerate() {
@@ -273,13 +282,38 @@ impl Loader {
             return;
         }
         if api_version.is_empty() {
-            report.error("apiVersion", "missing apiVersion");
+            report.error(
+                "apiVersion",
+                format!(
+                    "missing apiVersion (a string); Sluice reads: {}",
+                    Kind::known_list()
+                ),
+            );
         }
         if kind_name.is_empty() {
-            report.error("kind", "missing kind");
+            report.error(
+                "kind",
+                format!("missing kind (a string); Sluice reads: {}", Kind::known_list()),
+            );
         }
         let Some(kind) = Kind::lookup(api_version, kind_name) else {
-            if !api_version.is_empty() && !kind_name.is_empty() {
+            let versions_of_kind: Vec<&str> = Kind::ALL
+                .iter()
+                .filter(|entry| entry.1 == kind_name)
+                .map(|entry| entry.0)
+                .collect();
+            if api_version.is_empty() || kind_name.is_empty() {
+                // Already reported as missing.
+            } else if !versions_of_kind.is_empty() {
+                // The kind is right, so the apiVersion is what is wrong.
+                report.error(
+                    "apiVersion",
+                    format!(
+                        "unknown apiVersion `{api_version}` for kind {kind_name}; expected {}",
+                        versions_of_kind.join(" or ")
+                    ),
+                );
+            } else {
                 report.error(
                     "kind",
                     format!(
@@ -432,8 +466,10 @@ impl Loader {
                 // serde names the unknown field in the message; point at its key.
                 let path = match unknown_field_name(&message) {
                     Some(field) if path == "." || path.is_empty() => format!("{field}#key"),
-                    Some(field) if !path.ends_with(field) => format!("{path}.{field}#key"),
-                    Some(_) => format!("{path}#key"),
+                    Some(field) if path == field || path.ends_with(&format!(".{field}")) => {
+                        format!("{path}#key")
+                    }
+                    Some(field) => format!("{path}.{field}#key"),
                     None => path,
                 };
                 report.error(path.trim_start_matches('.'), message);
@@ -464,8 +500,21 @@ impl Loader {
             );
             return;
         }
+        let mut fields = vec!["spec.cidr".to_string(), "status.podIP".to_string()];
+        let pod_ip_count = document.value["status"]["podIPs"].as_array().map_or(0, Vec::len);
+        fields.extend((0..pod_ip_count).map(|index| format!("status.podIPs[{index}].ip")));
+        if matches!(kind, Kind::IpPool | Kind::Pod) {
+            let positions = fields
+                .into_iter()
+                .map(|field| {
+                    let position = document.position_of(&field);
+                    (field, position)
+                })
+                .collect();
+            self.located_fields.insert(key.clone(), positions);
+        }
         self.seen.insert(key, origin.clone());
-        if let Some(tier) = value.tier_reference() {
+        if let Some(tier) = value.tier_reference().filter(|tier| !tier.is_empty()) {
             let position = document.position_of("spec.tier");
             self.tier_references.push((
                 tier.to_string(),
@@ -514,7 +563,18 @@ impl Loader {
                 self.errors.push(diagnostic.clone());
             }
         }
-        self.errors.extend(validate::cross_object(&self.set));
+        let located_fields = &self.located_fields;
+        let locate = |kind: Kind, metadata: &ObjectMeta, field: &str| {
+            let namespace = if kind.is_namespaced() {
+                metadata.namespace().to_string()
+            } else {
+                String::new()
+            };
+            located_fields
+                .get(&(kind, namespace, metadata.name.clone()))
+                .and_then(|fields| fields.get(field).copied())
+        };
+        self.errors.extend(validate::cross_object(&self.set, &locate));
         if self.errors.is_empty() {
             Ok(self.set)
         } else {

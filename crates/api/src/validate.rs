@@ -41,7 +41,7 @@ pub fn metadata(kind: Kind, metadata: &ObjectMeta, report: &mut Report) {
         }
         (Some(_), false) => report.error(
             "metadata.namespace",
-            format!("{kind} is cluster-scoped and cannot have a namespace"),
+            format!("{kind} is cluster-scoped and cannot have a namespace; remove metadata.namespace"),
         ),
         (None, _) => {}
     }
@@ -113,6 +113,21 @@ pub fn tier(tier: &Tier, report: &mut Report) {
             "a tier's defaultAction must be Deny or Pass",
         );
     }
+    // Calico's CRD rule on Tier (api/pkg/apis/projectcalico/v3/tier.go).
+    if tier.metadata.name == DEFAULT_TIER && tier.spec.default_action == Some(Action::Pass) {
+        report.error(
+            "spec.defaultAction",
+            "the default tier's defaultAction must be Deny",
+        );
+    }
+    // Tier names appear inside other names, so Calico keeps them to one DNS label
+    // (validateTier in libcalico-go/lib/validator/v3/validator.go).
+    if tier.metadata.name.contains('.') || tier.metadata.name.len() > 63 {
+        report.error(
+            "metadata.name",
+            "a tier name is at most 63 lowercase letters, digits and '-', with no dots",
+        );
+    }
 }
 
 pub fn policy_spec(spec: &PolicySpec, global: bool, report: &mut Report) {
@@ -121,7 +136,8 @@ pub fn policy_spec(spec: &PolicySpec, global: bool, report: &mut Report) {
     {
         report.error("spec.order", "order must be a finite number");
     }
-    if let Some(tier) = &spec.tier
+    // An empty tier means the default tier, as in Calico.
+    if let Some(tier) = spec.tier.as_deref().filter(|tier| !tier.is_empty())
         && let Err(message) = validate_subdomain_name(tier)
     {
         report.error("spec.tier", message);
@@ -136,6 +152,17 @@ pub fn policy_spec(spec: &PolicySpec, global: bool, report: &mut Report) {
         && types.len() > 2
     {
         report.error("spec.types", "at most two types (Ingress, Egress)");
+    }
+    // Calico's validator rejects a type listed twice.
+    if let Some(types) = &spec.types {
+        for (index, policy_type) in types.iter().enumerate() {
+            if types[..index].contains(policy_type) {
+                report.error(
+                    format!("spec.types[{index}]"),
+                    format!("`{policy_type}` is listed twice; list Ingress and Egress at most once each"),
+                );
+            }
+        }
     }
     if global {
         selector_field(&spec.namespace_selector, "spec.namespaceSelector", report);
@@ -265,23 +292,39 @@ fn rule(rule: &Rule, path: &str, report: &mut Report) {
         }
     }
     // Calico rejects a rule whose nets mix IPv4 and IPv6, or disagree with ipVersion.
-    let all_nets: Vec<(&str, &str, &Cidr)> = endpoints
+    let all_nets: Vec<(&str, &str, usize, &Cidr)> = endpoints
         .iter()
         .flat_map(|(side, entity)| {
-            entity
+            let nets = entity
                 .nets
                 .iter()
-                .map(move |net| (*side, "nets", net))
-                .chain(entity.not_nets.iter().map(move |net| (*side, "notNets", net)))
+                .enumerate()
+                .map(move |(index, net)| (*side, "nets", index, net));
+            let not_nets = entity
+                .not_nets
+                .iter()
+                .enumerate()
+                .map(move |(index, net)| (*side, "notNets", index, net));
+            nets.chain(not_nets)
         })
         .collect();
-    let has_v4 = all_nets.iter().any(|(_, _, net)| net.0.addr().is_ipv4());
-    let has_v6 = all_nets.iter().any(|(_, _, net)| net.0.addr().is_ipv6());
+    let has_v4 = all_nets.iter().any(|(_, _, _, net)| net.0.addr().is_ipv4());
+    let has_v6 = all_nets.iter().any(|(_, _, _, net)| net.0.addr().is_ipv6());
     if has_v4 && has_v6 {
-        report.error(
-            format!("{path}.destination.nets"),
-            "rule contains both IPv4 and IPv6 CIDRs",
-        );
+        // Point at the first CIDR whose family differs from the rule's first CIDR.
+        let first_is_v4 = all_nets[0].3.0.addr().is_ipv4();
+        if let Some((side, field, index, net)) = all_nets
+            .iter()
+            .find(|(_, _, _, net)| net.0.addr().is_ipv4() != first_is_v4)
+        {
+            let (first_side, first_field, first_index, first_net) = all_nets[0];
+            report.error(
+                format!("{path}.{side}.{field}[{index}]"),
+                format!(
+                    "rule contains both IPv4 and IPv6 CIDRs ({net} here, {first_net} at {first_side}.{first_field}[{first_index}]); split it into one rule per IP version"
+                ),
+            );
+        }
     }
     match rule.ip_version {
         Some(4) if has_v6 => report.error(
@@ -519,8 +562,12 @@ pub fn ip_pool(pool: &IpPool, report: &mut Report) {
     }
 }
 
-/// Checks that span objects: pools that overlap and pods that share an address.
-pub fn cross_object(set: &ResourceSet) -> Vec<Diagnostic> {
+/// Finds where a field of an object was read from, when the loader knows.
+pub type Locate<'a> = dyn Fn(Kind, &ObjectMeta, &str) -> Option<crate::document::Position> + 'a;
+
+/// Checks that span objects: pools that overlap and pods that share an address. Each error
+/// points at the field that clashes in the later object.
+pub fn cross_object(set: &ResourceSet, locate: &Locate<'_>) -> Vec<Diagnostic> {
     let mut diagnostics = Vec::new();
     for (index, pool) in set.ip_pools.iter().enumerate() {
         for earlier in &set.ip_pools[..index] {
@@ -528,10 +575,12 @@ pub fn cross_object(set: &ResourceSet) -> Vec<Diagnostic> {
                 || earlier.spec.cidr.0.contains(&pool.spec.cidr.0.network())
             {
                 diagnostics.push(at(
+                    locate,
+                    Kind::IpPool,
                     &pool.metadata,
                     "spec.cidr",
                     format!(
-                        "IPPool {} ({}) overlaps IPPool {} ({}) defined at {}",
+                        "IPPool {} ({}) overlaps IPPool {} ({}) defined at {}; IPPool CIDRs must not overlap",
                         pool.metadata.name,
                         pool.spec.cidr,
                         earlier.metadata.name,
@@ -544,14 +593,28 @@ pub fn cross_object(set: &ResourceSet) -> Vec<Diagnostic> {
     }
     let mut owners = std::collections::BTreeMap::new();
     for pod in set.pods.iter().filter(|pod| pod.is_workload()) {
-        for address in pod.addresses() {
-            let name = format!("{}/{}", pod.metadata.namespace(), pod.metadata.name);
+        let name = format!("{}/{}", pod.metadata.namespace(), pod.metadata.name);
+        let mut own_addresses = std::collections::BTreeSet::new();
+        for (index, address) in pod.addresses().into_iter().enumerate() {
+            // A pod listing one address twice does not clash with itself.
+            if !own_addresses.insert(address) {
+                continue;
+            }
+            let field = if pod.status.pod_ips.is_empty() {
+                "status.podIP".to_string()
+            } else {
+                format!("status.podIPs[{index}].ip")
+            };
             if let Some((other, origin)) = owners.insert(address, (name.clone(), pod.metadata.origin.clone()))
             {
                 diagnostics.push(at(
+                    locate,
+                    Kind::Pod,
                     &pod.metadata,
-                    "status.podIP",
-                    format!("pod {name} has address {address}, which pod {other} (at {origin}) has too"),
+                    &field,
+                    format!(
+                        "pod {name} has address {address}, which pod {other} (at {origin}) has too; pod addresses must be unique"
+                    ),
                 ));
             }
         }
@@ -559,11 +622,15 @@ pub fn cross_object(set: &ResourceSet) -> Vec<Diagnostic> {
     diagnostics
 }
 
-fn at(metadata: &ObjectMeta, field: &str, message: String) -> Diagnostic {
+fn at(locate: &Locate<'_>, kind: Kind, metadata: &ObjectMeta, field: &str, message: String) -> Diagnostic {
+    let (line, column) = match locate(kind, metadata, field) {
+        Some(position) => (position.line, position.column),
+        None => (metadata.origin.line, metadata.origin.column),
+    };
     Diagnostic {
         file: metadata.origin.file.clone(),
-        line: metadata.origin.line,
-        column: metadata.origin.column,
+        line,
+        column,
         field: field.to_string(),
         message,
     }

@@ -19,23 +19,32 @@ use crate::entities::{
     Entity, EntityKind, LABEL_NAMESPACE, LABEL_SERVICE_ACCOUNT, NAMESPACE_LABEL_PREFIX,
     SERVICE_ACCOUNT_LABEL_PREFIX, build_entities,
 };
-use crate::ip_set::NetworkLookup;
+use crate::ip_set::{AddressSlots, Membership, NetworkLookup};
 use crate::ir::*;
 use crate::kubernetes;
+use crate::prefilter::RuleIndex;
 
 /// Compiles resources into the IR. Pods without an address are left out (nothing can address
 /// them) and listed in [`Dataplane::unaddressed_pods`].
 pub fn compile(resources: &ResourceSet) -> Dataplane {
     let (entities, unaddressed_pods) = build_entities(resources);
     let definitions = normalise_policies(resources);
-    let mut interner = Interner::new(&entities);
+    // Slots in endpoint order: endpoint i's addresses come before endpoint i+1's.
+    let slots = AddressSlots::new(
+        entities
+            .iter()
+            .filter(|entity| entity.kind == EntityKind::Endpoint)
+            .flat_map(|entity| entity.networks.iter().map(IpNet::addr))
+            .zip(0u32..),
+    );
+    let mut interner = Interner::new(&entities, &slots);
 
     let policies: Vec<CompiledPolicy> = definitions
         .iter()
         .enumerate()
         .map(|(id, definition)| CompiledPolicy {
             id,
-            reference: definition.reference.clone(),
+            reference: Box::new(definition.reference.clone()),
             ingress: compile_rules(
                 &definition.ingress,
                 definition.namespace.as_deref(),
@@ -96,7 +105,9 @@ pub fn compile(resources: &ResourceSet) -> Dataplane {
             egress: order_into_tiers(egress, &definitions, &tiers),
         };
         for address in &program.addresses {
-            dataplane.endpoint_by_address.insert(*address, index);
+            let slot =
+                u32::try_from(dataplane.address_slots.len()).expect("fewer than 2^32 endpoint addresses");
+            dataplane.address_slots.insert(*address, (slot, index));
         }
         dataplane
             .endpoint_by_name
@@ -118,6 +129,14 @@ pub fn compile(resources: &ResourceSet) -> Dataplane {
     external.sort();
     external.dedup();
     dataplane.external_networks = external;
+    let mut membership = Membership::new(dataplane.address_slots.len(), interner.ip_sets.len());
+    for set in &interner.ip_sets {
+        for &slot in &set.endpoint_slots {
+            membership.insert(slot, set.id as usize);
+        }
+    }
+    dataplane.membership = membership;
+    dataplane.rule_index = RuleIndex::new(&dataplane.policies);
     dataplane.ip_sets = interner.ip_sets;
     dataplane.named_port_sets = interner.named_port_sets;
     dataplane
@@ -134,7 +153,8 @@ fn direction_index(direction: PolicyType) -> usize {
 struct PolicyDefinition {
     reference: PolicyReference,
     order: Option<f64>,
-    /// The name Calico sorts by when orders tie.
+    /// What Calico sorts by when orders tie: `name/namespace/kind` (felix `PolKVLess` in
+    /// `felix/calc/policy_sorter.go`, Calico 3.32 and later).
     sort_name: String,
     /// The endpoints it applies to, with namespace and service-account rewriting done.
     applies_to: Selector,
@@ -165,7 +185,7 @@ fn normalise_policies(resources: &ResourceSet) -> Vec<PolicyDefinition> {
                 tier: policy.spec.tier().to_string(),
             },
             order: policy.spec.order,
-            sort_name: format!("{namespace}/{}", policy.metadata.name),
+            sort_name: format!("{}/{namespace}/NetworkPolicy", policy.metadata.name),
             applies_to: with_service_account_selector(applies_to, &policy.spec),
             namespace: Some(namespace),
             types: policy.spec.effective_types(),
@@ -190,7 +210,7 @@ fn normalise_policies(resources: &ResourceSet) -> Vec<PolicyDefinition> {
                 tier: policy.spec.tier().to_string(),
             },
             order: policy.spec.order,
-            sort_name: policy.metadata.name.clone(),
+            sort_name: format!("{}//GlobalNetworkPolicy", policy.metadata.name),
             applies_to: with_service_account_selector(applies_to, &policy.spec),
             namespace: None,
             types: policy.spec.effective_types(),
@@ -229,7 +249,7 @@ fn normalise_policies(resources: &ResourceSet) -> Vec<PolicyDefinition> {
                 tier: DEFAULT_TIER.to_string(),
             },
             order: Some(KUBERNETES_POLICY_ORDER),
-            sort_name: format!("{namespace}/knp.default.{}", policy.metadata.name),
+            sort_name: format!("{}/{namespace}/KubernetesNetworkPolicy", policy.metadata.name),
             applies_to: kubernetes::pod_selector(&spec.pod_selector)
                 .and(&equals(LABEL_NAMESPACE, &namespace)),
             namespace: Some(namespace),
@@ -326,7 +346,7 @@ fn compile_rules(
         .map(|(origin_index, rule)| CompiledRule {
             origin_index: *origin_index,
             action: rule.action,
-            ip_version: rule.ip_version,
+            ip_version: rule.ip_version.or_else(|| implied_ip_version(rule)),
             protocol: rule.protocol.map(|protocol| protocol.number()),
             not_protocol: rule.not_protocol.map(|protocol| protocol.number()),
             icmp: rule.icmp.map(|fields| IcmpMatch {
@@ -344,6 +364,18 @@ fn compile_rules(
         .collect()
 }
 
+/// The IP version a rule's CIDRs confine it to. Felix renders a rule only for the IP versions
+/// its `nets` and `notNets` have CIDRs of (`FilterRuleToIPVersion` in `felix/rules/policy.go`),
+/// so `notNets: [10.0.0.0/8]` never matches IPv6 traffic. Validation rejects rules that mix
+/// IPv4 and IPv6 CIDRs, so the first CIDR decides.
+fn implied_ip_version(rule: &Rule) -> Option<u8> {
+    [&rule.source, &rule.destination]
+        .into_iter()
+        .flat_map(|entity| entity.nets.iter().chain(&entity.not_nets))
+        .map(|net| if net.0.addr().is_ipv4() { 4 } else { 6 })
+        .next()
+}
+
 fn compile_peer(entity: &EntityRule, namespace: Option<&str>, interner: &mut Interner<'_>) -> PeerMatch {
     let selector = entity_selector(entity, namespace);
     // felix rule_scanner.go: named ports are IP sets filtered by the positive selector (all()
@@ -358,14 +390,16 @@ fn compile_peer(entity: &EntityRule, namespace: Option<&str>, interner: &mut Int
             .0
             .as_ref()
             .map(|selector| interner.selector(selector)),
-        ports: (!entity.ports.is_empty()).then(|| interner.ports(&entity.ports, &port_selector)),
-        not_ports: (!entity.not_ports.is_empty()).then(|| interner.ports(&entity.not_ports, &port_selector)),
+        ports: (!entity.ports.is_empty()).then(|| Box::new(interner.ports(&entity.ports, &port_selector))),
+        not_ports: (!entity.not_ports.is_empty())
+            .then(|| Box::new(interner.ports(&entity.not_ports, &port_selector))),
     }
 }
 
 /// Shares IP sets and named-port sets between rules that mean the same thing.
 struct Interner<'a> {
     entities: &'a [Entity],
+    slots: &'a AddressSlots,
     ip_sets: Vec<IpSet>,
     ip_set_by_key: HashMap<(IpSetSource, Vec<IpNet>), IpSetId>,
     selector_sets: HashMap<String, IpSetId>,
@@ -374,9 +408,10 @@ struct Interner<'a> {
 }
 
 impl<'a> Interner<'a> {
-    fn new(entities: &'a [Entity]) -> Self {
+    fn new(entities: &'a [Entity], slots: &'a AddressSlots) -> Self {
         Interner {
             entities,
+            slots,
             ip_sets: Vec::new(),
             ip_set_by_key: HashMap::new(),
             selector_sets: HashMap::new(),
@@ -392,13 +427,14 @@ impl<'a> Interner<'a> {
         if let Some(id) = self.ip_set_by_key.get(&key) {
             return *id;
         }
-        let id = self.ip_sets.len();
+        let id = IpSetId::try_from(self.ip_sets.len()).expect("fewer than 2^32 IP sets");
         let lookup = NetworkLookup::new(&key.1);
         self.ip_sets.push(IpSet {
             id,
             source: key.0.clone(),
             members: key.1.clone(),
             lookup,
+            endpoint_slots: self.slots.slots_in(&key.1),
         });
         self.ip_set_by_key.insert(key, id);
         id
@@ -459,7 +495,8 @@ impl<'a> Interner<'a> {
             .collect();
         members.sort();
         members.dedup();
-        let id = self.named_port_sets.len();
+        let id =
+            NamedPortSetId::try_from(self.named_port_sets.len()).expect("fewer than 2^32 named-port sets");
         self.named_port_sets.push(NamedPortSet {
             id,
             selector: key.0.clone(),

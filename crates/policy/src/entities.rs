@@ -108,7 +108,11 @@ pub fn build_entities(resources: &ResourceSet) -> (Vec<Entity>, Vec<String>) {
         labels.extend(pod.metadata.labels.clone());
         labels.insert(LABEL_NAMESPACE.to_string(), namespace.to_string());
         labels.insert(LABEL_ORCHESTRATOR.to_string(), "k8s".to_string());
-        labels.insert(LABEL_SERVICE_ACCOUNT.to_string(), account.to_string());
+        // Calico sets this label only for names shorter than 63 characters (a label value's
+        // limit); `workload_endpoint_default.go` in libcalico-go's k8s conversion.
+        if account.len() < 63 {
+            labels.insert(LABEL_SERVICE_ACCOUNT.to_string(), account.to_string());
+        }
         entities.push(Entity {
             kind: EntityKind::Endpoint,
             namespace: Some(namespace.to_string()),

@@ -9,6 +9,7 @@ use serde::Serialize;
 use sluice_api::values::{Action, PolicyType};
 
 use crate::ir::*;
+use crate::prefilter::{NO_SET, RuleSummary};
 
 /// One packet's worth of a connection: who sends, who receives, protocol and ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -105,18 +106,23 @@ impl Dataplane {
         egress_trace: &mut T,
         ingress_trace: &mut T,
     ) -> Verdict {
-        let egress = self.endpoint_by_address.get(&flow.source).map(|&id| {
+        let source = self.address_slots.get(&flow.source).copied();
+        let destination = self.address_slots.get(&flow.destination).copied();
+        let slots = (source.map(|(slot, _)| slot), destination.map(|(slot, _)| slot));
+        let egress = source.map(|(_, id)| {
+            let endpoint = &self.endpoints[id];
             (
                 id,
-                self.evaluate_direction(&self.endpoints[id], PolicyType::Egress, flow, egress_trace),
+                self.evaluate_direction(endpoint, PolicyType::Egress, flow, slots, egress_trace),
             )
         });
         // Return traffic of an allowed flow is allowed by conntrack; a flow is judged in the
         // direction it was opened.
-        let ingress = self.endpoint_by_address.get(&flow.destination).map(|&id| {
+        let ingress = destination.map(|(_, id)| {
+            let endpoint = &self.endpoints[id];
             (
                 id,
-                self.evaluate_direction(&self.endpoints[id], PolicyType::Ingress, flow, ingress_trace),
+                self.evaluate_direction(endpoint, PolicyType::Ingress, flow, slots, ingress_trace),
             )
         });
         let allowed = egress.is_none_or(|(_, decision)| decision.allows())
@@ -133,6 +139,7 @@ impl Dataplane {
         endpoint: &EndpointProgram,
         direction: PolicyType,
         flow: &Flow,
+        slots: (Option<u32>, Option<u32>),
         trace: &mut T,
     ) -> Decision {
         let program = endpoint.direction(direction);
@@ -144,8 +151,13 @@ impl Dataplane {
                 tier: tier.name.clone(),
             });
             for &policy in &tier.policies {
-                for (rule_index, rule) in self.policies[policy].rules(direction).iter().enumerate() {
-                    if !self.rule_matches(rule, flow) {
+                let summaries = self.rule_index.rules(policy, direction);
+                for (rule_index, summary) in summaries.iter().enumerate() {
+                    if !self.summary_matches(summary, flow, slots) {
+                        continue;
+                    }
+                    let rule = &self.policies[policy].rules(direction)[rule_index];
+                    if !summary.exact && !self.rule_matches(rule, flow, slots) {
                         continue;
                     }
                     if rule.http {
@@ -181,7 +193,37 @@ impl Dataplane {
         Decision::ProfileAfterPass
     }
 
-    fn rule_matches(&self, rule: &CompiledRule, flow: &Flow) -> bool {
+    /// The necessary condition of a rule from its summary (see `prefilter`).
+    #[inline]
+    fn summary_matches(&self, summary: &RuleSummary, flow: &Flow, slots: (Option<u32>, Option<u32>)) -> bool {
+        let family = if flow.destination.is_ipv4() { 4 } else { 6 };
+        if (summary.protocol != 0 && summary.protocol != flow.protocol)
+            || (summary.ip_version != 0 && summary.ip_version != family)
+        {
+            return false;
+        }
+        if summary.destination_ports {
+            match flow.destination_port {
+                Some(port)
+                    if (summary.destination_port_low..=summary.destination_port_high).contains(&port) => {}
+                _ => return false,
+            }
+        }
+        let in_set = |set: u32, address: IpAddr, slot: Option<u32>| {
+            set == NO_SET
+                || match slot {
+                    Some(slot) => self.membership.contains(slot, set as usize),
+                    None => self.ip_sets[set as usize].contains(address),
+                }
+        };
+        in_set(summary.destination_selector, flow.destination, slots.1)
+            && in_set(summary.destination_nets, flow.destination, slots.1)
+            && in_set(summary.source_selector, flow.source, slots.0)
+            && in_set(summary.source_nets, flow.source, slots.0)
+    }
+
+    /// `slots` are the endpoint address slots of source and destination, when they are pods.
+    fn rule_matches(&self, rule: &CompiledRule, flow: &Flow, slots: (Option<u32>, Option<u32>)) -> bool {
         let family = if flow.destination.is_ipv4() { 4 } else { 6 };
         if rule.ip_version.is_some_and(|version| version != family)
             || rule.protocol.is_some_and(|protocol| protocol != flow.protocol)
@@ -201,17 +243,35 @@ impl Dataplane {
         {
             return false;
         }
-        self.peer_matches(&rule.source, flow.source, flow.protocol, flow.source_port)
-            && self.peer_matches(
-                &rule.destination,
-                flow.destination,
-                flow.protocol,
-                flow.destination_port,
-            )
+        self.peer_matches(
+            &rule.source,
+            flow.source,
+            slots.0,
+            flow.protocol,
+            flow.source_port,
+        ) && self.peer_matches(
+            &rule.destination,
+            flow.destination,
+            slots.1,
+            flow.protocol,
+            flow.destination_port,
+        )
     }
 
-    fn peer_matches(&self, peer: &PeerMatch, address: IpAddr, protocol: u8, port: Option<u16>) -> bool {
-        let in_set = |id: Option<IpSetId>| id.map(|id| self.ip_sets[id].contains(address));
+    fn peer_matches(
+        &self,
+        peer: &PeerMatch,
+        address: IpAddr,
+        slot: Option<u32>,
+        protocol: u8,
+        port: Option<u16>,
+    ) -> bool {
+        let in_set = |id: Option<IpSetId>| {
+            id.map(|id| match slot {
+                Some(slot) => self.membership.contains(slot, id as usize),
+                None => self.ip_sets[id as usize].contains(address),
+            })
+        };
         if in_set(peer.nets) == Some(false)
             || in_set(peer.not_nets) == Some(true)
             || in_set(peer.selector) == Some(false)
@@ -253,8 +313,178 @@ fn port_matches(
         .iter()
         .any(|&(low, high)| (low..=high).contains(&port))
         || ports.named.iter().any(|&id| {
-            dataplane.named_port_sets[id]
+            dataplane.named_port_sets[id as usize]
                 .lookup
                 .contains(&(address, protocol, port))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prefilter::RuleIndex;
+
+    /// Deterministic pseudo-random numbers for generating rules and flows.
+    struct Random(u64);
+
+    impl Random {
+        fn below(&mut self, bound: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % bound
+        }
+
+        fn pick<'a>(&mut self, choices: &[&'a str]) -> &'a str {
+            choices[self.below(choices.len() as u64) as usize]
+        }
+    }
+
+    fn random_rule(random: &mut Random) -> String {
+        let protocol = random.pick(&[
+            "",
+            "protocol: TCP",
+            "protocol: UDP",
+            "protocol: ICMP",
+            "protocol: 132",
+        ]);
+        let ports = protocol == "protocol: TCP" || protocol == "protocol: UDP";
+        let mut destination = Vec::new();
+        let mut source = Vec::new();
+        for side in [&mut destination, &mut source] {
+            side.push(
+                random
+                    .pick(&[
+                        "",
+                        "selector: \"app == 'a'\"",
+                        "selector: \"app in {'a', 'b'}\"",
+                        "selector: \"has(app)\"",
+                    ])
+                    .to_string(),
+            );
+            side.push(
+                random
+                    .pick(&[
+                        "",
+                        "nets: [10.0.0.0/24]",
+                        "nets: [10.0.0.2/32, 192.0.2.0/24]",
+                        "nets: [0.0.0.0/0]",
+                    ])
+                    .to_string(),
+            );
+            side.push(
+                random
+                    .pick(&["", "", "notNets: [10.0.0.1/32]", "notSelector: \"app == 'b'\""])
+                    .to_string(),
+            );
+        }
+        if ports {
+            destination.push(
+                random
+                    .pick(&[
+                        "",
+                        "ports: [80]",
+                        "ports: [80, 443]",
+                        "ports: ['1000:2000']",
+                        "ports: [http]",
+                        "notPorts: [81]",
+                    ])
+                    .to_string(),
+            );
+            source.push(random.pick(&["", "", "", "ports: [40000]"]).to_string());
+        }
+        let not_protocol = if protocol.is_empty() {
+            random.pick(&["", "notProtocol: UDP"])
+        } else {
+            ""
+        };
+        let icmp = if protocol == "protocol: ICMP" {
+            random.pick(&["", "icmp: {type: 8}", "notICMP: {type: 0}"])
+        } else {
+            ""
+        };
+        let side = |fields: &[String]| {
+            let fields: Vec<&str> = fields
+                .iter()
+                .map(String::as_str)
+                .filter(|field| !field.is_empty())
+                .collect();
+            format!("{{{}}}", fields.join(", "))
+        };
+        let extras: Vec<&str> = [protocol, not_protocol, icmp]
+            .into_iter()
+            .filter(|field| !field.is_empty())
+            .collect();
+        format!(
+            "    - {{action: Allow{}{} source: {}, destination: {}}}",
+            if extras.is_empty() { "" } else { ", " },
+            if extras.is_empty() {
+                ",".to_string()
+            } else {
+                format!("{},", extras.join(", "))
+            },
+            side(&source),
+            side(&destination)
+        )
+    }
+
+    /// The summaries are a necessary condition for every rule, and an exact one when they say so.
+    #[test]
+    fn rule_summaries_never_change_a_match() {
+        let mut random = Random(0x9e37_79b9_7f4a_7c15);
+        let mut manifest = String::from(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: default, labels: {app: a}}\nspec: {containers: [{name: c, ports: [{name: http, containerPort: 8080}]}]}\nstatus: {podIP: 10.0.0.1}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b, namespace: default, labels: {app: b}}\nstatus: {podIP: 10.0.0.2}\n---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: generated}\nspec:\n  types: [Egress]\n  egress:\n",
+        );
+        for _ in 0..400 {
+            manifest.push_str(&random_rule(&mut random));
+            manifest.push('\n');
+        }
+        let resources = sluice_api::load_str("generated.yaml", &manifest)
+            .unwrap_or_else(|errors| panic!("{errors}\n{manifest}"));
+        let dataplane = crate::compile(&resources);
+        let index = RuleIndex::new(&dataplane.policies);
+        let rules = dataplane.policies[0].rules(PolicyType::Egress);
+        let summaries = index.rules(0, PolicyType::Egress);
+        assert_eq!(rules.len(), 400);
+        let addresses = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "192.0.2.9", "198.51.100.1"];
+        let mut exact_checks = 0;
+        for _ in 0..4000 {
+            let protocol = [6, 17, 1, 132][random.below(4) as usize];
+            let flow = Flow {
+                source: addresses[random.below(5) as usize].parse().unwrap(),
+                destination: addresses[random.below(5) as usize].parse().unwrap(),
+                protocol,
+                source_port: [None, Some(40000), Some(40001)][random.below(3) as usize],
+                destination_port: if protocol == 1 {
+                    None
+                } else {
+                    Some([80, 81, 443, 1500, 8080][random.below(5) as usize])
+                },
+                icmp_type: if protocol == 1 {
+                    Some([0, 8][random.below(2) as usize])
+                } else {
+                    None
+                },
+                icmp_code: if protocol == 1 { Some(0) } else { None },
+            };
+            let slot = |address| dataplane.address_slots.get(&address).map(|(slot, _)| *slot);
+            let slots = (slot(flow.source), slot(flow.destination));
+            for (rule, summary) in rules.iter().zip(summaries) {
+                let full = dataplane.rule_matches(rule, &flow, slots);
+                let quick = dataplane.summary_matches(summary, &flow, slots);
+                assert!(
+                    quick || !full,
+                    "summary rejects a matching rule: {rule:?} {flow:?}"
+                );
+                if summary.exact {
+                    exact_checks += 1;
+                    assert_eq!(quick, full, "exact summary disagrees: {rule:?} {flow:?}");
+                }
+            }
+        }
+        assert!(
+            exact_checks > 100_000,
+            "too few exact summaries exercised: {exact_checks}"
+        );
+    }
 }

@@ -6,14 +6,18 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use rustc_hash::{FxHashMap, FxHashSet};
+
 use ipnet::IpNet;
 use serde::Serialize;
 use sluice_api::values::{Action, PolicyType};
 
 use crate::ip_set::NetworkLookup;
 
-pub type IpSetId = usize;
-pub type NamedPortSetId = usize;
+/// Set ids are 32-bit to keep compiled rules small: the evaluator walks many rules per verdict
+/// and is bound by how many cache lines they span.
+pub type IpSetId = u32;
+pub type NamedPortSetId = u32;
 pub type PolicyId = usize;
 pub type EndpointId = usize;
 
@@ -28,15 +32,20 @@ pub struct Dataplane {
     pub external_networks: Vec<IpNet>,
     /// Workload pods left out because they have no address yet.
     pub unaddressed_pods: Vec<String>,
-    pub(crate) endpoint_by_address: HashMap<IpAddr, EndpointId>,
+    /// Endpoint address → (address slot, endpoint).
+    pub(crate) address_slots: FxHashMap<IpAddr, (u32, EndpointId)>,
+    /// IP set membership of every endpoint address slot.
+    pub(crate) membership: crate::ip_set::Membership,
+    /// Compact summaries of `policies`' rules, scanned first by the evaluator.
+    pub(crate) rule_index: crate::prefilter::RuleIndex,
     pub(crate) endpoint_by_name: HashMap<(String, String), EndpointId>,
 }
 
 impl Dataplane {
     pub fn endpoint_by_address(&self, address: IpAddr) -> Option<&EndpointProgram> {
-        self.endpoint_by_address
+        self.address_slots
             .get(&address)
-            .map(|id| &self.endpoints[*id])
+            .map(|(_, id)| &self.endpoints[*id])
     }
 
     pub fn endpoint_by_name(&self, namespace: &str, name: &str) -> Option<&EndpointProgram> {
@@ -115,7 +124,8 @@ impl std::fmt::Display for PolicyReference {
 #[derive(Debug, Clone, Serialize)]
 pub struct CompiledPolicy {
     pub id: PolicyId,
-    pub reference: PolicyReference,
+    /// Boxed so that a compiled policy is one cache line: the evaluator reads only its rules.
+    pub reference: Box<PolicyReference>,
     pub ingress: Vec<CompiledRule>,
     pub egress: Vec<CompiledRule>,
 }
@@ -136,6 +146,7 @@ pub struct CompiledRule {
     /// the Kubernetes rule this Calico rule was converted from).
     pub origin_index: usize,
     pub action: Action,
+    /// `ipVersion` as written, else the version the rule's CIDRs imply.
     pub ip_version: Option<u8>,
     pub protocol: Option<u8>,
     pub not_protocol: Option<u8>,
@@ -165,8 +176,8 @@ pub struct PeerMatch {
     pub selector: Option<IpSetId>,
     /// The address does not belong to anything `notSelector` picks.
     pub not_selector: Option<IpSetId>,
-    pub ports: Option<PortMatch>,
-    pub not_ports: Option<PortMatch>,
+    pub ports: Option<Box<PortMatch>>,
+    pub not_ports: Option<Box<PortMatch>>,
 }
 
 /// Numeric port ranges, or-ed with a named-port set.
@@ -192,6 +203,9 @@ pub struct IpSet {
     pub members: Vec<IpNet>,
     #[serde(skip)]
     pub lookup: NetworkLookup,
+    /// The endpoint address slots that are members (see `AddressSlots`).
+    #[serde(skip)]
+    pub endpoint_slots: Vec<u32>,
 }
 
 impl IpSet {
@@ -213,5 +227,5 @@ pub struct NamedPortSet {
     pub port_name: String,
     pub members: Vec<(IpAddr, u8, u16)>,
     #[serde(skip)]
-    pub lookup: std::collections::HashSet<(IpAddr, u8, u16)>,
+    pub lookup: FxHashSet<(IpAddr, u8, u16)>,
 }

@@ -18,6 +18,7 @@ mod explain;
 mod ip_set;
 pub mod ir;
 mod kubernetes;
+mod prefilter;
 
 pub use compile::compile;
 pub use entities::{LABEL_NAMESPACE, LABEL_ORCHESTRATOR, LABEL_SERVICE_ACCOUNT};

@@ -1,0 +1,231 @@
+//! The `sluice` binary run as a user runs it: arguments in, text and exit status out.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+fn sluice(arguments: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(arguments)
+        .output()
+        .expect("the sluice binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn temporary_file(name: &str, text: &str) -> PathBuf {
+    let directory = std::env::temp_dir().join(format!("sluice-cli-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let path = directory.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn validate_accepts_the_examples() {
+    let output = sluice(&["validate", "-f", examples().to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("resources valid"));
+}
+
+#[test]
+fn validate_reports_every_error_with_place_and_field_and_fails() {
+    let path = temporary_file(
+        "bad.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata:\n  name: bad\n  namespace: prod\nspec:\n  egress:\n    - action: Allow\n      destination:\n        nets: [10.0.0.0/33]\n---\napiVersion: projectcalico.org/v3\nkind: Gadget\nmetadata: {name: x}\n",
+    );
+    let output = sluice(&["validate", "-f", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let errors = stderr(&output);
+    let file = path.display().to_string();
+    assert!(errors.contains(&format!("{file}:10:")), "{errors}");
+    assert!(errors.contains("spec.egress[0].destination.nets[0]"), "{errors}");
+    assert!(errors.contains("10.0.0.0/33"), "{errors}");
+    assert!(errors.contains(&format!("{file}:13:")), "{errors}");
+    assert!(errors.contains("unknown kind `Gadget`"), "{errors}");
+    assert!(errors.contains("2 errors found"), "{errors}");
+}
+
+#[test]
+fn explain_names_the_deciding_rule_and_tier() {
+    let output = sluice(&[
+        "explain",
+        "-f",
+        examples().to_str().unwrap(),
+        "--from",
+        "prod/web",
+        "--to",
+        "198.51.100.70",
+        "--protocol",
+        "TCP",
+        "--port",
+        "443",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.starts_with("DENY prod/web -> 198.51.100.70"), "{text}");
+    assert!(
+        text.contains("denied by GlobalNetworkPolicy block-threat-feed, egress rule 1, in tier security"),
+        "{text}"
+    );
+    assert!(text.contains("Log (evaluation continues)"), "{text}");
+}
+
+#[test]
+fn explain_json_carries_both_directions() {
+    let output = sluice(&[
+        "explain",
+        "-f",
+        examples().to_str().unwrap(),
+        "--from",
+        "prod/web",
+        "--to",
+        "prod/payments",
+        "--port",
+        "9090",
+        "-o",
+        "json",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let value: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(value["verdict"], "allow");
+    assert_eq!(value["egress"]["rule"]["name"], "web-to-partners");
+    assert_eq!(value["egress"]["rule"]["rule_index"], 1);
+    assert_eq!(value["ingress"]["rule"]["kind"], "KubernetesNetworkPolicy");
+    assert_eq!(value["ingress"]["rule"]["name"], "payments-ingress");
+}
+
+#[test]
+fn batch_explain_keeps_order_and_adds_verdicts() {
+    let flows = examples().join("flows.jsonl");
+    let output = sluice(&[
+        "explain",
+        "-f",
+        examples().to_str().unwrap(),
+        "--flows",
+        flows.to_str().unwrap(),
+        "-o",
+        "jsonl",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let inputs: Vec<serde_json::Value> = std::fs::read_to_string(&flows)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let outputs: Vec<serde_json::Value> = stdout(&output)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(inputs.len(), outputs.len());
+    for (input, output) in inputs.iter().zip(&outputs) {
+        assert_eq!(input["from"], output["from"]);
+        assert_eq!(input["to"], output["to"]);
+        assert!(
+            output["verdict"] == "allow" || output["verdict"] == "deny",
+            "{output}"
+        );
+    }
+    let verdicts: Vec<&str> = outputs
+        .iter()
+        .map(|output| output["verdict"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            "allow", "deny", "allow", "deny", "allow", "allow", "deny", "allow", "deny", "allow", "allow"
+        ]
+    );
+}
+
+#[test]
+fn batch_explain_rejects_a_bad_line_by_number_and_prints_nothing() {
+    let flows = temporary_file(
+        "flows.jsonl",
+        "{\"from\": \"prod/web\", \"to\": \"10.0.0.1\", \"protocol\": \"TCP\", \"port\": 80}\n{\"from\": \"prod/nope\", \"to\": \"10.0.0.1\", \"port\": 80}\n",
+    );
+    let output = sluice(&[
+        "explain",
+        "-f",
+        examples().to_str().unwrap(),
+        "--flows",
+        flows.to_str().unwrap(),
+        "-o",
+        "jsonl",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stdout(&output).is_empty());
+    let errors = stderr(&output);
+    assert!(errors.contains("flows.jsonl:2: no pod prod/nope"), "{errors}");
+}
+
+#[test]
+fn connectivity_csv_covers_every_pair_and_port() {
+    let output = sluice(&[
+        "connectivity",
+        "-f",
+        examples().to_str().unwrap(),
+        "--ports",
+        "tcp/443,udp/53",
+        "-o",
+        "csv",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "port,from,to,to_address,verdict");
+    // 5 pods × (5 pods + 5 external ranges) × 2 ports.
+    assert_eq!(lines.len() - 1, 5 * 10 * 2);
+    assert!(
+        lines.contains(&"tcp/443,prod/web,203.0.113.0/24,203.0.113.1,allow"),
+        "{text}"
+    );
+    assert!(
+        lines.contains(&"tcp/443,prod/web,198.51.100.64/26,198.51.100.65,deny"),
+        "{text}"
+    );
+    assert!(
+        lines.contains(&"udp/53,staging/web,kube-system/coredns,10.30.0.2,allow"),
+        "{text}"
+    );
+}
+
+#[test]
+fn connectivity_text_is_a_readable_matrix() {
+    let output = sluice(&[
+        "connectivity",
+        "-f",
+        examples().to_str().unwrap(),
+        "--ports",
+        "tcp/9090",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.starts_with("tcp/9090: rows send, columns receive"), "{text}");
+    assert!(text.contains("columns:"), "{text}");
+    assert!(text.contains("203.0.113.0/24 (probed at 203.0.113.1)"), "{text}");
+}
+
+#[test]
+fn a_tcp_flow_without_a_port_is_refused() {
+    let output = sluice(&[
+        "explain",
+        "-f",
+        examples().to_str().unwrap(),
+        "--from",
+        "prod/web",
+        "--to",
+        "10.0.0.1",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("needs a port"));
+}
