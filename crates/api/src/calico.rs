@@ -324,3 +324,48 @@ pub enum AssignmentMode {
     Automatic,
     Manual,
 }
+
+/// A pod's network attachment as the CNI plugin records it (Calico's WorkloadEndpoint).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadEndpoint {
+    pub metadata: ObjectMeta,
+    pub spec: WorkloadEndpointSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadEndpointSpec {
+    #[serde(default)]
+    pub orchestrator: String,
+    #[serde(default)]
+    pub node: String,
+    #[serde(default, rename = "containerID")]
+    pub container_id: String,
+    #[serde(default)]
+    pub pod: String,
+    /// The interface inside the pod (CNI_IFNAME), e.g. `eth0`.
+    #[serde(default)]
+    pub endpoint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    #[serde(default)]
+    pub ip_networks: Vec<Cidr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<String>,
+    /// The host side of the veth pair.
+    #[serde(default)]
+    pub interface_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<WorkloadEndpointPort>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadEndpointPort {
+    pub name: String,
+    pub protocol: Protocol,
+    pub port: u16,
+}

@@ -277,3 +277,56 @@ mod tests {
         assert!(error.position.line >= 1, "{error:?}");
     }
 }
+
+/// Writes a value as a YAML document (the form `sluice get -o yaml` prints). Strings that would
+/// read back as another type are quoted by the emitter.
+pub fn to_yaml(value: &Value) -> String {
+    let yaml = value_to_yaml(value);
+    let mut text = String::new();
+    let mut emitter = saphyr::YamlEmitter::new(&mut text);
+    emitter.multiline(true);
+    emitter.dump(&yaml).expect("writing YAML to a string cannot fail");
+    text.push('\n');
+    text
+}
+
+fn value_to_yaml(value: &Value) -> saphyr::Yaml<'static> {
+    use std::borrow::Cow;
+    match value {
+        Value::Null => saphyr::Yaml::Value(Scalar::Null),
+        Value::Bool(value) => saphyr::Yaml::Value(Scalar::Boolean(*value)),
+        Value::Number(number) => match number.as_i64() {
+            Some(integer) => saphyr::Yaml::Value(Scalar::Integer(integer)),
+            None => saphyr::Yaml::Value(Scalar::FloatingPoint(number.as_f64().unwrap_or(f64::NAN).into())),
+        },
+        Value::String(text) => saphyr::Yaml::Value(Scalar::String(Cow::Owned(text.clone()))),
+        Value::Array(items) => saphyr::Yaml::Sequence(items.iter().map(value_to_yaml).collect()),
+        Value::Object(map) => {
+            let mut mapping = saphyr::Mapping::new();
+            for (key, value) in map {
+                mapping.insert(
+                    saphyr::Yaml::Value(Scalar::String(Cow::Owned(key.clone()))),
+                    value_to_yaml(value),
+                );
+            }
+            saphyr::Yaml::Mapping(mapping)
+        }
+    }
+}
+
+#[cfg(test)]
+mod yaml_output_tests {
+    use super::*;
+
+    #[test]
+    fn yaml_output_reads_back_as_the_same_value() {
+        let value = serde_json::json!({
+            "apiVersion": "v1",
+            "metadata": {"name": "x", "labels": {"port": "80", "enabled": "true", "empty": ""}},
+            "spec": {"ports": [80, "http"], "order": 10.5, "list": [], "map": {}, "selector": "app == 'web'"}
+        });
+        let text = to_yaml(&value);
+        let documents = parse_documents(&text).unwrap();
+        assert_eq!(documents[0].value, value, "{text}");
+    }
+}

@@ -13,7 +13,9 @@ pub mod document;
 pub mod kubernetes;
 mod load;
 pub mod meta;
+pub mod resource;
 mod validate;
 pub mod values;
 
 pub use load::{Diagnostic, HasMetadata, Kind, LoadErrors, Loader, ResourceSet, load_paths, load_str};
+pub use resource::Resource;

@@ -11,9 +11,10 @@ use serde_json::Value;
 
 use crate::calico::{
     DEFAULT_TIER, GlobalNetworkPolicy, GlobalNetworkSet, IpPool, NetworkPolicy, NetworkSet, Tier,
+    WorkloadEndpoint,
 };
 use crate::document::{Document, Position, parse_documents};
-use crate::kubernetes::{KubernetesNetworkPolicy, Namespace, Pod, ServiceAccount};
+use crate::kubernetes::{KubernetesNetworkPolicy, Namespace, Node, Pod, ServiceAccount};
 use crate::meta::{ObjectMeta, Origin};
 use crate::validate::{self, Report};
 
@@ -67,11 +68,14 @@ pub enum Kind {
     NetworkSet,
     GlobalNetworkSet,
     IpPool,
+    Node,
+    WorkloadEndpoint,
 }
 
 impl Kind {
-    pub const ALL: [(&'static str, &'static str, Kind); 10] = [
+    pub const ALL: [(&'static str, &'static str, Kind); 12] = [
         ("v1", "Namespace", Kind::Namespace),
+        ("v1", "Node", Kind::Node),
         ("v1", "Pod", Kind::Pod),
         ("v1", "ServiceAccount", Kind::ServiceAccount),
         (
@@ -89,6 +93,7 @@ impl Kind {
         ("projectcalico.org/v3", "NetworkSet", Kind::NetworkSet),
         ("projectcalico.org/v3", "GlobalNetworkSet", Kind::GlobalNetworkSet),
         ("projectcalico.org/v3", "IPPool", Kind::IpPool),
+        ("projectcalico.org/v3", "WorkloadEndpoint", Kind::WorkloadEndpoint),
     ];
 
     pub fn api_version(self) -> &'static str {
@@ -115,6 +120,7 @@ impl Kind {
                 | Kind::KubernetesNetworkPolicy
                 | Kind::NetworkPolicy
                 | Kind::NetworkSet
+                | Kind::WorkloadEndpoint
         )
     }
 
@@ -153,6 +159,8 @@ pub struct ResourceSet {
     pub network_sets: Vec<NetworkSet>,
     pub global_network_sets: Vec<GlobalNetworkSet>,
     pub ip_pools: Vec<IpPool>,
+    pub nodes: Vec<Node>,
+    pub workload_endpoints: Vec<WorkloadEndpoint>,
 }
 
 impl ResourceSet {
@@ -167,6 +175,8 @@ impl ResourceSet {
             + self.network_sets.len()
             + self.global_network_sets.len()
             + self.ip_pools.len()
+            + self.nodes.len()
+            + self.workload_endpoints.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -184,6 +194,7 @@ pub struct Loader {
     /// Positions of the fields that checks across objects report (pool CIDRs, pod addresses),
     /// by kind, namespace and name.
     located_fields: BTreeMap<(Kind, String, String), BTreeMap<String, Position>>,
+    known_tiers: Vec<String>,
 }
 
 /// Loads files and directories (recursively, `.yaml`, `.yml` and `.json` files in name order).
@@ -203,6 +214,12 @@ pub fn load_str(name: &str, text: &str) -> Result<ResourceSet, LoadErrors> {
 }
 
 impl Loader {
+    /// Tiers that exist outside the inputs (for example in the datastore), so that policies
+    /// may name them.
+    pub fn known_tiers(&mut self, names: impl IntoIterator<Item = String>) {
+        self.known_tiers.extend(names);
+    }
+
     pub fn add_path(&mut self, path: &Path) {
         let display = path.display().to_string();
         if path.is_dir() {
@@ -432,6 +449,26 @@ impl Loader {
                     set.global_network_sets.push(value);
                 },
             ),
+            Kind::Node => self.add_typed(
+                kind,
+                body,
+                origin,
+                document,
+                &mut report,
+                |set, value: Node, _| {
+                    set.nodes.push(value);
+                },
+            ),
+            Kind::WorkloadEndpoint => self.add_typed(
+                kind,
+                body,
+                origin,
+                document,
+                &mut report,
+                |set, value: WorkloadEndpoint, _| {
+                    set.workload_endpoints.push(value);
+                },
+            ),
             Kind::IpPool => self.add_typed(
                 kind,
                 body,
@@ -556,6 +593,7 @@ impl Loader {
             .tiers
             .iter()
             .map(|tier| tier.metadata.name.as_str())
+            .chain(self.known_tiers.iter().map(String::as_str))
             .chain([DEFAULT_TIER])
             .collect();
         for (tier, diagnostic) in &self.tier_references {
@@ -636,7 +674,9 @@ has_metadata!(
     Tier,
     NetworkSet,
     GlobalNetworkSet,
-    IpPool
+    IpPool,
+    Node,
+    WorkloadEndpoint
 );
 
 impl HasMetadata for NetworkPolicy {

@@ -1,0 +1,247 @@
+//! One enum for every kind, and how resources are laid out in the datastore: one key per
+//! object, JSON values, the key's modify revision as the resource version.
+
+use serde_json::Value;
+
+use crate::calico::{
+    GlobalNetworkPolicy, GlobalNetworkSet, IpPool, NetworkPolicy, NetworkSet, Tier, WorkloadEndpoint,
+};
+use crate::kubernetes::{KubernetesNetworkPolicy, Namespace, Node, Pod, ServiceAccount};
+use crate::load::{HasMetadata, Kind, ResourceSet};
+use crate::meta::ObjectMeta;
+
+/// Every key Sluice writes for resources starts with this.
+pub const RESOURCE_PREFIX: &str = "/sluice/resources/";
+
+/// A resource of any kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resource {
+    Namespace(Namespace),
+    Pod(Pod),
+    ServiceAccount(ServiceAccount),
+    Node(Node),
+    KubernetesNetworkPolicy(KubernetesNetworkPolicy),
+    NetworkPolicy(NetworkPolicy),
+    GlobalNetworkPolicy(GlobalNetworkPolicy),
+    Tier(Tier),
+    NetworkSet(NetworkSet),
+    GlobalNetworkSet(GlobalNetworkSet),
+    IpPool(IpPool),
+    WorkloadEndpoint(WorkloadEndpoint),
+}
+
+macro_rules! each_kind {
+    ($value:expr, $binding:ident => $body:expr) => {
+        match $value {
+            Resource::Namespace($binding) => $body,
+            Resource::Pod($binding) => $body,
+            Resource::ServiceAccount($binding) => $body,
+            Resource::Node($binding) => $body,
+            Resource::KubernetesNetworkPolicy($binding) => $body,
+            Resource::NetworkPolicy($binding) => $body,
+            Resource::GlobalNetworkPolicy($binding) => $body,
+            Resource::Tier($binding) => $body,
+            Resource::NetworkSet($binding) => $body,
+            Resource::GlobalNetworkSet($binding) => $body,
+            Resource::IpPool($binding) => $body,
+            Resource::WorkloadEndpoint($binding) => $body,
+        }
+    };
+}
+
+impl Resource {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Resource::Namespace(_) => Kind::Namespace,
+            Resource::Pod(_) => Kind::Pod,
+            Resource::ServiceAccount(_) => Kind::ServiceAccount,
+            Resource::Node(_) => Kind::Node,
+            Resource::KubernetesNetworkPolicy(_) => Kind::KubernetesNetworkPolicy,
+            Resource::NetworkPolicy(_) => Kind::NetworkPolicy,
+            Resource::GlobalNetworkPolicy(_) => Kind::GlobalNetworkPolicy,
+            Resource::Tier(_) => Kind::Tier,
+            Resource::NetworkSet(_) => Kind::NetworkSet,
+            Resource::GlobalNetworkSet(_) => Kind::GlobalNetworkSet,
+            Resource::IpPool(_) => Kind::IpPool,
+            Resource::WorkloadEndpoint(_) => Kind::WorkloadEndpoint,
+        }
+    }
+
+    pub fn metadata(&self) -> &ObjectMeta {
+        each_kind!(self, resource => resource.metadata())
+    }
+
+    pub fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        each_kind!(self, resource => resource.metadata_mut())
+    }
+
+    /// The namespace for namespaced kinds (`default` when unset), `None` otherwise.
+    pub fn namespace(&self) -> Option<&str> {
+        self.kind().is_namespaced().then(|| self.metadata().namespace())
+    }
+
+    /// The datastore key: `/sluice/resources/<kind>/<namespace>/<name>` or
+    /// `/sluice/resources/<kind>/<name>`.
+    pub fn key(&self) -> String {
+        key(self.kind(), self.namespace(), &self.metadata().name)
+    }
+
+    /// The resource as a manifest: apiVersion and kind, then the fields. The resource version
+    /// is left out; the datastore keeps it.
+    pub fn to_manifest(&self) -> Value {
+        let mut body =
+            each_kind!(self, resource => serde_json::to_value(resource)).expect("resources always serialize");
+        let mut manifest = serde_json::Map::new();
+        manifest.insert("apiVersion".into(), Value::from(self.kind().api_version()));
+        manifest.insert("kind".into(), Value::from(self.kind().name()));
+        if let Some(map) = body.as_object_mut() {
+            if let Some(metadata) = map.get_mut("metadata").and_then(Value::as_object_mut) {
+                metadata.remove("resourceVersion");
+            }
+            manifest.extend(std::mem::take(map));
+        }
+        Value::Object(manifest)
+    }
+
+    /// Encodes for the datastore.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.to_manifest()).expect("resources always serialize")
+    }
+
+    /// Decodes what [`Resource::encode`] wrote, setting `metadata.resourceVersion` to the
+    /// key's modify revision. Stored values were validated when written, so an error here means
+    /// the store holds something Sluice did not write.
+    pub fn decode(bytes: &[u8], resource_version: i64) -> Result<Resource, String> {
+        let text = std::str::from_utf8(bytes).map_err(|error| error.to_string())?;
+        let set = crate::load_str("datastore", text).map_err(|errors| errors.to_string())?;
+        let mut resources = set.into_resources();
+        match (resources.pop(), resources.is_empty()) {
+            (Some(mut resource), true) => {
+                resource.metadata_mut().resource_version = Some(resource_version.to_string());
+                Ok(resource)
+            }
+            _ => Err("a stored value holds other than one resource".to_string()),
+        }
+    }
+}
+
+/// The datastore key of an object.
+pub fn key(kind: Kind, namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(namespace) if kind.is_namespaced() => format!("{}{namespace}/{name}", kind_prefix(kind)),
+        _ => format!("{}{name}", kind_prefix(kind)),
+    }
+}
+
+/// The key prefix of every object of a kind.
+pub fn kind_prefix(kind: Kind) -> String {
+    let group = match kind.api_version() {
+        "v1" => "core",
+        "networking.k8s.io/v1" => "networking.k8s.io",
+        _ => "projectcalico.org",
+    };
+    format!("{RESOURCE_PREFIX}{group}/{}/", kind.name().to_lowercase())
+}
+
+impl ResourceSet {
+    /// Adds a resource to the list of its kind.
+    pub fn push(&mut self, resource: Resource) {
+        match resource {
+            Resource::Namespace(value) => self.namespaces.push(value),
+            Resource::Pod(value) => self.pods.push(value),
+            Resource::ServiceAccount(value) => self.service_accounts.push(value),
+            Resource::Node(value) => self.nodes.push(value),
+            Resource::KubernetesNetworkPolicy(value) => self.kubernetes_network_policies.push(value),
+            Resource::NetworkPolicy(value) => self.network_policies.push(value),
+            Resource::GlobalNetworkPolicy(value) => self.global_network_policies.push(value),
+            Resource::Tier(value) => self.tiers.push(value),
+            Resource::NetworkSet(value) => self.network_sets.push(value),
+            Resource::GlobalNetworkSet(value) => self.global_network_sets.push(value),
+            Resource::IpPool(value) => self.ip_pools.push(value),
+            Resource::WorkloadEndpoint(value) => self.workload_endpoints.push(value),
+        }
+    }
+
+    /// Every resource, kind by kind.
+    pub fn into_resources(self) -> Vec<Resource> {
+        let mut resources = Vec::with_capacity(self.len());
+        resources.extend(self.namespaces.into_iter().map(Resource::Namespace));
+        resources.extend(self.service_accounts.into_iter().map(Resource::ServiceAccount));
+        resources.extend(self.nodes.into_iter().map(Resource::Node));
+        resources.extend(self.tiers.into_iter().map(Resource::Tier));
+        resources.extend(self.ip_pools.into_iter().map(Resource::IpPool));
+        resources.extend(
+            self.global_network_sets
+                .into_iter()
+                .map(Resource::GlobalNetworkSet),
+        );
+        resources.extend(self.network_sets.into_iter().map(Resource::NetworkSet));
+        resources.extend(
+            self.global_network_policies
+                .into_iter()
+                .map(Resource::GlobalNetworkPolicy),
+        );
+        resources.extend(self.network_policies.into_iter().map(Resource::NetworkPolicy));
+        resources.extend(
+            self.kubernetes_network_policies
+                .into_iter()
+                .map(Resource::KubernetesNetworkPolicy),
+        );
+        resources.extend(self.pods.into_iter().map(Resource::Pod));
+        resources.extend(
+            self.workload_endpoints
+                .into_iter()
+                .map(Resource::WorkloadEndpoint),
+        );
+        resources
+    }
+}
+
+impl FromIterator<Resource> for ResourceSet {
+    fn from_iter<I: IntoIterator<Item = Resource>>(resources: I) -> Self {
+        let mut set = ResourceSet::default();
+        for resource in resources {
+            set.push(resource);
+        }
+        set
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resources_round_trip_through_the_datastore_encoding() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/08-prod.yaml"
+        ))
+        .unwrap();
+        let set = crate::load_str("08-prod.yaml", &text).unwrap();
+        for resource in set.into_resources() {
+            let decoded = Resource::decode(&resource.encode(), 42).unwrap();
+            assert_eq!(decoded.metadata().resource_version.as_deref(), Some("42"));
+            let mut expected = resource.clone();
+            expected.metadata_mut().resource_version = Some("42".into());
+            expected.metadata_mut().origin = decoded.metadata().origin.clone();
+            assert_eq!(decoded, expected);
+        }
+    }
+
+    #[test]
+    fn keys_separate_kinds_groups_and_namespaces() {
+        assert_eq!(
+            key(Kind::NetworkPolicy, Some("prod"), "web"),
+            "/sluice/resources/projectcalico.org/networkpolicy/prod/web"
+        );
+        assert_eq!(
+            key(Kind::KubernetesNetworkPolicy, Some("prod"), "web"),
+            "/sluice/resources/networking.k8s.io/networkpolicy/prod/web"
+        );
+        assert_eq!(
+            key(Kind::Tier, None, "security"),
+            "/sluice/resources/projectcalico.org/tier/security"
+        );
+    }
+}
