@@ -184,10 +184,11 @@ impl Element {
         }
     }
 
-    fn render(&self) -> String {
+    fn render(&self, verb: Verb) -> String {
         match &self.value {
-            Some(value) => format!("{} : {value}", self.key),
-            None => self.key.clone(),
+            // Map elements are deleted by key alone.
+            Some(value) if verb != Verb::Delete => format!("{} : {value}", self.key),
+            _ => self.key.clone(),
         }
     }
 }
@@ -341,12 +342,12 @@ impl Transaction {
                 },
                 Object::Element(first) => {
                     // Gather the run of elements with the same verb and set.
-                    let mut keys = vec![first.render()];
+                    let mut keys = vec![first.render(*verb)];
                     while let Some((next_verb, Object::Element(next))) = self.operations.get(index + 1) {
                         if next_verb != verb || next.set != first.set {
                             break;
                         }
-                        keys.push(next.render());
+                        keys.push(next.render(*verb));
                         index += 1;
                     }
                     let _ = writeln!(

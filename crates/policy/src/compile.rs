@@ -129,6 +129,15 @@ pub fn compile(resources: &ResourceSet) -> Dataplane {
     external.sort();
     external.dedup();
     dataplane.external_networks = external;
+    dataplane.pools = resources
+        .ip_pools
+        .iter()
+        .map(|pool| PoolProgram {
+            name: pool.metadata.name.clone(),
+            cidr: pool.spec.cidr.0,
+            nat_outgoing: pool.spec.nat_outgoing,
+        })
+        .collect();
     let mut membership = Membership::new(dataplane.address_slots.len(), interner.ip_sets.len());
     for set in &interner.ip_sets {
         for &slot in &set.endpoint_slots {

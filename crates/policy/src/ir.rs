@@ -32,6 +32,8 @@ pub struct Dataplane {
     pub external_networks: Vec<IpNet>,
     /// Workload pods left out because they have no address yet.
     pub unaddressed_pods: Vec<String>,
+    /// IP pools, for source NAT of traffic leaving them.
+    pub pools: Vec<PoolProgram>,
     /// Endpoint address → (address slot, endpoint).
     pub(crate) address_slots: FxHashMap<IpAddr, (u32, EndpointId)>,
     /// IP set membership of every endpoint address slot.
@@ -53,6 +55,15 @@ impl Dataplane {
             .get(&(namespace.to_string(), name.to_string()))
             .map(|id| &self.endpoints[*id])
     }
+}
+
+/// What the dataplane needs to know of an IP pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PoolProgram {
+    pub name: String,
+    pub cidr: IpNet,
+    /// Traffic from the pool to anywhere outside every pool is masqueraded.
+    pub nat_outgoing: bool,
 }
 
 /// A workload endpoint (a pod) and the program for each of its directions.

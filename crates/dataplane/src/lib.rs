@@ -1,0 +1,14 @@
+//! The dataplane: renders the policy IR ([`sluice_policy::Dataplane`]) into the nftables
+//! objects of Sluice's own table (`inet sluice`), and brings the kernel from what it last
+//! programmed to what it should be with one atomic transaction that touches only what changed.
+//!
+//! Architecture invariants: it renders the same IR the evaluator evaluates (no second reading
+//! of resources); it owns the `inet sluice` table and touches nothing else; a failed
+//! transaction leaves the previous ruleset in place and makes the next sync a full one.
+#![forbid(unsafe_code)]
+
+mod render;
+mod sync;
+
+pub use render::{ChainState, INTERFACE_PREFIX, LocalEndpoint, Ruleset, SetState, TABLE_NAME, render};
+pub use sync::{SyncReport, Syncer};

@@ -1,0 +1,665 @@
+//! IR → nftables objects.
+//!
+//! Layout of the table (names are stable across recompiles so that updates are incremental):
+//! - base chains `forward` and `input` send packets from a pod's interface through its egress
+//!   chain and packets to a pod's interface through its ingress chain, via the verdict maps
+//!   `from-endpoint` and `to-endpoint`; established and related traffic is accepted first,
+//!   invalid traffic dropped, and a pod interface with no program yet is dropped (fail closed);
+//! - `endpoint-<hash>-egress|ingress`: anti-spoofing, then tiers of policy chains, as felix
+//!   does with two mark bits: ACCEPT ends the direction with "allowed", PASS skips to the next
+//!   tier; the end of a tier drops unless its default is Pass; after the last tier the
+//!   namespace profile allows;
+//! - `policy-<hash>-egress|ingress`: one nft rule per Calico rule and address family;
+//! - sets `ip-<hash>-v4|v6` (interval sets of disjoint networks) and `port-<hash>-v4|v6`
+//!   (address . protocol . port, for named ports);
+//! - `nat-postrouting`: masquerade traffic from pools with natOutgoing to outside every pool.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use sluice_api::values::{Action, PolicyType};
+use sluice_nft::{BaseChain, Set};
+use sluice_policy::Dataplane;
+use sluice_policy::ir::{CompiledRule, EndpointProgram, IpSetSource, PeerMatch, PortMatch};
+
+pub const TABLE_NAME: &str = "sluice";
+/// Host-side interfaces of pods start with this (the CNI plugin names them so); a packet on
+/// such an interface that no endpoint program claims is dropped.
+pub const INTERFACE_PREFIX: &str = "slc";
+
+const MARK_ACCEPT: u32 = 0x0001_0000;
+const MARK_PASS: u32 = 0x0002_0000;
+
+/// A pod on this node and its host-side interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalEndpoint {
+    pub namespace: String,
+    pub name: String,
+    pub interface: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainState {
+    pub base: Option<BaseChain>,
+    /// Rule text and comment, in order.
+    pub rules: Vec<(String, Option<String>)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetState {
+    pub declaration: Set,
+    /// Rendered keys; for maps, `key : value`.
+    pub elements: BTreeSet<(String, Option<String>)>,
+}
+
+/// Everything the table should hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ruleset {
+    pub chains: BTreeMap<String, ChainState>,
+    pub sets: BTreeMap<String, SetState>,
+}
+
+impl Ruleset {
+    pub fn rule_count(&self) -> usize {
+        self.chains.values().map(|chain| chain.rules.len()).sum()
+    }
+
+    pub fn element_count(&self) -> usize {
+        self.sets.values().map(|set| set.elements.len()).sum()
+    }
+}
+
+/// A short stable name part from any hashable description.
+fn short_hash(value: impl Hash) -> String {
+    // FNV-1a over the std hasher's input would be stable too; DefaultHasher's algorithm is
+    // not guaranteed across Rust releases, which only matters across agent upgrades, and a
+    // changed name merely causes one full rewrite.
+    let mut hasher = Fnv64::default();
+    value.hash(&mut hasher);
+    format!("{:012x}", hasher.finish() & 0xffff_ffff_ffff)
+}
+
+#[derive(Default)]
+struct Fnv64(u64);
+
+impl Hasher for Fnv64 {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        if self.0 == 0 {
+            self.0 = 0xcbf2_9ce4_8422_2325;
+        }
+        for byte in bytes {
+            self.0 ^= u64::from(*byte);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn suffix(self) -> &'static str {
+        match self {
+            Family::V4 => "v4",
+            Family::V6 => "v6",
+        }
+    }
+
+    fn address_keyword(self) -> &'static str {
+        match self {
+            Family::V4 => "ip",
+            Family::V6 => "ip6",
+        }
+    }
+
+    fn contains(self, network: &IpNet) -> bool {
+        matches!(
+            (self, network),
+            (Family::V4, IpNet::V4(_)) | (Family::V6, IpNet::V6(_))
+        )
+    }
+}
+
+/// Renders the IR for the endpoints local to this node.
+pub fn render(ir: &Dataplane, local: &[LocalEndpoint]) -> Ruleset {
+    let mut ruleset = Ruleset::default();
+    let set_names: Vec<String> = ir
+        .ip_sets
+        .iter()
+        .map(|set| match &set.source {
+            IpSetSource::Selector(selector) => format!("ip-{}", short_hash(("selector", selector))),
+            IpSetSource::Nets => format!("ip-{}", short_hash(("nets", &set.members))),
+        })
+        .collect();
+    let port_set_names: Vec<String> = ir
+        .named_port_sets
+        .iter()
+        .map(|set| format!("port-{}", short_hash((&set.selector, &set.port_name))))
+        .collect();
+    let local_programs: Vec<(&LocalEndpoint, &EndpointProgram)> = local
+        .iter()
+        .filter_map(|endpoint| {
+            Some((
+                endpoint,
+                ir.endpoint_by_name(&endpoint.namespace, &endpoint.name)?,
+            ))
+        })
+        .collect();
+
+    // Only what local endpoints use is programmed.
+    let mut used_policies = BTreeSet::new();
+    for (_, program) in &local_programs {
+        for direction in [&program.egress, &program.ingress] {
+            for tier in &direction.tiers {
+                used_policies.extend(tier.policies.iter().copied());
+            }
+        }
+    }
+    let mut used_sets = BTreeSet::new();
+    let mut used_port_sets = BTreeSet::new();
+    let renderer = RuleRenderer {
+        set_names: &set_names,
+        port_set_names: &port_set_names,
+    };
+    for &policy_id in &used_policies {
+        let policy = &ir.policies[policy_id];
+        for direction in [PolicyType::Egress, PolicyType::Ingress] {
+            let rules = policy.rules(direction);
+            let mut chain_rules = Vec::new();
+            for rule in rules {
+                collect_sets(rule, &mut used_sets, &mut used_port_sets);
+                let comment = format!(
+                    "{} {} rule {}",
+                    policy.reference,
+                    direction_name(direction),
+                    rule.origin_index
+                );
+                for text in renderer.rule(rule, &format!("{} {}", policy.reference.name, rule.origin_index)) {
+                    chain_rules.push((text, Some(truncate(&comment, 120))));
+                }
+            }
+            if !rules.is_empty() {
+                ruleset.chains.insert(
+                    policy_chain(&policy.reference, direction),
+                    ChainState {
+                        base: None,
+                        rules: chain_rules,
+                    },
+                );
+            }
+        }
+    }
+    for &set_id in &used_sets {
+        let set = &ir.ip_sets[set_id];
+        let aggregated = IpNet::aggregate(&set.members);
+        for family in [Family::V4, Family::V6] {
+            let key_type = if family == Family::V4 {
+                "ipv4_addr"
+            } else {
+                "ipv6_addr"
+            };
+            let mut declaration =
+                Set::new(format!("{}-{}", set_names[set_id], family.suffix()), key_type).interval();
+            declaration.comment = Some(truncate(&set_description(&set.source), 120));
+            let elements = aggregated
+                .iter()
+                .filter(|network| family.contains(network))
+                .map(|network| (network_text(network), None))
+                .collect();
+            ruleset.sets.insert(
+                declaration.name.clone(),
+                SetState {
+                    declaration,
+                    elements,
+                },
+            );
+        }
+    }
+    for &set_id in &used_port_sets {
+        let set = &ir.named_port_sets[set_id];
+        for family in [Family::V4, Family::V6] {
+            let key_type = if family == Family::V4 {
+                "ipv4_addr . inet_proto . inet_service"
+            } else {
+                "ipv6_addr . inet_proto . inet_service"
+            };
+            let mut declaration = Set::new(
+                format!("{}-{}", port_set_names[set_id], family.suffix()),
+                key_type,
+            );
+            declaration.comment = Some(truncate(
+                &format!("port {} of {}", set.port_name, set.selector),
+                120,
+            ));
+            let elements = set
+                .members
+                .iter()
+                .filter(|(address, _, _)| address.is_ipv4() == (family == Family::V4))
+                .map(|(address, protocol, port)| (format!("{address} . {protocol} . {port}"), None))
+                .collect();
+            ruleset.sets.insert(
+                declaration.name.clone(),
+                SetState {
+                    declaration,
+                    elements,
+                },
+            );
+        }
+    }
+
+    let mut from_endpoint = BTreeSet::new();
+    let mut to_endpoint = BTreeSet::new();
+    for (endpoint, program) in &local_programs {
+        let base_name = format!("endpoint-{}", short_hash((&program.namespace, &program.name)));
+        for direction in [PolicyType::Egress, PolicyType::Ingress] {
+            let chain = format!("{base_name}-{}", direction_name(direction));
+            ruleset.chains.insert(
+                chain.clone(),
+                ChainState {
+                    base: None,
+                    rules: endpoint_rules(ir, program, direction),
+                },
+            );
+            let element = (
+                format!("\"{}\"", endpoint.interface),
+                Some(format!("jump {chain}")),
+            );
+            match direction {
+                PolicyType::Egress => from_endpoint.insert(element),
+                PolicyType::Ingress => to_endpoint.insert(element),
+            };
+        }
+    }
+    for (name, elements) in [("from-endpoint", from_endpoint), ("to-endpoint", to_endpoint)] {
+        let declaration = Set::map(name, "ifname", "verdict");
+        ruleset.sets.insert(
+            name.to_string(),
+            SetState {
+                declaration,
+                elements,
+            },
+        );
+    }
+    let prefix = format!("\"{INTERFACE_PREFIX}*\"");
+    let dispatch = |hook: &str, priority: i32, ingress_too: bool| {
+        let mut rules = vec![
+            ("ct state established,related accept".to_string(), None),
+            ("ct state invalid drop".to_string(), None),
+            ("iifname vmap @from-endpoint".to_string(), None),
+            (
+                format!("iifname {prefix} drop"),
+                Some("pod interface without a program yet".to_string()),
+            ),
+        ];
+        if ingress_too {
+            rules.push(("oifname vmap @to-endpoint".to_string(), None));
+            rules.push((
+                format!("oifname {prefix} drop"),
+                Some("pod interface without a program yet".to_string()),
+            ));
+        }
+        ChainState {
+            base: Some(BaseChain {
+                chain_type: "filter".into(),
+                hook: hook.into(),
+                priority,
+                policy: Some("accept".into()),
+            }),
+            rules,
+        }
+    };
+    ruleset
+        .chains
+        .insert("forward".into(), dispatch("forward", 0, true));
+    ruleset.chains.insert("input".into(), dispatch("input", 0, false));
+    render_nat(ir, &mut ruleset);
+    ruleset
+}
+
+fn render_nat(ir: &Dataplane, ruleset: &mut Ruleset) {
+    let nat_pools: Vec<IpNet> = ir
+        .pools
+        .iter()
+        .filter(|pool| pool.nat_outgoing)
+        .map(|pool| pool.cidr)
+        .collect();
+    let all_pools: Vec<IpNet> = ir.pools.iter().map(|pool| pool.cidr).collect();
+    let mut rules = Vec::new();
+    for family in [Family::V4, Family::V6] {
+        let key_type = if family == Family::V4 {
+            "ipv4_addr"
+        } else {
+            "ipv6_addr"
+        };
+        for (name, networks) in [("nat-pools", &nat_pools), ("all-pools", &all_pools)] {
+            let declaration = Set::new(format!("{name}-{}", family.suffix()), key_type).interval();
+            let elements = IpNet::aggregate(networks)
+                .iter()
+                .filter(|network| family.contains(network))
+                .map(|network| (network_text(network), None))
+                .collect();
+            ruleset.sets.insert(
+                declaration.name.clone(),
+                SetState {
+                    declaration,
+                    elements,
+                },
+            );
+        }
+        let keyword = family.address_keyword();
+        let suffix = family.suffix();
+        rules.push((
+            format!("{keyword} saddr @nat-pools-{suffix} {keyword} daddr != @all-pools-{suffix} masquerade"),
+            Some("natOutgoing: from a NAT pool to outside every pool".to_string()),
+        ));
+    }
+    ruleset.chains.insert(
+        "nat-postrouting".into(),
+        ChainState {
+            base: Some(BaseChain {
+                chain_type: "nat".into(),
+                hook: "postrouting".into(),
+                priority: 100,
+                policy: None,
+            }),
+            rules,
+        },
+    );
+}
+
+fn direction_name(direction: PolicyType) -> &'static str {
+    match direction {
+        PolicyType::Egress => "egress",
+        PolicyType::Ingress => "ingress",
+    }
+}
+
+fn policy_chain(reference: &sluice_policy::ir::PolicyReference, direction: PolicyType) -> String {
+    format!(
+        "policy-{}-{}",
+        short_hash((reference.kind, &reference.namespace, &reference.name)),
+        direction_name(direction)
+    )
+}
+
+fn set_description(source: &IpSetSource) -> String {
+    match source {
+        IpSetSource::Nets => "rule nets".to_string(),
+        IpSetSource::Selector(selector) => format!("selector {selector}"),
+    }
+}
+
+fn truncate(text: &str, limit: usize) -> String {
+    let text = text.replace('"', "'");
+    match text.char_indices().nth(limit) {
+        Some((cut, _)) => text[..cut].to_string(),
+        None => text,
+    }
+}
+
+fn network_text(network: &IpNet) -> String {
+    if network.prefix_len() == network.max_prefix_len() {
+        network.addr().to_string()
+    } else {
+        network.to_string()
+    }
+}
+
+fn collect_sets(rule: &CompiledRule, sets: &mut BTreeSet<usize>, port_sets: &mut BTreeSet<usize>) {
+    for peer in [&rule.source, &rule.destination] {
+        for id in [peer.nets, peer.not_nets, peer.selector, peer.not_selector]
+            .into_iter()
+            .flatten()
+        {
+            sets.insert(id as usize);
+        }
+        for ports in [&peer.ports, &peer.not_ports].into_iter().flatten() {
+            port_sets.extend(ports.named.iter().map(|id| *id as usize));
+        }
+    }
+}
+
+fn endpoint_rules(
+    ir: &Dataplane,
+    program: &EndpointProgram,
+    direction: PolicyType,
+) -> Vec<(String, Option<String>)> {
+    let clear = !(MARK_ACCEPT | MARK_PASS);
+    let mut rules = vec![(format!("meta mark set meta mark & {clear:#010x}"), None)];
+    if direction == PolicyType::Egress {
+        // Anti-spoofing: a pod sends only from its own addresses.
+        for family in [Family::V4, Family::V6] {
+            let own: Vec<String> = program
+                .addresses
+                .iter()
+                .filter(|address| address.is_ipv4() == (family == Family::V4))
+                .map(IpAddr::to_string)
+                .collect();
+            let keyword = family.address_keyword();
+            let nfproto = if family == Family::V4 { "ipv4" } else { "ipv6" };
+            let rule = if own.is_empty() {
+                format!("meta nfproto {nfproto} drop")
+            } else {
+                format!("{keyword} saddr != {{ {} }} drop", own.join(", "))
+            };
+            rules.push((rule, Some("anti-spoofing".to_string())));
+        }
+    }
+    let tiers = &program.direction(direction).tiers;
+    for (index, tier) in tiers.iter().enumerate() {
+        if index > 0 {
+            rules.push((
+                format!("meta mark set meta mark & {:#010x}", !MARK_PASS),
+                Some(format!("tier {}", tier.name)),
+            ));
+        }
+        for &policy in &tier.policies {
+            let reference = &ir.policies[policy].reference;
+            if ir.policies[policy].rules(direction).is_empty() {
+                // A policy with no rules in this direction only makes the tier apply.
+                continue;
+            }
+            rules.push((
+                format!(
+                    "meta mark & {MARK_PASS:#010x} == 0 jump {}",
+                    policy_chain(reference, direction)
+                ),
+                Some(truncate(&reference.to_string(), 120)),
+            ));
+            rules.push((format!("meta mark & {MARK_ACCEPT:#010x} != 0 return"), None));
+        }
+        if tier.default_action != Action::Pass {
+            rules.push((
+                format!("meta mark & {MARK_PASS:#010x} == 0 drop"),
+                Some(truncate(&format!("end of tier {}", tier.name), 120)),
+            ));
+        }
+    }
+    // No tier decided: the namespace profile allows.
+    rules.push(("return".to_string(), None));
+    rules
+}
+
+struct RuleRenderer<'a> {
+    set_names: &'a [String],
+    port_set_names: &'a [String],
+}
+
+impl RuleRenderer<'_> {
+    /// The nft rules for one Calico rule: one per address family it can match and per
+    /// alternative of its port match (numbers, or each named-port set). All carry the same
+    /// action, so splitting keeps the rule's meaning.
+    fn rule(&self, rule: &CompiledRule, log_label: &str) -> Vec<String> {
+        if rule.http {
+            // Not enforced yet, and Allow-only: never matching fails closed.
+            return Vec::new();
+        }
+        let families: Vec<Family> = match rule.ip_version {
+            Some(4) => vec![Family::V4],
+            Some(6) => vec![Family::V6],
+            _ => vec![Family::V4, Family::V6],
+        };
+        let action = match rule.action {
+            Action::Allow => format!("meta mark set meta mark | {MARK_ACCEPT:#010x} return"),
+            Action::Deny => "drop".to_string(),
+            Action::Pass => format!("meta mark set meta mark | {MARK_PASS:#010x} return"),
+            Action::Log => format!("log prefix \"sluice {}: \"", truncate(log_label, 100)),
+        };
+        let mut rendered = Vec::new();
+        for family in families {
+            let Some(common) = self.common_matches(rule, family) else {
+                continue;
+            };
+            let source_ports = self.port_alternatives(&rule.source, family, "saddr", "sport");
+            let destination_ports = self.port_alternatives(&rule.destination, family, "daddr", "dport");
+            for source in &source_ports {
+                for destination in &destination_ports {
+                    let parts: Vec<&str> = common
+                        .iter()
+                        .map(String::as_str)
+                        .chain(source.iter().map(String::as_str))
+                        .chain(destination.iter().map(String::as_str))
+                        .collect();
+                    let matches = parts.join(" ");
+                    rendered.push(if matches.is_empty() {
+                        action.clone()
+                    } else {
+                        format!("{matches} {action}")
+                    });
+                }
+            }
+        }
+        rendered
+    }
+
+    /// Matches that do not depend on port alternatives; `None` if the rule cannot match this
+    /// family.
+    fn common_matches(&self, rule: &CompiledRule, family: Family) -> Option<Vec<String>> {
+        let mut parts = vec![format!(
+            "meta nfproto {}",
+            if family == Family::V4 { "ipv4" } else { "ipv6" }
+        )];
+        let icmp_protocol = if family == Family::V4 { 1 } else { 58 };
+        if let Some(protocol) = rule.protocol {
+            if matches!(protocol, 1 | 58) && protocol != icmp_protocol {
+                return None;
+            }
+            parts.push(format!("meta l4proto {protocol}"));
+        }
+        if let Some(protocol) = rule.not_protocol {
+            parts.push(format!("meta l4proto != {protocol}"));
+        }
+        let icmp_keyword = if family == Family::V4 { "icmp" } else { "icmpv6" };
+        if let Some(icmp) = &rule.icmp {
+            if let Some(icmp_type) = icmp.icmp_type {
+                parts.push(format!("{icmp_keyword} type {icmp_type}"));
+            }
+            if let Some(code) = icmp.code {
+                parts.push(format!("{icmp_keyword} code {code}"));
+            }
+        }
+        if let Some(icmp) = &rule.not_icmp {
+            match (icmp.icmp_type, icmp.code) {
+                (Some(icmp_type), Some(code)) => parts.push(format!(
+                    "{icmp_keyword} type . {icmp_keyword} code != {icmp_type} . {code}"
+                )),
+                (Some(icmp_type), None) => parts.push(format!("{icmp_keyword} type != {icmp_type}")),
+                _ => {}
+            }
+        }
+        let keyword = family.address_keyword();
+        let suffix = family.suffix();
+        for (peer, direction) in [(&rule.source, "saddr"), (&rule.destination, "daddr")] {
+            for (id, negate) in [
+                (peer.nets, false),
+                (peer.selector, false),
+                (peer.not_nets, true),
+                (peer.not_selector, true),
+            ] {
+                if let Some(id) = id {
+                    let operator = if negate { "!= " } else { "" };
+                    parts.push(format!(
+                        "{keyword} {direction} {operator}@{}-{suffix}",
+                        self.set_names[id as usize]
+                    ));
+                }
+            }
+        }
+        Some(parts)
+    }
+
+    /// Each alternative is a list of matches; the rule matches if any alternative does.
+    fn port_alternatives(
+        &self,
+        peer: &PeerMatch,
+        family: Family,
+        address: &str,
+        port: &str,
+    ) -> Vec<Vec<String>> {
+        let keyword = family.address_keyword();
+        let suffix = family.suffix();
+        let mut negative = Vec::new();
+        if let Some(not_ports) = &peer.not_ports {
+            if !not_ports.ranges.is_empty() {
+                negative.push(format!("th {port} != {}", ranges_text(not_ports)));
+            }
+            for id in &not_ports.named {
+                negative.push(format!(
+                    "{keyword} {address} . meta l4proto . th {port} != @{}-{suffix}",
+                    self.port_set_names[*id as usize]
+                ));
+            }
+        }
+        let Some(ports) = &peer.ports else {
+            return vec![negative];
+        };
+        let mut alternatives = Vec::new();
+        if !ports.ranges.is_empty() {
+            let mut alternative = negative.clone();
+            alternative.push(format!("th {port} {}", ranges_text(ports)));
+            alternatives.push(alternative);
+        }
+        for id in &ports.named {
+            let mut alternative = negative.clone();
+            alternative.push(format!(
+                "{keyword} {address} . meta l4proto . th {port} @{}-{suffix}",
+                self.port_set_names[*id as usize]
+            ));
+            alternatives.push(alternative);
+        }
+        alternatives
+    }
+}
+
+fn ranges_text(ports: &PortMatch) -> String {
+    // nft rejects overlapping intervals in one set, so merge them first.
+    let mut ranges = ports.ranges.clone();
+    ranges.sort_unstable();
+    let mut merged: Vec<(u16, u16)> = Vec::new();
+    for (low, high) in ranges {
+        match merged.last_mut() {
+            Some(last) if u32::from(low) <= u32::from(last.1) + 1 => last.1 = last.1.max(high),
+            _ => merged.push((low, high)),
+        }
+    }
+    let items: Vec<String> = merged
+        .iter()
+        .map(|(low, high)| {
+            if low == high {
+                low.to_string()
+            } else {
+                format!("{low}-{high}")
+            }
+        })
+        .collect();
+    format!("{{ {} }}", items.join(", "))
+}

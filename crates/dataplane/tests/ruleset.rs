@@ -1,0 +1,141 @@
+//! The rendered ruleset of the examples: accepted by the fake (references resolve, deletes
+//! are legal), accepted by the real nft in a namespace made for the test, and updated
+//! incrementally with small transactions.
+
+use std::path::Path;
+use std::process::Command;
+
+use sluice_dataplane::{LocalEndpoint, Ruleset, Syncer, render};
+use sluice_nft::{CommandBackend, FakeBackend};
+
+fn examples() -> sluice_api::ResourceSet {
+    sluice_api::load_paths(&[Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")]).unwrap()
+}
+
+fn local_endpoints(resources: &sluice_api::ResourceSet) -> Vec<LocalEndpoint> {
+    resources
+        .pods
+        .iter()
+        .enumerate()
+        .map(|(index, pod)| LocalEndpoint {
+            namespace: pod.metadata.namespace().to_string(),
+            name: pod.metadata.name.clone(),
+            interface: format!("slc{index:04}"),
+        })
+        .collect()
+}
+
+fn rendered(resources: &sluice_api::ResourceSet) -> Ruleset {
+    render(&sluice_policy::compile(resources), &local_endpoints(resources))
+}
+
+struct Namespace(String);
+
+impl Namespace {
+    fn new(purpose: &str) -> Namespace {
+        let name = format!("sluicedp-{purpose}-{}", std::process::id());
+        assert!(
+            Command::new("ip")
+                .args(["netns", "add", &name])
+                .status()
+                .unwrap()
+                .success(),
+            "needs root"
+        );
+        Namespace(name)
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "delete", &self.0]).status();
+    }
+}
+
+#[test]
+fn the_examples_render_to_a_ruleset_the_fake_accepts() {
+    let resources = examples();
+    let ruleset = rendered(&resources);
+    let mut syncer = Syncer::new(FakeBackend::new());
+    let report = syncer.sync(&ruleset).unwrap();
+    assert!(report.full);
+    assert!(ruleset.rule_count() > 30, "{}", ruleset.rule_count());
+    // A second sync of the same ruleset does nothing.
+    assert_eq!(syncer.sync(&ruleset).unwrap().operations, 0);
+}
+
+#[test]
+fn the_real_nft_accepts_the_examples_and_small_changes_stay_small() {
+    let namespace = Namespace::new("examples");
+    let backend = CommandBackend::in_namespace(&namespace.0).expect("nft is installed");
+    let mut syncer = Syncer::new(backend);
+    let resources = examples();
+    let first = syncer
+        .sync(&rendered(&resources))
+        .expect("the kernel accepts the examples");
+    assert!(first.full && first.operations > 50);
+
+    // Change one network set: only its elements change.
+    let mut changed = resources.clone();
+    changed.global_network_sets[0]
+        .spec
+        .nets
+        .push("192.0.2.200/32".parse().unwrap());
+    let report = syncer
+        .sync(&rendered(&changed))
+        .expect("incremental update applies");
+    assert!(!report.full);
+    assert!(
+        report.operations <= 4,
+        "one network set changed, yet {} operations",
+        report.operations
+    );
+
+    // Remove a policy: its chains go, the endpoints that used it are rewritten.
+    let mut fewer = changed.clone();
+    fewer
+        .network_policies
+        .retain(|policy| policy.metadata.name != "payments-to-card-processor");
+    let report = syncer.sync(&rendered(&fewer)).expect("removing a policy applies");
+    assert!(
+        !report.full && report.operations > 0 && report.operations < first.operations / 2,
+        "{report:?}"
+    );
+
+    // And back to the start, incrementally.
+    syncer.sync(&rendered(&resources)).expect("restoring applies");
+    let listed = syncer
+        .backend()
+        .list(&sluice_nft::Table::new(sluice_nft::Family::Inet, "sluice"))
+        .unwrap()
+        .unwrap();
+    let rules = listed["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|entry| entry.get("rule").is_some())
+        .count();
+    assert_eq!(rules, rendered(&resources).rule_count());
+}
+
+#[test]
+#[ignore = "prints the kernel's view of the examples for a person to read"]
+fn show_the_examples_in_the_kernel() {
+    let namespace = Namespace::new("show");
+    let mut syncer = Syncer::new(CommandBackend::in_namespace(&namespace.0).unwrap());
+    syncer.sync(&rendered(&examples())).unwrap();
+    let output = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &namespace.0,
+            "nft",
+            "list",
+            "table",
+            "inet",
+            "sluice",
+        ])
+        .output()
+        .unwrap();
+    println!("{}", String::from_utf8_lossy(&output.stdout));
+}
