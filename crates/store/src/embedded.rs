@@ -1,0 +1,535 @@
+//! The embedded backend: one SQLite file.
+//!
+//! Why SQLite (through `rusqlite`, with SQLite itself bundled so the system's version does not
+//! matter): the CLI, the node agent and the CNI plugin are separate processes on one machine that
+//! open the same file. SQLite serialises their writers with file locks, and in WAL mode readers
+//! go on while one writes. Single-process embedded stores (sled, redb, …) lock the file for one
+//! process and would need a server in front of them.
+//!
+//! Layout: `kv` holds the live keys, `history` every change so that watches can replay from a
+//! revision, and the single `meta` row the store revision and the compacted revision (history
+//! below it is gone). Watches poll `history`, so they see writes of other processes too.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
+
+use crate::{
+    Change, KeyValue, Operation, Result, Revision, Store, StoreError, Watch, check_condition, condition_of,
+    prefix_end, validate_operations,
+};
+
+/// The schema this code writes; a file with a higher one comes from a newer Sluice.
+const SCHEMA_VERSION: i64 = 1;
+/// How many revisions of history are kept by default for watches to replay.
+pub const DEFAULT_HISTORY_REVISIONS: i64 = 10_000;
+/// How long SQLite waits for another process's lock before reporting busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Busy reports that outlast the busy timeout are retried this many times.
+const BUSY_RETRIES: u32 = 5;
+/// A watch reads at most this many history rows per poll.
+const WATCH_BATCH: i64 = 1_000;
+/// A watch polls often at first and then backs off to this interval.
+const LONGEST_POLL_INTERVAL: Duration = Duration::from_millis(25);
+
+/// The default backend: a revisioned key-value store in one SQLite file.
+#[derive(Debug)]
+pub struct EmbeddedStore {
+    path: PathBuf,
+    // rusqlite connections are not `Sync`; one connection per handle, used under a lock.
+    connection: Mutex<Connection>,
+    history_revisions: i64,
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates, with its parent directories) the store file at `path`, keeping
+    /// [`DEFAULT_HISTORY_REVISIONS`] revisions of history.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with_history(path, DEFAULT_HISTORY_REVISIONS)
+    }
+
+    /// Like [`EmbeddedStore::open`], keeping at least `history_revisions` (≥ 1) revisions of
+    /// history; older history is compacted from time to time.
+    pub fn open_with_history(path: impl AsRef<Path>, history_revisions: i64) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        if history_revisions < 1 {
+            return Err(StoreError::Backend(
+                "history must keep at least one revision".into(),
+            ));
+        }
+        if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|error| {
+                StoreError::Backend(format!("cannot create {}: {error}", parent.display()))
+            })?;
+        }
+        let mut connection = connect(&path)?;
+        with_busy_retry(|| create_schema(&mut connection))?;
+        Ok(EmbeddedStore {
+            path,
+            connection: Mutex::new(connection),
+            history_revisions,
+        })
+    }
+
+    /// The file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Drops history older than `revision`: watches from before it get `Compacted`.
+    /// Compacting to a revision already compacted does nothing.
+    pub fn compact(&self, revision: Revision) -> Result<()> {
+        let mut connection = self.lock();
+        with_busy_retry(|| {
+            let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (current, compacted) = read_meta(&transaction)?;
+            if revision > current {
+                return Err(StoreError::Backend(format!(
+                    "cannot compact to revision {revision}: the store is at {current}"
+                ))
+                .into());
+            }
+            if revision > compacted {
+                compact_history(&transaction, revision)?;
+            }
+            transaction.commit()?;
+            Ok(())
+        })
+        .map_err(StoreError::from)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves no transaction open (they roll back on drop).
+        self.connection
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Internal failures: SQLite's errors stay inside this module (they are not part of the API).
+#[derive(Debug)]
+enum Failure {
+    Sqlite(rusqlite::Error),
+    Store(StoreError),
+}
+
+type Outcome<T> = std::result::Result<T, Failure>;
+
+impl From<rusqlite::Error> for Failure {
+    fn from(error: rusqlite::Error) -> Self {
+        Failure::Sqlite(error)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Self {
+        Failure::Store(error)
+    }
+}
+
+impl From<Failure> for StoreError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Store(error) => error,
+            Failure::Sqlite(error) if is_busy(&error) => {
+                StoreError::Unavailable(format!("store file is busy: {error}"))
+            }
+            Failure::Sqlite(error) => StoreError::Backend(error.to_string()),
+        }
+    }
+}
+
+fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+fn connect(path: &Path) -> Outcome<Connection> {
+    let connection = Connection::open(path)
+        .map_err(|error| StoreError::Backend(format!("cannot open {}: {error}", path.display())))?;
+    connection.busy_timeout(BUSY_TIMEOUT)?;
+    with_busy_retry(|| {
+        // WAL: readers (watches of other processes) do not block the writer, nor it them.
+        let mode: String = connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Backend(format!(
+                "{} cannot use write-ahead logging (journal mode {mode})",
+                path.display()
+            ))
+            .into());
+        }
+        Ok(())
+    })?;
+    // A commit is on disk before it is reported: the store is a source of truth.
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    Ok(connection)
+}
+
+fn create_schema(connection: &mut Connection) -> Outcome<()> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = transaction.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Backend(format!(
+            "store file has schema version {version}; this Sluice knows up to {SCHEMA_VERSION}"
+        ))
+        .into());
+    }
+    if version < SCHEMA_VERSION {
+        transaction.execute_batch(
+            "CREATE TABLE kv (
+                 key BLOB PRIMARY KEY,
+                 value BLOB NOT NULL,
+                 create_revision INTEGER NOT NULL,
+                 modify_revision INTEGER NOT NULL
+             ) WITHOUT ROWID;
+             CREATE TABLE history (
+                 revision INTEGER NOT NULL,
+                 sequence INTEGER NOT NULL,
+                 key BLOB NOT NULL,
+                 kind TEXT NOT NULL CHECK (kind IN ('put', 'delete')),
+                 value BLOB,
+                 create_revision INTEGER,
+                 PRIMARY KEY (revision, sequence)
+             ) WITHOUT ROWID;
+             CREATE TABLE meta (
+                 id INTEGER PRIMARY KEY CHECK (id = 1),
+                 revision INTEGER NOT NULL,
+                 compacted INTEGER NOT NULL
+             );
+             INSERT INTO meta (id, revision, compacted) VALUES (1, 0, 0);
+             PRAGMA user_version = 1;",
+        )?;
+    }
+    transaction.commit()?;
+    Ok(())
+}
+
+/// Runs `attempt` again while SQLite reports busy beyond its busy timeout (which happens, for
+/// instance, while another process recovers the WAL).
+fn with_busy_retry<T>(mut attempt: impl FnMut() -> Outcome<T>) -> Outcome<T> {
+    let mut tries = 0;
+    loop {
+        match attempt() {
+            Err(Failure::Sqlite(error)) if is_busy(&error) && tries < BUSY_RETRIES => {
+                tries += 1;
+                thread::sleep(Duration::from_millis(20 * u64::from(tries)));
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+fn read_meta(connection: &Connection) -> Outcome<(Revision, Revision)> {
+    Ok(
+        connection.query_row("SELECT revision, compacted FROM meta WHERE id = 1", [], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?,
+    )
+}
+
+fn compact_history(connection: &Connection, revision: Revision) -> Outcome<()> {
+    connection.execute("DELETE FROM history WHERE revision < ?1", [revision])?;
+    connection.execute("UPDATE meta SET compacted = ?1 WHERE id = 1", [revision])?;
+    Ok(())
+}
+
+fn key_from_bytes(bytes: Vec<u8>) -> Outcome<String> {
+    String::from_utf8(bytes)
+        .map_err(|_| Failure::Store(StoreError::Backend("a stored key is not UTF-8".into())))
+}
+
+/// Range condition for a prefix, with its parameters: `key >= ?` and, if there is an end,
+/// `key < ?`.
+fn prefix_range(prefix: &str) -> (Vec<u8>, Option<Vec<u8>>) {
+    (prefix.as_bytes().to_vec(), prefix_end(prefix.as_bytes()))
+}
+
+fn commit_once(
+    connection: &mut Connection,
+    operations: &[Operation],
+    history_revisions: i64,
+) -> Outcome<Revision> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let (revision, compacted) = read_meta(&transaction)?;
+
+    // All conditions first: a failed one returns before anything is written (the transaction
+    // rolls back when dropped).
+    let mut existing = Vec::with_capacity(operations.len());
+    {
+        let mut select =
+            transaction.prepare_cached("SELECT create_revision, modify_revision FROM kv WHERE key = ?1")?;
+        for operation in operations {
+            let current: Option<(Revision, Revision)> = select
+                .query_row([operation.key().as_bytes()], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?;
+            check_condition(
+                operation.key(),
+                condition_of(operation),
+                current.map(|(_, modify)| modify),
+            )?;
+            existing.push(current);
+        }
+    }
+
+    let new_revision = revision + 1;
+    let mut sequence = 0_i64;
+    for (operation, current) in operations.iter().zip(existing) {
+        match operation {
+            Operation::Put { key, value, .. } => {
+                let create_revision = current.map_or(new_revision, |(create, _)| create);
+                transaction
+                    .prepare_cached(
+                        "INSERT INTO kv (key, value, create_revision, modify_revision)
+                         VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (key) DO UPDATE
+                         SET value = excluded.value, modify_revision = excluded.modify_revision",
+                    )?
+                    .execute(params![key.as_bytes(), value, create_revision, new_revision])?;
+                transaction
+                    .prepare_cached(
+                        "INSERT INTO history (revision, sequence, key, kind, value, create_revision)
+                         VALUES (?1, ?2, ?3, 'put', ?4, ?5)",
+                    )?
+                    .execute(params![
+                        new_revision,
+                        sequence,
+                        key.as_bytes(),
+                        value,
+                        create_revision
+                    ])?;
+                sequence += 1;
+            }
+            Operation::Delete { key, .. } => {
+                if current.is_some() {
+                    transaction
+                        .prepare_cached("DELETE FROM kv WHERE key = ?1")?
+                        .execute([key.as_bytes()])?;
+                    transaction
+                        .prepare_cached(
+                            "INSERT INTO history (revision, sequence, key, kind)
+                             VALUES (?1, ?2, ?3, 'delete')",
+                        )?
+                        .execute(params![new_revision, sequence, key.as_bytes()])?;
+                    sequence += 1;
+                }
+            }
+        }
+    }
+    if sequence == 0 {
+        // Nothing changed (only deletes of absent keys): like etcd, no new revision.
+        return Ok(revision);
+    }
+    transaction.execute("UPDATE meta SET revision = ?1 WHERE id = 1", [new_revision])?;
+
+    // Compact in batches of a tenth of the kept history, not on every commit.
+    let batch = (history_revisions / 10).max(1);
+    if new_revision - compacted >= history_revisions + batch {
+        compact_history(&transaction, new_revision - history_revisions + 1)?;
+    }
+    transaction.commit()?;
+    Ok(new_revision)
+}
+
+impl Store for EmbeddedStore {
+    fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let connection = self.lock();
+        let row = with_busy_retry(|| {
+            Ok(connection
+                .prepare_cached("SELECT value, create_revision, modify_revision FROM kv WHERE key = ?1")?
+                .query_row([key.as_bytes()], |row| {
+                    Ok((row.get::<_, Vec<u8>>(0)?, row.get(1)?, row.get(2)?))
+                })
+                .optional()?)
+        })?;
+        Ok(row.map(|(value, create_revision, modify_revision)| KeyValue {
+            key: key.to_string(),
+            value,
+            create_revision,
+            modify_revision,
+        }))
+    }
+
+    fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision)> {
+        let mut connection = self.lock();
+        let (start, end) = prefix_range(prefix);
+        with_busy_retry(|| {
+            // One read transaction: the keys and the revision come from the same snapshot.
+            let transaction = connection.transaction()?;
+            let (revision, _) = read_meta(&transaction)?;
+            let mut rows = Vec::new();
+            {
+                let mut select = transaction.prepare_cached(
+                    "SELECT key, value, create_revision, modify_revision FROM kv
+                     WHERE key >= ?1 AND (?2 IS NULL OR key < ?2) ORDER BY key",
+                )?;
+                let mut cursor = select.query(params![start, end])?;
+                while let Some(row) = cursor.next()? {
+                    rows.push(KeyValue {
+                        key: key_from_bytes(row.get(0)?)?,
+                        value: row.get(1)?,
+                        create_revision: row.get(2)?,
+                        modify_revision: row.get(3)?,
+                    });
+                }
+            }
+            transaction.commit()?;
+            Ok((rows, revision))
+        })
+        .map_err(StoreError::from)
+    }
+
+    fn commit(&self, operations: &[Operation]) -> Result<Revision> {
+        validate_operations(operations)?;
+        let mut connection = self.lock();
+        with_busy_retry(|| commit_once(&mut connection, operations, self.history_revisions))
+            .map_err(StoreError::from)
+    }
+
+    fn watch(&self, prefix: &str, after: Revision) -> Result<Box<dyn Watch>> {
+        let connection = connect(&self.path)?;
+        let (_, compacted) = with_busy_retry(|| read_meta(&connection))?;
+        if after + 1 < compacted {
+            return Err(StoreError::Compacted {
+                requested: after + 1,
+                compacted,
+            });
+        }
+        let (start, end) = prefix_range(prefix);
+        Ok(Box::new(EmbeddedWatch {
+            connection,
+            start,
+            end,
+            position: Position {
+                revision: after,
+                sequence: None,
+            },
+            buffer: VecDeque::new(),
+        }))
+    }
+
+    fn revision(&self) -> Result<Revision> {
+        let connection = self.lock();
+        Ok(with_busy_retry(|| read_meta(&connection))?.0)
+    }
+}
+
+/// Where a watch has read up to in `history`.
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    revision: Revision,
+    /// `None`: every row of `revision` has been read; `Some(s)`: rows up to sequence `s`.
+    sequence: Option<i64>,
+}
+
+impl Position {
+    /// The oldest revision whose history the watch still needs.
+    fn needed(self) -> Revision {
+        match self.sequence {
+            None => self.revision + 1,
+            Some(_) => self.revision,
+        }
+    }
+}
+
+/// Polls `history` through its own connection: no thread, and it sees other processes' writes.
+#[derive(Debug)]
+struct EmbeddedWatch {
+    connection: Connection,
+    start: Vec<u8>,
+    end: Option<Vec<u8>>,
+    position: Position,
+    buffer: VecDeque<Change>,
+}
+
+impl EmbeddedWatch {
+    /// Reads the next batch of changes into the buffer.
+    fn poll(&mut self) -> Outcome<()> {
+        let transaction = self.connection.transaction()?;
+        let (_, compacted) = read_meta(&transaction)?;
+        // Checked in the same snapshot as the read below, so no compaction can slip between.
+        if self.position.needed() < compacted {
+            return Err(StoreError::Compacted {
+                requested: self.position.needed(),
+                compacted,
+            }
+            .into());
+        }
+        let mut select = transaction.prepare_cached(
+            "SELECT revision, sequence, key, kind, value, create_revision FROM history
+             WHERE (revision, sequence) > (?1, ?2)
+               AND key >= ?3 AND (?4 IS NULL OR key < ?4)
+             ORDER BY revision, sequence LIMIT ?5",
+        )?;
+        let mut cursor = select.query(params![
+            self.position.revision,
+            self.position.sequence.unwrap_or(i64::MAX),
+            self.start,
+            self.end,
+            WATCH_BATCH
+        ])?;
+        let mut read = 0;
+        while let Some(row) = cursor.next()? {
+            let revision: Revision = row.get(0)?;
+            let sequence: i64 = row.get(1)?;
+            let key = key_from_bytes(row.get(2)?)?;
+            let kind: String = row.get(3)?;
+            let change = if kind == "put" {
+                Change::Put(KeyValue {
+                    key,
+                    value: row.get(4)?,
+                    create_revision: row.get(5)?,
+                    modify_revision: revision,
+                })
+            } else {
+                Change::Delete { key, revision }
+            };
+            self.buffer.push_back(change);
+            self.position = Position {
+                revision,
+                sequence: Some(sequence),
+            };
+            read += 1;
+        }
+        if read < WATCH_BATCH {
+            // Everything in this snapshot has been read, so the last revision is complete.
+            self.position.sequence = None;
+        }
+        drop(cursor);
+        drop(select);
+        transaction.commit()?;
+        Ok(())
+    }
+}
+
+impl Watch for EmbeddedWatch {
+    fn next(&mut self, timeout: Duration) -> Result<Option<Change>> {
+        let deadline = Instant::now() + timeout;
+        let mut interval = Duration::from_millis(2);
+        loop {
+            if let Some(change) = self.buffer.pop_front() {
+                return Ok(Some(change));
+            }
+            match self.poll() {
+                Ok(()) => {}
+                // Another process holds the file longer than the busy timeout: poll again.
+                Err(Failure::Sqlite(error)) if is_busy(&error) => {}
+                Err(failure) => return Err(failure.into()),
+            }
+            if !self.buffer.is_empty() {
+                continue;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            thread::sleep(interval.min(deadline - now));
+            interval = (interval * 2).min(LONGEST_POLL_INTERVAL);
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! What only the embedded store promises: a file that survives restarts, is shared by
+//! processes, and keeps bounded history.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use sluice_store::{Condition, EmbeddedStore, Operation, Store, StoreError};
+
+fn put(key: &str, value: &str, condition: Condition) -> Operation {
+    Operation::Put {
+        key: key.into(),
+        value: value.as_bytes().to_vec(),
+        condition,
+    }
+}
+
+#[test]
+fn a_reopened_store_sees_everything_committed_before() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let path = directory.path().join("nested/deeper/store.db");
+    let revision = {
+        let store = EmbeddedStore::open(&path).expect("open creates parent directories");
+        store
+            .commit(&[put("/kept", "value", Condition::Absent)])
+            .expect("put")
+    };
+    let store = sluice_store::open(&format!("file://{}", path.display())).expect("open by address");
+    assert_eq!(store.revision().expect("revision"), revision);
+    assert_eq!(store.get("/kept").expect("get").expect("present").value, b"value");
+    let next = store
+        .commit(&[put("/kept", "again", Condition::Revision(revision))])
+        .expect("update");
+    assert_eq!(next, revision + 1);
+}
+
+#[test]
+fn history_is_bounded_and_old_watches_are_compacted() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let store = EmbeddedStore::open_with_history(directory.path().join("store.db"), 10).expect("open");
+    for index in 0..50 {
+        store
+            .commit(&[put("/h", &index.to_string(), Condition::Any)])
+            .expect("put");
+    }
+    match store.watch("/h", 0) {
+        Err(StoreError::Compacted {
+            requested: 1,
+            compacted,
+        }) => assert!(compacted > 30, "{compacted}"),
+        other => panic!("expected Compacted, got {:?}", other.map(|_| ())),
+    }
+    // The last ten revisions are always kept.
+    let mut watch = store.watch("/h", 40).expect("watch the kept history");
+    for revision in 41..=50 {
+        let change = watch
+            .next(Duration::from_secs(5))
+            .expect("next")
+            .expect("a change");
+        assert_eq!(change.revision(), revision);
+    }
+}
+
+#[test]
+fn a_watch_that_falls_behind_compaction_is_told() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let store = EmbeddedStore::open(directory.path().join("store.db")).expect("open");
+    let mut watch = store.watch("/", 0).expect("watch");
+    for index in 0..5 {
+        store
+            .commit(&[put("/k", &index.to_string(), Condition::Any)])
+            .expect("put");
+    }
+    store.compact(4).expect("compact");
+    match watch.next(Duration::from_secs(5)) {
+        Err(StoreError::Compacted {
+            requested: 1,
+            compacted: 4,
+        }) => {}
+        other => panic!("expected Compacted, got {other:?}"),
+    }
+}
+
+/// Set in the child processes of `processes_share_the_file_without_losing_updates`.
+const HELPER_PATH: &str = "SLUICE_STORE_TEST_HELPER_PATH";
+const INCREMENTS: usize = 30;
+
+fn increment(store: &dyn Store, times: usize) {
+    for _ in 0..times {
+        loop {
+            let current = store.get("/counter").expect("get").expect("present");
+            let count: usize = String::from_utf8(current.value)
+                .expect("UTF-8")
+                .parse()
+                .expect("number");
+            let operation = put(
+                "/counter",
+                &(count + 1).to_string(),
+                Condition::Revision(current.modify_revision),
+            );
+            match store.commit(&[operation]) {
+                Ok(_) => break,
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(error) => panic!("increment failed: {error}"),
+            }
+        }
+    }
+}
+
+/// Does nothing in a normal run; in a child process it is the other writer.
+#[test]
+fn increment_helper() {
+    if let Some(path) = std::env::var_os(HELPER_PATH) {
+        increment(&EmbeddedStore::open(path).expect("open"), INCREMENTS);
+    }
+}
+
+#[test]
+fn processes_share_the_file_without_losing_updates() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let path = directory.path().join("store.db");
+    let store = EmbeddedStore::open(&path).expect("open");
+    store
+        .commit(&[put("/counter", "0", Condition::Absent)])
+        .expect("create");
+    let mut watch = store.watch("/counter", 1).expect("watch");
+    let executable = std::env::current_exe().expect("test executable");
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new(&executable)
+                .args(["--exact", "increment_helper", "--test-threads", "1"])
+                .env(HELPER_PATH, &path)
+                // Kept out of the test output (a runner reads its summary lines); shown on failure.
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start a writer process")
+        })
+        .collect();
+    increment(&store, INCREMENTS);
+    for child in children {
+        let output = child.wait_with_output().expect("wait");
+        assert!(
+            output.status.success(),
+            "a writer process failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let total = 3 * INCREMENTS;
+    let value = store.get("/counter").expect("get").expect("present").value;
+    assert_eq!(String::from_utf8(value).expect("UTF-8"), total.to_string());
+    // The watch saw every increment, from every process, in order.
+    let mut seen = Vec::new();
+    while let Some(change) = watch.next(Duration::from_millis(500)).expect("next") {
+        seen.push(change.revision());
+    }
+    assert_eq!(seen, (2..=1 + total as i64).collect::<Vec<_>>());
+}
