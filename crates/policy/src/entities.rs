@@ -81,20 +81,9 @@ pub fn build_entities(resources: &ResourceSet) -> (Vec<Entity>, Vec<String>) {
         labels
     };
 
-    let mut entities = Vec::new();
-    let mut skipped = Vec::new();
-    for pod in &resources.pods {
-        if !pod.is_workload() {
-            continue;
-        }
-        let namespace = pod.metadata.namespace();
-        let addresses = pod.addresses();
-        if addresses.is_empty() {
-            skipped.push(format!("{namespace}/{}", pod.metadata.name));
-            continue;
-        }
-        let account = pod.service_account();
-        // Profile labels first: the endpoint's own labels win over inherited ones.
+    // Labels of an endpoint: profile labels first, so the endpoint's own labels win over
+    // inherited ones, then Calico's implicit labels.
+    let endpoint_labels = |namespace: &str, account: &str, own: &BTreeMap<String, String>| {
         let mut labels = profile_labels(namespace);
         if let Some(account_labels) = service_account_labels.get(&(namespace, account)) {
             for (key, value) in account_labels.iter() {
@@ -105,7 +94,7 @@ pub fn build_entities(resources: &ResourceSet) -> (Vec<Entity>, Vec<String>) {
             format!("{SERVICE_ACCOUNT_LABEL_PREFIX}{LABEL_NAME}"),
             account.to_string(),
         );
-        labels.extend(pod.metadata.labels.clone());
+        labels.extend(own.clone());
         labels.insert(LABEL_NAMESPACE.to_string(), namespace.to_string());
         labels.insert(LABEL_ORCHESTRATOR.to_string(), "k8s".to_string());
         // Calico sets this label only for names shorter than 63 characters (a label value's
@@ -113,17 +102,97 @@ pub fn build_entities(resources: &ResourceSet) -> (Vec<Entity>, Vec<String>) {
         if account.len() < 63 {
             labels.insert(LABEL_SERVICE_ACCOUNT.to_string(), account.to_string());
         }
+        labels
+    };
+    // What the CNI plugin recorded for each pod: its addresses when the pod object has none
+    // yet (no kubelet writes pod status here), and its node.
+    let recorded: HashMap<(&str, &str), &sluice_api::calico::WorkloadEndpoint> = resources
+        .workload_endpoints
+        .iter()
+        .map(|endpoint| {
+            (
+                (endpoint.metadata.namespace(), endpoint.spec.pod.as_str()),
+                endpoint,
+            )
+        })
+        .collect();
+
+    let mut entities = Vec::new();
+    let mut skipped = Vec::new();
+    let mut pods_seen = std::collections::HashSet::new();
+    for pod in &resources.pods {
+        if !pod.is_workload() {
+            continue;
+        }
+        let namespace = pod.metadata.namespace();
+        pods_seen.insert((namespace, pod.metadata.name.as_str()));
+        let record = recorded.get(&(namespace, pod.metadata.name.as_str()));
+        let mut networks: Vec<IpNet> = pod.addresses().into_iter().map(IpNet::from).collect();
+        if networks.is_empty()
+            && let Some(record) = record
+        {
+            networks = record
+                .spec
+                .ip_networks
+                .iter()
+                .map(|network| IpNet::from(network.0.addr()))
+                .collect();
+        }
+        if networks.is_empty() {
+            skipped.push(format!("{namespace}/{}", pod.metadata.name));
+            continue;
+        }
+        let account = pod.service_account();
         entities.push(Entity {
             kind: EntityKind::Endpoint,
             namespace: Some(namespace.to_string()),
             name: pod.metadata.name.clone(),
-            labels,
-            networks: addresses.iter().map(|address| IpNet::from(*address)).collect(),
+            labels: endpoint_labels(namespace, account, &pod.metadata.labels),
+            networks,
             named_ports: pod
                 .named_ports()
                 .map(|(name, protocol, port)| (name.to_string(), protocol.number(), port))
                 .collect(),
-            node: pod.spec.node_name.clone(),
+            node: pod
+                .spec
+                .node_name
+                .clone()
+                .or_else(|| record.map(|record| record.spec.node.clone())),
+        });
+    }
+    // A workload endpoint with no pod object is an endpoint in its own right, labelled by its
+    // own metadata (Calico's etcd mode).
+    for endpoint in &resources.workload_endpoints {
+        let namespace = endpoint.metadata.namespace();
+        if pods_seen.contains(&(namespace, endpoint.spec.pod.as_str()))
+            || endpoint.spec.ip_networks.is_empty()
+        {
+            continue;
+        }
+        let account = endpoint.spec.service_account_name.as_deref().unwrap_or("default");
+        let name = if endpoint.spec.pod.is_empty() {
+            &endpoint.metadata.name
+        } else {
+            &endpoint.spec.pod
+        };
+        entities.push(Entity {
+            kind: EntityKind::Endpoint,
+            namespace: Some(namespace.to_string()),
+            name: name.clone(),
+            labels: endpoint_labels(namespace, account, &endpoint.metadata.labels),
+            networks: endpoint
+                .spec
+                .ip_networks
+                .iter()
+                .map(|network| IpNet::from(network.0.addr()))
+                .collect(),
+            named_ports: endpoint
+                .spec
+                .ports
+                .iter()
+                .map(|port| (port.name.clone(), port.protocol.number(), port.port))
+                .collect(),
+            node: Some(endpoint.spec.node.clone()),
         });
     }
     for set in &resources.network_sets {
