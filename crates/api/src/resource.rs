@@ -109,19 +109,48 @@ impl Resource {
     }
 
     /// Decodes what [`Resource::encode`] wrote, setting `metadata.resourceVersion` to the
-    /// key's modify revision. Stored values were validated when written, so an error here means
-    /// the store holds something Sluice did not write.
+    /// key's modify revision. Values were validated before they were written, so this only
+    /// reads JSON into the typed form; it does not check references between objects (a
+    /// stored policy may name a tier stored under another key).
     pub fn decode(bytes: &[u8], resource_version: i64) -> Result<Resource, String> {
-        let text = std::str::from_utf8(bytes).map_err(|error| error.to_string())?;
-        let set = crate::load_str("datastore", text).map_err(|errors| errors.to_string())?;
-        let mut resources = set.into_resources();
-        match (resources.pop(), resources.is_empty()) {
-            (Some(mut resource), true) => {
-                resource.metadata_mut().resource_version = Some(resource_version.to_string());
-                Ok(resource)
-            }
-            _ => Err("a stored value holds other than one resource".to_string()),
+        let mut value: Value = serde_json::from_slice(bytes).map_err(|error| error.to_string())?;
+        let map = value.as_object_mut().ok_or("a stored value is not an object")?;
+        let api_version = map
+            .remove("apiVersion")
+            .and_then(|value| value.as_str().map(str::to_string));
+        let kind_name = map
+            .remove("kind")
+            .and_then(|value| value.as_str().map(str::to_string));
+        let kind = Kind::ALL
+            .iter()
+            .find(|entry| Some(entry.0) == api_version.as_deref() && Some(entry.1) == kind_name.as_deref())
+            .map(|entry| entry.2)
+            .ok_or_else(|| format!("a stored value has an unknown kind {kind_name:?} {api_version:?}"))?;
+        fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, String> {
+            serde_path_to_error::deserialize(value)
+                .map_err(|error| format!("{}: {}", error.path(), error.inner()))
         }
+        let mut resource = match kind {
+            Kind::Namespace => Resource::Namespace(typed(value)?),
+            Kind::Pod => Resource::Pod(typed(value)?),
+            Kind::ServiceAccount => Resource::ServiceAccount(typed(value)?),
+            Kind::Node => Resource::Node(typed(value)?),
+            Kind::KubernetesNetworkPolicy => Resource::KubernetesNetworkPolicy(typed(value)?),
+            Kind::NetworkPolicy => Resource::NetworkPolicy(typed(value)?),
+            Kind::GlobalNetworkPolicy => Resource::GlobalNetworkPolicy(typed(value)?),
+            Kind::Tier => Resource::Tier(typed(value)?),
+            Kind::NetworkSet => Resource::NetworkSet(typed(value)?),
+            Kind::GlobalNetworkSet => Resource::GlobalNetworkSet(typed(value)?),
+            Kind::IpPool => Resource::IpPool(typed(value)?),
+            Kind::WorkloadEndpoint => Resource::WorkloadEndpoint(typed(value)?),
+        };
+        resource.metadata_mut().resource_version = Some(resource_version.to_string());
+        resource.metadata_mut().origin = crate::meta::Origin {
+            file: "datastore".to_string(),
+            line: 0,
+            column: 0,
+        };
+        Ok(resource)
     }
 }
 
@@ -227,6 +256,18 @@ mod tests {
             expected.metadata_mut().origin = decoded.metadata().origin.clone();
             assert_eq!(decoded, expected);
         }
+    }
+
+    #[test]
+    fn a_stored_policy_may_name_a_tier_stored_elsewhere() {
+        let text = "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: security}\n---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: p}\nspec: {tier: security}\n";
+        let policy = crate::load_str("x.yaml", text)
+            .unwrap()
+            .into_resources()
+            .pop()
+            .unwrap();
+        let decoded = Resource::decode(&policy.encode(), 7).unwrap();
+        assert_eq!(decoded.kind(), Kind::GlobalNetworkPolicy);
     }
 
     #[test]

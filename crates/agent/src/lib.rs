@@ -1,0 +1,19 @@
+//! The node agent. It keeps an in-memory copy of the datastore's resources current through a
+//! watch, and after every change (and periodically) compiles policy, renders the node's part of
+//! it and brings the kernel in step through the dataplane's atomic transactions. It reports
+//! health and Prometheus metrics over HTTP and writes its status to the datastore so that
+//! `sluice get nodestatus` shows what it could not program.
+//!
+//! Architecture invariants: it reads the store and drives the dataplane; it never runs `nft`
+//! itself and never interprets resources other than through `sluice-policy`. Fail closed: if a
+//! sync fails, the kernel keeps the previous ruleset (transactions are atomic) and the agent
+//! retries with a full resync.
+#![forbid(unsafe_code)]
+
+mod agent;
+mod metrics;
+mod status;
+
+pub use agent::{Agent, AgentConfig, run};
+pub use metrics::Metrics;
+pub use status::{NodeStatus, STATUS_PREFIX, status_key};

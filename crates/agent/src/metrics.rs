@@ -1,0 +1,129 @@
+//! Prometheus metrics and the HTTP endpoint that serves them with `/healthz`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// The agent's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    pub sync_seconds: Histogram,
+    pub transaction_operations: Histogram,
+    pub rules: Gauge,
+    pub set_elements: Gauge,
+    pub local_endpoints: Gauge,
+    pub sync_errors: Counter,
+    pub full_syncs: Counter,
+    pub datastore_errors: Counter,
+    healthy: AtomicBool,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("sluice_agent");
+        let sync_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        let transaction_operations = Histogram::new(exponential_buckets(1.0, 4.0, 10));
+        let metrics = Metrics {
+            sync_seconds: sync_seconds.clone(),
+            transaction_operations: transaction_operations.clone(),
+            rules: Gauge::default(),
+            set_elements: Gauge::default(),
+            local_endpoints: Gauge::default(),
+            sync_errors: Counter::default(),
+            full_syncs: Counter::default(),
+            datastore_errors: Counter::default(),
+            healthy: AtomicBool::new(false),
+            registry: Mutex::new(Registry::default()),
+        };
+        registry.register(
+            "sync_seconds",
+            "Time from a datastore change to the kernel programmed",
+            sync_seconds,
+        );
+        registry.register(
+            "transaction_operations",
+            "Operations per nftables transaction",
+            transaction_operations,
+        );
+        registry.register(
+            "rules",
+            "nftables rules in the sluice table",
+            metrics.rules.clone(),
+        );
+        registry.register(
+            "set_elements",
+            "Elements in the sluice table's sets and maps",
+            metrics.set_elements.clone(),
+        );
+        registry.register(
+            "local_endpoints",
+            "Pods on this node with a program",
+            metrics.local_endpoints.clone(),
+        );
+        registry.register(
+            "sync_errors",
+            "Syncs the kernel refused",
+            metrics.sync_errors.clone(),
+        );
+        registry.register(
+            "full_syncs",
+            "Syncs that rebuilt the whole table",
+            metrics.full_syncs.clone(),
+        );
+        registry.register(
+            "datastore_errors",
+            "Datastore reads or watches that failed",
+            metrics.datastore_errors.clone(),
+        );
+        *metrics.registry.lock().expect("not poisoned") = registry;
+        Arc::new(metrics)
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// The metrics in Prometheus' text format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        let registry = self.registry.lock().expect("not poisoned");
+        encode(&mut text, &registry).expect("encoding to a string cannot fail");
+        text
+    }
+
+    /// Serves `/metrics` and `/healthz` on `address` from a background thread.
+    pub fn serve(self: &Arc<Self>, address: &str) -> Result<std::net::SocketAddr, String> {
+        let server = tiny_http::Server::http(address)
+            .map_err(|error| format!("cannot listen on {address}: {error}"))?;
+        let bound = server
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| format!("{address} is not an IP address"))?;
+        let metrics = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || {
+                for request in server.incoming_requests() {
+                    let (status, body) = match request.url() {
+                        "/metrics" => (200, metrics.render()),
+                        "/healthz" if metrics.is_healthy() => (200, "ok\n".to_string()),
+                        "/healthz" => (503, "not in sync with the datastore\n".to_string()),
+                        _ => (404, "not found\n".to_string()),
+                    };
+                    let _ = request.respond(tiny_http::Response::from_string(body).with_status_code(status));
+                }
+            })
+            .map_err(|error| error.to_string())?;
+        Ok(bound)
+    }
+}

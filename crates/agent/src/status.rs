@@ -1,0 +1,30 @@
+//! The agent's status record in the datastore.
+
+use serde::{Deserialize, Serialize};
+
+pub const STATUS_PREFIX: &str = "/sluice/status/nodes/";
+
+pub fn status_key(node: &str) -> String {
+    format!("{STATUS_PREFIX}{node}")
+}
+
+/// What the agent of one node last did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    pub node: String,
+    /// The datastore revision whose resources are programmed.
+    pub programmed_revision: i64,
+    /// The newest revision the agent has seen.
+    pub seen_revision: i64,
+    /// Whether the newest revision is programmed.
+    pub in_sync: bool,
+    /// Why the newest revision could not be programmed, if it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub local_endpoints: usize,
+    pub rules: usize,
+    pub set_elements: usize,
+    /// Seconds since the Unix epoch.
+    pub updated: u64,
+}

@@ -1,0 +1,153 @@
+//! The agent against an embedded datastore and a fake kernel: it programs what is stored,
+//! follows changes through the watch, and when the kernel refuses a ruleset it keeps the
+//! previous one and says so in its status and metrics.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sluice_agent::{Agent, AgentConfig, Metrics, NodeStatus, status_key};
+use sluice_api::Resource;
+use sluice_nft::{Backend, FakeBackend, Family, NftError, Table, Transaction};
+use sluice_store::{Condition, EmbeddedStore, Operation, Store};
+
+/// A fake kernel shared with the test, which can be told to refuse transactions.
+#[derive(Clone, Default)]
+struct SharedKernel {
+    state: Arc<Mutex<FakeBackend>>,
+    refuse: Arc<AtomicBool>,
+}
+
+impl Backend for SharedKernel {
+    fn apply(&mut self, transaction: &Transaction) -> Result<(), NftError> {
+        if self.refuse.load(Ordering::Relaxed) {
+            return Err(NftError::Rejected(
+                "Could not process rule: Message too long".into(),
+            ));
+        }
+        self.state.lock().unwrap().apply(transaction)
+    }
+
+    fn check(&mut self, transaction: &Transaction) -> Result<(), NftError> {
+        self.state.lock().unwrap().check(transaction)
+    }
+}
+
+impl SharedKernel {
+    fn dump(&self) -> String {
+        self.state
+            .lock()
+            .unwrap()
+            .dump(&Table::new(Family::Inet, "sluice"))
+    }
+}
+
+fn put_all(store: &dyn Store, resources: Vec<Resource>) {
+    let operations: Vec<Operation> = resources
+        .iter()
+        .map(|resource| Operation::Put {
+            key: resource.key(),
+            value: resource.encode(),
+            condition: Condition::Any,
+        })
+        .collect();
+    store.commit(&operations).unwrap();
+}
+
+fn workload_endpoints(resources: &sluice_api::ResourceSet) -> Vec<Resource> {
+    resources
+        .pods
+        .iter()
+        .enumerate()
+        .map(|(index, pod)| {
+            let text = format!(
+                "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {{name: wep-{index}, namespace: {}}}\nspec: {{node: {}, pod: {}, endpoint: eth0, containerID: c{index}, orchestrator: k8s, interfaceName: slc{index:012}, ipNetworks: [{}/32]}}\n",
+                pod.metadata.namespace(),
+                pod.spec.node_name.clone().unwrap(),
+                pod.metadata.name,
+                pod.addresses()[0]
+            );
+            sluice_api::load_str("wep.yaml", &text).unwrap().into_resources().remove(0)
+        })
+        .collect()
+}
+
+fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn status(store: &dyn Store, node: &str) -> Option<NodeStatus> {
+    store
+        .get(&status_key(node))
+        .unwrap()
+        .map(|value| serde_json::from_slice(&value.value).unwrap())
+}
+
+#[test]
+fn the_agent_programs_follows_changes_and_survives_a_refusal() {
+    let directory = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(directory.path().join("store.db")).unwrap());
+    let examples =
+        sluice_api::load_paths(&[Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")]).unwrap();
+    let endpoints = workload_endpoints(&examples);
+    put_all(store.as_ref(), examples.clone().into_resources());
+    put_all(store.as_ref(), endpoints);
+
+    let kernel = SharedKernel::default();
+    let metrics = Metrics::new();
+    let mut config = AgentConfig::new("node-1");
+    config.resync_interval = Duration::from_secs(3600);
+    let mut agent = Agent::new(config, store.clone(), kernel.clone(), metrics.clone());
+    let stop = Arc::new(AtomicBool::new(false));
+    let runner = {
+        let stop = stop.clone();
+        std::thread::spawn(move || agent.run_until(&stop))
+    };
+
+    wait_for("the first sync", || {
+        status(store.as_ref(), "node-1").is_some_and(|status| status.in_sync)
+    });
+    let first = status(store.as_ref(), "node-1").unwrap();
+    // node-1 runs prod/web and staging/web in the examples.
+    assert_eq!(first.local_endpoints, 2, "{first:?}");
+    assert!(kernel.dump().contains("203.0.113.0/24"));
+
+    // A change to a network set reaches the kernel.
+    let mut partners = examples.global_network_sets[0].clone();
+    partners.spec.nets.push("192.0.2.200/32".parse().unwrap());
+    put_all(store.as_ref(), vec![Resource::GlobalNetworkSet(partners.clone())]);
+    wait_for("the new partner address", || {
+        kernel.dump().contains("192.0.2.200")
+    });
+
+    // The kernel refuses the next ruleset: the previous one stays, and the status says why.
+    kernel.refuse.store(true, Ordering::Relaxed);
+    let before = kernel.dump();
+    partners.spec.nets.push("192.0.2.210/32".parse().unwrap());
+    put_all(store.as_ref(), vec![Resource::GlobalNetworkSet(partners.clone())]);
+    wait_for("the refusal in the status", || {
+        status(store.as_ref(), "node-1").is_some_and(|status| !status.in_sync && status.error.is_some())
+    });
+    assert_eq!(kernel.dump(), before);
+    assert!(!metrics.is_healthy());
+    assert!(metrics.render().contains("sluice_agent_sync_errors_total"));
+    let refused = status(store.as_ref(), "node-1").unwrap();
+    assert!(refused.error.unwrap().contains("Message too long"));
+    assert!(refused.seen_revision > refused.programmed_revision);
+
+    // Once the kernel accepts again, the agent catches up on its own.
+    kernel.refuse.store(false, Ordering::Relaxed);
+    wait_for("recovery", || {
+        status(store.as_ref(), "node-1").is_some_and(|status| status.in_sync)
+    });
+    assert!(kernel.dump().contains("192.0.2.210"));
+    assert!(metrics.is_healthy());
+
+    stop.store(true, Ordering::Relaxed);
+    runner.join().unwrap();
+}
