@@ -11,13 +11,15 @@ use sluice_api::values::Protocol;
 use sluice_policy::{Dataplane, Flow};
 
 use crate::OutputFormat;
-use crate::diagnostics::load_or_report;
+use crate::diagnostics::resources_from;
 
 #[derive(Debug, Args)]
 pub struct ConnectivityArguments {
-    /// Files or directories of YAML/JSON manifests.
-    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    /// Files or directories of YAML/JSON manifests; without it, the datastore.
+    #[arg(short = 'f', long = "filename", num_args = 1..)]
     paths: Vec<PathBuf>,
+    #[command(flatten)]
+    datastore: crate::datastore::DatastoreArguments,
     /// Ports to probe, as protocol/port: tcp/80,udp/53. ICMP needs no port: icmp.
     #[arg(long, value_delimiter = ',', default_value = "tcp/80")]
     ports: Vec<String>,
@@ -38,7 +40,7 @@ pub fn run(arguments: &ConnectivityArguments) -> Result<ExitCode, String> {
         .iter()
         .map(|text| parse_probe(text))
         .collect::<Result<Vec<_>, _>>()?;
-    let resources = load_or_report(&arguments.paths)?;
+    let resources = resources_from(&arguments.paths, &arguments.datastore)?;
     let dataplane = sluice_policy::compile(&resources);
     let mut sources: Vec<Target> = dataplane
         .endpoints

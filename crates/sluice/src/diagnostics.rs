@@ -5,22 +5,38 @@ use std::path::PathBuf;
 
 use sluice_api::{Diagnostic, ResourceSet};
 
+/// Resources from manifests when paths are given, else from the datastore.
+pub fn resources_from(
+    paths: &[PathBuf],
+    datastore: &crate::datastore::DatastoreArguments,
+) -> Result<ResourceSet, String> {
+    if paths.is_empty() {
+        let store = datastore.open()?;
+        crate::datastore::read_set(store.as_ref())
+    } else {
+        load_or_report(paths)
+    }
+}
+
 /// Loads manifests; on error prints every diagnostic to stderr and fails.
 pub fn load_or_report(paths: &[PathBuf]) -> Result<ResourceSet, String> {
-    sluice_api::load_paths(paths).map_err(|errors| {
-        let mut sources: HashMap<String, Option<String>> = HashMap::new();
-        for diagnostic in &errors.0 {
-            let source = sources
-                .entry(diagnostic.file.clone())
-                .or_insert_with(|| std::fs::read_to_string(&diagnostic.file).ok());
-            eprintln!("{}", render(diagnostic, source.as_deref()));
-        }
-        let count = errors.0.len();
-        format!(
-            "{count} error{} found; nothing was used",
-            if count == 1 { "" } else { "s" }
-        )
-    })
+    sluice_api::load_paths(paths).map_err(|errors| report_errors(&errors))
+}
+
+/// Prints every diagnostic with its source line; returns the summary line.
+pub fn report_errors(errors: &sluice_api::LoadErrors) -> String {
+    let mut sources: HashMap<String, Option<String>> = HashMap::new();
+    for diagnostic in &errors.0 {
+        let source = sources
+            .entry(diagnostic.file.clone())
+            .or_insert_with(|| std::fs::read_to_string(&diagnostic.file).ok());
+        eprintln!("{}", render(diagnostic, source.as_deref()));
+    }
+    let count = errors.0.len();
+    format!(
+        "{count} error{} found; nothing was used",
+        if count == 1 { "" } else { "s" }
+    )
 }
 
 pub fn render(diagnostic: &Diagnostic, source: Option<&str>) -> String {

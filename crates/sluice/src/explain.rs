@@ -9,14 +9,16 @@ use serde_json::{Value, json};
 use sluice_policy::{Dataplane, Explanation, explain};
 
 use crate::OutputFormat;
-use crate::diagnostics::load_or_report;
+use crate::diagnostics::resources_from;
 use crate::flows::FlowRequest;
 
 #[derive(Debug, Args)]
 pub struct ExplainArguments {
-    /// Files or directories of YAML/JSON manifests.
-    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    /// Files or directories of YAML/JSON manifests; without it, the datastore.
+    #[arg(short = 'f', long = "filename", num_args = 1..)]
     paths: Vec<PathBuf>,
+    #[command(flatten)]
+    datastore: crate::datastore::DatastoreArguments,
     /// The sender: a pod as namespace/name, or an IP address.
     #[arg(long, required_unless_present = "flows", conflicts_with = "flows")]
     from: Option<String>,
@@ -37,7 +39,7 @@ pub struct ExplainArguments {
 }
 
 pub fn run(arguments: &ExplainArguments) -> Result<ExitCode, String> {
-    let resources = load_or_report(&arguments.paths)?;
+    let resources = resources_from(&arguments.paths, &arguments.datastore)?;
     let dataplane = sluice_policy::compile(&resources);
     if let Some(path) = &arguments.flows {
         return run_batch(&dataplane, path, arguments.output);

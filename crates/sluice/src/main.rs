@@ -2,10 +2,14 @@
 //! argument parsing, reading inputs and printing; every decision is made by the library crates.
 #![forbid(unsafe_code)]
 
+mod apply;
 mod connectivity;
+mod datastore;
 mod diagnostics;
 mod explain;
 mod flows;
+mod get;
+mod ipam;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +39,17 @@ enum Command {
     Explain(explain::ExplainArguments),
     /// The matrix of who can reach whom.
     Connectivity(connectivity::ConnectivityArguments),
+    /// Validate manifests and write them to the datastore in one transaction, or nothing.
+    Apply(apply::ApplyArguments),
+    /// Show stored resources.
+    Get(get::GetArguments),
+    /// Delete stored resources by KIND NAME or by manifest.
+    Delete(apply::DeleteArguments),
+    /// IP address management: show, check, release.
+    #[command(subcommand)]
+    Ipam(ipam::IpamCommand),
+    /// Run the node agent: watch the datastore and program this node's kernel.
+    Agent(AgentArguments),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -51,6 +66,11 @@ fn main() -> ExitCode {
         Command::Validate { paths } => validate(&paths),
         Command::Explain(arguments) => explain::run(&arguments),
         Command::Connectivity(arguments) => connectivity::run(&arguments),
+        Command::Apply(arguments) => apply::apply(&arguments),
+        Command::Get(arguments) => get::run(&arguments),
+        Command::Delete(arguments) => apply::delete(&arguments),
+        Command::Agent(arguments) => run_agent(&arguments),
+        Command::Ipam(command) => ipam::run(&command),
     };
     match result {
         Ok(code) => code,
@@ -59,6 +79,36 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+#[derive(Debug, clap::Args)]
+struct AgentArguments {
+    /// The node this agent programs (its pods' workload endpoints name it).
+    #[arg(long)]
+    node: String,
+    /// Serve /metrics and /healthz here, e.g. 127.0.0.1:9091.
+    #[arg(long)]
+    metrics_address: Option<String>,
+    /// Rebuild the whole table this often, in seconds.
+    #[arg(long, default_value_t = 300)]
+    resync_seconds: u64,
+    #[command(flatten)]
+    datastore: datastore::DatastoreArguments,
+}
+
+fn run_agent(arguments: &AgentArguments) -> Result<ExitCode, String> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let store = std::sync::Arc::from(arguments.datastore.open()?);
+    let mut config = sluice_agent::AgentConfig::new(arguments.node.clone());
+    config.resync_interval = std::time::Duration::from_secs(arguments.resync_seconds.max(1));
+    sluice_agent::run(config, store, arguments.metrics_address.as_deref())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn validate(paths: &[PathBuf]) -> Result<ExitCode, String> {

@@ -1,0 +1,749 @@
+//! The commands: ADD, DEL, CHECK, STATUS, GC and VERSION, over the store, IPAM and netlink.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::{Arc, mpsc};
+
+use ipnet::IpNet;
+use serde_json::Value;
+use sluice_api::calico::{WorkloadEndpoint, WorkloadEndpointPort, WorkloadEndpointSpec};
+use sluice_api::kubernetes::Pod;
+use sluice_api::meta::ObjectMeta;
+use sluice_api::values::Cidr;
+use sluice_api::{Kind, Resource, resource};
+use sluice_ipam::{AssignRequest, Ipam, IpamError};
+use sluice_store::{Condition, KeyValue, Operation, Store, StoreError};
+
+use crate::names::{host_interface_name, workload_endpoint_name};
+use crate::netlink::{self, GATEWAY_V4, GATEWAY_V6, HOST_MAC, NamespaceProblem, Netlink, NetlinkError};
+use crate::protocol::{
+    AddResult, CniError, Command, Environment, ErrorCode, LATEST_VERSION, NetworkConfig, ResultAddress,
+    ResultInterface, ResultRoute, at_least, parse_network_config, previous_addresses, requested_version,
+    version_result,
+};
+
+/// What the binary prints and how it exits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub stdout: Option<String>,
+    pub exit_code: i32,
+}
+
+/// Runs one invocation: the environment through `lookup`, the network configuration on `stdin`.
+pub fn run(lookup: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Outcome {
+    // Errors are written in the version the request asked for when it is one we speak.
+    let reply_version = serde_json::from_slice::<Value>(stdin)
+        .ok()
+        .and_then(|value| requested_version(&value).ok())
+        .unwrap_or(LATEST_VERSION);
+    let failure = |error: CniError, version: &str| Outcome {
+        stdout: Some(error.to_json(version).to_string()),
+        exit_code: 1,
+    };
+    let environment = match Environment::from_lookup(&lookup) {
+        Ok(environment) => environment,
+        Err(error) => return failure(error, reply_version),
+    };
+    if environment.command == Command::Version {
+        return Outcome {
+            stdout: Some(version_result().to_string()),
+            exit_code: 0,
+        };
+    }
+    let config = match parse_network_config(stdin, sluice_store::default_address, hostname) {
+        Ok(config) => config,
+        Err(error) => return failure(error, reply_version),
+    };
+    let version = config.version;
+    let result = match environment.command {
+        Command::Add => add(&environment, &config).map(|result| Some(result.to_json(version))),
+        Command::Del => delete(&environment, &config).map(|()| None),
+        Command::Check => check(&environment, &config).map(|()| None),
+        Command::Status => status(&config).map(|()| None),
+        Command::Gc => garbage_collect(&config).map(|()| None),
+        Command::Version => unreachable!("answered above"),
+    };
+    match result {
+        Ok(stdout) => Outcome {
+            stdout: stdout.map(|value| value.to_string()),
+            exit_code: 0,
+        },
+        Err(error) => failure(error, version),
+    }
+}
+
+/// The node's name when the configuration gives none: the kernel's hostname.
+fn hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    Some(name.trim().to_string()).filter(|name| !name.is_empty())
+}
+
+fn open_store(config: &NetworkConfig) -> Result<Arc<dyn Store>, CniError> {
+    Ok(Arc::from(sluice_store::open(&config.datastore)?))
+}
+
+fn netlink_error(error: NetlinkError) -> CniError {
+    CniError::new(ErrorCode::Netlink, "network configuration failed").with_details(error)
+}
+
+fn ipam_error(error: IpamError) -> CniError {
+    let code = match &error {
+        IpamError::Store(StoreError::Unavailable(_)) | IpamError::TooManyConflicts { .. } => {
+            ErrorCode::TryAgainLater
+        }
+        _ => ErrorCode::Ipam,
+    };
+    CniError::new(code, "IPAM failed").with_details(error)
+}
+
+fn pod_identity(environment: &Environment) -> Result<(&str, &str), CniError> {
+    environment.pod().ok_or_else(|| {
+        CniError::new(
+            ErrorCode::InvalidEnvironment,
+            "CNI_ARGS must name K8S_POD_NAMESPACE and K8S_POD_NAME",
+        )
+    })
+}
+
+/// Reads and decodes one resource; absent is `None`.
+fn get_resource(
+    store: &dyn Store,
+    kind: Kind,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<Option<(Resource, i64)>, CniError> {
+    let Some(value) = store.get(&resource::key(kind, namespace, name))? else {
+        return Ok(None);
+    };
+    decode(&value).map(|resource| Some((resource, value.modify_revision)))
+}
+
+fn decode(value: &KeyValue) -> Result<Resource, CniError> {
+    Resource::decode(&value.value, value.modify_revision).map_err(|error| {
+        CniError::new(ErrorCode::Datastore, "the datastore holds an unreadable resource")
+            .with_details(format!("{}: {error}", value.key))
+    })
+}
+
+fn open_namespace(path: &str) -> Result<File, CniError> {
+    File::open(path).map_err(|error| {
+        let code = if error.kind() == std::io::ErrorKind::NotFound {
+            ErrorCode::UnknownContainer
+        } else {
+            ErrorCode::Io
+        };
+        CniError::new(code, "cannot open the network namespace").with_details(format!("{path}: {error}"))
+    })
+}
+
+fn host_prefix(address: IpAddr) -> IpNet {
+    IpNet::from(address)
+}
+
+// ---------------------------------------------------------------------------------------------
+// ADD
+
+fn add(environment: &Environment, config: &NetworkConfig) -> Result<AddResult, CniError> {
+    let (namespace, pod_name) = pod_identity(environment)?;
+    let netns = environment.netns.as_deref().expect("ADD requires CNI_NETNS");
+    let namespace_file = open_namespace(netns)?;
+    let host_interface = host_interface_name(namespace, pod_name, &environment.interface_name);
+    let handle = environment.handle();
+    // The veth is made while the datastore answers (both take milliseconds); the addresses
+    // reach the wiring thread through the channel once IPAM has them.
+    let (address_sender, address_receiver) = mpsc::channel::<Vec<IpAddr>>();
+    let (assigned, wired) = std::thread::scope(|scope| {
+        let wiring = scope.spawn(|| {
+            wire(
+                environment,
+                config,
+                &host_interface,
+                &namespace_file,
+                address_receiver,
+            )
+        });
+        let assigned = assign(environment, config, namespace, pod_name);
+        if let Ok((_, _, _, addresses)) = &assigned
+            && !addresses.is_empty()
+        {
+            let _ = address_sender.send(addresses.clone());
+        }
+        drop(address_sender);
+        let wired = wiring
+            .join()
+            .unwrap_or_else(|_| Err(CniError::new(ErrorCode::Netlink, "the wiring thread panicked")));
+        (assigned, wired)
+    });
+    let outcome = match (&assigned, wired) {
+        (Err(error), _) => Err(error.clone()),
+        (Ok((.., addresses)), _) if addresses.is_empty() => {
+            Err(
+                CniError::new(ErrorCode::Ipam, "IPAM assigned no address").with_details(format!(
+                    "no enabled IP pool has room for pod {namespace}/{pod_name} on node {}",
+                    config.node_name
+                )),
+            )
+        }
+        (Ok(_), Err(error)) => Err(error),
+        (Ok((store, pod, _, addresses)), Ok(pod_mac)) => {
+            let attachment = Attachment {
+                environment,
+                config,
+                namespace,
+                pod_name,
+                pod: pod.as_ref(),
+                host_interface: &host_interface,
+                addresses,
+            };
+            let endpoint = Resource::WorkloadEndpoint(attachment.workload_endpoint(&pod_mac));
+            store
+                .commit(&[Operation::Put {
+                    key: endpoint.key(),
+                    value: endpoint.encode(),
+                    condition: Condition::Any,
+                }])
+                .map_err(CniError::from)
+                .map(|_| attachment.result(&pod_mac))
+        }
+    };
+    outcome.inspect_err(|_| {
+        // Undo: the veth (its routes go with it), then the addresses.
+        if let Ok(node) = Netlink::open()
+            && let Ok(Some(link)) = node.link(&host_interface)
+        {
+            let _ = node.delete_link(link.index);
+        }
+        if let Ok((_, _, ipam, _)) = &assigned {
+            let _ = ipam.release(&handle);
+        }
+    })
+}
+
+/// The datastore half of ADD: the pod and its namespace, then addresses from IPAM.
+#[allow(clippy::type_complexity)]
+fn assign(
+    environment: &Environment,
+    config: &NetworkConfig,
+    namespace: &str,
+    pod_name: &str,
+) -> Result<(Arc<dyn Store>, Option<Pod>, Ipam, Vec<IpAddr>), CniError> {
+    let store = open_store(config)?;
+    let pod = match get_resource(store.as_ref(), Kind::Pod, Some(namespace), pod_name)? {
+        Some((Resource::Pod(pod), _)) => Some(pod),
+        _ => None,
+    };
+    let ipam = Ipam::new(store.clone());
+    // IPAM reads the namespace (its labels and annotations) itself.
+    let request = AssignRequest {
+        handle: environment.handle(),
+        node: config.node_name.clone(),
+        namespace: namespace.to_string(),
+        pod: pod_name.to_string(),
+        pod_annotations: pod
+            .as_ref()
+            .map(|pod| pod.metadata.annotations.clone())
+            .unwrap_or_default(),
+    };
+    let allocations = ipam.assign(&request).map_err(ipam_error)?;
+    let addresses = allocations.iter().map(|allocation| allocation.address).collect();
+    Ok((store, pod, ipam, addresses))
+}
+
+/// The netlink half of ADD: the veth pair, the host side's sysctls, then (once IPAM has
+/// answered) the pod's addresses and routes and the node's routes to them. Returns the pod
+/// interface's MAC.
+fn wire(
+    environment: &Environment,
+    config: &NetworkConfig,
+    host_interface: &str,
+    namespace_file: &File,
+    addresses: mpsc::Receiver<Vec<IpAddr>>,
+) -> Result<String, CniError> {
+    let netns = environment.netns.as_deref().unwrap_or_default();
+    let interface_name = &environment.interface_name;
+    let node = Netlink::open().map_err(netlink_error)?;
+    // A veth left by an ADD that died half-way has the same name; replace it, as Calico does.
+    if let Some(stale) = node.link(host_interface).map_err(netlink_error)? {
+        node.delete_link(stale.index).map_err(netlink_error)?;
+    }
+    node.create_veth(host_interface, interface_name, namespace_file, config.mtu)
+        .map_err(netlink_error)?;
+    let host = node
+        .link(host_interface)
+        .map_err(netlink_error)?
+        .ok_or_else(|| CniError::new(ErrorCode::Netlink, "the host veth vanished after creation"))?;
+    // Proxy ARP answers the pod's 169.254.1.1 with the host's MAC; it needs forwarding on the
+    // interface to find a route, and no delay so the first packet is not held back.
+    netlink::write_sysctl(&format!("ipv4/conf/{host_interface}/proxy_arp"), "1").map_err(netlink_error)?;
+    netlink::write_sysctl(&format!("ipv4/conf/{host_interface}/forwarding"), "1").map_err(netlink_error)?;
+    netlink::write_sysctl(&format!("ipv4/neigh/{host_interface}/proxy_delay"), "0").map_err(netlink_error)?;
+
+    let (pod_link, addresses) = netlink::in_namespace(Path::new(netns), move |pod| {
+        let link = pod.link(interface_name)?.ok_or_else(|| NetlinkError {
+            context: format!("{interface_name} in {netns}"),
+            message: "not found after creation".into(),
+            errno: None,
+        })?;
+        pod.set_up(link.index)?;
+        let Ok(addresses) = addresses.recv() else {
+            // IPAM failed; the caller reports why and removes the veth.
+            return Ok((link, Vec::new()));
+        };
+        for address in &addresses {
+            pod.add_host_address(link.index, *address)?;
+        }
+        if addresses.iter().any(IpAddr::is_ipv4) {
+            pod.add_route(host_prefix(IpAddr::V4(GATEWAY_V4)), None, link.index)?;
+            pod.add_route(
+                IpNet::V4(Default::default()),
+                Some(IpAddr::V4(GATEWAY_V4)),
+                link.index,
+            )?;
+        }
+        if addresses.iter().any(IpAddr::is_ipv6) {
+            pod.add_route(
+                IpNet::V6(Default::default()),
+                Some(IpAddr::V6(GATEWAY_V6)),
+                link.index,
+            )?;
+        }
+        Ok((link, addresses))
+    })
+    .map_err(|problem| namespace_error(problem, netns))?
+    .map_err(netlink_error)?;
+
+    for address in &addresses {
+        node.add_route(host_prefix(*address), None, host.index)
+            .map_err(netlink_error)?;
+    }
+    Ok(pod_link
+        .mac
+        .as_deref()
+        .map(netlink::format_mac)
+        .unwrap_or_default())
+}
+
+/// One ADD's facts, for wiring and for the WorkloadEndpoint.
+struct Attachment<'a> {
+    environment: &'a Environment,
+    config: &'a NetworkConfig,
+    namespace: &'a str,
+    pod_name: &'a str,
+    pod: Option<&'a Pod>,
+    host_interface: &'a str,
+    addresses: &'a [IpAddr],
+}
+
+impl Attachment<'_> {
+    fn workload_endpoint(&self, pod_mac: &str) -> WorkloadEndpoint {
+        let service_account = self.pod.and_then(|pod| pod.spec.service_account_name.clone());
+        let mut labels = self
+            .pod
+            .map(|pod| pod.metadata.labels.clone())
+            .unwrap_or_default();
+        labels.insert("projectcalico.org/namespace".into(), self.namespace.into());
+        labels.insert("projectcalico.org/orchestrator".into(), "k8s".into());
+        let mut profiles = vec![format!("kns.{}", self.namespace)];
+        if let Some(account) = &service_account {
+            labels.insert("projectcalico.org/serviceaccount".into(), account.clone());
+            profiles.push(format!("ksa.{}.{account}", self.namespace));
+        }
+        let ports = self
+            .pod
+            .map(|pod| {
+                pod.named_ports()
+                    .map(|(name, protocol, port)| WorkloadEndpointPort {
+                        name: name.to_string(),
+                        protocol,
+                        port,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        WorkloadEndpoint {
+            metadata: ObjectMeta {
+                name: workload_endpoint_name(
+                    &self.config.node_name,
+                    self.pod_name,
+                    &self.environment.interface_name,
+                ),
+                namespace: Some(self.namespace.to_string()),
+                labels,
+                ..ObjectMeta::default()
+            },
+            spec: WorkloadEndpointSpec {
+                orchestrator: "k8s".into(),
+                node: self.config.node_name.clone(),
+                container_id: self.environment.container_id.clone(),
+                pod: self.pod_name.to_string(),
+                endpoint: self.environment.interface_name.clone(),
+                service_account_name: service_account,
+                ip_networks: self
+                    .addresses
+                    .iter()
+                    .map(|address| Cidr(host_prefix(*address)))
+                    .collect(),
+                profiles,
+                interface_name: self.host_interface.to_string(),
+                mac: Some(pod_mac.to_string()).filter(|mac| !mac.is_empty()),
+                ports,
+            },
+        }
+    }
+
+    fn result(&self, pod_mac: &str) -> AddResult {
+        let gateway = |address: &IpAddr| {
+            if address.is_ipv4() {
+                IpAddr::V4(GATEWAY_V4)
+            } else {
+                IpAddr::V6(GATEWAY_V6)
+            }
+        };
+        let mut routes = Vec::new();
+        if self.addresses.iter().any(IpAddr::is_ipv4) {
+            routes.push(ResultRoute {
+                destination: IpNet::V4(Default::default()),
+                gateway: Some(IpAddr::V4(GATEWAY_V4)),
+            });
+        }
+        if self.addresses.iter().any(IpAddr::is_ipv6) {
+            routes.push(ResultRoute {
+                destination: IpNet::V6(Default::default()),
+                gateway: Some(IpAddr::V6(GATEWAY_V6)),
+            });
+        }
+        AddResult {
+            interfaces: vec![
+                ResultInterface {
+                    name: self.host_interface.to_string(),
+                    mac: netlink::format_mac(&HOST_MAC),
+                    mtu: self.config.mtu,
+                    sandbox: None,
+                },
+                ResultInterface {
+                    name: self.environment.interface_name.clone(),
+                    mac: pod_mac.to_string(),
+                    mtu: self.config.mtu,
+                    sandbox: self.environment.netns.clone(),
+                },
+            ],
+            addresses: self
+                .addresses
+                .iter()
+                .map(|address| ResultAddress {
+                    address: host_prefix(*address),
+                    gateway: Some(gateway(address)),
+                    interface: 1,
+                })
+                .collect(),
+            routes,
+        }
+    }
+}
+
+fn namespace_error(problem: NamespaceProblem, netns: &str) -> CniError {
+    match problem {
+        NamespaceProblem::Missing => CniError::new(
+            ErrorCode::UnknownContainer,
+            "the network namespace does not exist",
+        )
+        .with_details(netns),
+        NamespaceProblem::Other(message) => {
+            CniError::new(ErrorCode::Io, "cannot enter the network namespace").with_details(message)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// DEL
+
+fn delete(environment: &Environment, config: &NetworkConfig) -> Result<(), CniError> {
+    // Removing a veth waits out the kernel's RCU grace period (~15 ms); the datastore work
+    // runs meanwhile.
+    std::thread::scope(|scope| {
+        let interface = scope.spawn(|| remove_pod_interface(environment));
+        let released = release(environment, config);
+        let removed = interface
+            .join()
+            .unwrap_or_else(|_| Err(CniError::new(ErrorCode::Netlink, "the interface thread panicked")));
+        removed.and(released)
+    })
+}
+
+/// The pod's end, found by its name inside the pod's namespace: the host-side name is shared
+/// with any newer sandbox of the same pod, whose veth must survive this DEL.
+fn remove_pod_interface(environment: &Environment) -> Result<(), CniError> {
+    let Some(netns) = environment.netns.as_deref() else {
+        return Ok(());
+    };
+    let interface_name = &environment.interface_name;
+    let removed = netlink::in_namespace(Path::new(netns), |pod| match pod.link(interface_name)? {
+        Some(link) => pod.delete_link(link.index),
+        None => Ok(()),
+    });
+    match removed {
+        Ok(result) => result.map_err(netlink_error),
+        // A namespace already gone (or no longer a namespace) took the veth with it.
+        Err(NamespaceProblem::Missing) => Ok(()),
+        Err(NamespaceProblem::Other(message)) => {
+            eprintln!("sluice-cni: DEL: {message}; skipping the interface");
+            Ok(())
+        }
+    }
+}
+
+/// The datastore half of DEL: the addresses and the WorkloadEndpoint.
+fn release(environment: &Environment, config: &NetworkConfig) -> Result<(), CniError> {
+    let store = open_store(config)?;
+    Ipam::new(store.clone())
+        .release(&environment.handle())
+        .map_err(ipam_error)?;
+    if let Some((key, revision, _)) = find_endpoint(store.as_ref(), environment, config)? {
+        delete_endpoint(store.as_ref(), &key, revision)?;
+    }
+    Ok(())
+}
+
+/// The WorkloadEndpoint this attachment recorded: by name when the pod is known, else by
+/// scanning this node's endpoints for the container and interface.
+fn find_endpoint(
+    store: &dyn Store,
+    environment: &Environment,
+    config: &NetworkConfig,
+) -> Result<Option<(String, i64, WorkloadEndpoint)>, CniError> {
+    let matches = |endpoint: &WorkloadEndpoint| {
+        endpoint.spec.container_id == environment.container_id
+            && endpoint.spec.endpoint == environment.interface_name
+            && endpoint.spec.node == config.node_name
+    };
+    if let Some((namespace, pod)) = environment.pod() {
+        let name = workload_endpoint_name(&config.node_name, pod, &environment.interface_name);
+        let key = resource::key(Kind::WorkloadEndpoint, Some(namespace), &name);
+        return Ok(
+            match get_resource(store, Kind::WorkloadEndpoint, Some(namespace), &name)? {
+                Some((Resource::WorkloadEndpoint(endpoint), revision)) if matches(&endpoint) => {
+                    Some((key, revision, endpoint))
+                }
+                _ => None,
+            },
+        );
+    }
+    Ok(node_endpoints(store, &config.node_name)?
+        .into_iter()
+        .find(|(_, _, endpoint)| matches(endpoint)))
+}
+
+/// Every WorkloadEndpoint recorded for `node`, with its key and revision.
+fn node_endpoints(store: &dyn Store, node: &str) -> Result<Vec<(String, i64, WorkloadEndpoint)>, CniError> {
+    let (values, _) = store.list(&resource::kind_prefix(Kind::WorkloadEndpoint))?;
+    let mut endpoints = Vec::new();
+    for value in &values {
+        if let Resource::WorkloadEndpoint(endpoint) = decode(value)?
+            && endpoint.spec.node == node
+        {
+            endpoints.push((value.key.clone(), value.modify_revision, endpoint));
+        }
+    }
+    Ok(endpoints)
+}
+
+/// Deletes an endpoint only if nobody rewrote it since it was read (a newer sandbox of the same
+/// pod reuses the name); a conflict means it is no longer ours.
+fn delete_endpoint(store: &dyn Store, key: &str, revision: i64) -> Result<(), CniError> {
+    match store.commit(&[Operation::Delete {
+        key: key.to_string(),
+        condition: Condition::Revision(revision),
+    }]) {
+        Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CHECK
+
+fn check(environment: &Environment, config: &NetworkConfig) -> Result<(), CniError> {
+    let unknown = |message: &str| CniError::new(ErrorCode::UnknownContainer, message.to_string());
+    let store = open_store(config)?;
+    let (_, _, endpoint) = find_endpoint(store.as_ref(), environment, config)?
+        .ok_or_else(|| unknown("no workload endpoint is recorded for this container and interface"))?;
+    let allocated: BTreeSet<IpAddr> = Ipam::new(store.clone())
+        .allocations_of(&environment.handle())
+        .map_err(ipam_error)?
+        .iter()
+        .map(|allocation| allocation.address)
+        .collect();
+    if allocated.is_empty() {
+        return Err(unknown("IPAM holds no address for this container and interface"));
+    }
+    let mut problems = Vec::new();
+    let recorded: BTreeSet<IpAddr> = endpoint
+        .spec
+        .ip_networks
+        .iter()
+        .map(|network| network.0.addr())
+        .collect();
+    if recorded != allocated {
+        problems.push(format!(
+            "the endpoint records {recorded:?} but IPAM holds {allocated:?}"
+        ));
+    }
+    if let Some(previous) = &config.previous_result {
+        let previous: BTreeSet<IpAddr> = previous_addresses(previous)?.iter().map(IpNet::addr).collect();
+        if previous != allocated {
+            problems.push(format!(
+                "prevResult lists {previous:?} but IPAM holds {allocated:?}"
+            ));
+        }
+    }
+    let netns = environment.netns.as_deref().expect("CHECK requires CNI_NETNS");
+    let interface_name = &environment.interface_name;
+    let pod_problems = netlink::in_namespace(Path::new(netns), |pod| {
+        let mut problems = Vec::new();
+        let Some(link) = pod.link(interface_name)? else {
+            return Ok(Err(()));
+        };
+        if !link.up {
+            problems.push(format!("{interface_name} is down"));
+        }
+        let present = pod.addresses(link.index)?;
+        for address in &allocated {
+            if !present.contains(&host_prefix(*address)) {
+                problems.push(format!("{interface_name} lacks {}", host_prefix(*address)));
+            }
+        }
+        let mut wanted = Vec::new();
+        if allocated.iter().any(IpAddr::is_ipv4) {
+            wanted.push((host_prefix(IpAddr::V4(GATEWAY_V4)), None));
+            wanted.push((IpNet::V4(Default::default()), Some(IpAddr::V4(GATEWAY_V4))));
+        }
+        if allocated.iter().any(IpAddr::is_ipv6) {
+            wanted.push((IpNet::V6(Default::default()), Some(IpAddr::V6(GATEWAY_V6))));
+        }
+        for (ipv6, routes) in [(false, pod.routes(false)?), (true, pod.routes(true)?)] {
+            for (destination, gateway) in wanted
+                .iter()
+                .filter(|(destination, _)| destination.addr().is_ipv6() == ipv6)
+            {
+                let found = routes.iter().any(|route| {
+                    route.destination == *destination
+                        && route.gateway == *gateway
+                        && route.output == Some(link.index)
+                });
+                if !found {
+                    problems.push(format!(
+                        "the pod has no route to {destination} via {gateway:?} dev {interface_name}"
+                    ));
+                }
+            }
+        }
+        Ok(Ok(problems))
+    })
+    .map_err(|problem| namespace_error(problem, netns))?
+    .map_err(netlink_error)?
+    .map_err(|()| {
+        unknown("the pod's interface does not exist").with_details(format!("{interface_name} in {netns}"))
+    })?;
+    problems.extend(pod_problems);
+
+    let node = Netlink::open().map_err(netlink_error)?;
+    let host_interface = &endpoint.spec.interface_name;
+    match node.link(host_interface).map_err(netlink_error)? {
+        None => problems.push(format!("the host veth {host_interface} does not exist")),
+        Some(host) => {
+            if !host.up {
+                problems.push(format!("the host veth {host_interface} is down"));
+            }
+            let mut routes = node.routes(false).map_err(netlink_error)?;
+            routes.extend(node.routes(true).map_err(netlink_error)?);
+            for address in &allocated {
+                let destination = host_prefix(*address);
+                if !routes
+                    .iter()
+                    .any(|route| route.destination == destination && route.output == Some(host.index))
+                {
+                    problems.push(format!(
+                        "the node has no route to {destination} dev {host_interface}"
+                    ));
+                }
+            }
+            let proxy_arp =
+                std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{host_interface}/proxy_arp"));
+            if allocated.iter().any(IpAddr::is_ipv4) && proxy_arp.ok().as_deref().map(str::trim) != Some("1")
+            {
+                problems.push(format!("proxy ARP is off on {host_interface}"));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(CniError::new(
+            ErrorCode::CheckFailed,
+            "the attachment differs from what ADD made",
+        )
+        .with_details(problems.join("; ")))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// STATUS and GC
+
+fn status(config: &NetworkConfig) -> Result<(), CniError> {
+    require_version(config, Command::Status)?;
+    let unavailable = |error: StoreError| {
+        CniError::new(ErrorCode::StatusNotAvailable, "the datastore is not reachable").with_details(error)
+    };
+    let store = sluice_store::open(&config.datastore).map_err(unavailable)?;
+    store.revision().map_err(unavailable)?;
+    Ok(())
+}
+
+fn require_version(config: &NetworkConfig, command: Command) -> Result<(), CniError> {
+    if at_least(config.version, "1.1.0") {
+        return Ok(());
+    }
+    Err(CniError::new(
+        ErrorCode::IncompatibleVersion,
+        format!("{command:?} needs cniVersion 1.1.0"),
+    )
+    .with_details(format!("the configuration says {}", config.version)))
+}
+
+/// Releases every attachment of this node that the runtime no longer lists: its IPAM handle and
+/// its WorkloadEndpoint. Goes on past failures and reports the first.
+fn garbage_collect(config: &NetworkConfig) -> Result<(), CniError> {
+    require_version(config, Command::Gc)?;
+    let valid: BTreeSet<(String, String)> = config
+        .valid_attachments
+        .as_ref()
+        .ok_or_else(|| {
+            CniError::new(
+                ErrorCode::InvalidNetworkConfig,
+                "GC needs `cni.dev/valid-attachments`",
+            )
+        })?
+        .iter()
+        .map(|attachment| (attachment.container_id.clone(), attachment.interface_name.clone()))
+        .collect();
+    let store = open_store(config)?;
+    let ipam = Ipam::new(store.clone());
+    let mut first_error = None;
+    for (key, revision, endpoint) in node_endpoints(store.as_ref(), &config.node_name)? {
+        let attachment = (endpoint.spec.container_id.clone(), endpoint.spec.endpoint.clone());
+        if valid.contains(&attachment) {
+            continue;
+        }
+        let handle = crate::protocol::handle(&attachment.0, &attachment.1);
+        let outcome = ipam
+            .release(&handle)
+            .map_err(ipam_error)
+            .and_then(|_| delete_endpoint(store.as_ref(), &key, revision));
+        if let Err(error) = outcome {
+            first_error.get_or_insert(error);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}

@@ -1,0 +1,396 @@
+//! The real binary driven as a container runtime drives it, in namespaces made per test.
+//! Needs root (CI runs as root).
+
+mod support;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde_json::Value;
+use sluice_api::{Kind, Resource, resource};
+use support::{Attachment, Lab, NODE_ADDRESS, invoke_plugin};
+
+const POD_MANIFEST: &str = "\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: prod
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-0
+  namespace: prod
+  labels:
+    app: web
+spec:
+  serviceAccountName: web
+  containers:
+  - name: web
+    ports:
+    - name: http
+      containerPort: 8080
+";
+
+fn endpoint_key(pod_namespace: &str, pod: &str) -> String {
+    let name = sluice_cni::names::workload_endpoint_name("node-1", pod, "eth0");
+    resource::key(Kind::WorkloadEndpoint, Some(pod_namespace), &name)
+}
+
+fn allocated(lab: &Lab, handle: &str) -> Vec<IpAddr> {
+    let store: Arc<dyn sluice_store::Store> = Arc::from(lab.store());
+    sluice_ipam::Ipam::new(store)
+        .allocations_of(handle)
+        .unwrap()
+        .iter()
+        .map(|allocation| allocation.address)
+        .collect()
+}
+
+fn pod_address(reply: &Value) -> String {
+    let address = reply["ips"][0]["address"].as_str().expect("an address");
+    address.split('/').next().unwrap().to_string()
+}
+
+fn links(namespace: &str) -> Vec<Value> {
+    serde_json::from_str(&support::run("ip", &["-n", namespace, "-j", "link", "show"])).unwrap()
+}
+
+fn has_link(namespace: &str, name: &str) -> bool {
+    links(namespace).iter().any(|link| link["ifname"] == name)
+}
+
+#[test]
+fn add_wires_the_pod_check_passes_and_del_cleans_up() {
+    let mut lab = Lab::new("add");
+    lab.apply(POD_MANIFEST);
+    let netns = lab.pod_namespace("web");
+    let attachment = Attachment::new("c0ffee01", &netns, "prod", "web-0");
+    let config = lab.config("1.1.0");
+
+    let reply = lab.invoke("ADD", &attachment, &config);
+    assert_eq!(reply.code, 0, "{reply:?}");
+    let result = &reply.json;
+    assert_eq!(result["cniVersion"], "1.1.0");
+    let host_interface = sluice_cni::names::host_interface_name("prod", "web-0", "eth0");
+    assert_eq!(result["interfaces"][0]["name"], host_interface.as_str());
+    assert_eq!(result["interfaces"][1]["name"], "eth0");
+    assert_eq!(
+        result["interfaces"][1]["sandbox"],
+        format!("/var/run/netns/{netns}")
+    );
+    assert_eq!(result["interfaces"][1]["mtu"], 1400);
+    assert_eq!(result["ips"][0]["interface"], 1);
+    assert_eq!(result["ips"][0]["gateway"], "169.254.1.1");
+    assert_eq!(result["routes"][0]["dst"], "0.0.0.0/0");
+    let address = pod_address(result);
+    assert!(address.starts_with("10.100."), "{address}");
+    assert_eq!(
+        allocated(&lab, &attachment.handle()),
+        vec![address.parse::<IpAddr>().unwrap()]
+    );
+
+    // The pod side: eth0 up with the /32 and the link-local gateway routes.
+    let pod_addresses = support::run("ip", &["-n", &netns, "-o", "address", "show", "dev", "eth0"]);
+    assert!(
+        pod_addresses.contains(&format!("inet {address}/32")),
+        "{pod_addresses}"
+    );
+    let pod_routes = support::run("ip", &["-n", &netns, "route", "show"]);
+    let has_route = |routes: &str, parts: &[&str]| {
+        routes
+            .lines()
+            .any(|line| parts.iter().all(|part| line.contains(part)))
+    };
+    assert!(
+        has_route(&pod_routes, &["default via 169.254.1.1 dev eth0"]),
+        "{pod_routes}"
+    );
+    assert!(
+        has_route(&pod_routes, &["169.254.1.1 dev eth0", "scope link"]),
+        "{pod_routes}"
+    );
+    let pod_mtu = support::run("ip", &["-n", &netns, "link", "show", "eth0"]);
+    assert!(
+        pod_mtu.contains("mtu 1400") && pod_mtu.contains("UP"),
+        "{pod_mtu}"
+    );
+
+    // The node side: the veth, its route to the pod, proxy ARP; nothing else.
+    assert!(has_link(&lab.node, &host_interface));
+    let node_routes = support::run("ip", &["-n", &lab.node, "route", "show"]);
+    assert!(
+        has_route(
+            &node_routes,
+            &[&format!("{address} dev {host_interface}"), "scope link"]
+        ),
+        "{node_routes}"
+    );
+    let proxy_arp = lab.in_node(&[
+        "cat",
+        &format!("/proc/sys/net/ipv4/conf/{host_interface}/proxy_arp"),
+    ]);
+    assert_eq!(proxy_arp.trim(), "1");
+
+    // Packets: node → pod and back, and pod → node (ICMP too where ping is installed).
+    support::udp_round_trip(&lab.node, &netns, address.parse().unwrap());
+    assert_ne!(support::ping(&lab.node, &address), Some(false));
+    assert_ne!(support::ping(&netns, NODE_ADDRESS), Some(false));
+
+    // The WorkloadEndpoint, Calico-shaped.
+    let stored = lab
+        .store()
+        .get(&endpoint_key("prod", "web-0"))
+        .unwrap()
+        .expect("endpoint recorded");
+    let Resource::WorkloadEndpoint(endpoint) =
+        Resource::decode(&stored.value, stored.modify_revision).unwrap()
+    else {
+        panic!("not an endpoint");
+    };
+    assert_eq!(endpoint.metadata.name, "node--1-k8s-web--0-eth0");
+    assert_eq!(
+        endpoint.metadata.labels.get("app").map(String::as_str),
+        Some("web")
+    );
+    assert_eq!(endpoint.spec.container_id, "c0ffee01");
+    assert_eq!(endpoint.spec.interface_name, host_interface);
+    assert_eq!(
+        endpoint.spec.ip_networks[0].0.to_string(),
+        format!("{address}/32")
+    );
+    assert_eq!(
+        endpoint.spec.profiles,
+        vec!["kns.prod".to_string(), "ksa.prod.web".to_string()]
+    );
+    assert_eq!(endpoint.spec.ports[0].port, 8080);
+
+    // CHECK with the ADD result as prevResult.
+    let mut check_config: Value = serde_json::from_str(&config).unwrap();
+    check_config["prevResult"] = result.clone();
+    let check = lab.invoke("CHECK", &attachment, &check_config.to_string());
+    assert_eq!((check.code, &check.json), (0, &Value::Null), "{check:?}");
+
+    // DEL removes everything; a second DEL and a DEL without the namespace are fine.
+    let delete = lab.invoke("DEL", &attachment, &config);
+    assert_eq!((delete.code, &delete.json), (0, &Value::Null), "{delete:?}");
+    assert!(!has_link(&lab.node, &host_interface));
+    assert!(!has_link(&netns, "eth0"));
+    assert!(allocated(&lab, &attachment.handle()).is_empty());
+    assert!(lab.store().get(&endpoint_key("prod", "web-0")).unwrap().is_none());
+    let again = lab.invoke("DEL", &attachment, &config);
+    assert_eq!(again.code, 0, "{again:?}");
+    lab.remove_pod_namespace(&netns);
+    let gone = lab.invoke("DEL", &attachment, &config);
+    assert_eq!(gone.code, 0, "{gone:?}");
+    let mut without_netns = attachment.clone();
+    without_netns.netns = None;
+    assert_eq!(lab.invoke("DEL", &without_netns, &config).code, 0);
+}
+
+#[test]
+fn a_second_add_after_del_works_and_old_versions_get_old_results() {
+    let mut lab = Lab::new("readd");
+    let netns = lab.pod_namespace("api");
+    // A pod the store does not know: allowed, with no labels or annotations.
+    let first = Attachment::new("aaaa0001", &netns, "default", "api");
+    let config = lab.config("0.4.0");
+    let reply = lab.invoke("ADD", &first, &config);
+    assert_eq!(reply.code, 0, "{reply:?}");
+    assert_eq!(reply.json["cniVersion"], "0.4.0");
+    assert_eq!(reply.json["ips"][0]["version"], "4");
+    assert_eq!(lab.invoke("DEL", &first, &config).code, 0);
+
+    let second = Attachment::new("aaaa0002", &netns, "default", "api");
+    let reply = lab.invoke("ADD", &second, &lab.config("1.0.0"));
+    assert_eq!(reply.code, 0, "{reply:?}");
+    let address = pod_address(&reply.json);
+    support::udp_round_trip(&lab.node, &netns, address.parse().unwrap());
+    assert_eq!(allocated(&lab, &second.handle()).len(), 1);
+    assert!(allocated(&lab, &first.handle()).is_empty());
+}
+
+#[test]
+fn check_reports_what_is_missing() {
+    let mut lab = Lab::new("check");
+    let netns = lab.pod_namespace("db");
+    let attachment = Attachment::new("bbbb0001", &netns, "default", "db");
+    let config = lab.config("1.1.0");
+    // Before ADD: an unknown container.
+    assert_eq!(lab.invoke("CHECK", &attachment, &config).json["code"], 3);
+    assert_eq!(lab.invoke("ADD", &attachment, &config).code, 0);
+    assert_eq!(lab.invoke("CHECK", &attachment, &config).code, 0);
+
+    // Someone removes the pod's default route: CHECK fails with a plugin code.
+    support::run("ip", &["-n", &netns, "route", "del", "default"]);
+    let broken = lab.invoke("CHECK", &attachment, &config);
+    assert_eq!(broken.code, 1);
+    assert_eq!(broken.json["code"], 103, "{broken:?}");
+    assert!(
+        broken.json["details"].as_str().unwrap().contains("0.0.0.0/0"),
+        "{broken:?}"
+    );
+
+    // The interface gone: unknown container.
+    support::run("ip", &["-n", &netns, "link", "del", "eth0"]);
+    assert_eq!(lab.invoke("CHECK", &attachment, &config).json["code"], 3);
+}
+
+#[test]
+fn gc_releases_attachments_the_runtime_no_longer_lists() {
+    let mut lab = Lab::new("gc");
+    let config = lab.config("1.1.0");
+    let keep_netns = lab.pod_namespace("keep");
+    let drop_netns = lab.pod_namespace("drop");
+    let keep = Attachment::new("cccc0001", &keep_netns, "default", "keep");
+    let stale = Attachment::new("cccc0002", &drop_netns, "default", "drop");
+    assert_eq!(lab.invoke("ADD", &keep, &config).code, 0);
+    assert_eq!(lab.invoke("ADD", &stale, &config).code, 0);
+
+    let mut gc_config: Value = serde_json::from_str(&config).unwrap();
+    gc_config["cni.dev/valid-attachments"] =
+        serde_json::json!([{ "containerID": "cccc0001", "ifname": "eth0" }]);
+    let reply = lab.invoke(
+        "GC",
+        &Attachment {
+            netns: None,
+            ..keep.clone()
+        },
+        &gc_config.to_string(),
+    );
+    assert_eq!((reply.code, &reply.json), (0, &Value::Null), "{reply:?}");
+    assert_eq!(allocated(&lab, &keep.handle()).len(), 1);
+    assert!(allocated(&lab, &stale.handle()).is_empty());
+    assert!(
+        lab.store()
+            .get(&endpoint_key("default", "keep"))
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        lab.store()
+            .get(&endpoint_key("default", "drop"))
+            .unwrap()
+            .is_none()
+    );
+
+    // GC before 1.1.0 is not a command.
+    let mut old: Value = gc_config.clone();
+    old["cniVersion"] = "1.0.0".into();
+    assert_eq!(lab.invoke("GC", &keep, &old.to_string()).json["code"], 1);
+}
+
+#[test]
+fn status_reports_whether_the_datastore_is_reachable() {
+    let lab = Lab::new("status");
+    let attachment = Attachment {
+        netns: None,
+        ..Attachment::new("", "", "default", "x")
+    };
+    let reply = lab.invoke("STATUS", &attachment, &lab.config("1.1.0"));
+    assert_eq!((reply.code, &reply.json), (0, &Value::Null), "{reply:?}");
+    let mut unreachable: Value = serde_json::from_str(&lab.config("1.1.0")).unwrap();
+    unreachable["datastore"] = "file:///dev/null/store.db".into();
+    let reply = lab.invoke("STATUS", &attachment, &unreachable.to_string());
+    assert_eq!(reply.code, 1);
+    assert_eq!(reply.json["code"], 50, "{reply:?}");
+}
+
+#[test]
+fn a_failed_add_undoes_its_work() {
+    let mut lab = Lab::new("undo");
+    let netns = lab.pod_namespace("busy");
+    // The pod already has an eth0, so the veth cannot be created with that name.
+    support::run(
+        "ip",
+        &[
+            "-n", &netns, "link", "add", "eth0", "type", "veth", "peer", "name", "other",
+        ],
+    );
+    let attachment = Attachment::new("dddd0001", &netns, "default", "busy");
+    let reply = lab.invoke("ADD", &attachment, &lab.config("1.1.0"));
+    assert_eq!(reply.code, 1);
+    assert_eq!(reply.json["code"], 100, "{reply:?}");
+    assert!(allocated(&lab, &attachment.handle()).is_empty());
+    let host_interface = sluice_cni::names::host_interface_name("default", "busy", "eth0");
+    assert!(!has_link(&lab.node, &host_interface));
+    assert!(
+        lab.store()
+            .get(&endpoint_key("default", "busy"))
+            .unwrap()
+            .is_none()
+    );
+}
+
+// Requests that fail before touching any namespace run the binary directly.
+
+fn plain_attachment() -> Attachment {
+    Attachment {
+        netns: Some("/nonexistent".into()),
+        ..Attachment::new("eeee0001", "", "default", "x")
+    }
+}
+
+#[test]
+fn version_lists_the_supported_versions() {
+    let reply = invoke_plugin(
+        None,
+        "VERSION",
+        &plain_attachment(),
+        None,
+        r#"{"cniVersion":"1.1.0"}"#,
+    );
+    assert_eq!(reply.code, 0);
+    assert_eq!(reply.json["cniVersion"], "1.1.0");
+    assert_eq!(
+        reply.json["supportedVersions"],
+        serde_json::json!(["0.4.0", "1.0.0", "1.1.0"])
+    );
+}
+
+#[test]
+fn bad_requests_get_the_spec_error_codes() {
+    let attachment = plain_attachment();
+    let add = |config: &str| invoke_plugin(None, "ADD", &attachment, Some("/nonexistent"), config);
+    let not_json = add("{");
+    assert_eq!(
+        (not_json.code, not_json.json["code"].as_u64()),
+        (1, Some(6)),
+        "{not_json:?}"
+    );
+    assert!(not_json.json["msg"].is_string());
+    assert_eq!(
+        add(r#"{"cniVersion":"0.3.1","name":"n","type":"sluice-cni"}"#).json["code"],
+        1
+    );
+    assert_eq!(
+        add(r#"{"cniVersion":"1.1.0","type":"sluice-cni"}"#).json["code"],
+        7
+    );
+    assert_eq!(
+        add(r#"{"cniVersion":"1.1.0","name":"n","type":"sluice-cni","mtu":"big"}"#).json["code"],
+        7
+    );
+    let error = add(r#"{"cniVersion":"1.0.0","name":"n","type":"sluice-cni","mtu":20}"#);
+    assert_eq!(
+        (error.json["code"].as_u64(), error.json["cniVersion"].as_str()),
+        (Some(7), Some("1.0.0"))
+    );
+    // A missing CNI_NETNS on ADD is an invalid environment.
+    let missing = invoke_plugin(
+        None,
+        "ADD",
+        &attachment,
+        None,
+        r#"{"cniVersion":"1.1.0","name":"n","type":"sluice-cni"}"#,
+    );
+    assert_eq!(missing.json["code"], 4, "{missing:?}");
+    let unknown = invoke_plugin(
+        None,
+        "FROB",
+        &attachment,
+        None,
+        r#"{"cniVersion":"1.1.0","name":"n","type":"sluice-cni"}"#,
+    );
+    assert_eq!(unknown.json["code"], 4);
+}

@@ -1,0 +1,49 @@
+//! Opening the datastore and reading resources from it.
+
+use std::collections::BTreeMap;
+
+use clap::Args;
+use sluice_api::resource::RESOURCE_PREFIX;
+use sluice_api::{Resource, ResourceSet};
+use sluice_store::{Revision, Store};
+
+/// Where the datastore is: `--datastore`, else `SLUICE_DATASTORE`, else the default file.
+#[derive(Debug, Clone, Args)]
+pub struct DatastoreArguments {
+    /// file:///path/store.db or etcd://host:port,host:port (default: $SLUICE_DATASTORE, then
+    /// /var/lib/sluice/store.db for root or ~/.local/share/sluice/store.db).
+    #[arg(long, global = true)]
+    datastore: Option<String>,
+}
+
+impl DatastoreArguments {
+    pub fn open(&self) -> Result<Box<dyn Store>, String> {
+        let address = self
+            .datastore
+            .clone()
+            .unwrap_or_else(sluice_store::default_address);
+        sluice_store::open(&address).map_err(|error| error.to_string())
+    }
+}
+
+/// Every stored resource by key (each carries its resource version), and the revision read at.
+pub fn read_all(store: &dyn Store) -> Result<(BTreeMap<String, Resource>, Revision), String> {
+    let (values, revision) = store.list(RESOURCE_PREFIX).map_err(|error| error.to_string())?;
+    let mut resources = BTreeMap::new();
+    for value in values {
+        let resource = Resource::decode(&value.value, value.modify_revision).map_err(|error| {
+            format!(
+                "the datastore holds an unreadable value at {}: {error}",
+                value.key
+            )
+        })?;
+        resources.insert(value.key, resource);
+    }
+    Ok((resources, revision))
+}
+
+/// The stored resources as a set, for explain and connectivity.
+pub fn read_set(store: &dyn Store) -> Result<ResourceSet, String> {
+    let (resources, _) = read_all(store)?;
+    Ok(resources.into_values().collect())
+}

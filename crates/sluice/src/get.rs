@@ -1,0 +1,352 @@
+//! `sluice get`: stored resources as a table, YAML or JSON, the way kubectl and calicoctl show
+//! them.
+
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use serde_json::Value;
+use sluice_api::{Kind, Resource};
+
+use crate::datastore::{DatastoreArguments, read_all};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GetFormat {
+    Table,
+    Wide,
+    Yaml,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArguments {
+    /// The kind: namespace, pod, node, serviceaccount, networkpolicy (Calico), globalnetworkpolicy,
+    /// tier, networkset, globalnetworkset, ippool, workloadendpoint, or
+    /// networkpolicies.networking.k8s.io (alias knp) for Kubernetes NetworkPolicy.
+    kind: String,
+    /// One object by name.
+    name: Option<String>,
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// Every namespace.
+    #[arg(short = 'A', long)]
+    all_namespaces: bool,
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    output: GetFormat,
+    #[command(flatten)]
+    datastore: DatastoreArguments,
+}
+
+/// Kind names as kubectl and calicoctl accept them: singular, plural, short.
+pub fn parse_kind(text: &str) -> Result<Kind, String> {
+    let lowered = text.to_lowercase();
+    let kind = match lowered.as_str() {
+        "namespace" | "namespaces" | "ns" => Kind::Namespace,
+        "pod" | "pods" | "po" => Kind::Pod,
+        "node" | "nodes" | "no" => Kind::Node,
+        "serviceaccount" | "serviceaccounts" | "sa" => Kind::ServiceAccount,
+        "networkpolicy"
+        | "networkpolicies"
+        | "netpol"
+        | "np"
+        | "networkpolicy.projectcalico.org"
+        | "networkpolicies.projectcalico.org" => Kind::NetworkPolicy,
+        "knp"
+        | "networkpolicy.networking.k8s.io"
+        | "networkpolicies.networking.k8s.io"
+        | "kubernetesnetworkpolicy" => Kind::KubernetesNetworkPolicy,
+        "globalnetworkpolicy" | "globalnetworkpolicies" | "gnp" => Kind::GlobalNetworkPolicy,
+        "tier" | "tiers" => Kind::Tier,
+        "networkset" | "networksets" | "netset" => Kind::NetworkSet,
+        "globalnetworkset" | "globalnetworksets" | "gns" => Kind::GlobalNetworkSet,
+        "ippool" | "ippools" | "pool" | "pools" => Kind::IpPool,
+        "workloadendpoint" | "workloadendpoints" | "wep" | "weps" => Kind::WorkloadEndpoint,
+        _ => {
+            return Err(format!(
+                "unknown kind `{text}`; use one of: namespace, pod, node, serviceaccount, networkpolicy, knp (Kubernetes NetworkPolicy), globalnetworkpolicy, tier, networkset, globalnetworkset, ippool, workloadendpoint"
+            ));
+        }
+    };
+    Ok(kind)
+}
+
+pub fn run(arguments: &GetArguments) -> Result<ExitCode, String> {
+    if matches!(
+        arguments.kind.to_lowercase().as_str(),
+        "nodestatus" | "nodestatuses"
+    ) {
+        return node_status(arguments);
+    }
+    let kind = parse_kind(&arguments.kind)?;
+    let store = arguments.datastore.open()?;
+    let (stored, _) = read_all(store.as_ref())?;
+    let namespace_filter = if arguments.all_namespaces || !kind.is_namespaced() {
+        None
+    } else {
+        Some(
+            arguments
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".to_string()),
+        )
+    };
+    let selected: Vec<&Resource> = stored
+        .values()
+        .filter(|resource| resource.kind() == kind)
+        .filter(|resource| {
+            namespace_filter
+                .as_deref()
+                .is_none_or(|namespace| resource.namespace() == Some(namespace))
+        })
+        .filter(|resource| {
+            arguments
+                .name
+                .as_ref()
+                .is_none_or(|name| &resource.metadata().name == name)
+        })
+        .collect();
+    if let Some(name) = &arguments.name
+        && selected.is_empty()
+    {
+        let place = namespace_filter
+            .map(|namespace| format!(" in namespace {namespace}"))
+            .unwrap_or_default();
+        return Err(format!("{} {name} not found{place}", kind.name().to_lowercase()));
+    }
+    match arguments.output {
+        GetFormat::Yaml | GetFormat::Json => {
+            let manifests: Vec<Value> = selected.iter().map(|resource| with_version(resource)).collect();
+            let value = match (arguments.name.is_some(), manifests.len()) {
+                (true, 1) => manifests.into_iter().next().unwrap_or(Value::Null),
+                _ => serde_json::json!({"apiVersion": "v1", "kind": "List", "items": manifests}),
+            };
+            if arguments.output == GetFormat::Json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&value).map_err(|error| error.to_string())?
+                );
+            } else {
+                print!("{}", sluice_api::document::to_yaml(&value));
+            }
+        }
+        GetFormat::Table | GetFormat::Wide => print_table(
+            kind,
+            &selected,
+            arguments.output == GetFormat::Wide,
+            namespace_filter.is_none(),
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn with_version(resource: &Resource) -> Value {
+    let mut manifest = resource.to_manifest();
+    if let Some(version) = &resource.metadata().resource_version {
+        manifest["metadata"]["resourceVersion"] = Value::from(version.clone());
+    }
+    manifest
+}
+
+fn print_table(kind: Kind, resources: &[&Resource], wide: bool, show_namespace: bool) {
+    let show_namespace = show_namespace && kind.is_namespaced();
+    let mut header = Vec::new();
+    if show_namespace {
+        header.push("NAMESPACE".to_string());
+    }
+    header.push("NAME".to_string());
+    header.extend(columns(kind, None, wide).into_iter().map(|(title, _)| title));
+    header.push("RESOURCE VERSION".to_string());
+    let mut rows = vec![header];
+    for resource in resources {
+        let mut row = Vec::new();
+        if show_namespace {
+            row.push(resource.namespace().unwrap_or_default().to_string());
+        }
+        row.push(resource.metadata().name.clone());
+        row.extend(
+            columns(kind, Some(resource), wide)
+                .into_iter()
+                .map(|(_, value)| value),
+        );
+        row.push(resource.metadata().resource_version.clone().unwrap_or_default());
+        rows.push(row);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|column| rows.iter().map(|row| row[column].len()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:width$}"))
+            .collect();
+        println!("{}", cells.join("   ").trim_end());
+    }
+}
+
+/// Kind-specific columns: (title, value); values empty when `resource` is `None`.
+fn columns(kind: Kind, resource: Option<&Resource>, wide: bool) -> Vec<(String, String)> {
+    let mut columns: Vec<(String, String)> = Vec::new();
+    let mut push = |title: &str, value: String| columns.push((title.to_string(), value));
+    match (kind, resource) {
+        (Kind::IpPool, pool) => {
+            let spec = pool.and_then(|resource| match resource {
+                Resource::IpPool(pool) => Some(&pool.spec),
+                _ => None,
+            });
+            push("CIDR", spec.map(|spec| spec.cidr.to_string()).unwrap_or_default());
+            push(
+                "NAT",
+                spec.map(|spec| spec.nat_outgoing.to_string()).unwrap_or_default(),
+            );
+            push(
+                "DISABLED",
+                spec.map(|spec| spec.disabled.to_string()).unwrap_or_default(),
+            );
+            if wide {
+                push(
+                    "BLOCK SIZE",
+                    spec.map(|spec| spec.effective_block_size().to_string())
+                        .unwrap_or_default(),
+                );
+                push(
+                    "NODE SELECTOR",
+                    spec.map(|spec| spec.node_selector.selector().to_string())
+                        .unwrap_or_default(),
+                );
+                push(
+                    "NAMESPACE SELECTOR",
+                    spec.map(|spec| spec.namespace_selector.selector().to_string())
+                        .unwrap_or_default(),
+                );
+            }
+        }
+        (Kind::NetworkPolicy | Kind::GlobalNetworkPolicy, policy) => {
+            let spec = policy.and_then(|resource| match resource {
+                Resource::NetworkPolicy(policy) => Some(&policy.spec),
+                Resource::GlobalNetworkPolicy(policy) => Some(&policy.spec),
+                _ => None,
+            });
+            push(
+                "TIER",
+                spec.map(|spec| spec.tier().to_string()).unwrap_or_default(),
+            );
+            push(
+                "ORDER",
+                spec.map(|spec| {
+                    spec.order
+                        .map(|order| order.to_string())
+                        .unwrap_or_else(|| "-".into())
+                })
+                .unwrap_or_default(),
+            );
+            if wide {
+                push(
+                    "SELECTOR",
+                    spec.map(|spec| spec.selector.selector().to_string())
+                        .unwrap_or_default(),
+                );
+                push(
+                    "TYPES",
+                    spec.map(|spec| {
+                        spec.effective_types()
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default(),
+                );
+            }
+        }
+        (Kind::Pod, pod) => {
+            let pod = pod.and_then(|resource| match resource {
+                Resource::Pod(pod) => Some(pod),
+                _ => None,
+            });
+            push(
+                "IP",
+                pod.map(|pod| {
+                    pod.addresses()
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default(),
+            );
+            if wide {
+                push(
+                    "NODE",
+                    pod.and_then(|pod| pod.spec.node_name.clone()).unwrap_or_default(),
+                );
+            }
+        }
+        (Kind::WorkloadEndpoint, endpoint) => {
+            let spec = endpoint.and_then(|resource| match resource {
+                Resource::WorkloadEndpoint(endpoint) => Some(&endpoint.spec),
+                _ => None,
+            });
+            push("POD", spec.map(|spec| spec.pod.clone()).unwrap_or_default());
+            push("NODE", spec.map(|spec| spec.node.clone()).unwrap_or_default());
+            push(
+                "NETWORKS",
+                spec.map(|spec| {
+                    spec.ip_networks
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default(),
+            );
+            push(
+                "INTERFACE",
+                spec.map(|spec| spec.interface_name.clone()).unwrap_or_default(),
+            );
+        }
+        _ => {}
+    }
+    columns
+}
+
+/// What each node's agent last programmed, and why it could not, if it could not.
+fn node_status(arguments: &GetArguments) -> Result<ExitCode, String> {
+    let store = arguments.datastore.open()?;
+    let (values, _) = store
+        .list(sluice_agent::STATUS_PREFIX)
+        .map_err(|error| error.to_string())?;
+    let statuses: Vec<sluice_agent::NodeStatus> = values
+        .iter()
+        .filter_map(|value| serde_json::from_slice(&value.value).ok())
+        .filter(|status: &sluice_agent::NodeStatus| {
+            arguments.name.as_ref().is_none_or(|name| &status.node == name)
+        })
+        .collect();
+    match arguments.output {
+        GetFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&statuses).map_err(|error| error.to_string())?
+        ),
+        GetFormat::Yaml => {
+            let value = serde_json::to_value(&statuses).map_err(|error| error.to_string())?;
+            print!("{}", sluice_api::document::to_yaml(&value));
+        }
+        GetFormat::Table | GetFormat::Wide => {
+            println!("NODE   IN SYNC   PROGRAMMED   SEEN   ENDPOINTS   RULES   ELEMENTS   ERROR");
+            for status in statuses {
+                println!(
+                    "{}   {}   {}   {}   {}   {}   {}   {}",
+                    status.node,
+                    status.in_sync,
+                    status.programmed_revision,
+                    status.seen_revision,
+                    status.local_endpoints,
+                    status.rules,
+                    status.set_elements,
+                    status.error.unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

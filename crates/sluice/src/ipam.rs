@@ -1,0 +1,205 @@
+//! `sluice ipam show | check | release`: which addresses belong to which pool, namespace and
+//! node — the table a perimeter firewall's administrator needs — and repairs.
+
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Subcommand, ValueEnum};
+use sluice_ipam::{Grouping, Ipam};
+
+use crate::datastore::DatastoreArguments;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum By {
+    Pool,
+    Namespace,
+    Node,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IpamFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IpamCommand {
+    /// Address ranges and allocations grouped by pool, namespace or node.
+    Show {
+        #[arg(long, value_enum, default_value = "pool")]
+        by: By,
+        /// List every allocated address, not only the ranges.
+        #[arg(long)]
+        addresses: bool,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: IpamFormat,
+        #[command(flatten)]
+        datastore: DatastoreArguments,
+    },
+    /// Find leaked addresses (no workload endpoint holds them) and addresses owned twice.
+    Check {
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: IpamFormat,
+        #[command(flatten)]
+        datastore: DatastoreArguments,
+    },
+    /// Release an address, or every address of a handle (`<containerID>.<interface>`).
+    Release {
+        /// An IP address or a handle.
+        target: String,
+        #[command(flatten)]
+        datastore: DatastoreArguments,
+    },
+}
+
+fn open(datastore: &DatastoreArguments) -> Result<Ipam, String> {
+    Ok(Ipam::new(Arc::from(datastore.open()?)))
+}
+
+pub fn run(command: &IpamCommand) -> Result<ExitCode, String> {
+    match command {
+        IpamCommand::Show {
+            by,
+            addresses,
+            output,
+            datastore,
+        } => {
+            let report = open(datastore)?.report().map_err(|error| error.to_string())?;
+            let grouping = match by {
+                By::Pool => Grouping::Pool,
+                By::Namespace => Grouping::Namespace,
+                By::Node => Grouping::Node,
+            };
+            let groups = report.group_by(grouping);
+            if *output == IpamFormat::Json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&groups).map_err(|error| error.to_string())?
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let title = match by {
+                By::Pool => "POOL",
+                By::Namespace => "NAMESPACE",
+                By::Node => "NODE",
+            };
+            let rows: Vec<[String; 4]> = groups
+                .iter()
+                .map(|group| {
+                    [
+                        group.name.clone(),
+                        group.allocated.to_string(),
+                        join(&group.ranges),
+                        join(&group.blocks),
+                    ]
+                })
+                .collect();
+            print_rows(&[title, "ALLOCATED", "ADDRESS RANGES", "BLOCKS"], &rows);
+            if *addresses {
+                println!();
+                let rows: Vec<[String; 4]> = report
+                    .allocations
+                    .iter()
+                    .map(|allocation| {
+                        [
+                            allocation.address.to_string(),
+                            format!("{}/{}", allocation.namespace, allocation.pod),
+                            allocation.node.clone(),
+                            allocation.pool.clone().unwrap_or_else(|| "-".into()),
+                        ]
+                    })
+                    .collect();
+                print_rows(&["ADDRESS", "POD", "NODE", "POOL"], &rows);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        IpamCommand::Check { output, datastore } => {
+            let report = open(datastore)?.check().map_err(|error| error.to_string())?;
+            if *output == IpamFormat::Json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).map_err(|error| error.to_string())?
+                );
+            } else {
+                println!("{} allocated address(es) checked", report.allocations);
+                for leaked in &report.leaked {
+                    println!(
+                        "leaked: {} (handle {}, pod {}/{} on {}): no workload endpoint holds it; `sluice ipam release {}`",
+                        leaked.address,
+                        leaked.handle,
+                        leaked.namespace,
+                        leaked.pod,
+                        leaked.node,
+                        leaked.address
+                    );
+                }
+                for problem in &report.doubly_owned {
+                    println!(
+                        "owned twice: {}",
+                        serde_json::to_string(problem).map_err(|error| error.to_string())?
+                    );
+                }
+                if report.is_clean() {
+                    println!("no leaked or doubly-owned addresses");
+                }
+            }
+            Ok(if report.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        IpamCommand::Release { target, datastore } => {
+            let ipam = open(datastore)?;
+            match target.parse::<IpAddr>() {
+                Ok(address) => match ipam.release_address(address).map_err(|error| error.to_string())? {
+                    Some(released) => println!("released {address} (handle {})", released.handle),
+                    None => return Err(format!("{address} is not allocated")),
+                },
+                Err(_) => {
+                    let released = ipam.release(target).map_err(|error| error.to_string())?;
+                    if released.is_empty() {
+                        println!("handle {target} holds no addresses");
+                    }
+                    for address in released {
+                        println!("released {address}");
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn join(networks: &[ipnet::IpNet]) -> String {
+    if networks.is_empty() {
+        return "-".to_string();
+    }
+    networks
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn print_rows<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
+    let mut widths: Vec<usize> = header.iter().map(|title| title.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:width$}"))
+            .collect();
+        println!("{}", padded.join("   ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}

@@ -1,0 +1,210 @@
+//! `apply`, `get`, `delete`, and `explain` reading the datastore, run as a user runs them
+//! against an embedded store in a temporary directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Datastore {
+    directory: PathBuf,
+}
+
+impl Datastore {
+    fn new(name: &str) -> Self {
+        let directory =
+            std::env::temp_dir().join(format!("sluice-datastore-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&directory);
+        std::fs::create_dir_all(&directory).unwrap();
+        Datastore { directory }
+    }
+
+    fn address(&self) -> String {
+        format!("file://{}", self.directory.join("store.db").display())
+    }
+
+    fn file(&self, name: &str, text: &str) -> String {
+        let path = self.directory.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+
+    fn sluice(&self, arguments: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(arguments)
+            .env("SLUICE_DATASTORE", self.address())
+            .output()
+            .expect("the sluice binary runs")
+    }
+}
+
+impl Drop for Datastore {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.directory);
+    }
+}
+
+fn examples() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .display()
+        .to_string()
+}
+
+fn text(output: &[u8]) -> String {
+    String::from_utf8_lossy(output).into_owned()
+}
+
+#[test]
+fn apply_then_get_then_explain_from_the_datastore() {
+    let store = Datastore::new("apply");
+    let output = store.sluice(&["apply", "-f", &examples()]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let printed = text(&output.stdout);
+    assert!(
+        printed.contains("globalnetworkpolicy block-threat-feed created"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("networkpolicy prod/web-to-partners created"),
+        "{printed}"
+    );
+
+    // Applying the same again changes nothing.
+    let again = store.sluice(&["apply", "-f", &examples()]);
+    assert!(text(&again.stdout).contains("globalnetworkpolicy block-threat-feed unchanged"));
+
+    let pools = store.sluice(&["get", "ippool", "-o", "wide"]);
+    let table = text(&pools.stdout);
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(
+        table.contains("prod-pool") && table.contains("10.10.0.0/16"),
+        "{table}"
+    );
+
+    let policy = store.sluice(&[
+        "get",
+        "networkpolicy",
+        "web-to-partners",
+        "-n",
+        "prod",
+        "-o",
+        "yaml",
+    ]);
+    let yaml = text(&policy.stdout);
+    assert!(
+        yaml.contains("kind: NetworkPolicy") && yaml.contains("resourceVersion:"),
+        "{yaml}"
+    );
+
+    // explain and connectivity without -f read the datastore.
+    let explain = store.sluice(&[
+        "explain",
+        "--from",
+        "prod/web",
+        "--to",
+        "198.51.100.70",
+        "--port",
+        "443",
+    ]);
+    assert!(explain.status.success(), "{}", text(&explain.stderr));
+    assert!(
+        text(&explain.stdout)
+            .contains("denied by GlobalNetworkPolicy block-threat-feed, egress rule 1, in tier security")
+    );
+}
+
+#[test]
+fn a_bad_document_writes_nothing() {
+    let store = Datastore::new("all-or-nothing");
+    let good = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: {name: partners}\nspec: {nets: [203.0.113.0/24]}\n";
+    let bad = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: bad}\nspec:\n  selector: app ==\n";
+    let path = store.file("mixed.yaml", &format!("{good}---\n{bad}"));
+    let output = store.sluice(&["apply", "-f", &path]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("spec.selector"),
+        "{}",
+        text(&output.stderr)
+    );
+    let listed = store.sluice(&["get", "globalnetworkset"]);
+    assert!(
+        !text(&listed.stdout).contains("partners"),
+        "{}",
+        text(&listed.stdout)
+    );
+}
+
+#[test]
+fn a_policy_may_name_a_tier_that_is_already_stored() {
+    let store = Datastore::new("tiers");
+    let tier = store.file(
+        "tier.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: security}\nspec: {order: 100}\n",
+    );
+    assert!(store.sluice(&["apply", "-f", &tier]).status.success());
+    let policy = store.file(
+        "policy.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: p}\nspec: {tier: security, types: [Egress]}\n",
+    );
+    let output = store.sluice(&["apply", "-f", &policy]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let missing = store.file(
+        "missing.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: q}\nspec: {tier: platform}\n",
+    );
+    let output = store.sluice(&["apply", "-f", &missing]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stderr).contains("tier `platform` does not exist"));
+}
+
+#[test]
+fn a_stale_resource_version_is_a_conflict() {
+    let store = Datastore::new("conflict");
+    let first = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: {name: partners}\nspec: {nets: [203.0.113.0/24]}\n";
+    let path = store.file("set.yaml", first);
+    assert!(store.sluice(&["apply", "-f", &path]).status.success());
+    let stored = text(
+        &store
+            .sluice(&["get", "globalnetworkset", "partners", "-o", "json"])
+            .stdout,
+    );
+    let value: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    let version = value["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    // Someone else changes it.
+    let second = store.file("set2.yaml", &first.replace("203.0.113.0/24", "198.51.100.0/24"));
+    assert!(store.sluice(&["apply", "-f", &second]).status.success());
+    // An update based on the old version is refused.
+    let stale = store.file(
+        "stale.yaml",
+        &first.replace(
+            "{name: partners}",
+            &format!("{{name: partners, resourceVersion: '{version}'}}"),
+        ),
+    );
+    let output = store.sluice(&["apply", "-f", &stale]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("conflict"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn delete_by_name_and_by_file() {
+    let store = Datastore::new("delete");
+    assert!(store.sluice(&["apply", "-f", &examples()]).status.success());
+    let output = store.sluice(&["delete", "globalnetworkpolicy", "allow-cluster-dns"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let output = store.sluice(&["delete", "globalnetworkpolicy", "allow-cluster-dns"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("not found"),
+        "{}",
+        text(&output.stderr)
+    );
+    let prod = Path::new(&examples()).join("08-prod.yaml").display().to_string();
+    let output = store.sluice(&["delete", "-f", &prod]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let listed = text(&store.sluice(&["get", "networkpolicy", "-A"]).stdout);
+    assert!(!listed.contains("web-to-partners"), "{listed}");
+}
