@@ -107,6 +107,13 @@ enum Family {
 }
 
 impl Family {
+    fn index(self) -> usize {
+        match self {
+            Family::V4 => 0,
+            Family::V6 => 1,
+        }
+    }
+
     fn suffix(self) -> &'static str {
         match self {
             Family::V4 => "v4",
@@ -127,6 +134,42 @@ impl Family {
             (Family::V4, IpNet::V4(_)) | (Family::V6, IpNet::V6(_))
         )
     }
+}
+
+/// The kernel finds a named set by walking the table's list of sets, and gives every
+/// anonymous set (`{ a, b }` in a rule) an entry in that list too, so loading a ruleset costs
+/// rules × sets. A set of one element is therefore written as a plain comparison, and larger
+/// ones as named sets shared by every rule that uses the same content.
+const INLINE_LIMIT: usize = 1;
+
+/// How a rule refers to one family's part of an IP set or named-port set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Reference {
+    /// No element: a positive match never holds; a negative one always does.
+    Empty,
+    /// One address or network written into the rule, e.g. `10.0.0.1`.
+    Inline(String),
+    /// A named set, e.g. `@ip-0123456789ab-v4`.
+    Named(String),
+}
+
+fn reference(elements: Vec<String>, declaration: Set, ruleset: &mut Ruleset) -> Reference {
+    if elements.is_empty() {
+        return Reference::Empty;
+    }
+    if elements.len() <= INLINE_LIMIT {
+        return Reference::Inline(elements.join(", "));
+    }
+    let name = format!("@{}", declaration.name);
+    let elements = elements.into_iter().map(|element| (element, None)).collect();
+    ruleset.sets.insert(
+        declaration.name.clone(),
+        SetState {
+            declaration,
+            elements,
+        },
+    );
+    Reference::Named(name)
 }
 
 /// Renders the IR for the endpoints local to this node.
@@ -166,42 +209,37 @@ pub fn render(ir: &Dataplane, local: &[LocalEndpoint]) -> Ruleset {
     }
     let mut used_sets = BTreeSet::new();
     let mut used_port_sets = BTreeSet::new();
-    let renderer = RuleRenderer {
-        set_names: &set_names,
-        port_set_names: &port_set_names,
-    };
     for &policy_id in &used_policies {
-        let policy = &ir.policies[policy_id];
         for direction in [PolicyType::Egress, PolicyType::Ingress] {
-            let rules = policy.rules(direction);
-            let mut chain_rules = Vec::new();
-            for rule in rules {
+            for rule in ir.policies[policy_id].rules(direction) {
                 collect_sets(rule, &mut used_sets, &mut used_port_sets);
-                let comment = format!(
-                    "{} {} rule {}",
-                    policy.reference,
-                    direction_name(direction),
-                    rule.origin_index
-                );
-                for text in renderer.rule(rule, &format!("{} {}", policy.reference.name, rule.origin_index)) {
-                    chain_rules.push((text, Some(truncate(&comment, 120))));
-                }
-            }
-            if !rules.is_empty() {
-                ruleset.chains.insert(
-                    policy_chain(&policy.reference, direction),
-                    ChainState {
-                        base: None,
-                        rules: chain_rules,
-                    },
-                );
             }
         }
     }
+    // Families that local endpoints have addresses in: a pod without an IPv6 address neither
+    // sends IPv6 (anti-spoofing drops it) nor receives routed IPv6, so IPv6 rules for it
+    // would be dead weight.
+    let families: Vec<Family> = [Family::V4, Family::V6]
+        .into_iter()
+        .filter(|family| {
+            local_programs.iter().any(|(_, program)| {
+                program
+                    .addresses
+                    .iter()
+                    .any(|address| address.is_ipv4() == (*family == Family::V4))
+            })
+        })
+        .collect();
+    let mut address_references = vec![[Reference::Empty, Reference::Empty]; ir.ip_sets.len()];
     for &set_id in &used_sets {
         let set = &ir.ip_sets[set_id];
         let aggregated = IpNet::aggregate(&set.members);
-        for family in [Family::V4, Family::V6] {
+        for &family in &families {
+            let elements: Vec<String> = aggregated
+                .iter()
+                .filter(|network| family.contains(network))
+                .map(network_text)
+                .collect();
             let key_type = if family == Family::V4 {
                 "ipv4_addr"
             } else {
@@ -210,23 +248,13 @@ pub fn render(ir: &Dataplane, local: &[LocalEndpoint]) -> Ruleset {
             let mut declaration =
                 Set::new(format!("{}-{}", set_names[set_id], family.suffix()), key_type).interval();
             declaration.comment = Some(truncate(&set_description(&set.source), 120));
-            let elements = aggregated
-                .iter()
-                .filter(|network| family.contains(network))
-                .map(|network| (network_text(network), None))
-                .collect();
-            ruleset.sets.insert(
-                declaration.name.clone(),
-                SetState {
-                    declaration,
-                    elements,
-                },
-            );
+            address_references[set_id][family.index()] = reference(elements, declaration, &mut ruleset);
         }
     }
+    let mut port_references = vec![[Reference::Empty, Reference::Empty]; ir.named_port_sets.len()];
     for &set_id in &used_port_sets {
         let set = &ir.named_port_sets[set_id];
-        for family in [Family::V4, Family::V6] {
+        for &family in &families {
             let key_type = if family == Family::V4 {
                 "ipv4_addr . inet_proto . inet_service"
             } else {
@@ -244,13 +272,45 @@ pub fn render(ir: &Dataplane, local: &[LocalEndpoint]) -> Ruleset {
                 .members
                 .iter()
                 .filter(|(address, _, _)| address.is_ipv4() == (family == Family::V4))
-                .map(|(address, protocol, port)| (format!("{address} . {protocol} . {port}"), None))
+                .map(|(address, protocol, port)| format!("{address} . {protocol} . {port}"))
                 .collect();
-            ruleset.sets.insert(
-                declaration.name.clone(),
-                SetState {
-                    declaration,
-                    elements,
+            port_references[set_id][family.index()] = reference(elements, declaration, &mut ruleset);
+        }
+    }
+    let renderer = RuleRenderer {
+        addresses: &address_references,
+        ports: &port_references,
+        families: &families,
+    };
+    for &policy_id in &used_policies {
+        let policy = &ir.policies[policy_id];
+        for direction in [PolicyType::Egress, PolicyType::Ingress] {
+            let rules = policy.rules(direction);
+            if rules.is_empty() {
+                continue;
+            }
+            // Once a policy of the tier has accepted or passed, the rest of the tier is skipped;
+            // checking here, once per policy chain, keeps endpoint chains to one rule per policy.
+            let mut chain_rules = vec![(
+                format!("meta mark & {:#010x} != 0 return", MARK_ACCEPT | MARK_PASS),
+                None,
+            )];
+            for rule in rules {
+                let comment = format!(
+                    "{} {} rule {}",
+                    policy.reference,
+                    direction_name(direction),
+                    rule.origin_index
+                );
+                for text in renderer.rule(rule, &format!("{} {}", policy.reference.name, rule.origin_index)) {
+                    chain_rules.push((text, Some(truncate(&comment, 120))));
+                }
+            }
+            ruleset.chains.insert(
+                policy_chain(&policy.reference, direction),
+                ChainState {
+                    base: None,
+                    rules: chain_rules,
                 },
             );
         }
@@ -468,15 +528,13 @@ fn endpoint_rules(
                 // A policy with no rules in this direction only makes the tier apply.
                 continue;
             }
+            // The policy chain returns at once when an earlier policy accepted or passed.
             rules.push((
-                format!(
-                    "meta mark & {MARK_PASS:#010x} == 0 jump {}",
-                    policy_chain(reference, direction)
-                ),
+                format!("jump {}", policy_chain(reference, direction)),
                 Some(truncate(&reference.to_string(), 120)),
             ));
-            rules.push((format!("meta mark & {MARK_ACCEPT:#010x} != 0 return"), None));
         }
+        rules.push((format!("meta mark & {MARK_ACCEPT:#010x} != 0 return"), None));
         if tier.default_action != Action::Pass {
             rules.push((
                 format!("meta mark & {MARK_PASS:#010x} == 0 drop"),
@@ -490,8 +548,24 @@ fn endpoint_rules(
 }
 
 struct RuleRenderer<'a> {
-    set_names: &'a [String],
-    port_set_names: &'a [String],
+    /// Per IP set: how rules refer to its IPv4 and IPv6 parts.
+    addresses: &'a [[Reference; 2]],
+    /// Per named-port set, likewise.
+    ports: &'a [[Reference; 2]],
+    /// The families local endpoints use.
+    families: &'a [Family],
+}
+
+/// A match on a set: `Some(None)` holds always (nothing to write), `None` never holds.
+fn set_match(prefix: &str, reference: &Reference, negate: bool) -> Option<Option<String>> {
+    let operator = if negate { "!= " } else { "" };
+    match (reference, negate) {
+        (Reference::Empty, false) => None,
+        (Reference::Empty, true) => Some(None),
+        (Reference::Inline(text) | Reference::Named(text), _) => {
+            Some(Some(format!("{prefix} {operator}{text}")))
+        }
+    }
 }
 
 impl RuleRenderer<'_> {
@@ -503,11 +577,6 @@ impl RuleRenderer<'_> {
             // Not enforced yet, and Allow-only: never matching fails closed.
             return Vec::new();
         }
-        let families: Vec<Family> = match rule.ip_version {
-            Some(4) => vec![Family::V4],
-            Some(6) => vec![Family::V6],
-            _ => vec![Family::V4, Family::V6],
-        };
         let action = match rule.action {
             Action::Allow => format!("meta mark set meta mark | {MARK_ACCEPT:#010x} return"),
             Action::Deny => "drop".to_string(),
@@ -515,7 +584,13 @@ impl RuleRenderer<'_> {
             Action::Log => format!("log prefix \"sluice {}: \"", truncate(log_label, 100)),
         };
         let mut rendered = Vec::new();
-        for family in families {
+        for &family in self.families {
+            if rule
+                .ip_version
+                .is_some_and(|version| version != if family == Family::V4 { 4 } else { 6 })
+            {
+                continue;
+            }
             let Some(common) = self.common_matches(rule, family) else {
                 continue;
             };
@@ -525,16 +600,11 @@ impl RuleRenderer<'_> {
                 for destination in &destination_ports {
                     let parts: Vec<&str> = common
                         .iter()
+                        .chain(source)
+                        .chain(destination)
                         .map(String::as_str)
-                        .chain(source.iter().map(String::as_str))
-                        .chain(destination.iter().map(String::as_str))
                         .collect();
-                    let matches = parts.join(" ");
-                    rendered.push(if matches.is_empty() {
-                        action.clone()
-                    } else {
-                        format!("{matches} {action}")
-                    });
+                    rendered.push(format!("{} {action}", parts.join(" ")));
                 }
             }
         }
@@ -577,8 +647,8 @@ impl RuleRenderer<'_> {
             }
         }
         let keyword = family.address_keyword();
-        let suffix = family.suffix();
         for (peer, direction) in [(&rule.source, "saddr"), (&rule.destination, "daddr")] {
+            let prefix = format!("{keyword} {direction}");
             for (id, negate) in [
                 (peer.nets, false),
                 (peer.selector, false),
@@ -586,18 +656,45 @@ impl RuleRenderer<'_> {
                 (peer.not_selector, true),
             ] {
                 if let Some(id) = id {
-                    let operator = if negate { "!= " } else { "" };
-                    parts.push(format!(
-                        "{keyword} {direction} {operator}@{}-{suffix}",
-                        self.set_names[id as usize]
-                    ));
+                    parts.extend(set_match(
+                        &prefix,
+                        &self.addresses[id as usize][family.index()],
+                        negate,
+                    )?);
                 }
             }
         }
         Some(parts)
     }
 
-    /// Each alternative is a list of matches; the rule matches if any alternative does.
+    /// A match on a named-port set. nft compares a concatenation only with a set, so a set of
+    /// one (address, protocol, port) becomes three comparisons, or when negated an anonymous
+    /// set of one.
+    fn named_port_match(
+        &self,
+        family: Family,
+        address: &str,
+        port: &str,
+        id: u32,
+        negate: bool,
+    ) -> Option<Option<String>> {
+        let keyword = family.address_keyword();
+        let tuple = format!("{keyword} {address} . meta l4proto . th {port}");
+        match (&self.ports[id as usize][family.index()], negate) {
+            (Reference::Inline(single), false) => {
+                let parts: Vec<&str> = single.split(" . ").collect();
+                Some(Some(format!(
+                    "{keyword} {address} {} meta l4proto {} th {port} {}",
+                    parts[0], parts[1], parts[2]
+                )))
+            }
+            (Reference::Inline(single), true) => Some(Some(format!("{tuple} != {{ {single} }}"))),
+            (reference, negate) => set_match(&tuple, reference, negate),
+        }
+    }
+
+    /// Each alternative is a list of matches; the rule matches if any alternative does. No
+    /// alternative at all means the ports can never match.
     fn port_alternatives(
         &self,
         peer: &PeerMatch,
@@ -605,18 +702,13 @@ impl RuleRenderer<'_> {
         address: &str,
         port: &str,
     ) -> Vec<Vec<String>> {
-        let keyword = family.address_keyword();
-        let suffix = family.suffix();
         let mut negative = Vec::new();
         if let Some(not_ports) = &peer.not_ports {
             if !not_ports.ranges.is_empty() {
                 negative.push(format!("th {port} != {}", ranges_text(not_ports)));
             }
             for id in &not_ports.named {
-                negative.push(format!(
-                    "{keyword} {address} . meta l4proto . th {port} != @{}-{suffix}",
-                    self.port_set_names[*id as usize]
-                ));
+                negative.extend(self.named_port_match(family, address, port, *id, true).flatten());
             }
         }
         let Some(ports) = &peer.ports else {
@@ -629,12 +721,11 @@ impl RuleRenderer<'_> {
             alternatives.push(alternative);
         }
         for id in &ports.named {
-            let mut alternative = negative.clone();
-            alternative.push(format!(
-                "{keyword} {address} . meta l4proto . th {port} @{}-{suffix}",
-                self.port_set_names[*id as usize]
-            ));
-            alternatives.push(alternative);
+            if let Some(matched) = self.named_port_match(family, address, port, *id, false) {
+                let mut alternative = negative.clone();
+                alternative.extend(matched);
+                alternatives.push(alternative);
+            }
         }
         alternatives
     }

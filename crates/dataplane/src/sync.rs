@@ -68,7 +68,7 @@ impl<B: Backend> Syncer<B> {
 
     /// Replaces the table in one transaction: add (so that delete cannot fail), delete, then
     /// build everything.
-    fn full(&self, desired: &Ruleset) -> Transaction {
+    pub fn full(&self, desired: &Ruleset) -> Transaction {
         let mut transaction = Transaction::new(self.table.clone());
         transaction
             .add(Object::Table)

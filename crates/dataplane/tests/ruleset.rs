@@ -139,3 +139,35 @@ fn show_the_examples_in_the_kernel() {
         .unwrap();
     println!("{}", String::from_utf8_lossy(&output.stdout));
 }
+
+#[test]
+#[ignore = "writes the synthetic 10,000-policy ruleset to /tmp/sluice-synthetic.nft for timing nft by hand"]
+fn write_the_synthetic_ruleset() {
+    #[path = "../../policy/benches/policy/synthetic.rs"]
+    mod synthetic;
+    let local_pods: usize = std::env::var("SLUICE_LOCAL_PODS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(1000);
+    let shape = synthetic::Shape {
+        namespaces: 100,
+        pods_per_namespace: 10,
+        policies: 10_000,
+        global_network_sets: 50,
+        nets_per_set: 20,
+    };
+    let resources = sluice_api::load_str("synthetic.yaml", &synthetic::manifests(&shape)).unwrap();
+    let local: Vec<LocalEndpoint> = local_endpoints(&resources)
+        .into_iter()
+        .step_by(1000 / local_pods)
+        .collect();
+    let ruleset = render(&sluice_policy::compile(&resources), &local);
+    let syncer = Syncer::new(FakeBackend::new());
+    std::fs::write("/tmp/sluice-synthetic.nft", syncer.full(&ruleset).render()).unwrap();
+    println!(
+        "{} local pods, {} rules, {} elements",
+        local.len(),
+        ruleset.rule_count(),
+        ruleset.element_count()
+    );
+}
