@@ -84,7 +84,7 @@ fn measure(resources: &sluice_api::ResourceSet, local: &[LocalEndpoint], runs: u
         policy.spec.egress.pop();
         let start = Instant::now();
         let update = syncer
-            .sync(&render(&sluice_policy::compile(&changed), &local))
+            .sync(&render(&sluice_policy::compile(&changed), local))
             .expect("update applies");
         incremental.push(start.elapsed());
         sizes = (
