@@ -295,6 +295,22 @@ pub struct IpPoolSpec {
     pub assignment_mode: Option<AssignmentMode>,
 }
 
+/// Sluice's addition to IPPool, as an annotation so that the manifest stays valid for Calico:
+/// the address that traffic from the pool is source-NATed to when it leaves the cluster,
+/// instead of the node's own address (Calico has only masquerade; projectcalico/calico#5895).
+pub const NAT_OUTGOING_ADDRESS_ANNOTATION: &str = "sluice.io/nat-outgoing-address";
+
+impl IpPool {
+    /// The source address for NAT outgoing, if the pool names one.
+    pub fn nat_outgoing_address(&self) -> Option<std::net::IpAddr> {
+        self.metadata
+            .annotations
+            .get(NAT_OUTGOING_ADDRESS_ANNOTATION)?
+            .parse()
+            .ok()
+    }
+}
+
 impl IpPoolSpec {
     /// Calico's default block size: /26 for IPv4, /122 for IPv6.
     pub fn effective_block_size(&self) -> u8 {

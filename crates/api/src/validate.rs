@@ -512,6 +512,19 @@ fn ports(ports: &[NetworkPolicyPort], path: &str, report: &mut Report) {
 
 pub fn ip_pool(pool: &IpPool, report: &mut Report) {
     let spec = &pool.spec;
+    if let Some(text) = pool.metadata.annotations.get(NAT_OUTGOING_ADDRESS_ANNOTATION) {
+        let field = format!("metadata.annotations.{NAT_OUTGOING_ADDRESS_ANNOTATION}");
+        match text.parse::<std::net::IpAddr>() {
+            Err(_) => report.error(&field, format!("`{text}` is not an IP address")),
+            Ok(address) if address.is_ipv4() != spec.cidr.0.addr().is_ipv4() => {
+                report.error(&field, format!("{address} is not of the pool's address family"))
+            }
+            Ok(_) if !spec.nat_outgoing => {
+                report.error(&field, "a NAT outgoing address needs `spec.natOutgoing: true`")
+            }
+            Ok(_) => {}
+        }
+    }
     let block_size = spec.effective_block_size();
     let (minimum, maximum) = match spec.cidr.0 {
         ipnet::IpNet::V4(_) => (20, 32),

@@ -857,3 +857,32 @@ fn the_default_tier_cannot_pass_and_tier_names_have_no_dots() {
     assert!(errors[0].message.contains("must be Deny"));
     assert_eq!((errors[1].line, errors[1].field.as_str()), (8, "metadata.name"));
 }
+
+#[test]
+fn the_nat_outgoing_address_annotation_is_checked() {
+    let pool = |annotation: &str, nat: bool| {
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p\n  annotations: {{sluice.io/nat-outgoing-address: '{annotation}'}}\nspec: {{cidr: 10.0.0.0/16, natOutgoing: {nat}}}\n"
+        )
+    };
+    let loaded = sluice_api::load_str("pool.yaml", &pool("192.0.2.10", true)).unwrap();
+    assert_eq!(
+        loaded.ip_pools[0].nat_outgoing_address(),
+        Some("192.0.2.10".parse().unwrap())
+    );
+    for (annotation, nat, message) in [
+        ("nope", true, "not an IP address"),
+        ("2001:db8::1", true, "address family"),
+        ("192.0.2.10", false, "needs `spec.natOutgoing: true`"),
+    ] {
+        let errors = sluice_api::load_str("pool.yaml", &pool(annotation, nat))
+            .unwrap_err()
+            .0;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].message.contains(message), "{errors:?}");
+        assert_eq!(
+            errors[0].field,
+            "metadata.annotations.sluice.io/nat-outgoing-address"
+        );
+    }
+}

@@ -417,6 +417,19 @@ fn render_nat(ir: &Dataplane, ruleset: &mut Ruleset) {
         }
         let keyword = family.address_keyword();
         let suffix = family.suffix();
+        // Pools with their own NAT address first: a NAT statement ends the chain.
+        for pool in ir
+            .pools
+            .iter()
+            .filter(|pool| pool.nat_outgoing && family.contains(&pool.cidr))
+        {
+            if let Some(address) = pool.nat_address {
+                rules.push((
+                    format!("{keyword} saddr {} {keyword} daddr != @all-pools-{suffix} snat {keyword} to {address}", network_text(&pool.cidr)),
+                    Some(truncate(&format!("natOutgoing of pool {} to {address}", pool.name), 120)),
+                ));
+            }
+        }
         rules.push((
             format!("{keyword} saddr @nat-pools-{suffix} {keyword} daddr != @all-pools-{suffix} masquerade"),
             Some("natOutgoing: from a NAT pool to outside every pool".to_string()),

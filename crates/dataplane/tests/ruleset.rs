@@ -171,3 +171,42 @@ fn write_the_synthetic_ruleset() {
         ruleset.element_count()
     );
 }
+
+#[test]
+fn a_pool_with_its_own_nat_address_is_source_natted_to_it() {
+    let namespace = Namespace::new("snat");
+    let mut syncer = Syncer::new(CommandBackend::in_namespace(&namespace.0).expect("nft is installed"));
+    let mut resources = examples();
+    let pool = resources
+        .ip_pools
+        .iter_mut()
+        .find(|pool| pool.metadata.name == "staging-pool")
+        .unwrap();
+    pool.metadata.annotations.insert(
+        sluice_api::calico::NAT_OUTGOING_ADDRESS_ANNOTATION.to_string(),
+        "198.18.0.20".to_string(),
+    );
+    syncer
+        .sync(&rendered(&resources))
+        .expect("the kernel accepts snat");
+    let output = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &namespace.0,
+            "nft",
+            "list",
+            "chain",
+            "inet",
+            "sluice",
+            "nat-postrouting",
+        ])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&output.stdout);
+    let snat = listing
+        .find("ip saddr 10.20.0.0/16 ip daddr != @all-pools-v4 snat ip to 198.18.0.20")
+        .expect(&listing);
+    let masquerade = listing.find("masquerade").unwrap();
+    assert!(snat < masquerade, "{listing}");
+}

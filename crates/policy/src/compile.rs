@@ -136,6 +136,7 @@ pub fn compile(resources: &ResourceSet) -> Dataplane {
             name: pool.metadata.name.clone(),
             cidr: pool.spec.cidr.0,
             nat_outgoing: pool.spec.nat_outgoing,
+            nat_address: pool.nat_outgoing_address(),
         })
         .collect();
     let mut membership = Membership::new(dataplane.address_slots.len(), interner.ip_sets.len());

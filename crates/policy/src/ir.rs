@@ -64,6 +64,8 @@ pub struct PoolProgram {
     pub cidr: IpNet,
     /// Traffic from the pool to anywhere outside every pool is masqueraded.
     pub nat_outgoing: bool,
+    /// Sluice's addition: source-NAT to this address instead of the node's.
+    pub nat_address: Option<IpAddr>,
 }
 
 /// A workload endpoint (a pod) and the program for each of its directions.
