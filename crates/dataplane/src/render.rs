@@ -349,23 +349,39 @@ pub fn render(ir: &Dataplane, local: &[LocalEndpoint]) -> Ruleset {
             },
         );
     }
+    // Every local endpoint's interface: a pod interface not in it has no program yet, and its
+    // traffic is dropped (fail closed). The check comes before the jump, because a packet the
+    // endpoint chains allow returns to this chain and must go on.
+    let interfaces = local_programs
+        .iter()
+        .map(|(endpoint, _)| (format!("\"{}\"", endpoint.interface), None))
+        .collect();
+    let declaration = Set::new("endpoint-interfaces", "ifname");
+    ruleset.sets.insert(
+        "endpoint-interfaces".into(),
+        SetState {
+            declaration,
+            elements: interfaces,
+        },
+    );
     let prefix = format!("\"{INTERFACE_PREFIX}*\"");
+    let unprogrammed = Some("pod interface without a program yet".to_string());
     let dispatch = |hook: &str, priority: i32, ingress_too: bool| {
         let mut rules = vec![
             ("ct state established,related accept".to_string(), None),
             ("ct state invalid drop".to_string(), None),
-            ("iifname vmap @from-endpoint".to_string(), None),
             (
-                format!("iifname {prefix} drop"),
-                Some("pod interface without a program yet".to_string()),
+                format!("iifname {prefix} iifname != @endpoint-interfaces drop"),
+                unprogrammed.clone(),
             ),
+            ("iifname vmap @from-endpoint".to_string(), None),
         ];
         if ingress_too {
-            rules.push(("oifname vmap @to-endpoint".to_string(), None));
             rules.push((
-                format!("oifname {prefix} drop"),
-                Some("pod interface without a program yet".to_string()),
+                format!("oifname {prefix} oifname != @endpoint-interfaces drop"),
+                unprogrammed.clone(),
             ));
+            rules.push(("oifname vmap @to-endpoint".to_string(), None));
         }
         ChainState {
             base: Some(BaseChain {

@@ -48,6 +48,11 @@ enum Command {
     /// IP address management: show, check, release.
     #[command(subcommand)]
     Ipam(ipam::IpamCommand),
+    /// A cluster of network namespaces on this machine: up, status, probe, down.
+    #[command(subcommand)]
+    Lab(sluice_lab::LabCommand),
+    /// Bring up a 2-node lab, probe it, explain a denied flow, and tear it down (needs root).
+    Demo,
     /// Run the node agent: watch the datastore and program this node's kernel.
     Agent(AgentArguments),
 }
@@ -71,6 +76,8 @@ fn main() -> ExitCode {
         Command::Delete(arguments) => apply::delete(&arguments),
         Command::Agent(arguments) => run_agent(&arguments),
         Command::Ipam(command) => ipam::run(&command),
+        Command::Lab(command) => binaries().and_then(|(sluice, cni)| sluice_lab::run(command, &sluice, &cni)),
+        Command::Demo => binaries().and_then(|(sluice, cni)| sluice_lab::demo(&sluice, &cni)),
     };
     match result {
         Ok(code) => code,
@@ -109,6 +116,20 @@ fn run_agent(arguments: &AgentArguments) -> Result<ExitCode, String> {
     config.resync_interval = std::time::Duration::from_secs(arguments.resync_seconds.max(1));
     sluice_agent::run(config, store, arguments.metrics_address.as_deref())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// This binary and the `sluice-cni` plugin installed beside it.
+fn binaries() -> Result<(PathBuf, PathBuf), String> {
+    let sluice =
+        std::env::current_exe().map_err(|error| format!("cannot find the sluice binary: {error}"))?;
+    let cni = sluice.with_file_name("sluice-cni");
+    if !cni.is_file() {
+        return Err(format!(
+            "the CNI plugin is not at {}; build it with `cargo build --release -p sluice-cni` (or `-p sluice -p sluice-cni`)",
+            cni.display()
+        ));
+    }
+    Ok((sluice, cni))
 }
 
 fn validate(paths: &[PathBuf]) -> Result<ExitCode, String> {

@@ -18,6 +18,9 @@ mod address;
 mod embedded;
 mod etcd;
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 pub use address::{Address, default_address, open};
 pub use embedded::{DEFAULT_HISTORY_REVISIONS, EmbeddedStore};
 pub use etcd::EtcdStore;

@@ -1,16 +1,13 @@
 //! Test support: stores on temporary files, resources written into them, and an etcd server on
-//! loopback that is killed when dropped.
+//! loopback (from `sluice_store::testing`) that is killed when dropped.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use sluice_ipam::{AssignRequest, Ipam};
-use sluice_store::{Condition, EmbeddedStore, EtcdStore, Operation, Store};
+use sluice_store::{Condition, EmbeddedStore, Operation, Store};
 
 /// A store file in a temporary directory removed on drop.
 pub struct TempStore {
@@ -84,89 +81,26 @@ pub fn with_annotation(mut request: AssignRequest, name: &str, value: &str) -> A
     request
 }
 
-/// One etcd server on free loopback ports with a temporary data directory.
+/// One etcd server on loopback, from the store crate's test support.
 pub struct Etcd {
-    child: Child,
-    pub endpoint: String,
-    _directory: tempfile::TempDir,
+    cluster: sluice_store::testing::EtcdCluster,
 }
 
 impl Etcd {
     pub fn start() -> Etcd {
-        Etcd::start_in(&std::env::temp_dir())
+        Etcd {
+            cluster: sluice_store::testing::EtcdCluster::start(1),
+        }
     }
 
     /// An etcd whose data directory is under `parent`.
     pub fn start_in(parent: &std::path::Path) -> Etcd {
-        let binary = ["/usr/bin/etcd", "/usr/local/bin/etcd"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|path| path.is_file())
-            .expect("etcd is installed (apt-get install etcd-server)");
-        let directory = tempfile::Builder::new()
-            .prefix("sluice-ipam-etcd-")
-            .tempdir_in(parent)
-            .expect("temporary directory");
-        // Bound together so the two ports differ, then freed for etcd.
-        let listeners: Vec<TcpListener> = (0..2)
-            .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"))
-            .collect();
-        let ports: Vec<u16> = listeners
-            .iter()
-            .map(|listener| listener.local_addr().expect("port").port())
-            .collect();
-        drop(listeners);
-        let client = format!("http://127.0.0.1:{}", ports[0]);
-        let peer = format!("http://127.0.0.1:{}", ports[1]);
-        let log = std::fs::File::create(directory.path().join("etcd.log")).expect("log file");
-        let child = Command::new(binary)
-            .arg("--data-dir")
-            .arg(directory.path().join("data"))
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args(["--initial-cluster", &format!("default={peer}")])
-            // Short timers: loopback is fast, and tests should not wait for an election.
-            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .expect("start etcd");
-        let etcd = Etcd {
-            child,
-            endpoint: client,
-            _directory: directory,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ready = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint))
-                .is_ok_and(|store| store.revision().is_ok());
-            if ready {
-                return etcd;
-            }
-            assert!(Instant::now() < deadline, "etcd did not start within 30 s");
-            std::thread::sleep(Duration::from_millis(100));
+        Etcd {
+            cluster: sluice_store::testing::EtcdCluster::start_in(1, parent),
         }
     }
 
     pub fn store(&self) -> Arc<dyn Store> {
-        Arc::new(EtcdStore::connect(std::slice::from_ref(&self.endpoint)).expect("connect to etcd"))
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.cluster.store()
     }
 }

@@ -1,0 +1,782 @@
+//! Building, inspecting and removing a lab.
+//!
+//! ```text
+//!  outside host h0 ── h0 ┐                          ┌ eth0 ── node n0 ── slc… ── pod p0
+//!  (203.0.113.10)        ├─ fabric (router, br0) ───┤
+//!  outside host h1 ── h1 ┘   100.64.0.1/24          └ eth0 ── node n1 ── slc… ── pod p1
+//! ```
+//!
+//! The fabric namespace routes between outside hosts (a /31 link each from 100.64.1.0/24) and
+//! the node underlay (a bridge, 100.64.0.0/24, nodes from .10). Nodes forward; their default
+//! route is the fabric. Pods are wired by the real `sluice-cni` run inside the node's namespace.
+//! Until the agent programs routes itself, the lab installs them: each node reaches every other
+//! node's blocks (and borrowed addresses) via that node's underlay address, and the fabric
+//! reaches the blocks of pools without natOutgoing the same way, so routed pods get replies.
+//! Nothing here touches the root namespace.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use sluice_api::Resource;
+use sluice_store::Store;
+
+use crate::Environment;
+use crate::config::{LabFile, PortProtocol};
+use crate::datastore;
+use crate::servers::ServiceProtocol;
+use crate::shell::{self, ip, ip_in, sysctl_in};
+use crate::state::{self, HostState, LabPaths, LabState, NodeState, PodState};
+
+const FABRIC_ADDRESS: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 1);
+const UNDERLAY_INTERFACE: &str = "eth0";
+const POD_INTERFACE: &str = "eth0";
+const CNI_TIMEOUT: Duration = Duration::from_secs(20);
+const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn node_address(index: usize) -> Ipv4Addr {
+    Ipv4Addr::new(100, 64, 0, 10 + index as u8)
+}
+
+/// The fabric's and the host's end of host `index`'s /31 link.
+fn host_link(index: usize) -> (Ipv4Addr, Ipv4Addr) {
+    let base = (index * 2) as u8;
+    (
+        Ipv4Addr::new(100, 64, 1, base),
+        Ipv4Addr::new(100, 64, 1, base + 1),
+    )
+}
+
+/// What `lab up` needs on this machine; the message names each missing piece.
+pub fn check_prerequisites(environment: &Environment) -> Result<(), String> {
+    let mut missing = Vec::new();
+    if !shell::is_root() {
+        missing.push(
+            "root (network namespaces need CAP_SYS_ADMIN and CAP_NET_ADMIN; run with sudo)".to_string(),
+        );
+    }
+    if shell::which("ip").is_none() {
+        missing.push("`ip` from iproute2 (apt-get install iproute2)".to_string());
+    }
+    if shell::which("nft").is_none() {
+        missing.push("`nft` from nftables (apt-get install nftables)".to_string());
+    }
+    if shell::which("sysctl").is_none() {
+        missing.push("`sysctl` from procps (apt-get install procps)".to_string());
+    }
+    for (what, path) in [
+        ("the sluice binary", &environment.sluice_binary),
+        ("the sluice-cni binary", &environment.cni_binary),
+    ] {
+        if !path.is_file() {
+            missing.push(format!("{what} at {}", path.display()));
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("the lab needs:\n  - {}", missing.join("\n  - ")))
+    }
+}
+
+/// `lab up`: builds the lab described by `file`.
+pub fn up(
+    environment: &Environment,
+    file: &Path,
+    name: Option<&str>,
+    datastore: Option<&str>,
+) -> Result<(), String> {
+    let mut lab = LabFile::load(file)?;
+    if let Some(name) = name {
+        crate::config::check_name(name)?;
+        lab.name = name.to_string();
+    }
+    check_prerequisites(environment)?;
+    let paths = LabPaths::new(&environment.state_root, &lab.name);
+    if paths.state_file().exists() {
+        return Err(format!(
+            "lab `{}` already exists ({}); remove it with `sluice lab down --name {}`",
+            lab.name,
+            paths.directory.display(),
+            lab.name
+        ));
+    }
+    if let Some(leftover) = shell::list_netns()
+        .into_iter()
+        .find(|netns| paths.owns_netns(netns))
+    {
+        return Err(format!(
+            "namespace {leftover} is left from an earlier lab `{}`; run `sluice lab down --name {}` first",
+            lab.name, lab.name
+        ));
+    }
+    std::fs::create_dir_all(&paths.directory)
+        .map_err(|error| format!("cannot create {}: {error}", paths.directory.display()))?;
+    let embedded = datastore.is_none();
+    let mut state = LabState {
+        name: lab.name.clone(),
+        datastore: datastore
+            .map(str::to_string)
+            .unwrap_or_else(|| paths.store_address()),
+        embedded,
+        ..LabState::default()
+    };
+    paths.save(&state)?;
+    let outcome = build(environment, &paths, &lab, &mut state);
+    // Whatever was built is on record for `lab down`, also after a failure.
+    paths.save(&state)?;
+    outcome.map_err(|error| {
+        format!(
+            "{error}\nthe half-built lab is left for inspection (logs in {}); remove it with `sluice lab down --name {}`",
+            paths.directory.join("logs").display(),
+            lab.name
+        )
+    })
+}
+
+fn build(
+    environment: &Environment,
+    paths: &LabPaths,
+    lab: &LabFile,
+    state: &mut LabState,
+) -> Result<(), String> {
+    let store = datastore::open(&state.datastore)?;
+    let written = datastore::apply_lab(store.as_ref(), lab)?;
+    println!(
+        "datastore {}: {} resources written",
+        state.datastore,
+        written.len()
+    );
+
+    let fabric = paths.fabric_netns();
+    add_netns(&fabric)?;
+    state.fabric = Some(fabric.clone());
+    paths.save(state)?;
+    ip_in(&fabric, &["link", "add", "br0", "type", "bridge"])?;
+    ip_in(
+        &fabric,
+        &["address", "add", &format!("{FABRIC_ADDRESS}/24"), "dev", "br0"],
+    )?;
+    ip_in(&fabric, &["link", "set", "br0", "up"])?;
+    sysctl_in(&fabric, "net.ipv4.ip_forward=1")?;
+
+    for (index, node) in lab.nodes.iter().enumerate() {
+        let netns = paths.node_netns(index);
+        let address = node_address(index);
+        add_netns(&netns)?;
+        state.nodes.push(NodeState {
+            name: node.name.clone(),
+            netns: netns.clone(),
+            address,
+        });
+        paths.save(state)?;
+        let fabric_side = format!("n{index}");
+        // Created inside the fabric with its peer placed straight into the node: no interface
+        // ever exists in the root namespace.
+        ip_in(
+            &fabric,
+            &[
+                "link",
+                "add",
+                &fabric_side,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                UNDERLAY_INTERFACE,
+                "netns",
+                &netns,
+            ],
+        )?;
+        ip_in(&fabric, &["link", "set", &fabric_side, "master", "br0", "up"])?;
+        ip_in(
+            &netns,
+            &[
+                "address",
+                "add",
+                &format!("{address}/24"),
+                "dev",
+                UNDERLAY_INTERFACE,
+            ],
+        )?;
+        ip_in(&netns, &["link", "set", UNDERLAY_INTERFACE, "up"])?;
+        ip_in(
+            &netns,
+            &["route", "add", "default", "via", &FABRIC_ADDRESS.to_string()],
+        )?;
+        sysctl_in(&netns, "net.ipv4.ip_forward=1")?;
+        start_agent(environment, paths, state, index)?;
+    }
+    println!("{} nodes up, each with its agent", lab.nodes.len());
+
+    for (index, host) in lab.outside.iter().enumerate() {
+        let netns = paths.host_netns(index);
+        add_netns(&netns)?;
+        state.hosts.push(HostState {
+            netns: netns.clone(),
+            spec: host.clone(),
+        });
+        paths.save(state)?;
+        let (fabric_end, host_end) = host_link(index);
+        let fabric_side = format!("h{index}");
+        ip_in(
+            &fabric,
+            &[
+                "link",
+                "add",
+                &fabric_side,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &netns,
+            ],
+        )?;
+        ip_in(
+            &fabric,
+            &["address", "add", &format!("{fabric_end}/31"), "dev", &fabric_side],
+        )?;
+        ip_in(&fabric, &["link", "set", &fabric_side, "up"])?;
+        ip_in(
+            &fabric,
+            &[
+                "route",
+                "add",
+                &format!("{}/32", host.address),
+                "via",
+                &host_end.to_string(),
+            ],
+        )?;
+        ip_in(
+            &netns,
+            &["address", "add", &format!("{host_end}/31"), "dev", "eth0"],
+        )?;
+        ip_in(
+            &netns,
+            &["address", "add", &format!("{}/32", host.address), "dev", "eth0"],
+        )?;
+        ip_in(&netns, &["link", "set", "eth0", "up"])?;
+        // Answers leave from the outside address, whichever socket sends them.
+        ip_in(
+            &netns,
+            &[
+                "route",
+                "add",
+                "default",
+                "via",
+                &fabric_end.to_string(),
+                "src",
+                &host.address.to_string(),
+            ],
+        )?;
+        let services = [
+            (ServiceProtocol::Tcp, host.tcp.clone()),
+            (ServiceProtocol::Udp, host.udp.clone()),
+            (ServiceProtocol::Http, host.http.clone()),
+        ];
+        start_server(
+            environment,
+            paths,
+            &netns,
+            &format!("host-{}", host.name),
+            IpAddr::V4(host.address),
+            &services,
+        )?;
+    }
+    if !lab.outside.is_empty() {
+        println!("{} outside hosts serving", lab.outside.len());
+    }
+
+    for (index, pod) in lab.pods.iter().enumerate() {
+        let netns = paths.pod_netns(index);
+        let node = state
+            .node(&pod.node)
+            .cloned()
+            .ok_or_else(|| format!("pod {}/{} names an unknown node", pod.namespace, pod.name))?;
+        add_netns(&netns)?;
+        let mut record = PodState {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            node: pod.node.clone(),
+            netns: netns.clone(),
+            container_id: format!("sluice-lab-{}-p{index}", lab.name),
+            addresses: Vec::new(),
+            ports: pod.ports.clone(),
+        };
+        state.pods.push(record.clone());
+        paths.save(state)?;
+        record.addresses = cni_add(environment, state, &node, &record)?;
+        *state.pods.last_mut().expect("just pushed") = record.clone();
+        paths.save(state)?;
+        let services = pod_services(&record);
+        if services.iter().any(|(_, ports)| !ports.is_empty()) {
+            start_server(
+                environment,
+                paths,
+                &netns,
+                &format!("pod-{}-{}", pod.namespace, pod.name),
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                &services,
+            )?;
+        }
+    }
+    if !lab.pods.is_empty() {
+        println!(
+            "{} pods wired through {}",
+            lab.pods.len(),
+            environment.cni_binary.display()
+        );
+    }
+
+    let routes = sync_routes(state, store.clone())?;
+    println!("{routes} routes installed between nodes and in the fabric");
+    wait_for_agents(paths, state, store.as_ref())?;
+    println!("agents have programmed every pod");
+    Ok(())
+}
+
+fn add_netns(netns: &str) -> Result<(), String> {
+    ip(&["netns", "add", netns])?;
+    ip_in(netns, &["link", "set", "lo", "up"]).map(drop)
+}
+
+pub fn pod_services(pod: &PodState) -> [(ServiceProtocol, Vec<u16>); 2] {
+    let ports = |wanted: PortProtocol| -> Vec<u16> {
+        let ports: BTreeSet<u16> = pod
+            .ports
+            .iter()
+            .filter(|port| port.protocol == wanted)
+            .map(|port| port.container_port)
+            .collect();
+        ports.into_iter().collect()
+    };
+    [
+        (ServiceProtocol::Tcp, ports(PortProtocol::Tcp)),
+        (ServiceProtocol::Udp, ports(PortProtocol::Udp)),
+    ]
+}
+
+fn agent_marker(node: &str, datastore: &str) -> String {
+    format!("agent --node {node} --datastore {datastore}")
+}
+
+fn start_agent(
+    environment: &Environment,
+    paths: &LabPaths,
+    state: &LabState,
+    index: usize,
+) -> Result<(), String> {
+    let node = &state.nodes[index];
+    let mut command = shell::in_netns(&node.netns, &environment.sluice_binary);
+    command.args(["agent", "--node", &node.name, "--datastore", &state.datastore]);
+    let process = format!("agent-{}", node.name);
+    shell::spawn_background(
+        command,
+        &paths.log_file(&process),
+        &paths.pid_file(&process),
+        &agent_marker(&node.name, &state.datastore),
+    )
+    .map(drop)
+}
+
+fn start_server(
+    environment: &Environment,
+    paths: &LabPaths,
+    netns: &str,
+    process: &str,
+    address: IpAddr,
+    services: &[(ServiceProtocol, Vec<u16>)],
+) -> Result<(), String> {
+    let log = paths.log_file(process);
+    let mut command = shell::in_netns(netns, &environment.sluice_binary);
+    command.args(["lab", "serve", "--address", &address.to_string()]);
+    for (protocol, ports) in services {
+        for port in ports {
+            command
+                .arg(format!("--{}", protocol.name()))
+                .arg(port.to_string());
+        }
+    }
+    let served = log.with_extension("served");
+    command.arg("--log").arg(&served);
+    // The served-connections log path is unique to this lab and process.
+    let marker = served.display().to_string();
+    let mut child = shell::spawn_background(command, &log, &paths.pid_file(process), &marker)?;
+    // The server binds before it logs `serving`; a bind error ends it.
+    let mut exited = false;
+    let serving = shell::wait_until(Duration::from_secs(5), Duration::from_millis(10), || {
+        exited = !matches!(child.try_wait(), Ok(None));
+        exited || std::fs::read_to_string(&served).is_ok_and(|text| text.contains("serving"))
+    });
+    if serving && !exited {
+        Ok(())
+    } else {
+        let output = std::fs::read_to_string(&log).unwrap_or_default();
+        Err(format!(
+            "the server {process} in {netns} did not start: {}",
+            output.trim()
+        ))
+    }
+}
+
+fn cni_environment(command: &str, environment: &Environment, pod: &PodState) -> Vec<(String, String)> {
+    let directory = environment.cni_binary.parent().unwrap_or(Path::new("/"));
+    vec![
+        ("CNI_COMMAND".into(), command.into()),
+        ("CNI_CONTAINERID".into(), pod.container_id.clone()),
+        ("CNI_NETNS".into(), format!("/run/netns/{}", pod.netns)),
+        ("CNI_IFNAME".into(), POD_INTERFACE.into()),
+        (
+            "CNI_ARGS".into(),
+            format!("K8S_POD_NAMESPACE={};K8S_POD_NAME={}", pod.namespace, pod.name),
+        ),
+        ("CNI_PATH".into(), directory.display().to_string()),
+    ]
+}
+
+fn cni_config(state: &LabState, node: &str) -> Vec<u8> {
+    serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "sluice",
+        "type": "sluice-cni",
+        "datastore": state.datastore,
+        "nodename": node,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// CNI ADD run inside the node's namespace, as a container runtime would; returns the pod's
+/// addresses from the result.
+fn cni_add(
+    environment: &Environment,
+    state: &LabState,
+    node: &NodeState,
+    pod: &PodState,
+) -> Result<Vec<IpAddr>, String> {
+    let mut command = shell::in_netns(&node.netns, &environment.cni_binary);
+    command.envs(cni_environment("ADD", environment, pod));
+    let output = shell::run_bounded(command, &cni_config(state, &node.name), CNI_TIMEOUT)?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "CNI ADD for pod {} failed: {} {}",
+            pod.shown(),
+            stdout.trim(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    let result: serde_json::Value = serde_json::from_str(&stdout)
+        .map_err(|error| format!("CNI ADD for pod {} printed {stdout:?}: {error}", pod.shown()))?;
+    let addresses: Vec<IpAddr> = result["ips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry["address"].as_str()?.parse::<IpNet>().ok())
+        .map(|network| network.addr())
+        .collect();
+    if addresses.is_empty() {
+        return Err(format!(
+            "CNI ADD for pod {} gave no address: {stdout}",
+            pod.shown()
+        ));
+    }
+    Ok(addresses)
+}
+
+fn cni_delete(environment: &Environment, state: &LabState, pod: &PodState) {
+    let Some(node) = state.node(&pod.node) else { return };
+    let mut command = shell::in_netns(&node.netns, &environment.cni_binary);
+    command.envs(cni_environment("DEL", environment, pod));
+    if let Err(error) = shell::run_bounded(command, &cni_config(state, &node.name), CNI_TIMEOUT) {
+        eprintln!("warning: CNI DEL for pod {}: {error}", pod.shown());
+    }
+}
+
+/// Routes pod addresses between nodes and from the fabric, from IPAM's blocks and affinities
+/// and, for addresses outside their node's blocks (borrowed), from the WorkloadEndpoints.
+/// Idempotent (`ip route replace`). Returns how many routes it set.
+pub fn sync_routes(state: &LabState, store: Arc<dyn Store>) -> Result<usize, String> {
+    let placement = datastore::placement(store.clone())?;
+    let (resources, _) = datastore::read_resources(store.as_ref())?;
+    let pools: Vec<(IpNet, bool)> = resources
+        .iter()
+        .filter_map(|resource| match resource {
+            Resource::IpPool(pool) => Some((pool.spec.cidr.0, pool.spec.nat_outgoing)),
+            _ => None,
+        })
+        .collect();
+    // (destination, owning node)
+    let mut destinations: Vec<(IpNet, &NodeState, bool)> = Vec::new();
+    for (block, owner, nat) in &placement.blocks {
+        if let Some(owner) = state.node(owner) {
+            destinations.push((*block, owner, *nat));
+        }
+    }
+    for resource in &resources {
+        let Resource::WorkloadEndpoint(endpoint) = resource else {
+            continue;
+        };
+        let Some(owner) = state.node(&endpoint.spec.node) else {
+            continue;
+        };
+        for network in &endpoint.spec.ip_networks {
+            let address = network.0.addr();
+            let covered = placement
+                .blocks
+                .iter()
+                .any(|(block, node, _)| *node == owner.name && block.contains(&address));
+            if covered || address.is_ipv6() {
+                continue;
+            }
+            let nat = pools
+                .iter()
+                .find(|(cidr, _)| cidr.contains(&address))
+                .is_some_and(|(_, nat)| *nat);
+            destinations.push((IpNet::from(address), owner, nat));
+        }
+    }
+    let mut count = 0;
+    for (destination, owner, nat) in destinations {
+        if destination.addr().is_ipv6() {
+            continue;
+        }
+        let via = owner.address.to_string();
+        let destination = destination.to_string();
+        for node in state.nodes.iter().filter(|node| node.name != owner.name) {
+            ip_in(
+                &node.netns,
+                &[
+                    "route",
+                    "replace",
+                    &destination,
+                    "via",
+                    &via,
+                    "dev",
+                    UNDERLAY_INTERFACE,
+                ],
+            )?;
+            count += 1;
+        }
+        if !nat && let Some(fabric) = &state.fabric {
+            ip_in(
+                fabric,
+                &["route", "replace", &destination, "via", &via, "dev", "br0"],
+            )?;
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
+/// Waits until every node's agent has programmed the newest resources and all its pods.
+pub fn wait_for_agents(paths: &LabPaths, state: &LabState, store: &dyn Store) -> Result<(), String> {
+    let (_, newest) = datastore::read_resources(store)?;
+    let ready = |node: &NodeState| {
+        let expected = state.pods.iter().filter(|pod| pod.node == node.name).count();
+        datastore::agent_status(store, &node.name).is_some_and(|status| {
+            status.in_sync && status.programmed_revision >= newest && status.local_endpoints == expected
+        })
+    };
+    let all_ready = shell::wait_until(AGENT_READY_TIMEOUT, Duration::from_millis(100), || {
+        state.nodes.iter().all(ready)
+    });
+    if all_ready {
+        return Ok(());
+    }
+    let mut problems = Vec::new();
+    for node in state.nodes.iter().filter(|node| !ready(node)) {
+        let status = datastore::agent_status(store, &node.name);
+        let log =
+            std::fs::read_to_string(paths.log_file(&format!("agent-{}", node.name))).unwrap_or_default();
+        let tail: Vec<&str> = log
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        problems.push(format!(
+            "node {}: status {status:?}, newest resource revision {newest}; agent log ends:\n    {}",
+            node.name,
+            tail.join("\n    ")
+        ));
+    }
+    Err(format!(
+        "agents did not program the lab within {AGENT_READY_TIMEOUT:?}:\n  {}",
+        problems.join("\n  ")
+    ))
+}
+
+/// `lab down`: stops the lab's processes, deletes its namespaces and its state directory. Works
+/// on a crashed or half-built lab: whatever pid files and namespaces exist are cleaned up.
+pub fn down(environment: &Environment, name: &str) -> Result<(), String> {
+    crate::config::check_name(name)?;
+    let paths = LabPaths::new(&environment.state_root, name);
+    let state = paths.load().ok();
+    if let Some(state) = &state
+        && !state.embedded
+    {
+        // An outside datastore outlives the lab: give the addresses back and drop our pods.
+        for pod in state.pods.iter().filter(|pod| !pod.addresses.is_empty()) {
+            cni_delete(environment, state, pod);
+        }
+        if let Ok(store) = datastore::open(&state.datastore) {
+            let pods: Vec<(String, String)> = state
+                .pods
+                .iter()
+                .map(|pod| (pod.namespace.clone(), pod.name.clone()))
+                .collect();
+            if let Err(error) = datastore::delete_pods(store.as_ref(), &pods) {
+                eprintln!(
+                    "warning: cannot delete the lab's pods from {}: {error}",
+                    state.datastore
+                );
+            }
+        }
+    }
+    let mut stopped = 0;
+    if let Ok(entries) = std::fs::read_dir(paths.directory.join("pids")) {
+        for entry in entries.flatten() {
+            if let Some((pid, marker)) = state::read_pid_file(&entry.path())
+                && !marker.is_empty()
+                && state::process_matches(pid, &marker)
+            {
+                state::stop_process(pid, &marker);
+                stopped += 1;
+            }
+        }
+    }
+    let namespaces: Vec<String> = shell::list_netns()
+        .into_iter()
+        .filter(|netns| paths.owns_netns(netns))
+        .collect();
+    for netns in &namespaces {
+        // Anything still running inside the lab's namespaces was started by the lab.
+        let pids = shell::run("ip", &["netns", "pids", netns]).unwrap_or_default();
+        for pid in pids.lines().filter_map(|line| line.trim().parse::<u32>().ok()) {
+            state::stop_process(pid, "");
+            stopped += 1;
+        }
+    }
+    let mut failures = Vec::new();
+    for netns in &namespaces {
+        let deleted = shell::wait_until(Duration::from_secs(3), Duration::from_millis(50), || {
+            shell::quiet("ip", &["netns", "del", netns]) || !shell::list_netns().contains(netns)
+        });
+        if !deleted {
+            failures.push(netns.clone());
+        }
+    }
+    if paths.directory.exists() {
+        std::fs::remove_dir_all(&paths.directory)
+            .map_err(|error| format!("cannot remove {}: {error}", paths.directory.display()))?;
+    }
+    if !failures.is_empty() {
+        return Err(format!("could not delete namespaces {}", failures.join(", ")));
+    }
+    println!(
+        "lab {name} removed: {stopped} processes stopped, {} namespaces deleted",
+        namespaces.len()
+    );
+    Ok(())
+}
+
+/// `lab status`.
+pub fn status(environment: &Environment, name: &str) -> Result<bool, String> {
+    let paths = LabPaths::new(&environment.state_root, name);
+    let state = paths.load()?;
+    let store = datastore::open(&state.datastore).ok();
+    let mut healthy = true;
+    println!("lab {} (datastore {})", state.name, state.datastore);
+    println!();
+    println!(
+        "{:<16} {:<18} {:<14} {:<8} PROGRAMMED",
+        "NODE", "NAMESPACE", "ADDRESS", "AGENT"
+    );
+    for node in &state.nodes {
+        let alive = state::live_pid(&paths.pid_file(&format!("agent-{}", node.name))).is_some();
+        healthy &= alive;
+        let programmed = match store
+            .as_deref()
+            .and_then(|store| datastore::agent_status(store, &node.name))
+        {
+            Some(status) if status.in_sync => format!(
+                "revision {}, {} pods, {} rules",
+                status.programmed_revision, status.local_endpoints, status.rules
+            ),
+            Some(status) => format!("out of sync: {}", status.error.unwrap_or_default()),
+            None => "no status yet".to_string(),
+        };
+        println!(
+            "{:<16} {:<18} {:<14} {:<8} {programmed}",
+            node.name,
+            node.netns,
+            node.address.to_string(),
+            if alive { "running" } else { "DOWN" }
+        );
+    }
+    println!();
+    println!("{:<28} {:<16} {:<18} ADDRESSES", "POD", "NODE", "NAMESPACE");
+    for pod in &state.pods {
+        let addresses: Vec<String> = pod.addresses.iter().map(IpAddr::to_string).collect();
+        println!(
+            "{:<28} {:<16} {:<18} {}",
+            pod.shown(),
+            pod.node,
+            pod.netns,
+            if addresses.is_empty() {
+                "none".to_string()
+            } else {
+                addresses.join(", ")
+            }
+        );
+    }
+    if !state.hosts.is_empty() {
+        println!();
+        println!(
+            "{:<16} {:<18} {:<16} {:<8} SERVICES",
+            "OUTSIDE HOST", "NAMESPACE", "ADDRESS", "SERVER"
+        );
+        for host in &state.hosts {
+            let alive = state::live_pid(&paths.pid_file(&format!("host-{}", host.spec.name))).is_some();
+            healthy &= alive;
+            let services: Vec<String> = [
+                ("tcp", &host.spec.tcp),
+                ("udp", &host.spec.udp),
+                ("http", &host.spec.http),
+            ]
+            .iter()
+            .flat_map(|(protocol, ports)| ports.iter().map(move |port| format!("{protocol}/{port}")))
+            .collect();
+            println!(
+                "{:<16} {:<18} {:<16} {:<8} {}",
+                host.spec.name,
+                host.netns,
+                host.spec.address.to_string(),
+                if alive { "running" } else { "DOWN" },
+                services.join(" ")
+            );
+        }
+    }
+    let missing: Vec<&str> = state
+        .nodes
+        .iter()
+        .map(|node| node.netns.as_str())
+        .chain(state.pods.iter().map(|pod| pod.netns.as_str()))
+        .chain(state.hosts.iter().map(|host| host.netns.as_str()))
+        .filter(|netns| !shell::list_netns().iter().any(|present| present == netns))
+        .collect();
+    if !missing.is_empty() {
+        healthy = false;
+        println!();
+        println!("missing namespaces: {}", missing.join(", "));
+    }
+    Ok(healthy)
+}

@@ -1,0 +1,181 @@
+//! `sluice demo`: one command that builds a two-node lab from `crates/lab/demo/`, probes it
+//! against `explain`, explains one denied flow and tears everything down, also on error.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::probe::{ProbeOptions, ProbeRow};
+use crate::{Environment, cluster, probe};
+
+/// The demo's lab file and manifests, compiled in so the demo runs from any directory.
+const FILES: [(&str, &str); 9] = [
+    ("demo.yaml", include_str!("../demo/demo.yaml")),
+    (
+        "manifests/00-namespaces.yaml",
+        include_str!("../demo/manifests/00-namespaces.yaml"),
+    ),
+    (
+        "manifests/01-pools.yaml",
+        include_str!("../demo/manifests/01-pools.yaml"),
+    ),
+    (
+        "manifests/02-tiers.yaml",
+        include_str!("../demo/manifests/02-tiers.yaml"),
+    ),
+    (
+        "manifests/03-network-sets.yaml",
+        include_str!("../demo/manifests/03-network-sets.yaml"),
+    ),
+    (
+        "manifests/04-security-tier.yaml",
+        include_str!("../demo/manifests/04-security-tier.yaml"),
+    ),
+    (
+        "manifests/05-platform-tier.yaml",
+        include_str!("../demo/manifests/05-platform-tier.yaml"),
+    ),
+    (
+        "manifests/06-default-deny-egress.yaml",
+        include_str!("../demo/manifests/06-default-deny-egress.yaml"),
+    ),
+    (
+        "manifests/07-applications.yaml",
+        include_str!("../demo/manifests/07-applications.yaml"),
+    ),
+];
+
+/// Removes the lab and its temporary directory when dropped, however the demo ends.
+struct Teardown {
+    environment: Environment,
+    name: String,
+}
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        println!();
+        if let Err(error) = cluster::down(&self.environment, &self.name) {
+            eprintln!("warning: tearing down the demo: {error}");
+        }
+        let _ = std::fs::remove_dir_all(&self.environment.state_root);
+    }
+}
+
+/// Writes the demo's files under `directory` and returns the lab file's path.
+pub fn write_files(directory: &Path) -> Result<PathBuf, String> {
+    for (name, text) in FILES {
+        let path = directory.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|error| format!("cannot create {}: {error}", parent.display()))?;
+        }
+        std::fs::write(&path, text).map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+    }
+    Ok(directory.join("demo.yaml"))
+}
+
+/// `sluice demo`.
+pub fn demo(sluice_binary: &Path, cni_binary: &Path) -> Result<ExitCode, String> {
+    let process = std::process::id();
+    let environment = Environment {
+        state_root: std::env::temp_dir().join(format!("sluice-demo-{process}")),
+        sluice_binary: sluice_binary.to_path_buf(),
+        cni_binary: cni_binary.to_path_buf(),
+    };
+    cluster::check_prerequisites(&environment)
+        .map_err(|missing| missing.replacen("the lab needs", "sluice demo needs", 1))?;
+    let name = format!("demo{}", process % 100_000);
+    let files = write_files(&environment.state_root.join("files"))?;
+    println!("sluice demo: a two-node cluster of network namespaces on this machine (lab `{name}`)");
+    println!("(if it is interrupted, clean up with `sluice lab down --name {name}`)");
+    println!();
+    let _teardown = Teardown {
+        environment: environment.clone(),
+        name: name.clone(),
+    };
+    cluster::up(&environment, &files, Some(&name), None)?;
+    println!();
+    cluster::status(&environment, &name)?;
+    println!();
+    println!("Probing every pod to every other pod and outside host (real connections, 1 s timeout),");
+    println!("each compared with `sluice explain` on the same datastore:");
+    println!();
+    let report = probe::probe(
+        &environment,
+        &name,
+        &ProbeOptions {
+            against_explain: true,
+            services: Vec::new(),
+        },
+    )?;
+    probe::print_table(&report, true);
+    print_sources(&report.rows);
+    if let Some(row) = pick_denied(&report.rows) {
+        println!();
+        println!(
+            "Why was {} -> {} {}/{} denied? (sluice explain --from {} --to {} --protocol {} --port {})",
+            row.from,
+            row.to,
+            row.protocol.name(),
+            row.port,
+            row.from,
+            row.to_address,
+            if row.protocol.ip_protocol() == 17 {
+                "UDP"
+            } else {
+                "TCP"
+            },
+            row.port
+        );
+        println!();
+        print_explanation(&sluice_policy::explain(&report.dataplane, &row.flow()));
+    }
+    let disagreements = report.disagreements();
+    if disagreements > 0 {
+        return Err(format!("{disagreements} probe(s) disagreed with explain"));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How the outside saw each pod: as its node (natOutgoing) or as itself (routed).
+fn print_sources(rows: &[ProbeRow]) {
+    let mut shown = std::collections::BTreeSet::new();
+    let outside = rows.iter().filter(|row| row.allowed() && !row.to.contains('/'));
+    for row in outside {
+        let Some(seen) = row.outcome.seen else { continue };
+        if !shown.insert(row.from.clone()) {
+            continue;
+        }
+        if shown.len() == 1 {
+            println!();
+            println!("What the outside saw:");
+        }
+        let how = if seen == row.from_address {
+            "itself (its pool is routed, no NAT)"
+        } else {
+            "its node's address (its pool has natOutgoing)"
+        };
+        println!(
+            "  {} ({}) reached {} as {seen}: {how}",
+            row.from, row.from_address, row.to
+        );
+    }
+}
+
+/// A denied flow worth explaining: to an outside host first (egress policy is the point),
+/// one that explain also denies.
+fn pick_denied(rows: &[ProbeRow]) -> Option<&ProbeRow> {
+    let denied = |row: &&ProbeRow| !row.allowed() && row.explain_allows == Some(false);
+    rows.iter()
+        .filter(denied)
+        .find(|row| !row.to.contains('/'))
+        .or_else(|| rows.iter().find(denied))
+}
+
+fn print_explanation(explanation: &sluice_policy::Explanation) {
+    for side in [&explanation.egress, &explanation.ingress].into_iter().flatten() {
+        println!("{} of {}: {}", side.direction, side.endpoint, side.reason);
+        for step in &side.steps {
+            println!("  {step}");
+        }
+    }
+}

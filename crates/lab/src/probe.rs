@@ -1,0 +1,428 @@
+//! `lab probe`: real connections from every pod to every other pod and every outside host,
+//! and, with `--against-explain`, the verdict `sluice explain` gives for each on the same store.
+
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+use sluice_policy::{Dataplane, Flow};
+
+use crate::Environment;
+use crate::cluster;
+use crate::datastore;
+use crate::servers::{ConnectOutcome, ConnectResult, ServiceProtocol};
+use crate::shell;
+use crate::state::{LabPaths, LabState, PodState};
+
+/// How long one probe waits to connect and again for the answer.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
+/// Probes in flight at once; each is a short-lived process waiting on a socket.
+const PARALLEL_PROBES: usize = 16;
+
+#[derive(Debug, Clone, Default)]
+pub struct ProbeOptions {
+    pub against_explain: bool,
+    /// Only these services; empty means every service each destination offers.
+    pub services: Vec<(ServiceProtocol, u16)>,
+}
+
+/// One probe's flow, outcome and what explain says of it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeRow {
+    pub from: String,
+    pub from_address: IpAddr,
+    pub to: String,
+    pub to_address: IpAddr,
+    pub protocol: ServiceProtocol,
+    pub port: u16,
+    pub outcome: ConnectOutcome,
+    /// What the destination should see as the source: the pod, or its node when the pod's pool
+    /// masquerades traffic to outside every pool.
+    pub expected_source: IpAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explain_allows: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disagreement: Option<String>,
+}
+
+impl ProbeRow {
+    pub fn allowed(&self) -> bool {
+        self.outcome.result == ConnectResult::Connected
+    }
+
+    pub fn flow(&self) -> Flow {
+        Flow {
+            source: self.from_address,
+            destination: self.to_address,
+            protocol: self.protocol.ip_protocol(),
+            source_port: None,
+            destination_port: Some(self.port),
+            icmp_type: None,
+            icmp_code: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProbeReport {
+    pub rows: Vec<ProbeRow>,
+    /// The compiled policy of the store the probes ran against (for explanations).
+    pub dataplane: Dataplane,
+}
+
+impl ProbeReport {
+    pub fn disagreements(&self) -> usize {
+        self.rows.iter().filter(|row| row.disagreement.is_some()).count()
+    }
+}
+
+/// Parses `tcp/443`, `udp/53`, `http/80`.
+pub fn parse_service(text: &str) -> Result<(ServiceProtocol, u16), String> {
+    let (protocol, port) = text
+        .split_once('/')
+        .ok_or_else(|| format!("`{text}`: expected PROTOCOL/PORT such as tcp/443, udp/53 or http/80"))?;
+    let protocol = match protocol.to_ascii_lowercase().as_str() {
+        "tcp" => ServiceProtocol::Tcp,
+        "udp" => ServiceProtocol::Udp,
+        "http" => ServiceProtocol::Http,
+        other => return Err(format!("`{text}`: protocol `{other}` is not tcp, udp or http")),
+    };
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|port| *port > 0)
+        .ok_or_else(|| format!("`{text}`: `{port}` is not a port from 1 to 65535"))?;
+    Ok((protocol, port))
+}
+
+struct Planned<'a> {
+    source: &'a PodState,
+    source_address: IpAddr,
+    to: String,
+    to_address: IpAddr,
+    protocol: ServiceProtocol,
+    port: u16,
+}
+
+/// Runs the probe matrix of a lab.
+pub fn probe(environment: &Environment, name: &str, options: &ProbeOptions) -> Result<ProbeReport, String> {
+    let paths = LabPaths::new(&environment.state_root, name);
+    let state = paths.load()?;
+    let store = datastore::open(&state.datastore)?;
+    // Pods or pools may have changed since `up`; routes and programming catch up first.
+    cluster::sync_routes(&state, store.clone())?;
+    cluster::wait_for_agents(&paths, &state, store.as_ref())?;
+    let resources = datastore::read_set(store.as_ref())?;
+    let dataplane = sluice_policy::compile(&resources);
+
+    let planned = plan(&state, options);
+    let outcomes: Mutex<Vec<Option<ConnectOutcome>>> = Mutex::new(vec![None; planned.len()]);
+    let next = Mutex::new(0_usize);
+    std::thread::scope(|scope| {
+        for _ in 0..PARALLEL_PROBES.min(planned.len()) {
+            scope.spawn(|| {
+                loop {
+                    let index = {
+                        let mut next = next.lock().expect("probe queue");
+                        let index = *next;
+                        *next += 1;
+                        index
+                    };
+                    let Some(probe) = planned.get(index) else { break };
+                    let outcome = connect_from(environment, probe);
+                    outcomes.lock().expect("probe outcomes")[index] = Some(outcome);
+                }
+            });
+        }
+    });
+    let outcomes = outcomes.into_inner().expect("probe outcomes");
+    let rows = planned
+        .iter()
+        .zip(outcomes)
+        .map(|(probe, outcome)| {
+            let outcome = outcome.unwrap_or_else(|| ConnectOutcome {
+                result: ConnectResult::Error,
+                seen: None,
+                detail: Some("not run".into()),
+            });
+            let node_address = state
+                .node(&probe.source.node)
+                .map(|node| IpAddr::V4(node.address));
+            let expected_source =
+                expected_source(&dataplane, probe.source_address, probe.to_address, node_address);
+            let mut row = ProbeRow {
+                from: probe.source.shown(),
+                from_address: probe.source_address,
+                to: probe.to.clone(),
+                to_address: probe.to_address,
+                protocol: probe.protocol,
+                port: probe.port,
+                outcome,
+                expected_source,
+                explain_allows: None,
+                disagreement: None,
+            };
+            if options.against_explain {
+                let allows = dataplane.evaluate(&row.flow()).allowed;
+                row.explain_allows = Some(allows);
+                row.disagreement = disagreement(&row, allows);
+            }
+            row
+        })
+        .collect();
+    Ok(ProbeReport { rows, dataplane })
+}
+
+fn plan<'a>(state: &'a LabState, options: &ProbeOptions) -> Vec<Planned<'a>> {
+    let wanted = |protocol: ServiceProtocol, port: u16| {
+        options.services.is_empty() || options.services.contains(&(protocol, port))
+    };
+    let mut planned = Vec::new();
+    for source in &state.pods {
+        let Some(source_address) = source.addresses.iter().copied().find(IpAddr::is_ipv4) else {
+            continue;
+        };
+        for target in state.pods.iter().filter(|pod| pod.shown() != source.shown()) {
+            let Some(to_address) = target.addresses.iter().copied().find(IpAddr::is_ipv4) else {
+                continue;
+            };
+            for (protocol, ports) in cluster::pod_services(target) {
+                for port in ports.into_iter().filter(|port| wanted(protocol, *port)) {
+                    planned.push(Planned {
+                        source,
+                        source_address,
+                        to: target.shown(),
+                        to_address,
+                        protocol,
+                        port,
+                    });
+                }
+            }
+        }
+        for host in &state.hosts {
+            for (protocol, ports) in [
+                (ServiceProtocol::Tcp, &host.spec.tcp),
+                (ServiceProtocol::Udp, &host.spec.udp),
+                (ServiceProtocol::Http, &host.spec.http),
+            ] {
+                for port in ports.iter().copied().filter(|port| wanted(protocol, *port)) {
+                    planned.push(Planned {
+                        source,
+                        source_address,
+                        to: host.spec.name.clone(),
+                        to_address: IpAddr::V4(host.spec.address),
+                        protocol,
+                        port,
+                    });
+                }
+            }
+        }
+    }
+    planned
+}
+
+/// The source the destination sees: the node's address when the pod's pool has natOutgoing
+/// and the destination is outside every pool (the agent's masquerade rule), else the pod's.
+fn expected_source(
+    dataplane: &Dataplane,
+    source: IpAddr,
+    destination: IpAddr,
+    node: Option<IpAddr>,
+) -> IpAddr {
+    let in_pool = |address: IpAddr| dataplane.pools.iter().find(|pool| pool.cidr.contains(&address));
+    match (in_pool(source), in_pool(destination), node) {
+        (Some(pool), None, Some(node)) if pool.nat_outgoing => node,
+        _ => source,
+    }
+}
+
+fn disagreement(row: &ProbeRow, explain_allows: bool) -> Option<String> {
+    let detail = row
+        .outcome
+        .detail
+        .as_deref()
+        .map(|detail| format!(" ({detail})"))
+        .unwrap_or_default();
+    match (explain_allows, row.outcome.result) {
+        (true, ConnectResult::Connected) => match row.outcome.seen {
+            Some(seen) if seen != row.expected_source => Some(format!(
+                "the peer saw {seen} as the source; expected {}",
+                row.expected_source
+            )),
+            _ => None,
+        },
+        (true, result) => Some(format!(
+            "explain allows, but the probe {}{detail}",
+            describe(result)
+        )),
+        // A policy drop is silent: only a timeout agrees with a deny.
+        (false, ConnectResult::TimedOut) => None,
+        (false, ConnectResult::Connected) => Some("explain denies, but the connection succeeded".to_string()),
+        (false, result) => Some(format!(
+            "explain denies, but the probe {} rather than timing out{detail}",
+            describe(result)
+        )),
+    }
+}
+
+fn describe(result: ConnectResult) -> &'static str {
+    match result {
+        ConnectResult::Connected => "connected",
+        ConnectResult::TimedOut => "timed out",
+        ConnectResult::Refused => "was refused",
+        ConnectResult::Unreachable => "found no route",
+        ConnectResult::Error => "failed",
+    }
+}
+
+fn connect_from(environment: &Environment, probe: &Planned<'_>) -> ConnectOutcome {
+    let mut command = shell::in_netns(&probe.source.netns, &environment.sluice_binary);
+    command.args([
+        "lab",
+        "connect",
+        "--protocol",
+        probe.protocol.name(),
+        "--to",
+        &probe.to_address.to_string(),
+        "--port",
+        &probe.port.to_string(),
+        "--timeout-ms",
+        &PROBE_TIMEOUT.as_millis().to_string(),
+    ]);
+    let failed = |detail: String| ConnectOutcome {
+        result: ConnectResult::Error,
+        seen: None,
+        detail: Some(detail),
+    };
+    match shell::run_bounded(command, &[], PROBE_TIMEOUT * 4 + Duration::from_secs(2)) {
+        Ok(output) => {
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+                failed(format!(
+                    "the connect helper printed {:?} {}",
+                    stdout.trim(),
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ))
+            })
+        }
+        Err(error) => failed(error),
+    }
+}
+
+/// The matrix as a table: who, to whom, what the probe found, the source the peer saw, and
+/// (with explain) the predicted verdict and any disagreement.
+pub fn print_table(report: &ProbeReport, against_explain: bool) {
+    let width =
+        |values: &mut dyn Iterator<Item = usize>, minimum: usize| values.max().unwrap_or(0).max(minimum);
+    let from_width = width(&mut report.rows.iter().map(|row| row.from.len()), 4);
+    let destinations: Vec<String> = report
+        .rows
+        .iter()
+        .map(|row| format!("{} {}", row.to, row.to_address))
+        .collect();
+    let to_width = width(&mut destinations.iter().map(String::len), 2);
+    print!(
+        "{:<from_width$}  {:<to_width$}  {:<10}  {:<11}  {:<15}",
+        "FROM", "TO", "SERVICE", "PROBE", "PEER SAW"
+    );
+    println!("{}", if against_explain { "  EXPLAIN" } else { "" });
+    for (row, destination) in report.rows.iter().zip(&destinations) {
+        let service = format!("{}/{}", row.protocol.name(), row.port);
+        let result = match row.outcome.result {
+            ConnectResult::Connected => "allowed",
+            ConnectResult::TimedOut => "denied",
+            ConnectResult::Refused => "refused",
+            ConnectResult::Unreachable => "unreachable",
+            ConnectResult::Error => "error",
+        };
+        let seen = row
+            .outcome
+            .seen
+            .map(|seen| seen.to_string())
+            .unwrap_or_else(|| "-".into());
+        print!(
+            "{:<from_width$}  {destination:<to_width$}  {service:<10}  {result:<11}  {seen:<15}",
+            row.from
+        );
+        if let Some(allows) = row.explain_allows {
+            print!("  {}", if allows { "allow" } else { "deny" });
+        }
+        if let Some(problem) = &row.disagreement {
+            print!("  <- DISAGREES: {problem}");
+        }
+        println!();
+    }
+    let allowed = report.rows.iter().filter(|row| row.allowed()).count();
+    print!(
+        "\n{} probes: {allowed} allowed, {} not",
+        report.rows.len(),
+        report.rows.len() - allowed
+    );
+    if against_explain {
+        print!("; {} disagreement(s) with explain", report.disagreements());
+    }
+    println!();
+}
+
+pub fn print_json_lines(report: &ProbeReport) -> Result<(), String> {
+    for row in &report.rows {
+        println!(
+            "{}",
+            serde_json::to_string(row).map_err(|error| error.to_string())?
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_parse_with_clear_errors() {
+        assert_eq!(parse_service("TCP/443"), Ok((ServiceProtocol::Tcp, 443)));
+        assert_eq!(parse_service("http/80"), Ok((ServiceProtocol::Http, 80)));
+        assert!(parse_service("443").unwrap_err().contains("PROTOCOL/PORT"));
+        assert!(parse_service("sctp/9").unwrap_err().contains("sctp"));
+        assert!(parse_service("udp/0").is_err());
+    }
+
+    fn row(result: ConnectResult, seen: Option<&str>) -> ProbeRow {
+        ProbeRow {
+            from: "prod/web".into(),
+            from_address: "10.10.0.1".parse().unwrap(),
+            to: "partner".into(),
+            to_address: "203.0.113.10".parse().unwrap(),
+            protocol: ServiceProtocol::Tcp,
+            port: 443,
+            outcome: ConnectOutcome {
+                result,
+                seen: seen.map(|seen| seen.parse().unwrap()),
+                detail: None,
+            },
+            expected_source: "100.64.0.10".parse().unwrap(),
+            explain_allows: None,
+            disagreement: None,
+        }
+    }
+
+    #[test]
+    fn only_silence_agrees_with_deny_and_only_the_expected_source_with_allow() {
+        assert_eq!(disagreement(&row(ConnectResult::TimedOut, None), false), None);
+        assert!(disagreement(&row(ConnectResult::Refused, None), false).is_some());
+        assert!(disagreement(&row(ConnectResult::Connected, Some("100.64.0.10")), false).is_some());
+        assert_eq!(
+            disagreement(&row(ConnectResult::Connected, Some("100.64.0.10")), true),
+            None
+        );
+        let wrong_source = disagreement(&row(ConnectResult::Connected, Some("10.10.0.1")), true).unwrap();
+        assert!(wrong_source.contains("expected 100.64.0.10"), "{wrong_source}");
+        assert!(
+            disagreement(&row(ConnectResult::TimedOut, None), true)
+                .unwrap()
+                .contains("timed out")
+        );
+    }
+}

@@ -1,0 +1,334 @@
+//! The small servers outside hosts and pods run (`lab serve`) and the client probes use
+//! (`lab connect`). Every server answers with the source address it saw, so a probe shows
+//! whether the packet was masqueraded on the way.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How a service is spoken to.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceProtocol {
+    Tcp,
+    Udp,
+    Http,
+}
+
+impl ServiceProtocol {
+    /// The IP protocol number policy sees.
+    pub fn ip_protocol(self) -> u8 {
+        match self {
+            ServiceProtocol::Tcp | ServiceProtocol::Http => 6,
+            ServiceProtocol::Udp => 17,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceProtocol::Tcp => "tcp",
+            ServiceProtocol::Udp => "udp",
+            ServiceProtocol::Http => "http",
+        }
+    }
+}
+
+/// What one connection attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectOutcome {
+    pub result: ConnectResult,
+    /// The source address the server saw, when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConnectResult {
+    Connected,
+    /// No answer in time: what a policy drop looks like.
+    TimedOut,
+    /// Refused (TCP reset or ICMP port unreachable): the packet got there but nothing listened.
+    Refused,
+    /// No route, or an ICMP unreachable from a router.
+    Unreachable,
+    Error,
+}
+
+impl ConnectOutcome {
+    fn failed(result: ConnectResult, detail: impl ToString) -> ConnectOutcome {
+        ConnectOutcome {
+            result,
+            seen: None,
+            detail: Some(detail.to_string()),
+        }
+    }
+
+    fn from_error(error: &std::io::Error) -> ConnectOutcome {
+        let result = match error.kind() {
+            ErrorKind::TimedOut | ErrorKind::WouldBlock => ConnectResult::TimedOut,
+            ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset => ConnectResult::Refused,
+            ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => ConnectResult::Unreachable,
+            _ => ConnectResult::Error,
+        };
+        if error.kind() == ErrorKind::WouldBlock {
+            // A receive timeout on a UDP socket reads as "try again"; it means no answer.
+            return ConnectOutcome::failed(result, "no answer");
+        }
+        ConnectOutcome::failed(result, error)
+    }
+
+    fn answered(text: &str) -> ConnectOutcome {
+        match text.trim().parse::<IpAddr>() {
+            Ok(seen) => ConnectOutcome {
+                result: ConnectResult::Connected,
+                seen: Some(seen),
+                detail: None,
+            },
+            Err(_) => ConnectOutcome::failed(ConnectResult::Error, format!("unexpected answer {text:?}")),
+        }
+    }
+}
+
+/// One connection attempt, bounded by `timeout` for connecting and again for the answer.
+pub fn connect(protocol: ServiceProtocol, to: IpAddr, port: u16, timeout: Duration) -> ConnectOutcome {
+    let address = SocketAddr::new(to, port);
+    match protocol {
+        ServiceProtocol::Tcp | ServiceProtocol::Http => {
+            let mut stream = match TcpStream::connect_timeout(&address, timeout) {
+                Ok(stream) => stream,
+                Err(error) => return ConnectOutcome::from_error(&error),
+            };
+            let _ = stream.set_read_timeout(Some(timeout));
+            let _ = stream.set_write_timeout(Some(timeout));
+            if protocol == ServiceProtocol::Http {
+                let request = format!("GET / HTTP/1.0\r\nHost: {to}\r\nUser-Agent: sluice-lab\r\n\r\n");
+                if let Err(error) = stream.write_all(request.as_bytes()) {
+                    return ConnectOutcome::from_error(&error);
+                }
+            }
+            let mut answer = String::new();
+            if let Err(error) = stream.take(64 * 1024).read_to_string(&mut answer) {
+                return ConnectOutcome::failed(ConnectResult::Error, format!("connected, then {error}"));
+            }
+            if protocol == ServiceProtocol::Http {
+                let Some((head, body)) = answer.split_once("\r\n\r\n") else {
+                    return ConnectOutcome::failed(ConnectResult::Error, "connected, but no HTTP answer");
+                };
+                if !head.starts_with("HTTP/1.") || !head.contains(" 200 ") {
+                    let status = head.lines().next().unwrap_or_default();
+                    return ConnectOutcome::failed(ConnectResult::Error, format!("HTTP answer {status:?}"));
+                }
+                return ConnectOutcome::answered(body);
+            }
+            ConnectOutcome::answered(&answer)
+        }
+        ServiceProtocol::Udp => {
+            let local: SocketAddr = match to {
+                IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+                IpAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+            };
+            let socket = match UdpSocket::bind(local).and_then(|socket| {
+                socket.connect(address)?;
+                socket.set_read_timeout(Some(timeout))?;
+                Ok(socket)
+            }) {
+                Ok(socket) => socket,
+                Err(error) => return ConnectOutcome::from_error(&error),
+            };
+            if let Err(error) = socket.send(b"sluice-lab probe") {
+                return ConnectOutcome::from_error(&error);
+            }
+            let mut buffer = [0_u8; 512];
+            match socket.recv(&mut buffer) {
+                Ok(length) => ConnectOutcome::answered(&String::from_utf8_lossy(&buffer[..length])),
+                Err(error) => ConnectOutcome::from_error(&error),
+            }
+        }
+    }
+}
+
+/// Serves until killed: TCP answers the peer's address and closes, UDP echoes the peer's
+/// address, HTTP returns it as the body. Each connection is logged with what was seen.
+pub fn serve(
+    address: IpAddr,
+    tcp: &[u16],
+    udp: &[u16],
+    http: &[u16],
+    log: Option<&Path>,
+) -> Result<(), String> {
+    let log: Arc<Mutex<Box<dyn Write + Send>>> = Arc::new(Mutex::new(match log {
+        Some(path) => Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|error| format!("cannot open {}: {error}", path.display()))?,
+        ),
+        None => Box::new(std::io::stderr()),
+    }));
+    let mut workers = Vec::new();
+    // Bind everything first so a port in use fails the start, not a later probe.
+    for (protocol, ports) in [(ServiceProtocol::Tcp, tcp), (ServiceProtocol::Http, http)] {
+        for port in ports {
+            let listener = TcpListener::bind((address, *port))
+                .map_err(|error| format!("cannot listen on {protocol:?} {address}:{port}: {error}"))?;
+            let log = log.clone();
+            workers.push(std::thread::spawn(move || accept_loop(listener, protocol, log)));
+        }
+    }
+    for port in udp {
+        let socket = UdpSocket::bind((address, *port))
+            .map_err(|error| format!("cannot listen on UDP {address}:{port}: {error}"))?;
+        let log = log.clone();
+        workers.push(std::thread::spawn(move || echo_loop(socket, log)));
+    }
+    record(
+        &log,
+        &format!("serving on {address}: tcp {tcp:?} udp {udp:?} http {http:?}"),
+    );
+    for worker in workers {
+        let _ = worker.join();
+    }
+    Ok(())
+}
+
+type Log = Arc<Mutex<Box<dyn Write + Send>>>;
+
+fn record(log: &Log, line: &str) {
+    if let Ok(mut log) = log.lock() {
+        let _ = writeln!(log, "{line}");
+        let _ = log.flush();
+    }
+}
+
+fn accept_loop(listener: TcpListener, protocol: ServiceProtocol, log: Log) {
+    let port = listener
+        .local_addr()
+        .map(|address| address.port())
+        .unwrap_or_default();
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let peer = stream.peer_addr().ok();
+            if let Some(peer) = peer {
+                record(&log, &format!("{} {port} from {peer}", protocol.name()));
+            }
+            let _ = answer_stream(stream, protocol, peer);
+        });
+    }
+}
+
+fn answer_stream(
+    mut stream: TcpStream,
+    protocol: ServiceProtocol,
+    peer: Option<SocketAddr>,
+) -> std::io::Result<()> {
+    let timeout = Some(Duration::from_secs(2));
+    stream.set_read_timeout(timeout)?;
+    stream.set_write_timeout(timeout)?;
+    let seen = peer.map(|peer| peer.ip().to_string()).unwrap_or_default();
+    if protocol == ServiceProtocol::Http {
+        // Read the request head (bounded) before answering, as an HTTP server does.
+        let mut request = Vec::new();
+        let mut buffer = [0_u8; 1024];
+        while !request.windows(4).any(|window| window == b"\r\n\r\n") && request.len() < 16 * 1024 {
+            let read = stream.read(&mut buffer)?;
+            if read == 0 {
+                break;
+            }
+            request.extend_from_slice(&buffer[..read]);
+        }
+        let body = format!("{seen}\n");
+        let answer = format!(
+            "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(answer.as_bytes())?;
+    } else {
+        stream.write_all(format!("{seen}\n").as_bytes())?;
+    }
+    stream.shutdown(Shutdown::Write)
+}
+
+fn echo_loop(socket: UdpSocket, log: Log) {
+    let port = socket
+        .local_addr()
+        .map(|address| address.port())
+        .unwrap_or_default();
+    let mut buffer = [0_u8; 2048];
+    loop {
+        let Ok((_, peer)) = socket.recv_from(&mut buffer) else {
+            continue;
+        };
+        record(&log, &format!("udp {port} from {peer}"));
+        let _ = socket.send_to(format!("{}\n", peer.ip()).as_bytes(), peer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_answer_with_the_peer_address_on_loopback() {
+        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let free = |_| {
+            TcpListener::bind((loopback, 0))
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let [tcp, http] = [0, 1].map(free);
+        let udp = UdpSocket::bind((loopback, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        std::thread::spawn(move || serve(loopback, &[tcp], &[udp], &[http], None));
+        let timeout = Duration::from_secs(1);
+        for (protocol, port) in [
+            (ServiceProtocol::Tcp, tcp),
+            (ServiceProtocol::Http, http),
+            (ServiceProtocol::Udp, udp),
+        ] {
+            let mut outcome = connect(protocol, loopback, port, timeout);
+            for _ in 0..50 {
+                if outcome.result == ConnectResult::Connected {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                outcome = connect(protocol, loopback, port, timeout);
+            }
+            assert_eq!(
+                outcome.result,
+                ConnectResult::Connected,
+                "{protocol:?}: {outcome:?}"
+            );
+            assert_eq!(outcome.seen, Some(loopback));
+        }
+    }
+
+    #[test]
+    fn nothing_listening_is_refused_not_timed_out() {
+        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let port = TcpListener::bind((loopback, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let outcome = connect(ServiceProtocol::Tcp, loopback, port, Duration::from_secs(1));
+        assert_eq!(outcome.result, ConnectResult::Refused);
+    }
+}
