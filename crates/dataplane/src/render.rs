@@ -761,17 +761,9 @@ impl RuleRenderer<'_> {
 }
 
 fn ranges_text(ports: &PortMatch) -> String {
-    // nft rejects overlapping intervals in one set, so merge them first.
-    let mut ranges = ports.ranges.clone();
-    ranges.sort_unstable();
-    let mut merged: Vec<(u16, u16)> = Vec::new();
-    for (low, high) in ranges {
-        match merged.last_mut() {
-            Some(last) if u32::from(low) <= u32::from(last.1) + 1 => last.1 = last.1.max(high),
-            _ => merged.push((low, high)),
-        }
-    }
-    let items: Vec<String> = merged
+    // The IR keeps ranges merged, as nft rejects overlapping intervals in one set.
+    let items: Vec<String> = ports
+        .ranges
         .iter()
         .map(|(low, high)| {
             if low == high {

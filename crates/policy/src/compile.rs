@@ -478,6 +478,7 @@ impl<'a> Interner<'a> {
                 Port::Named(name) => port_match.named.push(self.named_port(name, selector)),
             }
         }
+        port_match.ranges = merge_port_ranges(std::mem::take(&mut port_match.ranges));
         port_match
     }
 

@@ -196,6 +196,7 @@ pub struct PeerMatch {
 /// Numeric port ranges, or-ed with a named-port set.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PortMatch {
+    /// Sorted, disjoint and not adjacent (see [`merge_port_ranges`]), as nft sets need them.
     pub ranges: Vec<(u16, u16)>,
     pub named: Vec<NamedPortSetId>,
 }
@@ -241,4 +242,18 @@ pub struct NamedPortSet {
     pub members: Vec<(IpAddr, u8, u16)>,
     #[serde(skip)]
     pub lookup: FxHashSet<(IpAddr, u8, u16)>,
+}
+
+/// Port ranges sorted and merged where they overlap or touch: the fewest ranges that cover the
+/// same ports (Calico's `SimplifyPorts` does the same for converted Kubernetes rules).
+pub fn merge_port_ranges(mut ranges: Vec<(u16, u16)>) -> Vec<(u16, u16)> {
+    ranges.sort_unstable();
+    let mut merged: Vec<(u16, u16)> = Vec::new();
+    for (low, high) in ranges {
+        match merged.last_mut() {
+            Some(last) if u32::from(low) <= u32::from(last.1) + 1 => last.1 = last.1.max(high),
+            _ => merged.push((low, high)),
+        }
+    }
+    merged
 }

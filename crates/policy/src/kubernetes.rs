@@ -131,15 +131,7 @@ fn simplify_ports(ports: Vec<Port>) -> Vec<Port> {
             Port::Named(_) => named.push(port),
         }
     }
-    ranges.sort_unstable();
-    let mut merged: Vec<(u16, u16)> = Vec::new();
-    for (low, high) in ranges {
-        match merged.last_mut() {
-            Some(last) if u32::from(low) <= u32::from(last.1) + 1 => last.1 = last.1.max(high),
-            _ => merged.push((low, high)),
-        }
-    }
-    merged
+    crate::ir::merge_port_ranges(ranges)
         .into_iter()
         .map(|(low, high)| Port::Range { low, high })
         .chain(named)
