@@ -386,53 +386,13 @@ fn requests_are_validated() {
 }
 
 /// Eight allocators on eight nodes, each with its own connection to the store file as separate
-/// processes would have: no address is given twice, and none is left after releasing all.
+/// processes would have.
 #[test]
 fn concurrent_allocators_on_one_file() {
-    const NODES: usize = 8;
-    const PER_NODE: usize = 500;
     let store = TempStore::new();
-    apply(&*store.store, &pool("pool-a", "cidr: 10.0.0.0/16"));
     let path = store.path();
-    let run = |release: bool| {
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..NODES)
-                .map(|node| {
-                    let path = path.clone();
-                    scope.spawn(move || {
-                        let own = sluice_store::EmbeddedStore::open(&path).expect("open the store");
-                        let ipam = sluice_ipam::Ipam::new(std::sync::Arc::new(own));
-                        let mut addresses = Vec::new();
-                        for index in 0..PER_NODE {
-                            let handle = format!("n{node}-c{index}.eth0");
-                            if release {
-                                addresses.extend(ipam.release(&handle).expect("release"));
-                            } else {
-                                let request = request(&handle, &format!("node-{node}"), "prod");
-                                addresses.push(ipam.assign(&request).expect("assign")[0].address);
-                            }
-                        }
-                        addresses
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .flat_map(|worker| worker.join().expect("worker"))
-                .collect::<Vec<IpAddr>>()
-        })
-    };
-    let assigned = run(false);
-    let distinct: BTreeSet<IpAddr> = assigned.iter().copied().collect();
-    assert_eq!(assigned.len(), NODES * PER_NODE);
-    assert_eq!(distinct.len(), assigned.len(), "an address was given twice");
-    let ipam = store.ipam();
-    assert_eq!(ipam.report().unwrap().allocations.len(), NODES * PER_NODE);
-    let result = ipam.check().unwrap();
-    assert!(result.doubly_owned.is_empty(), "{:?}", result.doubly_owned);
-
-    let released: BTreeSet<IpAddr> = run(true).into_iter().collect();
-    assert_eq!(released, distinct);
-    assert!(ipam.report().unwrap().allocations.is_empty());
-    assert_eq!(keys(&store, HANDLE_PREFIX), 0);
+    common::concurrent_allocators(&|| {
+        std::sync::Arc::new(sluice_store::EmbeddedStore::open(&path).expect("open the store"))
+            as std::sync::Arc<dyn sluice_store::Store>
+    });
 }

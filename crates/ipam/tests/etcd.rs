@@ -3,11 +3,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
 
 use common::{Etcd, apply, pool, request};
 use sluice_ipam::Ipam;
-use sluice_ipam::layout::HANDLE_PREFIX;
 
 #[test]
 fn assign_release_and_exhaustion_on_etcd() {
@@ -43,45 +41,6 @@ fn assign_release_and_exhaustion_on_etcd() {
 /// with its own client.
 #[test]
 fn concurrent_allocators_on_etcd() {
-    const NODES: usize = 8;
-    const PER_NODE: usize = 500;
     let etcd = Etcd::start();
-    let store = etcd.store();
-    apply(&*store, &pool("pool-a", "cidr: 10.0.0.0/16"));
-    let run = |release: bool| {
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..NODES)
-                .map(|node| {
-                    let etcd = &etcd;
-                    scope.spawn(move || {
-                        let ipam = Ipam::new(etcd.store());
-                        let mut addresses = Vec::new();
-                        for index in 0..PER_NODE {
-                            let handle = format!("n{node}-c{index}.eth0");
-                            if release {
-                                addresses.extend(ipam.release(&handle).expect("release"));
-                            } else {
-                                let request = request(&handle, &format!("node-{node}"), "prod");
-                                addresses.push(ipam.assign(&request).expect("assign")[0].address);
-                            }
-                        }
-                        addresses
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .flat_map(|worker| worker.join().expect("worker"))
-                .collect::<Vec<IpAddr>>()
-        })
-    };
-    let assigned = run(false);
-    let distinct: BTreeSet<IpAddr> = assigned.iter().copied().collect();
-    assert_eq!(distinct.len(), NODES * PER_NODE, "an address was given twice");
-    let ipam = Ipam::new(store.clone());
-    assert!(ipam.check().unwrap().doubly_owned.is_empty());
-    let released: BTreeSet<IpAddr> = run(true).into_iter().collect();
-    assert_eq!(released, distinct);
-    assert!(ipam.report().unwrap().allocations.is_empty());
-    assert!(store.list(HANDLE_PREFIX).unwrap().0.is_empty());
+    common::concurrent_allocators(&|| etcd.store());
 }
