@@ -208,3 +208,89 @@ fn delete_by_name_and_by_file() {
     let listed = text(&store.sluice(&["get", "networkpolicy", "-A"]).stdout);
     assert!(!listed.contains("web-to-partners"), "{listed}");
 }
+
+#[test]
+fn ipam_show_check_and_release() {
+    let store = Datastore::new("ipam");
+    let manifests = store.file(
+        "pools.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: prod, labels: {environment: production}}\n---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: prod-pool}\nspec: {cidr: 10.10.0.0/16, natOutgoing: true, namespaceSelector: environment == 'production'}\n---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: other-pool}\nspec: {cidr: 10.20.0.0/16, namespaceSelector: environment == 'staging'}\n",
+    );
+    assert!(store.sluice(&["apply", "-f", &manifests]).status.success());
+    // An allocation as the CNI plugin makes it, with no workload endpoint recorded: a leak.
+    let handle = sluice_ipam::workload_handle("abc123", "eth0");
+    let ipam = sluice_ipam::Ipam::new(std::sync::Arc::from(
+        sluice_store::open(&store.address()).unwrap(),
+    ));
+    let request = sluice_ipam::AssignRequest {
+        handle: handle.clone(),
+        node: "node-1".into(),
+        namespace: "prod".into(),
+        pod: "web".into(),
+        pod_annotations: Default::default(),
+    };
+    let address = ipam.assign(&request).unwrap()[0].address;
+    assert!(address.to_string().starts_with("10.10."), "{address}");
+
+    let shown = text(
+        &store
+            .sluice(&["ipam", "show", "--by", "namespace", "--addresses"])
+            .stdout,
+    );
+    assert!(
+        shown.contains("prod") && shown.contains(&address.to_string()),
+        "{shown}"
+    );
+    let by_pool = text(&store.sluice(&["ipam", "show"]).stdout);
+    assert!(
+        by_pool.contains("prod-pool") && by_pool.contains("10.10."),
+        "{by_pool}"
+    );
+
+    let check = store.sluice(&["ipam", "check"]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(
+        text(&check.stdout).contains(&format!("leaked: {address}")),
+        "{}",
+        text(&check.stdout)
+    );
+
+    // The pool is in use: deleting it needs --force.
+    let refused = store.sluice(&["delete", "ippool", "prod-pool"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("allocated"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    let released = store.sluice(&["ipam", "release", &address.to_string()]);
+    assert!(released.status.success(), "{}", text(&released.stderr));
+    let check = store.sluice(&["ipam", "check"]);
+    assert!(check.status.success(), "{}", text(&check.stdout));
+    assert!(store.sluice(&["delete", "ippool", "prod-pool"]).status.success());
+}
+
+#[test]
+fn ip_pools_keep_their_cidr_and_do_not_overlap() {
+    let store = Datastore::new("pools");
+    let pool = |name: &str, cidr: &str| {
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: {name}}}\nspec: {{cidr: {cidr}}}\n"
+        )
+    };
+    let first = store.file("first.yaml", &pool("a", "10.10.0.0/16"));
+    assert!(store.sluice(&["apply", "-f", &first]).status.success());
+    let moved = store.file("moved.yaml", &pool("a", "10.11.0.0/16"));
+    let output = store.sluice(&["apply", "-f", &moved]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stderr).contains("cidr"), "{}", text(&output.stderr));
+    let overlapping = store.file("overlap.yaml", &pool("b", "10.10.128.0/17"));
+    let output = store.sluice(&["apply", "-f", &overlapping]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("overlap"),
+        "{}",
+        text(&output.stderr)
+    );
+}
