@@ -487,11 +487,31 @@ fn set_description(source: &IpSetSource) -> String {
     }
 }
 
+/// A comment or log prefix of at most `limit` bytes (nft counts bytes: comments are limited to
+/// 128), cut at a character boundary, with double quotes made single.
 fn truncate(text: &str, limit: usize) -> String {
-    let text = text.replace('"', "'");
-    match text.char_indices().nth(limit) {
-        Some((cut, _)) => text[..cut].to_string(),
-        None => text,
+    let mut text = text.replace('"', "'");
+    if text.len() > limit {
+        let mut cut = limit;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate;
+
+    #[test]
+    fn comments_are_cut_by_bytes_at_character_boundaries() {
+        let long = "ü".repeat(100);
+        let cut = truncate(&long, 120);
+        assert_eq!(cut.len(), 120);
+        assert_eq!(truncate("é\"x", 2), "é");
+        assert_eq!(truncate("say \"hi\"", 120), "say 'hi'");
     }
 }
 

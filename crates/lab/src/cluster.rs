@@ -208,7 +208,7 @@ fn build(
             &["route", "add", "default", "via", &FABRIC_ADDRESS.to_string()],
         )?;
         sysctl_in(&netns, "net.ipv4.ip_forward=1")?;
-        start_agent(environment, paths, state, index)?;
+        start_agent(environment, paths, state, index, &[])?;
     }
     println!("{} nodes up, each with its agent", lab.nodes.len());
 
@@ -365,15 +365,19 @@ fn agent_marker(node: &str, datastore: &str) -> String {
     format!("agent --node {node} --datastore {datastore}")
 }
 
+/// Starts node `index`'s agent; `variables` are added to its environment (tests use them, e.g.
+/// to put a wrapper `nft` first on its PATH). Returns its process id.
 fn start_agent(
     environment: &Environment,
     paths: &LabPaths,
     state: &LabState,
     index: usize,
-) -> Result<(), String> {
+    variables: &[(&str, &str)],
+) -> Result<u32, String> {
     let node = &state.nodes[index];
     let mut command = shell::in_netns(&node.netns, &environment.sluice_binary);
     command.args(["agent", "--node", &node.name, "--datastore", &state.datastore]);
+    command.envs(variables.iter().copied());
     let process = format!("agent-{}", node.name);
     shell::spawn_background(
         command,
@@ -381,7 +385,34 @@ fn start_agent(
         &paths.pid_file(&process),
         &agent_marker(&node.name, &state.datastore),
     )
-    .map(drop)
+    .map(|child| child.id())
+}
+
+/// The process id of a node's agent, if it runs.
+pub fn agent_pid(environment: &Environment, name: &str, node: &str) -> Option<u32> {
+    let paths = LabPaths::new(&environment.state_root, name);
+    state::live_pid(&paths.pid_file(&format!("agent-{node}")))
+}
+
+/// Starts a node's agent again with the command line `lab up` gave it, after stopping it if it
+/// still runs. Its log is appended to.
+pub fn restart_agent(
+    environment: &Environment,
+    name: &str,
+    node: &str,
+    variables: &[(&str, &str)],
+) -> Result<u32, String> {
+    let paths = LabPaths::new(&environment.state_root, name);
+    let state = paths.load()?;
+    let index = state
+        .nodes
+        .iter()
+        .position(|candidate| candidate.name == node)
+        .ok_or_else(|| format!("lab `{name}` has no node `{node}`"))?;
+    if let Some(pid) = agent_pid(environment, name, node) {
+        state::stop_process(pid, &agent_marker(node, &state.datastore));
+    }
+    start_agent(environment, &paths, &state, index, variables)
 }
 
 fn start_server(

@@ -236,6 +236,23 @@ pub fn probe(environment: &Environment, name: &str, options: &ProbeOptions) -> R
     probe::probe(environment, name, options)
 }
 
+/// The process id of a node's agent, if it runs (for tests that stop it).
+pub fn agent_pid(environment: &Environment, name: &str, node: &str) -> Option<u32> {
+    cluster::agent_pid(environment, name, node)
+}
+
+/// Starts a node's agent again with the command line `lab up` gave it (stopping it first if it
+/// runs), with `variables` added to its environment; returns its process id. For tests of
+/// restarts and of an agent whose `nft` is replaced.
+pub fn restart_agent(
+    environment: &Environment,
+    name: &str,
+    node: &str,
+    variables: &[(&str, &str)],
+) -> Result<u32, String> {
+    cluster::restart_agent(environment, name, node, variables)
+}
+
 /// Every network namespace of this machine (tests check that `down` leaves none of a lab's).
 pub fn network_namespaces() -> Vec<String> {
     shell::list_netns()

@@ -97,7 +97,7 @@ pub fn in_netns(netns: &str, program: &Path) -> Command {
 }
 
 /// Starts a long-running process in the background, detached from our process group (so a
-/// Ctrl-C aimed at `lab up` does not stop it), logging to `log` and recording its id in `pid_file`.
+/// Ctrl-C aimed at `lab up` does not stop it), logging to (the end of) `log` and recording its id in `pid_file`.
 /// `ip netns exec` execs the program, so the id is the program's; `marker` is part of its
 /// command line and tells it from a process that later reuses the id.
 pub fn spawn_background(
@@ -110,7 +110,12 @@ pub fn spawn_background(
         std::fs::create_dir_all(directory)
             .map_err(|error| format!("cannot create {}: {error}", directory.display()))?;
     }
-    let output = File::create(log).map_err(|error| format!("cannot create {}: {error}", log.display()))?;
+    // Appended to, so that a restarted process (tests restart agents) keeps its history.
+    let output = File::options()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|error| format!("cannot create {}: {error}", log.display()))?;
     let errors = output.try_clone().map_err(|error| error.to_string())?;
     let child = command
         .stdin(Stdio::null())
