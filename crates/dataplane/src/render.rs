@@ -501,19 +501,6 @@ fn truncate(text: &str, limit: usize) -> String {
     text
 }
 
-#[cfg(test)]
-mod tests {
-    use super::truncate;
-
-    #[test]
-    fn comments_are_cut_by_bytes_at_character_boundaries() {
-        let long = "ü".repeat(100);
-        let cut = truncate(&long, 120);
-        assert_eq!(cut.len(), 120);
-        assert_eq!(truncate("é\"x", 2), "é");
-        assert_eq!(truncate("say \"hi\"", 120), "say 'hi'");
-    }
-}
 
 fn network_text(network: &IpNet) -> String {
     if network.prefix_len() == network.max_prefix_len() {
@@ -794,4 +781,18 @@ fn ranges_text(ports: &PortMatch) -> String {
         })
         .collect();
     format!("{{ {} }}", items.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate;
+
+    #[test]
+    fn comments_are_cut_by_bytes_at_character_boundaries() {
+        let long = "ü".repeat(100);
+        let cut = truncate(&long, 120);
+        assert_eq!(cut.len(), 120);
+        assert_eq!(truncate("é\"x", 2), "é");
+        assert_eq!(truncate("say \"hi\"", 120), "say 'hi'");
+    }
 }
