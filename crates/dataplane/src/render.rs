@@ -501,7 +501,6 @@ fn truncate(text: &str, limit: usize) -> String {
     text
 }
 
-
 fn network_text(network: &IpNet) -> String {
     if network.prefix_len() == network.max_prefix_len() {
         network.addr().to_string()
