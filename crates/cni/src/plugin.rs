@@ -147,6 +147,13 @@ fn host_prefix(address: IpAddr) -> IpNet {
 
 fn add(environment: &Environment, config: &NetworkConfig) -> Result<AddResult, CniError> {
     let (namespace, pod_name) = pod_identity(environment)?;
+    // A pod wired before the node's agent has ever run must send nothing, not everything.
+    let mut nft = sluice_nft::CommandBackend::new().map_err(|error| {
+        CniError::new(ErrorCode::Dataplane, "cannot run nft on this node").with_details(error)
+    })?;
+    sluice_dataplane::ensure_fail_closed(&mut nft).map_err(|error| {
+        CniError::new(ErrorCode::Dataplane, "cannot make the node fail closed").with_details(error)
+    })?;
     let netns = environment.netns.as_deref().expect("ADD requires CNI_NETNS");
     let namespace_file = open_namespace(netns)?;
     let host_interface = host_interface_name(namespace, pod_name, &environment.interface_name);

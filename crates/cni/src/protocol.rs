@@ -32,6 +32,8 @@ pub enum ErrorCode {
     Ipam = 102,
     /// CHECK found the attachment different from what ADD made.
     CheckFailed = 103,
+    /// The node's nftables could not be made fail closed before wiring a pod.
+    Dataplane = 104,
 }
 
 /// An error as the spec prints it: code, short message, details.

@@ -132,10 +132,22 @@ fn add_wires_the_pod_check_passes_and_del_cleans_up() {
     ]);
     assert_eq!(proxy_arp.trim(), "1");
 
-    // Packets: node → pod and back, and pod → node (ICMP too where ping is installed).
+    // Packets: node → pod and back (ICMP too where ping is installed). The pod itself may not
+    // open connections yet: ADD made the node fail closed, and no agent has programmed this
+    // pod.
     support::udp_round_trip(&lab.node, &netns, address.parse().unwrap());
     assert_ne!(support::ping(&lab.node, &address), Some(false));
-    assert_ne!(support::ping(&netns, NODE_ADDRESS), Some(false));
+    assert_ne!(support::ping(&netns, NODE_ADDRESS), Some(true));
+    let ruleset = support::run(
+        "ip",
+        &[
+            "netns", "exec", &lab.node, "nft", "list", "table", "inet", "sluice",
+        ],
+    );
+    assert!(
+        ruleset.contains("iifname \"slc*\" iifname != @endpoint-interfaces drop"),
+        "{ruleset}"
+    );
 
     // The WorkloadEndpoint, Calico-shaped.
     let stored = lab

@@ -11,4 +11,4 @@ mod render;
 mod sync;
 
 pub use render::{ChainState, INTERFACE_PREFIX, LocalEndpoint, Ruleset, SetState, TABLE_NAME, render};
-pub use sync::{SyncReport, Syncer};
+pub use sync::{SyncReport, Syncer, ensure_fail_closed};

@@ -544,7 +544,12 @@ fn endpoint_rules(
             let rule = if own.is_empty() {
                 format!("meta nfproto {nfproto} drop")
             } else {
-                format!("{keyword} saddr != {{ {} }} drop", own.join(", "))
+                // One address as a plain comparison: an anonymous set per endpoint would add to
+                // the kernel's list of sets (see `INLINE_LIMIT`).
+                match own.as_slice() {
+                    [single] => format!("{keyword} saddr != {single} drop"),
+                    _ => format!("{keyword} saddr != {{ {} }} drop", own.join(", ")),
+                }
             };
             rules.push((rule, Some("anti-spoofing".to_string())));
         }

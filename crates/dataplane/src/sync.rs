@@ -2,7 +2,9 @@
 
 use std::collections::BTreeSet;
 
-use sluice_nft::{Backend, Chain, Element, Family, NftError, Object, Rule, Table, Transaction};
+use sluice_nft::{
+    Backend, Chain, CommandBackend, Element, Family, NftError, Object, Rule, Table, Transaction,
+};
 
 use crate::render::{ChainState, Ruleset, SetState, TABLE_NAME};
 
@@ -70,22 +72,8 @@ impl<B: Backend> Syncer<B> {
     /// build everything.
     pub fn full(&self, desired: &Ruleset) -> Transaction {
         let mut transaction = Transaction::new(self.table.clone());
-        transaction
-            .add(Object::Table)
-            .delete(Object::Table)
-            .add(Object::Table);
-        for set in desired.sets.values().filter(|set| !set.declaration.is_map()) {
-            add_set(&mut transaction, set);
-        }
-        for (name, chain) in &desired.chains {
-            transaction.add(Object::Chain(chain_object(name, chain)));
-        }
-        for set in desired.sets.values().filter(|set| set.declaration.is_map()) {
-            add_set(&mut transaction, set);
-        }
-        for (name, chain) in &desired.chains {
-            add_rules(&mut transaction, name, chain);
-        }
+        transaction.add(Object::Table).delete(Object::Table);
+        append_creation(&mut transaction, desired);
         transaction
     }
 
@@ -150,6 +138,43 @@ impl<B: Backend> Syncer<B> {
         }
         transaction
     }
+}
+
+/// Creates every object of `desired`, in an order in which each one's references exist.
+fn append_creation(transaction: &mut Transaction, desired: &Ruleset) {
+    transaction.add(Object::Table);
+    for set in desired.sets.values().filter(|set| !set.declaration.is_map()) {
+        add_set(transaction, set);
+    }
+    for (name, chain) in &desired.chains {
+        transaction.add(Object::Chain(chain_object(name, chain)));
+    }
+    for set in desired.sets.values().filter(|set| set.declaration.is_map()) {
+        add_set(transaction, set);
+    }
+    for (name, chain) in &desired.chains {
+        add_rules(transaction, name, chain);
+    }
+}
+
+/// Makes sure a node is fail closed before its agent has ever programmed it: when there is no
+/// Sluice table yet, creates the one an agent would create with no endpoints, which drops all
+/// traffic of pod interfaces (`slc*`). The CNI plugin calls this before wiring a pod, so that
+/// a pod started before the agent sends nothing. Returns whether it created the table.
+///
+/// Only `add` operations: if an agent creates the table at the same moment, nothing of its
+/// program is removed (at worst a second copy of the drop rules is appended, after the
+/// dispatch, where it changes nothing, until the agent's next full resync).
+pub fn ensure_fail_closed(backend: &mut CommandBackend) -> Result<bool, NftError> {
+    let table = Table::new(Family::Inet, TABLE_NAME);
+    if backend.list(&table)?.is_some() {
+        return Ok(false);
+    }
+    let empty = crate::render::render(&sluice_policy::Dataplane::default(), &[]);
+    let mut transaction = Transaction::new(table);
+    append_creation(&mut transaction, &empty);
+    backend.apply(&transaction)?;
+    Ok(true)
 }
 
 fn chain_object(name: &str, chain: &ChainState) -> Chain {

@@ -210,3 +210,43 @@ fn a_pool_with_its_own_nat_address_is_source_natted_to_it() {
     let masquerade = listing.find("masquerade").unwrap();
     assert!(snat < masquerade, "{listing}");
 }
+
+#[test]
+fn a_node_without_a_program_is_fail_closed_for_pods() {
+    let namespace = Namespace::new("failclosed");
+    let mut backend = CommandBackend::in_namespace(&namespace.0).expect("nft is installed");
+    assert!(
+        sluice_dataplane::ensure_fail_closed(&mut backend).unwrap(),
+        "creates the table the first time"
+    );
+    assert!(
+        !sluice_dataplane::ensure_fail_closed(&mut backend).unwrap(),
+        "leaves an existing table alone"
+    );
+    let output = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &namespace.0,
+            "nft",
+            "list",
+            "chain",
+            "inet",
+            "sluice",
+            "forward",
+        ])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        listing.contains("iifname \"slc*\" iifname != @endpoint-interfaces drop"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("oifname \"slc*\" oifname != @endpoint-interfaces drop"),
+        "{listing}"
+    );
+    // The agent's first sync replaces it.
+    let mut syncer = Syncer::new(backend);
+    assert!(syncer.sync(&rendered(&examples())).unwrap().full);
+}
