@@ -1,159 +1,27 @@
 //! End-to-end: a real lab of network namespaces (root only; skipped otherwise).
 //!
-//! This binary has no libtest harness because it is also every program the lab runs: invoked
-//! as `sluice-cni` (through a symlink) it is the CNI plugin, with `agent …` the node agent, and
-//! with `lab …` the lab's helpers. So the test needs no binary from another package. It speaks
-//! just enough of libtest's command line (`--list`, a name filter, `--exact`) for cargo test
-//! and nextest.
+//! This binary has no libtest harness because it is also every program the lab runs (see
+//! `support::dispatch`): the CNI plugin through a `sluice-cni` symlink, the node agent, and the
+//! lab's helpers. So the test needs no binary from another package.
+
+mod support;
 
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::Parser;
-use sluice_lab::{ConnectResult, Environment, LabCommand, ProbeOptions, ProbeReport};
-
-#[derive(Debug, Parser)]
-#[command(name = "sluice")]
-enum Helper {
-    /// The node agent, as `sluice agent` runs it.
-    Agent {
-        #[arg(long)]
-        node: String,
-        #[arg(long)]
-        datastore: String,
-    },
-    Lab {
-        #[command(subcommand)]
-        command: LabCommand,
-    },
-    /// `sluice demo`, for trying it by hand through this binary.
-    Demo,
-}
-
-type Test = fn() -> Result<(), String>;
+use sluice_lab::{ConnectResult, Environment, ProbeOptions, ProbeReport};
+use support::{Test, is_root};
 
 const TESTS: [(&str, Test); 1] = [("a_lab_agrees_with_explain_and_cleans_up", end_to_end)];
 
 fn main() -> ExitCode {
-    let arguments: Vec<String> = std::env::args().collect();
-    let program = arguments
-        .first()
-        .map(|path| Path::new(path).file_name().unwrap_or_default().to_os_string());
-    if program.as_deref() == Some("sluice-cni".as_ref()) {
-        return run_cni();
+    if let Some(code) = support::dispatch() {
+        return code;
     }
-    if matches!(
-        arguments.get(1).map(String::as_str),
-        Some("agent" | "lab" | "demo")
-    ) {
-        return run_helper();
-    }
-    run_tests(&arguments[1..])
-}
-
-fn run_cni() -> ExitCode {
-    let mut stdin = Vec::new();
-    let _ = std::io::stdin().read_to_end(&mut stdin);
-    let outcome = sluice_cni::run(|name| std::env::var(name).ok(), &stdin);
-    if let Some(stdout) = outcome.stdout {
-        println!("{stdout}");
-    }
-    ExitCode::from(u8::try_from(outcome.exit_code).unwrap_or(1))
-}
-
-fn run_helper() -> ExitCode {
-    let result = match Helper::parse() {
-        Helper::Agent { node, datastore } => sluice_store::open(&datastore)
-            .map_err(|error| error.to_string())
-            .and_then(|store| {
-                tracing_subscriber::fmt()
-                    .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-                    .with_writer(std::io::stderr)
-                    .init();
-                let config = sluice_agent::AgentConfig::new(node);
-                sluice_agent::run(config, std::sync::Arc::from(store), None)
-            })
-            .map(|()| ExitCode::SUCCESS),
-        Helper::Demo => {
-            let here = std::env::current_exe().unwrap_or_default();
-            let called = PathBuf::from(std::env::args().next().unwrap_or_default());
-            sluice_lab::demo(&here, &called.with_file_name("sluice-cni"))
-        }
-        Helper::Lab { command } => {
-            // For a lab built by hand (debugging): a `sluice-cni` symlink beside the one this
-            // binary was called through.
-            let here = std::env::current_exe().unwrap_or_default();
-            let called = PathBuf::from(std::env::args().next().unwrap_or_default());
-            sluice_lab::run(command, &here, &called.with_file_name("sluice-cni"))
-        }
-    };
-    result.unwrap_or_else(|error| {
-        eprintln!("error: {error}");
-        ExitCode::FAILURE
-    })
-}
-
-fn run_tests(arguments: &[String]) -> ExitCode {
-    let flag = |name: &str| arguments.iter().any(|argument| argument == name);
-    let filters: Vec<&String> = arguments
-        .iter()
-        .filter(|argument| !argument.starts_with('-'))
-        .collect();
-    if flag("--list") {
-        if !flag("--ignored") {
-            for (name, _) in TESTS {
-                println!("{name}: test");
-            }
-        }
-        return ExitCode::SUCCESS;
-    }
-    let selected = TESTS.iter().filter(|(name, _)| {
-        filters.is_empty()
-            || filters.iter().any(|filter| {
-                if flag("--exact") {
-                    name == filter
-                } else {
-                    name.contains(filter.as_str())
-                }
-            })
-    });
-    let mut failed = 0;
-    let mut count = 0;
-    for (name, test) in selected {
-        count += 1;
-        let started = Instant::now();
-        match test() {
-            Ok(()) => println!("test {name} ... ok ({:.1?})", started.elapsed()),
-            Err(error) => {
-                failed += 1;
-                println!("test {name} ... FAILED ({:.1?})\n{error}", started.elapsed());
-            }
-        }
-    }
-    println!(
-        "\ntest result: {}. {} passed; {failed} failed",
-        if failed == 0 { "ok" } else { "FAILED" },
-        count - failed
-    );
-    if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
-        status
-            .lines()
-            .find(|line| line.starts_with("Uid:"))
-            .and_then(|line| line.split_whitespace().nth(2).map(|uid| uid == "0"))
-            .unwrap_or(false)
-    })
+    support::run_tests(&TESTS)
 }
 
 /// A unique lab for this run: the name is the namespace prefix `sl-<name>-`.
