@@ -66,6 +66,18 @@ enum SupportCommand {
         #[arg(long)]
         path: String,
     },
+    /// One UDP datagram from the given source address (which must be on an interface of this
+    /// namespace); prints `answered` or `silent` after `timeout_ms`.
+    UdpFrom {
+        #[arg(long)]
+        from: IpAddr,
+        #[arg(long)]
+        to: IpAddr,
+        #[arg(long)]
+        port: u16,
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
     /// Sends a UDP datagram from a fresh socket (a new flow each time) every `interval_us` and
     /// waits `timeout_ms` for the echo; prints `<allowed|denied> <unix µs>` whenever the
     /// outcome changes for `confirm` attempts in a row, with the start of the first of them.
@@ -195,6 +207,29 @@ fn support(command: SupportCommand) -> Result<(), String> {
             println!("{}\n{body}", head.lines().next().unwrap_or_default());
             Ok(())
         }
+        SupportCommand::UdpFrom {
+            from,
+            to,
+            port,
+            timeout_ms,
+        } => {
+            let socket = UdpSocket::bind((from, 0)).map_err(|error| format!("bind {from}: {error}"))?;
+            socket.connect((to, port)).map_err(|error| error.to_string())?;
+            socket
+                .set_read_timeout(Some(Duration::from_millis(timeout_ms)))
+                .map_err(|error| error.to_string())?;
+            socket.send(b"spoof?").map_err(|error| error.to_string())?;
+            let mut buffer = [0_u8; 256];
+            println!(
+                "{}",
+                if socket.recv(&mut buffer).is_ok() {
+                    "answered"
+                } else {
+                    "silent"
+                }
+            );
+            Ok(())
+        }
         SupportCommand::FlipProbe {
             to,
             port,
@@ -311,6 +346,23 @@ pub fn run_tests(tests: &[(&str, Test)]) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Runs a program to completion; its stdout, or an error with its stderr.
+pub fn run_checked(program: &str, arguments: &[&str]) -> Result<String, String> {
+    let output = Command::new(program)
+        .args(arguments)
+        .output()
+        .map_err(|error| format!("{program}: {error}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(format!(
+            "`{program} {}` failed: {}",
+            arguments.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
     }
 }
 
