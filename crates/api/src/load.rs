@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::de::DeserializeOwned;
+use crate::Resource;
 use serde_json::Value;
 
 use crate::calico::{
@@ -352,151 +352,8 @@ impl Loader {
             line: document.start.line,
             column: document.start.column,
         };
-        match kind {
-            Kind::Namespace => self.add_typed(
-                kind,
-                body,
-                origin,
-                document,
-                &mut report,
-                |set, value: Namespace, report| {
-                    validate::namespace(&value, report);
-                    set.namespaces.push(value);
-                },
-            ),
-            Kind::Pod => self.add_typed(
-                kind,
-                body,
-                origin,
-                document,
-                &mut report,
-                |set, value: Pod, report| {
-                    validate::pod(&value, report);
-                    set.pods.push(value);
-                },
-            ),
-            Kind::ServiceAccount => self.add_typed(
-                kind,
-                body,
-                origin,
-                document,
-                &mut report,
-                |set, value: ServiceAccount, _| {
-                    set.service_accounts.push(value);
-                },
-            ),
-            Kind::KubernetesNetworkPolicy => self.add_typed(
-                kind,
-                body,
-                origin,
-                document,
-                &mut report,
-                |set, value: KubernetesNetworkPolicy, report| {
-                    validate::kubernetes_network_policy(&value, report);
-                    set.kubernetes_network_policies.push(value);
-                },
-            ),
-            Kind::NetworkPolicy => self.add_typed(
-                kind,
-                body,
-                origin,
-                document,
-                &mut report,
-                |set, value: NetworkPolicy, report| {
-                    validate::policy_spec(&value.spec, false, report);
-                    set.network_policies.push(value);
-                },
-            ),
-            Kind::GlobalNetworkPolicy => self.add_typed(
-                kind,
-                body,
-                origin,
-                document,
-                &mut report,
-                |set, value: GlobalNetworkPolicy, report| {
-                    validate::policy_spec(&value.spec, true, report);
-                    set.global_network_policies.push(value);
-                },
-            ),
-            Kind::Tier => self.add_typed(
-                kind,
-                body,
-                origin,
-                document,
-                &mut report,
-                |set, value: Tier, report| {
-                    validate::tier(&value, report);
-                    set.tiers.push(value);
-                },
-            ),
-            Kind::NetworkSet => self.add_typed(
-                kind,
-                body,
-                origin,
-                document,
-                &mut report,
-                |set, value: NetworkSet, _| {
-                    set.network_sets.push(value);
-                },
-            ),
-            Kind::GlobalNetworkSet => self.add_typed(
-                kind,
-                body,
-                origin,
-                document,
-                &mut report,
-                |set, value: GlobalNetworkSet, _| {
-                    set.global_network_sets.push(value);
-                },
-            ),
-            Kind::Node => self.add_typed(
-                kind,
-                body,
-                origin,
-                document,
-                &mut report,
-                |set, value: Node, _| {
-                    set.nodes.push(value);
-                },
-            ),
-            Kind::WorkloadEndpoint => self.add_typed(
-                kind,
-                body,
-                origin,
-                document,
-                &mut report,
-                |set, value: WorkloadEndpoint, _| {
-                    set.workload_endpoints.push(value);
-                },
-            ),
-            Kind::IpPool => self.add_typed(
-                kind,
-                body,
-                origin,
-                document,
-                &mut report,
-                |set, value: IpPool, report| {
-                    validate::ip_pool(&value, report);
-                    set.ip_pools.push(value);
-                },
-            ),
-        }
-        self.record(file, document, report);
-    }
-
-    /// Deserializes the body as `T`, checks its metadata, runs the kind's validation and adds
-    /// it to the set.
-    fn add_typed<T: DeserializeOwned + HasMetadata>(
-        &mut self,
-        kind: Kind,
-        body: Value,
-        origin: Origin,
-        document: &Document,
-        report: &mut Report,
-        add: impl FnOnce(&mut ResourceSet, T, &mut Report),
-    ) {
-        let mut value: T = match serde_path_to_error::deserialize(body) {
-            Ok(value) => value,
+        match crate::resource::deserialize(kind, body) {
+            Ok(resource) => self.add_resource(resource, origin, document, &mut report),
             Err(error) => {
                 let path = error.path().to_string();
                 let message = error.inner().to_string();
@@ -510,9 +367,21 @@ impl Loader {
                     None => path,
                 };
                 report.error(path.trim_start_matches('.'), message);
-                return;
             }
-        };
+        }
+        self.record(file, document, report);
+    }
+
+    /// Checks a resource's metadata, that it is not defined twice and the kind's own rules,
+    /// notes what spans objects (tier references, located fields), and adds it to the set.
+    fn add_resource(
+        &mut self,
+        mut value: Resource,
+        origin: Origin,
+        document: &Document,
+        report: &mut Report,
+    ) {
+        let kind = value.kind();
         let metadata = value.metadata_mut();
         metadata.origin = origin.clone();
         validate::metadata(kind, metadata, report);
@@ -566,7 +435,8 @@ impl Loader {
                 },
             ));
         }
-        add(&mut self.set, value, report);
+        validate::resource(&value, report);
+        self.set.push(value);
     }
 
     fn record(&mut self, file: &str, document: &Document, report: Report) {
@@ -652,10 +522,6 @@ fn collect_manifest_files(directory: &Path) -> std::io::Result<Vec<PathBuf>> {
 pub trait HasMetadata {
     fn metadata(&self) -> &ObjectMeta;
     fn metadata_mut(&mut self) -> &mut ObjectMeta;
-    /// The tier a policy names explicitly, if any.
-    fn tier_reference(&self) -> Option<&str> {
-        None
-    }
 }
 
 macro_rules! has_metadata {
@@ -676,29 +542,7 @@ has_metadata!(
     GlobalNetworkSet,
     IpPool,
     Node,
-    WorkloadEndpoint
+    WorkloadEndpoint,
+    NetworkPolicy,
+    GlobalNetworkPolicy
 );
-
-impl HasMetadata for NetworkPolicy {
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-    fn tier_reference(&self) -> Option<&str> {
-        self.spec.tier.as_deref()
-    }
-}
-
-impl HasMetadata for GlobalNetworkPolicy {
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-    fn tier_reference(&self) -> Option<&str> {
-        self.spec.tier.as_deref()
-    }
-}

@@ -75,6 +75,15 @@ impl Resource {
         each_kind!(self, resource => resource.metadata_mut())
     }
 
+    /// The tier a policy names explicitly, if any.
+    pub fn tier_reference(&self) -> Option<&str> {
+        match self {
+            Resource::NetworkPolicy(policy) => policy.spec.tier.as_deref(),
+            Resource::GlobalNetworkPolicy(policy) => policy.spec.tier.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The namespace for namespaced kinds (`default` when unset), `None` otherwise.
     pub fn namespace(&self) -> Option<&str> {
         self.kind().is_namespaced().then(|| self.metadata().namespace())
@@ -126,24 +135,8 @@ impl Resource {
             .find(|entry| Some(entry.0) == api_version.as_deref() && Some(entry.1) == kind_name.as_deref())
             .map(|entry| entry.2)
             .ok_or_else(|| format!("a stored value has an unknown kind {kind_name:?} {api_version:?}"))?;
-        fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, String> {
-            serde_path_to_error::deserialize(value)
-                .map_err(|error| format!("{}: {}", error.path(), error.inner()))
-        }
-        let mut resource = match kind {
-            Kind::Namespace => Resource::Namespace(typed(value)?),
-            Kind::Pod => Resource::Pod(typed(value)?),
-            Kind::ServiceAccount => Resource::ServiceAccount(typed(value)?),
-            Kind::Node => Resource::Node(typed(value)?),
-            Kind::KubernetesNetworkPolicy => Resource::KubernetesNetworkPolicy(typed(value)?),
-            Kind::NetworkPolicy => Resource::NetworkPolicy(typed(value)?),
-            Kind::GlobalNetworkPolicy => Resource::GlobalNetworkPolicy(typed(value)?),
-            Kind::Tier => Resource::Tier(typed(value)?),
-            Kind::NetworkSet => Resource::NetworkSet(typed(value)?),
-            Kind::GlobalNetworkSet => Resource::GlobalNetworkSet(typed(value)?),
-            Kind::IpPool => Resource::IpPool(typed(value)?),
-            Kind::WorkloadEndpoint => Resource::WorkloadEndpoint(typed(value)?),
-        };
+        let mut resource =
+            deserialize(kind, value).map_err(|error| format!("{}: {}", error.path(), error.inner()))?;
         resource.metadata_mut().resource_version = Some(resource_version.to_string());
         resource.metadata_mut().origin = crate::meta::Origin {
             file: "datastore".to_string(),
@@ -151,6 +144,34 @@ impl Resource {
             column: 0,
         };
         Ok(resource)
+    }
+}
+
+/// Reads the body of a manifest (without `apiVersion` and `kind`) as the typed resource of
+/// `kind`; the error carries the path of the field that did not fit.
+pub(crate) fn deserialize(
+    kind: Kind,
+    body: Value,
+) -> Result<Resource, serde_path_to_error::Error<serde_json::Error>> {
+    fn typed<T: serde::de::DeserializeOwned>(
+        body: Value,
+        wrap: fn(T) -> Resource,
+    ) -> Result<Resource, serde_path_to_error::Error<serde_json::Error>> {
+        serde_path_to_error::deserialize(body).map(wrap)
+    }
+    match kind {
+        Kind::Namespace => typed(body, Resource::Namespace),
+        Kind::Pod => typed(body, Resource::Pod),
+        Kind::ServiceAccount => typed(body, Resource::ServiceAccount),
+        Kind::Node => typed(body, Resource::Node),
+        Kind::KubernetesNetworkPolicy => typed(body, Resource::KubernetesNetworkPolicy),
+        Kind::NetworkPolicy => typed(body, Resource::NetworkPolicy),
+        Kind::GlobalNetworkPolicy => typed(body, Resource::GlobalNetworkPolicy),
+        Kind::Tier => typed(body, Resource::Tier),
+        Kind::NetworkSet => typed(body, Resource::NetworkSet),
+        Kind::GlobalNetworkSet => typed(body, Resource::GlobalNetworkSet),
+        Kind::IpPool => typed(body, Resource::IpPool),
+        Kind::WorkloadEndpoint => typed(body, Resource::WorkloadEndpoint),
     }
 }
 

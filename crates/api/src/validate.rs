@@ -52,7 +52,24 @@ pub fn metadata(kind: Kind, metadata: &ObjectMeta, report: &mut Report) {
     }
 }
 
-pub fn namespace(_namespace: &Namespace, _report: &mut Report) {}
+/// The rules of the resource's own kind (metadata is checked separately).
+pub fn resource(resource: &crate::Resource, report: &mut Report) {
+    use crate::Resource;
+    match resource {
+        Resource::Pod(pod) => self::pod(pod, report),
+        Resource::KubernetesNetworkPolicy(policy) => kubernetes_network_policy(policy, report),
+        Resource::NetworkPolicy(policy) => policy_spec(&policy.spec, false, report),
+        Resource::GlobalNetworkPolicy(policy) => policy_spec(&policy.spec, true, report),
+        Resource::Tier(value) => tier(value, report),
+        Resource::IpPool(pool) => ip_pool(pool, report),
+        Resource::Namespace(_)
+        | Resource::ServiceAccount(_)
+        | Resource::Node(_)
+        | Resource::NetworkSet(_)
+        | Resource::GlobalNetworkSet(_)
+        | Resource::WorkloadEndpoint(_) => {}
+    }
+}
 
 pub fn pod(pod: &Pod, report: &mut Report) {
     for (index, entry) in pod.status.pod_ips.iter().enumerate() {
