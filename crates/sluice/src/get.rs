@@ -21,10 +21,12 @@ pub enum GetFormat {
 pub struct GetArguments {
     /// The kind: namespace, pod, node, serviceaccount, networkpolicy (Calico), globalnetworkpolicy,
     /// tier, networkset, globalnetworkset, ippool, workloadendpoint, or
-    /// networkpolicies.networking.k8s.io (alias knp) for Kubernetes NetworkPolicy.
+    /// networkpolicies.networking.k8s.io (alias knp) for Kubernetes NetworkPolicy; and
+    /// nodestatus for what each node's agent last programmed.
     kind: String,
     /// One object by name.
     name: Option<String>,
+    /// The namespace (default: `default`).
     #[arg(short = 'n', long)]
     namespace: Option<String>,
     /// Every namespace.
