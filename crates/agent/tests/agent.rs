@@ -2,15 +2,17 @@
 //! follows changes through the watch, and when the kernel refuses a ruleset it keeps the
 //! previous one and says so in its status and metrics.
 
-use std::path::Path;
+mod support;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use sluice_agent::{Agent, AgentConfig, Metrics, NodeStatus, status_key};
+use sluice_agent::{Agent, AgentConfig, Metrics};
 use sluice_api::Resource;
 use sluice_nft::{Backend, FakeBackend, Family, NftError, Table, Transaction};
-use sluice_store::{Condition, EmbeddedStore, Operation, Store};
+use sluice_store::{EmbeddedStore, Store};
+use support::{examples, put_all, status, wait_for, workload_endpoints};
 
 /// A fake kernel shared with the test, which can be told to refuse transactions.
 #[derive(Clone, Default)]
@@ -43,57 +45,11 @@ impl SharedKernel {
     }
 }
 
-fn put_all(store: &dyn Store, resources: Vec<Resource>) {
-    let operations: Vec<Operation> = resources
-        .iter()
-        .map(|resource| Operation::Put {
-            key: resource.key(),
-            value: resource.encode(),
-            condition: Condition::Any,
-        })
-        .collect();
-    store.commit(&operations).unwrap();
-}
-
-fn workload_endpoints(resources: &sluice_api::ResourceSet) -> Vec<Resource> {
-    resources
-        .pods
-        .iter()
-        .enumerate()
-        .map(|(index, pod)| {
-            let text = format!(
-                "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {{name: wep-{index}, namespace: {}}}\nspec: {{node: {}, pod: {}, endpoint: eth0, containerID: c{index}, orchestrator: k8s, interfaceName: slc{index:012}, ipNetworks: [{}/32]}}\n",
-                pod.metadata.namespace(),
-                pod.spec.node_name.clone().unwrap(),
-                pod.metadata.name,
-                pod.addresses()[0]
-            );
-            sluice_api::load_str("wep.yaml", &text).unwrap().into_resources().remove(0)
-        })
-        .collect()
-}
-
-fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn status(store: &dyn Store, node: &str) -> Option<NodeStatus> {
-    store
-        .get(&status_key(node))
-        .unwrap()
-        .map(|value| serde_json::from_slice(&value.value).unwrap())
-}
-
 #[test]
 fn the_agent_programs_follows_changes_and_survives_a_refusal() {
     let directory = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(directory.path().join("store.db")).unwrap());
-    let examples =
-        sluice_api::load_paths(&[Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")]).unwrap();
+    let examples = examples();
     let endpoints = workload_endpoints(&examples);
     put_all(store.as_ref(), examples.clone().into_resources());
     put_all(store.as_ref(), endpoints);

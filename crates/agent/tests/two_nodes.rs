@@ -1,17 +1,16 @@
 //! Two agents of two nodes on one etcd, each programming its own node's kernel (a network
 //! namespace made for the test): a policy applied once is enforced on both.
 
-use std::path::Path;
+mod support;
+
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
-use sluice_agent::{Agent, AgentConfig, Metrics, NodeStatus, status_key};
-use sluice_api::Resource;
+use sluice_agent::{Agent, AgentConfig, Metrics};
 use sluice_nft::CommandBackend;
 use sluice_store::testing::EtcdCluster;
-use sluice_store::{Condition, Operation, Store};
+use support::{examples, load, put_all, status, wait_for, workload_endpoints};
 
 struct Namespace(String);
 
@@ -44,46 +43,12 @@ impl Drop for Namespace {
     }
 }
 
-fn put_all(store: &dyn Store, resources: Vec<Resource>) {
-    let operations: Vec<Operation> = resources
-        .iter()
-        .map(|resource| Operation::Put {
-            key: resource.key(),
-            value: resource.encode(),
-            condition: Condition::Any,
-        })
-        .collect();
-    store.commit(&operations).unwrap();
-}
-
-fn load(text: &str) -> Vec<Resource> {
-    sluice_api::load_str("test.yaml", text).unwrap().into_resources()
-}
-
-fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn a_policy_applied_once_is_enforced_on_both_nodes() {
     let etcd = EtcdCluster::start(1);
     let store = etcd.store();
-    let examples =
-        sluice_api::load_paths(&[Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")]).unwrap();
-    let mut endpoints = Vec::new();
-    for (index, pod) in examples.pods.iter().enumerate() {
-        endpoints.extend(load(&format!(
-            "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {{name: wep-{index}, namespace: {}}}\nspec: {{node: {}, pod: {}, endpoint: eth0, containerID: c{index}, orchestrator: k8s, interfaceName: slc{index:012}, ipNetworks: [{}/32]}}\n",
-            pod.metadata.namespace(),
-            pod.spec.node_name.clone().unwrap(),
-            pod.metadata.name,
-            pod.addresses()[0]
-        )));
-    }
+    let examples = examples();
+    let endpoints = workload_endpoints(&examples);
     put_all(store.as_ref(), examples.clone().into_resources());
     put_all(store.as_ref(), endpoints);
 
@@ -99,10 +64,7 @@ fn a_policy_applied_once_is_enforced_on_both_nodes() {
         namespaces.push(namespace);
     }
     let in_sync = |node: &str, revision: i64| {
-        store
-            .get(&status_key(node))
-            .unwrap()
-            .map(|value| serde_json::from_slice::<NodeStatus>(&value.value).unwrap())
+        status(store.as_ref(), node)
             .is_some_and(|status| status.in_sync && status.programmed_revision >= revision)
     };
     let start = store.revision().unwrap();
