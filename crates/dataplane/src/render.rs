@@ -5,11 +5,13 @@
 //!   chain and packets to a pod's interface through its ingress chain, via the verdict maps
 //!   `from-endpoint` and `to-endpoint`; established and related traffic is accepted first,
 //!   invalid traffic dropped, and a pod interface with no program yet is dropped (fail closed);
-//! - `endpoint-<hash>-egress|ingress`: anti-spoofing, then tiers of policy chains, as felix
-//!   does with two mark bits: ACCEPT ends the direction with "allowed", PASS skips to the next
-//!   tier; the end of a tier drops unless its default is Pass; after the last tier the
+//! - `endpoint-<hash>-egress|ingress`: anti-spoofing, then a jump to each tier's chain; a tier
+//!   that sets the ACCEPT mark ends the direction with "allowed"; after the last tier the
 //!   namespace profile allows;
-//! - `policy-<hash>-egress|ingress`: one nft rule per Calico rule and address family;
+//! - `tier-<hash>-egress|ingress`: the rules of the tier's policies for that endpoint, inlined
+//!   in order (one nft rule per Calico rule, address family and port alternative): Allow sets
+//!   ACCEPT and returns, Pass returns, Deny drops, Log logs and goes on; the chain ends with the
+//!   tier's default action. Named by content, so endpoints with the same policies share them;
 //! - sets `ip-<hash>-v4|v6` (interval sets of disjoint networks) and `port-<hash>-v4|v6`
 //!   (address . protocol . port, for named ports);
 //! - `nat-postrouting`: masquerade traffic from pools with natOutgoing to outside every pool.
@@ -30,7 +32,6 @@ pub const TABLE_NAME: &str = "sluice";
 pub const INTERFACE_PREFIX: &str = "slc";
 
 const MARK_ACCEPT: u32 = 0x0001_0000;
-const MARK_PASS: u32 = 0x0002_0000;
 
 /// A pod on this node and its host-side interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -282,20 +283,13 @@ pub fn render(ir: &Dataplane, local: &[LocalEndpoint]) -> Ruleset {
         ports: &port_references,
         families: &families,
     };
+    // Each policy's rules rendered once per direction; tier chains below inline them.
+    let mut rendered = RenderedPolicies::new();
     for &policy_id in &used_policies {
         let policy = &ir.policies[policy_id];
         for direction in [PolicyType::Egress, PolicyType::Ingress] {
-            let rules = policy.rules(direction);
-            if rules.is_empty() {
-                continue;
-            }
-            // Once a policy of the tier has accepted or passed, the rest of the tier is skipped;
-            // checking here, once per policy chain, keeps endpoint chains to one rule per policy.
-            let mut chain_rules = vec![(
-                format!("meta mark & {:#010x} != 0 return", MARK_ACCEPT | MARK_PASS),
-                None,
-            )];
-            for rule in rules {
+            let mut policy_rules = Vec::new();
+            for rule in policy.rules(direction) {
                 let comment = format!(
                     "{} {} rule {}",
                     policy.reference,
@@ -303,16 +297,10 @@ pub fn render(ir: &Dataplane, local: &[LocalEndpoint]) -> Ruleset {
                     rule.origin_index
                 );
                 for text in renderer.rule(rule, &format!("{} {}", policy.reference.name, rule.origin_index)) {
-                    chain_rules.push((text, Some(truncate(&comment, 120))));
+                    policy_rules.push((text, Some(truncate(&comment, 120))));
                 }
             }
-            ruleset.chains.insert(
-                policy_chain(&policy.reference, direction),
-                ChainState {
-                    base: None,
-                    rules: chain_rules,
-                },
-            );
+            rendered.insert((policy_id, direction_key(direction)), policy_rules);
         }
     }
 
@@ -322,13 +310,10 @@ pub fn render(ir: &Dataplane, local: &[LocalEndpoint]) -> Ruleset {
         let base_name = format!("endpoint-{}", short_hash((&program.namespace, &program.name)));
         for direction in [PolicyType::Egress, PolicyType::Ingress] {
             let chain = format!("{base_name}-{}", direction_name(direction));
-            ruleset.chains.insert(
-                chain.clone(),
-                ChainState {
-                    base: None,
-                    rules: endpoint_rules(ir, program, direction),
-                },
-            );
+            let rules = endpoint_rules(program, direction, &rendered, &mut ruleset);
+            ruleset
+                .chains
+                .insert(chain.clone(), ChainState { base: None, rules });
             let element = (
                 format!("\"{}\"", endpoint.interface),
                 Some(format!("jump {chain}")),
@@ -472,14 +457,6 @@ fn direction_name(direction: PolicyType) -> &'static str {
     }
 }
 
-fn policy_chain(reference: &sluice_policy::ir::PolicyReference, direction: PolicyType) -> String {
-    format!(
-        "policy-{}-{}",
-        short_hash((reference.kind, &reference.namespace, &reference.name)),
-        direction_name(direction)
-    )
-}
-
 fn set_description(source: &IpSetSource) -> String {
     match source {
         IpSetSource::Nets => "rule nets".to_string(),
@@ -523,13 +500,29 @@ fn collect_sets(rule: &CompiledRule, sets: &mut BTreeSet<usize>, port_sets: &mut
     }
 }
 
+/// Each used policy's rules, rendered, by (policy, direction).
+type RenderedPolicies = BTreeMap<(usize, u8), Vec<(String, Option<String>)>>;
+
+fn direction_key(direction: PolicyType) -> u8 {
+    match direction {
+        PolicyType::Ingress => 0,
+        PolicyType::Egress => 1,
+    }
+}
+
+/// An endpoint's chain for one direction: anti-spoofing, then one jump per tier. A tier is a
+/// chain of its policies' rules inlined in order (felix jumps to a chain per policy; inlining
+/// spares a packet the jump and the "has an earlier policy decided?" check per policy, which
+/// dominated the cost of new connections). Allow sets the ACCEPT mark and leaves the tier, Pass
+/// leaves it without, Deny drops, and the tier ends with its default action. Tier chains are
+/// named by their content, so endpoints with the same policies share them.
 fn endpoint_rules(
-    ir: &Dataplane,
     program: &EndpointProgram,
     direction: PolicyType,
+    rendered: &RenderedPolicies,
+    ruleset: &mut Ruleset,
 ) -> Vec<(String, Option<String>)> {
-    let clear = !(MARK_ACCEPT | MARK_PASS);
-    let mut rules = vec![(format!("meta mark set meta mark & {clear:#010x}"), None)];
+    let mut rules = vec![(format!("meta mark set meta mark & {:#010x}", !MARK_ACCEPT), None)];
     if direction == PolicyType::Egress {
         // Anti-spoofing: a pod sends only from its own addresses.
         for family in [Family::V4, Family::V6] {
@@ -541,46 +534,38 @@ fn endpoint_rules(
                 .collect();
             let keyword = family.address_keyword();
             let nfproto = if family == Family::V4 { "ipv4" } else { "ipv6" };
-            let rule = if own.is_empty() {
-                format!("meta nfproto {nfproto} drop")
-            } else {
+            let rule = match own.as_slice() {
+                [] => format!("meta nfproto {nfproto} drop"),
                 // One address as a plain comparison: an anonymous set per endpoint would add to
                 // the kernel's list of sets (see `INLINE_LIMIT`).
-                match own.as_slice() {
-                    [single] => format!("{keyword} saddr != {single} drop"),
-                    _ => format!("{keyword} saddr != {{ {} }} drop", own.join(", ")),
-                }
+                [single] => format!("{keyword} saddr != {single} drop"),
+                _ => format!("{keyword} saddr != {{ {} }} drop", own.join(", ")),
             };
             rules.push((rule, Some("anti-spoofing".to_string())));
         }
     }
-    let tiers = &program.direction(direction).tiers;
-    for (index, tier) in tiers.iter().enumerate() {
-        if index > 0 {
-            rules.push((
-                format!("meta mark set meta mark & {:#010x}", !MARK_PASS),
-                Some(format!("tier {}", tier.name)),
-            ));
-        }
-        for &policy in &tier.policies {
-            let reference = &ir.policies[policy].reference;
-            if ir.policies[policy].rules(direction).is_empty() {
-                // A policy with no rules in this direction only makes the tier apply.
-                continue;
-            }
-            // The policy chain returns at once when an earlier policy accepted or passed.
-            rules.push((
-                format!("jump {}", policy_chain(reference, direction)),
-                Some(truncate(&reference.to_string(), 120)),
-            ));
-        }
-        rules.push((format!("meta mark & {MARK_ACCEPT:#010x} != 0 return"), None));
+    for tier in &program.direction(direction).tiers {
+        let mut tier_rules: Vec<(String, Option<String>)> = tier
+            .policies
+            .iter()
+            .flat_map(|&policy| rendered[&(policy, direction_key(direction))].iter().cloned())
+            .collect();
         if tier.default_action != Action::Pass {
-            rules.push((
-                format!("meta mark & {MARK_PASS:#010x} == 0 drop"),
+            tier_rules.push((
+                "drop".to_string(),
                 Some(truncate(&format!("end of tier {}", tier.name), 120)),
             ));
         }
+        let name = format!("tier-{}-{}", short_hash(&tier_rules), direction_name(direction));
+        ruleset.chains.entry(name.clone()).or_insert(ChainState {
+            base: None,
+            rules: tier_rules,
+        });
+        rules.push((
+            format!("jump {name}"),
+            Some(truncate(&format!("tier {}", tier.name), 120)),
+        ));
+        rules.push((format!("meta mark & {MARK_ACCEPT:#010x} != 0 return"), None));
     }
     // No tier decided: the namespace profile allows.
     rules.push(("return".to_string(), None));
@@ -620,7 +605,7 @@ impl RuleRenderer<'_> {
         let action = match rule.action {
             Action::Allow => format!("meta mark set meta mark | {MARK_ACCEPT:#010x} return"),
             Action::Deny => "drop".to_string(),
-            Action::Pass => format!("meta mark set meta mark | {MARK_PASS:#010x} return"),
+            Action::Pass => "return".to_string(),
             Action::Log => format!("log prefix \"sluice {}: \"", truncate(log_label, 100)),
         };
         let mut rendered = Vec::new();
@@ -772,7 +757,8 @@ impl RuleRenderer<'_> {
 }
 
 fn ranges_text(ports: &PortMatch) -> String {
-    // The IR keeps ranges merged, as nft rejects overlapping intervals in one set.
+    // The IR keeps ranges merged, as nft rejects overlapping intervals in one set. One range is
+    // a plain comparison: an anonymous set would add to the kernel's list of sets.
     let items: Vec<String> = ports
         .ranges
         .iter()
@@ -784,7 +770,10 @@ fn ranges_text(ports: &PortMatch) -> String {
             }
         })
         .collect();
-    format!("{{ {} }}", items.join(", "))
+    match items.as_slice() {
+        [single] => single.clone(),
+        _ => format!("{{ {} }}", items.join(", ")),
+    }
 }
 
 #[cfg(test)]
