@@ -290,6 +290,7 @@ pub fn render(ir: &Dataplane, local: &[LocalEndpoint]) -> Ruleset {
         for direction in [PolicyType::Egress, PolicyType::Ingress] {
             let mut policy_rules = Vec::new();
             for rule in policy.rules(direction) {
+                let mut texts = Vec::new();
                 let comment = format!(
                     "{} {} rule {}",
                     policy.reference,
@@ -297,8 +298,13 @@ pub fn render(ir: &Dataplane, local: &[LocalEndpoint]) -> Ruleset {
                     rule.origin_index
                 );
                 for text in renderer.rule(rule, &format!("{} {}", policy.reference.name, rule.origin_index)) {
-                    policy_rules.push((text, Some(truncate(&comment, 120))));
+                    texts.push((text, Some(truncate(&comment, 120))));
                 }
+                // Merging needs one family: nodes with IPv6 pods keep rule-by-rule chains.
+                let lookup = (families == [Family::V4])
+                    .then(|| lookup_of(ir, rule, direction))
+                    .flatten();
+                policy_rules.push(RenderedRule { texts, lookup });
             }
             rendered.insert((policy_id, direction_key(direction)), policy_rules);
         }
@@ -501,7 +507,93 @@ fn collect_sets(rule: &CompiledRule, sets: &mut BTreeSet<usize>, port_sets: &mut
 }
 
 /// Each used policy's rules, rendered, by (policy, direction).
-type RenderedPolicies = BTreeMap<(usize, u8), Vec<(String, Option<String>)>>;
+type RenderedPolicies = BTreeMap<(usize, u8), Vec<RenderedRule>>;
+
+/// One Calico rule as nft rules, and, when it is simple enough, as set elements that a run of
+/// rules with the same action can share one lookup for.
+#[derive(Debug, Clone)]
+struct RenderedRule {
+    texts: Vec<(String, Option<String>)>,
+    lookup: Option<Lookup>,
+}
+
+/// A rule that matches exactly the packets whose (peer address, protocol, destination port) is
+/// in `elements`: IPv4 only, TCP/UDP/SCTP/UDPLite, Allow or Deny, no negations.
+#[derive(Debug, Clone)]
+struct Lookup {
+    action: Action,
+    elements: Vec<(IpNet, u8, (u16, u16))>,
+}
+
+/// The most elements one merged lookup holds (and the overlap check stays cheap).
+const RUN_ELEMENT_LIMIT: usize = 2048;
+
+/// Only rules of at most this many elements are merged. A rule over a large set already costs
+/// one lookup in a named set shared by every endpoint; copying its elements into each
+/// endpoint's run would multiply them by the number of endpoints.
+const RULE_MERGE_LIMIT: usize = 8;
+
+fn overlaps(left: &(IpNet, u8, (u16, u16)), right: &(IpNet, u8, (u16, u16))) -> bool {
+    left.1 == right.1
+        && left.2.0 <= right.2.1
+        && right.2.0 <= left.2.1
+        && (left.0.contains(&right.0.network()) || right.0.contains(&left.0.network()))
+}
+
+/// The lookup form of a rule, if it has one. The peer is the destination for egress and the
+/// source for ingress; the own side may only restrict destination ports (ingress).
+fn lookup_of(ir: &Dataplane, rule: &CompiledRule, direction: PolicyType) -> Option<Lookup> {
+    if !matches!(rule.action, Action::Allow | Action::Deny)
+        || rule.http
+        || rule.icmp.is_some()
+        || rule.not_icmp.is_some()
+        || rule.not_protocol.is_some()
+        || rule.ip_version.is_some_and(|version| version != 4)
+    {
+        return None;
+    }
+    let protocol = rule
+        .protocol
+        .filter(|protocol| matches!(protocol, 6 | 17 | 132 | 136))?;
+    let (peer, own) = match direction {
+        PolicyType::Egress => (&rule.destination, &rule.source),
+        PolicyType::Ingress => (&rule.source, &rule.destination),
+    };
+    let negated =
+        |side: &PeerMatch| side.not_nets.is_some() || side.not_selector.is_some() || side.not_ports.is_some();
+    if negated(peer)
+        || negated(own)
+        || own.nets.is_some()
+        || own.selector.is_some()
+        || rule.source.ports.is_some()
+    {
+        return None;
+    }
+    let ports = match &rule.destination.ports {
+        None => vec![(0, u16::MAX)],
+        Some(ports) if ports.named.is_empty() => ports.ranges.clone(),
+        Some(_) => return None,
+    };
+    let addresses: Vec<IpNet> = match (peer.nets, peer.selector) {
+        (None, None) => vec!["0.0.0.0/0".parse().expect("a valid network")],
+        (Some(id), None) | (None, Some(id)) => IpNet::aggregate(&ir.ip_sets[id as usize].members)
+            .into_iter()
+            .filter(|network| network.addr().is_ipv4())
+            .collect(),
+        (Some(_), Some(_)) => return None,
+    };
+    if addresses.len() * ports.len() > RULE_MERGE_LIMIT {
+        return None;
+    }
+    let elements = addresses
+        .iter()
+        .flat_map(|address| ports.iter().map(move |range| (*address, protocol, *range)))
+        .collect();
+    Some(Lookup {
+        action: rule.action,
+        elements,
+    })
+}
 
 fn direction_key(direction: PolicyType) -> u8 {
     match direction {
@@ -545,11 +637,44 @@ fn endpoint_rules(
         }
     }
     for tier in &program.direction(direction).tiers {
-        let mut tier_rules: Vec<(String, Option<String>)> = tier
+        let mut tier_rules: Vec<(String, Option<String>)> = Vec::new();
+        let mut run: Vec<&RenderedRule> = Vec::new();
+        for rendered_rule in tier
             .policies
             .iter()
-            .flat_map(|&policy| rendered[&(policy, direction_key(direction))].iter().cloned())
-            .collect();
+            .flat_map(|&policy| &rendered[&(policy, direction_key(direction))])
+        {
+            let fits = rendered_rule.lookup.as_ref().is_some_and(|lookup| {
+                run.first().is_none_or(|first| {
+                    let run_lookups = run.iter().filter_map(|member| member.lookup.as_ref());
+                    first
+                        .lookup
+                        .as_ref()
+                        .is_some_and(|first| first.action == lookup.action)
+                        && run_lookups
+                            .clone()
+                            .map(|member| member.elements.len())
+                            .sum::<usize>()
+                            + lookup.elements.len()
+                            <= RUN_ELEMENT_LIMIT
+                        && !run_lookups.flat_map(|member| &member.elements).any(|element| {
+                            lookup
+                                .elements
+                                .iter()
+                                .any(|candidate| overlaps(element, candidate))
+                        })
+                })
+            });
+            if !fits {
+                flush_run(&mut run, direction, &mut tier_rules, ruleset);
+            }
+            if rendered_rule.lookup.is_some() {
+                run.push(rendered_rule);
+            } else {
+                tier_rules.extend(rendered_rule.texts.iter().cloned());
+            }
+        }
+        flush_run(&mut run, direction, &mut tier_rules, ruleset);
         if tier.default_action != Action::Pass {
             tier_rules.push((
                 "drop".to_string(),
@@ -570,6 +695,71 @@ fn endpoint_rules(
     // No tier decided: the namespace profile allows.
     rules.push(("return".to_string(), None));
     rules
+}
+
+/// Writes a run of rules with the same action: one lookup in a set of all their elements when
+/// there are several (they are disjoint, so the order inside the run does not matter), else the
+/// rule as it is.
+fn flush_run(
+    run: &mut Vec<&RenderedRule>,
+    direction: PolicyType,
+    tier_rules: &mut Vec<(String, Option<String>)>,
+    ruleset: &mut Ruleset,
+) {
+    if run.len() < 2 {
+        for rule in run.drain(..) {
+            tier_rules.extend(rule.texts.iter().cloned());
+        }
+        return;
+    }
+    let lookups: Vec<&Lookup> = run.iter().filter_map(|rule| rule.lookup.as_ref()).collect();
+    let action = match lookups[0].action {
+        Action::Allow => format!("meta mark set meta mark | {MARK_ACCEPT:#010x} return"),
+        _ => "drop".to_string(),
+    };
+    let elements: BTreeSet<String> = lookups
+        .iter()
+        .flat_map(|lookup| &lookup.elements)
+        .map(|(network, protocol, (low, high))| {
+            let ports = if low == high {
+                low.to_string()
+            } else {
+                format!("{low}-{high}")
+            };
+            format!("{} . {protocol} . {ports}", network_text(network))
+        })
+        .collect();
+    let first = run[0]
+        .texts
+        .first()
+        .and_then(|(_, comment)| comment.clone())
+        .unwrap_or_default();
+    let last = run[run.len() - 1]
+        .texts
+        .last()
+        .and_then(|(_, comment)| comment.clone())
+        .unwrap_or_default();
+    let comment = truncate(&format!("{} rules, {first} to {last}", run.len()), 120);
+    run.clear();
+    if elements.is_empty() {
+        // None of the rules can match an IPv4 packet.
+        return;
+    }
+    let name = format!("run-{}-v4", short_hash((&elements, &action)));
+    let mut declaration = Set::new(name.clone(), "ipv4_addr . inet_proto . inet_service").interval();
+    declaration.comment = Some(comment.clone());
+    let peer = match direction {
+        PolicyType::Egress => "daddr",
+        PolicyType::Ingress => "saddr",
+    };
+    ruleset.sets.entry(name.clone()).or_insert(SetState {
+        declaration,
+        elements: elements.into_iter().map(|element| (element, None)).collect(),
+    });
+    tier_rules.push((
+        format!("meta nfproto ipv4 ip {peer} . meta l4proto . th dport @{name} {action}"),
+        Some(comment),
+    ));
 }
 
 struct RuleRenderer<'a> {
