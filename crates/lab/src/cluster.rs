@@ -174,23 +174,7 @@ fn build(
         });
         paths.save(state)?;
         let fabric_side = format!("n{index}");
-        // Created inside the fabric with its peer placed straight into the node: no interface
-        // ever exists in the root namespace.
-        ip_in(
-            &fabric,
-            &[
-                "link",
-                "add",
-                &fabric_side,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                UNDERLAY_INTERFACE,
-                "netns",
-                &netns,
-            ],
-        )?;
+        fabric_link(&fabric, &fabric_side, UNDERLAY_INTERFACE, &netns)?;
         ip_in(&fabric, &["link", "set", &fabric_side, "master", "br0", "up"])?;
         ip_in(
             &netns,
@@ -222,21 +206,7 @@ fn build(
         paths.save(state)?;
         let (fabric_end, host_end) = host_link(index);
         let fabric_side = format!("h{index}");
-        ip_in(
-            &fabric,
-            &[
-                "link",
-                "add",
-                &fabric_side,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                &netns,
-            ],
-        )?;
+        fabric_link(&fabric, &fabric_side, "eth0", &netns)?;
         ip_in(
             &fabric,
             &["address", "add", &format!("{fabric_end}/31"), "dev", &fabric_side],
@@ -810,4 +780,25 @@ pub fn status(environment: &Environment, name: &str) -> Result<bool, String> {
         println!("missing namespaces: {}", missing.join(", "));
     }
     Ok(healthy)
+}
+
+/// A veth created inside the fabric with its peer placed straight into `netns` as `peer_name`:
+/// no interface ever exists in the root namespace.
+fn fabric_link(fabric: &str, fabric_side: &str, peer_name: &str, netns: &str) -> Result<(), String> {
+    ip_in(
+        fabric,
+        &[
+            "link",
+            "add",
+            fabric_side,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            peer_name,
+            "netns",
+            netns,
+        ],
+    )
+    .map(drop)
 }

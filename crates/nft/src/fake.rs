@@ -34,10 +34,6 @@ struct FakeTable {
 #[derive(Debug, Clone, Default)]
 pub struct FakeBackend {
     tables: BTreeMap<String, FakeTable>,
-    /// How many transactions were applied, for tests of incremental updates.
-    pub transactions: usize,
-    /// The operations in the last applied transaction.
-    pub last_size: usize,
 }
 
 impl FakeBackend {
@@ -304,8 +300,6 @@ impl Backend for FakeBackend {
         let mut tables = self.tables.clone();
         FakeBackend::apply_to(&mut tables, transaction).map_err(NftError::Rejected)?;
         self.tables = tables;
-        self.transactions += 1;
-        self.last_size = transaction.len();
         Ok(())
     }
 
