@@ -18,7 +18,9 @@ pub struct Metrics {
     pub rules: Gauge,
     pub set_elements: Gauge,
     pub local_endpoints: Gauge,
+    pub routes: Gauge,
     pub sync_errors: Counter,
+    pub route_errors: Counter,
     pub full_syncs: Counter,
     pub datastore_errors: Counter,
     healthy: AtomicBool,
@@ -35,7 +37,9 @@ impl Metrics {
             rules: Gauge::default(),
             set_elements: Gauge::default(),
             local_endpoints: Gauge::default(),
+            routes: Gauge::default(),
             sync_errors: Counter::default(),
+            route_errors: Counter::default(),
             full_syncs: Counter::default(),
             datastore_errors: Counter::default(),
             healthy: AtomicBool::new(false),
@@ -65,6 +69,16 @@ impl Metrics {
             "local_endpoints",
             "Pods on this node with a program",
             metrics.local_endpoints.clone(),
+        );
+        registry.register(
+            "routes",
+            "Routes to other nodes' pod addresses and blackholes for local blocks",
+            metrics.routes.clone(),
+        );
+        registry.register(
+            "route_errors",
+            "Route syncs with a route the kernel refused",
+            metrics.route_errors.clone(),
         );
         registry.register(
             "sync_errors",

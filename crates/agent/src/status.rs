@@ -25,6 +25,9 @@ pub struct NodeStatus {
     pub local_endpoints: usize,
     pub rules: usize,
     pub set_elements: usize,
+    /// Routes to other nodes' pod addresses (and blackholes for the node's own blocks).
+    #[serde(default)]
+    pub routes: usize,
     /// Seconds since the Unix epoch.
     pub updated: u64,
 }

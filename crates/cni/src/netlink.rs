@@ -14,10 +14,9 @@ use futures_util::TryStreamExt;
 use ipnet::IpNet;
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
-use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkMessage};
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteScope, RouteType};
+use rtnetlink::packet_route::route::{RouteMessage, RouteScope, RouteType};
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 /// The pod's IPv4 next hop: a link-local address nobody owns, answered by the host side's proxy
@@ -109,16 +108,8 @@ impl std::fmt::Debug for Netlink {
 impl Netlink {
     /// Opens a socket in the calling thread's network namespace.
     pub fn open() -> Result<Netlink, NetlinkError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .context(|| "starting the netlink runtime".into())?;
-        let handle = runtime.block_on(async {
-            let (connection, handle, _) = rtnetlink::new_connection()?;
-            tokio::spawn(connection);
-            Ok::<_, std::io::Error>(handle)
-        });
-        let handle = handle.context(|| "opening a netlink socket".into())?;
+        let (runtime, handle) =
+            sluice_dataplane::netlink::connect().context(|| "opening a netlink socket".into())?;
         Ok(Netlink { runtime, handle })
     }
 
@@ -297,33 +288,11 @@ fn route_of(message: &RouteMessage) -> Option<Route> {
     {
         return None;
     }
-    let address = |value: &RouteAddress| match value {
-        RouteAddress::Inet(address) => Some(IpAddr::V4(*address)),
-        RouteAddress::Inet6(address) => Some(IpAddr::V6(*address)),
-        _ => None,
-    };
-    let mut destination = None;
-    let mut gateway = None;
-    let mut output = None;
-    for attribute in &message.attributes {
-        match attribute {
-            RouteAttribute::Destination(value) => destination = address(value),
-            RouteAttribute::Gateway(value) => gateway = address(value),
-            RouteAttribute::Oif(index) => output = Some(*index),
-            _ => {}
-        }
-    }
-    let destination = match destination {
-        Some(address) => IpNet::new(address, message.header.destination_prefix_length).ok()?,
-        None => match message.header.address_family {
-            AddressFamily::Inet6 => IpNet::V6(Default::default()),
-            _ => IpNet::V4(Default::default()),
-        },
-    };
+    let fields = sluice_dataplane::netlink::route_fields(message)?;
     Some(Route {
-        destination,
-        gateway,
-        output,
+        destination: fields.destination,
+        gateway: fields.gateway,
+        output: fields.output,
         scope: message.header.scope,
     })
 }

@@ -12,7 +12,7 @@
 //! **Records** live under `/sluice/ipam/` as JSON (see [`layout`]); every change is one
 //! transaction whose conditions are the revisions it read, retried on conflict.
 //!
-//! Architecture invariant: [`block`], [`pools`], [`report`] and [`layout`] are pure (no I/O,
+//! Architecture invariant: [`block`], [`pools`], [`report`], [`routes`] and [`layout`] are pure (no I/O,
 //! no clock); [`Ipam`] is the thin layer that reads and writes the store, and only through the
 //! `sluice_store::Store` trait.
 #![forbid(unsafe_code)]
@@ -29,6 +29,7 @@ mod ipam;
 pub mod layout;
 pub mod pools;
 pub mod report;
+pub mod routes;
 
 pub use error::IpamError;
 pub use ipam::{Ipam, ReleasedAddress};

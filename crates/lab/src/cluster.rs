@@ -9,9 +9,10 @@
 //! The fabric namespace routes between outside hosts (a /31 link each from 100.64.1.0/24) and
 //! the node underlay (a bridge, 100.64.0.0/24, nodes from .10). Nodes forward; their default
 //! route is the fabric. Pods are wired by the real `sluice-cni` run inside the node's namespace.
-//! Until the agent programs routes itself, the lab installs them: each node reaches every other
-//! node's blocks (and borrowed addresses) via that node's underlay address, and the fabric
-//! reaches the blocks of pools without natOutgoing the same way, so routed pods get replies.
+//! Each node's agent routes the other nodes' blocks (and borrowed addresses) through their
+//! underlay addresses, the InternalIPs of the lab's Node objects. The fabric plays the
+//! perimeter router that learns the routed pools (by BGP, in a real network): the lab gives it
+//! a route to each block of a pool without natOutgoing, so routed pods get replies from outside.
 //! Nothing here touches the root namespace.
 
 use std::collections::BTreeSet;
@@ -37,7 +38,8 @@ const POD_INTERFACE: &str = "eth0";
 const CNI_TIMEOUT: Duration = Duration::from_secs(20);
 const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn node_address(index: usize) -> Ipv4Addr {
+/// Node `index`'s underlay address, also its Node's InternalIP.
+pub(crate) fn node_address(index: usize) -> Ipv4Addr {
     Ipv4Addr::new(100, 64, 0, 10 + index as u8)
 }
 
@@ -303,8 +305,8 @@ fn build(
         );
     }
 
-    let routes = sync_routes(state, store.clone())?;
-    println!("{routes} routes installed between nodes and in the fabric");
+    let routes = sync_fabric_routes(state, store.clone())?;
+    println!("{routes} routes to routed pools installed in the fabric");
     wait_for_agents(paths, state, store.as_ref())?;
     println!("agents have programmed every pod");
     Ok(())
@@ -499,10 +501,13 @@ fn cni_delete(environment: &Environment, state: &LabState, pod: &PodState) {
     }
 }
 
-/// Routes pod addresses between nodes and from the fabric, from IPAM's blocks and affinities
-/// and, for addresses outside their node's blocks (borrowed), from the WorkloadEndpoints.
-/// Idempotent (`ip route replace`). Returns how many routes it set.
-pub fn sync_routes(state: &LabState, store: Arc<dyn Store>) -> Result<usize, String> {
+/// Routes the blocks (and borrowed addresses) of pools without natOutgoing from the fabric to
+/// their nodes, from IPAM's blocks and the WorkloadEndpoints: the perimeter router's part,
+/// which the agents do not play. Idempotent (`ip route replace`). Returns how many routes it set.
+pub fn sync_fabric_routes(state: &LabState, store: Arc<dyn Store>) -> Result<usize, String> {
+    let Some(fabric) = &state.fabric else {
+        return Ok(0);
+    };
     let placement = datastore::placement(store.clone())?;
     let (resources, _) = datastore::read_resources(store.as_ref())?;
     let pools: Vec<(IpNet, bool)> = resources
@@ -513,10 +518,12 @@ pub fn sync_routes(state: &LabState, store: Arc<dyn Store>) -> Result<usize, Str
         })
         .collect();
     // (destination, owning node)
-    let mut destinations: Vec<(IpNet, &NodeState, bool)> = Vec::new();
+    let mut destinations: Vec<(IpNet, &NodeState)> = Vec::new();
     for (block, owner, nat) in &placement.blocks {
-        if let Some(owner) = state.node(owner) {
-            destinations.push((*block, owner, *nat));
+        if let Some(owner) = state.node(owner)
+            && !nat
+        {
+            destinations.push((*block, owner));
         }
     }
     for resource in &resources {
@@ -532,45 +539,33 @@ pub fn sync_routes(state: &LabState, store: Arc<dyn Store>) -> Result<usize, Str
                 .blocks
                 .iter()
                 .any(|(block, node, _)| *node == owner.name && block.contains(&address));
-            if covered || address.is_ipv6() {
-                continue;
-            }
             let nat = pools
                 .iter()
                 .find(|(cidr, _)| cidr.contains(&address))
                 .is_some_and(|(_, nat)| *nat);
-            destinations.push((IpNet::from(address), owner, nat));
+            if !covered && !nat {
+                destinations.push((IpNet::from(address), owner));
+            }
         }
     }
     let mut count = 0;
-    for (destination, owner, nat) in destinations {
+    for (destination, owner) in destinations {
         if destination.addr().is_ipv6() {
             continue;
         }
-        let via = owner.address.to_string();
-        let destination = destination.to_string();
-        for node in state.nodes.iter().filter(|node| node.name != owner.name) {
-            ip_in(
-                &node.netns,
-                &[
-                    "route",
-                    "replace",
-                    &destination,
-                    "via",
-                    &via,
-                    "dev",
-                    UNDERLAY_INTERFACE,
-                ],
-            )?;
-            count += 1;
-        }
-        if !nat && let Some(fabric) = &state.fabric {
-            ip_in(
-                fabric,
-                &["route", "replace", &destination, "via", &via, "dev", "br0"],
-            )?;
-            count += 1;
-        }
+        ip_in(
+            fabric,
+            &[
+                "route",
+                "replace",
+                &destination.to_string(),
+                "via",
+                &owner.address.to_string(),
+                "dev",
+                "br0",
+            ],
+        )?;
+        count += 1;
     }
     Ok(count)
 }
@@ -709,8 +704,8 @@ pub fn status(environment: &Environment, name: &str) -> Result<bool, String> {
             .and_then(|store| datastore::agent_status(store, &node.name))
         {
             Some(status) if status.in_sync => format!(
-                "revision {}, {} pods, {} rules",
-                status.programmed_revision, status.local_endpoints, status.rules
+                "revision {}, {} pods, {} rules, {} routes",
+                status.programmed_revision, status.local_endpoints, status.rules, status.routes
             ),
             Some(status) => format!("out of sync: {}", status.error.unwrap_or_default()),
             None => "no status yet".to_string(),

@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use sluice_api::kubernetes::{Container, ContainerPort, Namespace, Node, Pod, PodSpec as KubernetesPodSpec};
+use sluice_api::kubernetes::{
+    Container, ContainerPort, Namespace, Node, NodeAddress, NodeStatus, Pod, PodSpec as KubernetesPodSpec,
+};
 use sluice_api::meta::ObjectMeta;
 use sluice_api::resource::RESOURCE_PREFIX;
 use sluice_api::values::Protocol;
@@ -69,7 +71,12 @@ pub fn apply_lab(store: &dyn Store, lab: &LabFile) -> Result<Vec<String>, String
             _ => None,
         })
         .collect();
-    for node in &lab.nodes {
+    for (index, node) in lab.nodes.iter().enumerate() {
+        // As the kubelet reports it; the agents route each other's pods through it.
+        let internal_address = NodeAddress {
+            address_type: "InternalIP".into(),
+            address: crate::cluster::node_address(index).to_string(),
+        };
         resources.push(Resource::Node(Node {
             metadata: ObjectMeta {
                 name: node.name.clone(),
@@ -77,7 +84,9 @@ pub fn apply_lab(store: &dyn Store, lab: &LabFile) -> Result<Vec<String>, String
                 ..ObjectMeta::default()
             },
             spec: Default::default(),
-            status: Default::default(),
+            status: NodeStatus {
+                addresses: vec![internal_address],
+            },
         }));
     }
     for pod in &lab.pods {
@@ -177,6 +186,8 @@ pub struct AgentStatus {
     pub local_endpoints: usize,
     #[serde(default)]
     pub rules: usize,
+    #[serde(default)]
+    pub routes: usize,
 }
 
 pub fn agent_status(store: &dyn Store, node: &str) -> Option<AgentStatus> {

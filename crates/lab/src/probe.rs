@@ -112,7 +112,7 @@ pub fn probe(environment: &Environment, name: &str, options: &ProbeOptions) -> R
     let state = paths.load()?;
     let store = datastore::open(&state.datastore)?;
     // Pods or pools may have changed since `up`; routes and programming catch up first.
-    cluster::sync_routes(&state, store.clone())?;
+    cluster::sync_fabric_routes(&state, store.clone())?;
     cluster::wait_for_agents(&paths, &state, store.as_ref())?;
     let resources = datastore::read_set(store.as_ref())?;
     let dataplane = sluice_policy::compile(&resources);

@@ -64,7 +64,8 @@ fn end_to_end() -> Result<(), String> {
             report.rows.len(),
             started.elapsed() - up
         );
-        check_report(&report)
+        check_report(&report)?;
+        check_routes(&environment, &name)
     });
     let removed = sluice_lab::down(&environment, &name);
     let prefix = format!("sl-{name}-");
@@ -80,6 +81,35 @@ fn end_to_end() -> Result<(), String> {
     }
     if environment.state_root.join(&name).exists() {
         return Err("`lab down` left the state directory".into());
+    }
+    Ok(())
+}
+
+/// Each agent routes the other node's two blocks (one per pool it has pods of) through that
+/// node's InternalIP and blackholes its own two, all marked as Sluice's (proto 83); the
+/// pod-to-pod probes across nodes in `check_report` went over these routes.
+fn check_routes(environment: &Environment, name: &str) -> Result<(), String> {
+    let paths = sluice_lab::state::LabPaths::new(&environment.state_root, name);
+    for (index, other_node) in [(0, "100.64.0.11"), (1, "100.64.0.10")] {
+        let netns = paths.node_netns(index);
+        let output = std::process::Command::new("ip")
+            .args(["-n", &netns, "route", "show", "proto", "83"])
+            .output()
+            .map_err(|error| error.to_string())?;
+        let routes = String::from_utf8_lossy(&output.stdout).into_owned();
+        let through_other = routes
+            .lines()
+            .filter(|line| line.contains(&format!("via {other_node} dev eth0")))
+            .count();
+        let blackholes = routes
+            .lines()
+            .filter(|line| line.starts_with("blackhole "))
+            .count();
+        if (through_other, blackholes) != (2, 2) || routes.lines().count() != 4 {
+            return Err(format!(
+                "node {index} should have 2 routes via {other_node} and 2 blackholes:\n{routes}"
+            ));
+        }
     }
     Ok(())
 }

@@ -334,10 +334,10 @@ fn node_status(arguments: &GetArguments) -> Result<ExitCode, String> {
             print!("{}", sluice_api::document::to_yaml(&value));
         }
         GetFormat::Table | GetFormat::Wide => {
-            println!("NODE   IN SYNC   PROGRAMMED   SEEN   ENDPOINTS   RULES   ELEMENTS   ERROR");
+            println!("NODE   IN SYNC   PROGRAMMED   SEEN   ENDPOINTS   RULES   ELEMENTS   ROUTES   ERROR");
             for status in statuses {
                 println!(
-                    "{}   {}   {}   {}   {}   {}   {}   {}",
+                    "{}   {}   {}   {}   {}   {}   {}   {}   {}",
                     status.node,
                     status.in_sync,
                     status.programmed_revision,
@@ -345,6 +345,7 @@ fn node_status(arguments: &GetArguments) -> Result<ExitCode, String> {
                     status.local_endpoints,
                     status.rules,
                     status.set_elements,
+                    status.routes,
                     status.error.unwrap_or_default()
                 );
             }

@@ -99,6 +99,11 @@ struct AgentArguments {
     /// Rebuild the whole table this often, in seconds.
     #[arg(long, default_value_t = 300)]
     resync_seconds: u64,
+    /// Do not route other nodes' pod addresses (leave it to a routing daemon such as BGP).
+    /// By default the agent routes each remote block through its node's InternalIP, which
+    /// needs the nodes on one link, and blackholes the node's own blocks.
+    #[arg(long)]
+    no_routes: bool,
     #[command(flatten)]
     datastore: datastore::DatastoreArguments,
 }
@@ -114,6 +119,7 @@ fn run_agent(arguments: &AgentArguments) -> Result<ExitCode, String> {
     let store = std::sync::Arc::from(arguments.datastore.open()?);
     let mut config = sluice_agent::AgentConfig::new(arguments.node.clone());
     config.resync_interval = std::time::Duration::from_secs(arguments.resync_seconds.max(1));
+    config.program_routes = !arguments.no_routes;
     sluice_agent::run(config, store, arguments.metrics_address.as_deref())?;
     Ok(ExitCode::SUCCESS)
 }
