@@ -212,6 +212,47 @@ fn a_pool_with_its_own_nat_address_is_source_natted_to_it() {
 }
 
 #[test]
+fn the_nat_chain_exists_only_while_a_pool_has_nat_outgoing() {
+    let namespace = Namespace::new("natchain");
+    let mut syncer = Syncer::new(CommandBackend::in_namespace(&namespace.0).expect("nft is installed"));
+    let has_nat_chain = || {
+        let output = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &namespace.0,
+                "nft",
+                "list",
+                "table",
+                "inet",
+                "sluice",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).contains("chain nat-postrouting")
+    };
+    let mut resources = examples();
+    let set_nat = |resources: &mut sluice_api::ResourceSet, nat: bool| {
+        for pool in &mut resources.ip_pools {
+            pool.spec.nat_outgoing = nat;
+        }
+    };
+    set_nat(&mut resources, false);
+    let report = syncer.sync(&rendered(&resources)).unwrap();
+    assert!(report.full);
+    assert!(!has_nat_chain());
+    // Turned on and off again by incremental syncs.
+    set_nat(&mut resources, true);
+    let report = syncer.sync(&rendered(&resources)).unwrap();
+    assert!(!report.full);
+    assert!(has_nat_chain());
+    set_nat(&mut resources, false);
+    let report = syncer.sync(&rendered(&resources)).unwrap();
+    assert!(!report.full);
+    assert!(!has_nat_chain());
+}
+
+#[test]
 fn a_node_without_a_program_is_fail_closed_for_pods() {
     let namespace = Namespace::new("failclosed");
     let mut backend = CommandBackend::in_namespace(&namespace.0).expect("nft is installed");
