@@ -13,6 +13,7 @@ use sluice_api::kubernetes::Pod;
 use sluice_api::meta::ObjectMeta;
 use sluice_api::values::Cidr;
 use sluice_api::{Kind, Resource, resource};
+use sluice_dataplane::conntrack::Conntrack;
 use sluice_ipam::{AssignRequest, Ipam, IpamError};
 use sluice_store::{Condition, KeyValue, Operation, Store, StoreError};
 
@@ -471,12 +472,47 @@ fn delete(environment: &Environment, config: &NetworkConfig) -> Result<(), CniEr
     // runs meanwhile.
     std::thread::scope(|scope| {
         let interface = scope.spawn(|| remove_pod_interface(environment));
-        let released = release(environment, config);
+        let store = open_store(config);
+        let addresses = store.as_ref().map_err(Clone::clone).and_then(|store| {
+            Ipam::new(store.clone())
+                .allocations_of(&environment.handle())
+                .map_err(ipam_error)
+        });
         let removed = interface
             .join()
             .unwrap_or_else(|_| Err(CniError::new(ErrorCode::Netlink, "the interface thread panicked")));
-        removed.and(released)
+        // With the pod's interface gone no new state can appear; the old state goes before
+        // the addresses can be handed to another pod.
+        if let Ok(addresses) = &addresses {
+            forget_connections(addresses.iter().map(|allocation| allocation.address));
+        }
+        let released = store.and_then(|store| release(store, environment, config));
+        removed.and(addresses.map(drop)).and(released)
     })
+}
+
+/// Deletes the connection-tracking entries of addresses being released, so that a pod given
+/// one of them later inherits no "established" flow of the old pod. A failure is reported on
+/// stderr and does not fail the command: the entries then only live until they time out.
+fn forget_connections(addresses: impl IntoIterator<Item = IpAddr>) {
+    let mut addresses = addresses.into_iter().peekable();
+    if addresses.peek().is_none() {
+        return;
+    }
+    let conntrack = match Conntrack::new() {
+        Ok(conntrack) => conntrack,
+        Err(error) => {
+            eprintln!(
+                "sluice-cni: {error}; connections of released addresses stay tracked until they time out"
+            );
+            return;
+        }
+    };
+    for address in addresses {
+        if let Err(error) = conntrack.forget(address) {
+            eprintln!("sluice-cni: forgetting the connections of {address}: {error}");
+        }
+    }
 }
 
 /// The pod's end, found by its name inside the pod's namespace: the host-side name is shared
@@ -502,8 +538,7 @@ fn remove_pod_interface(environment: &Environment) -> Result<(), CniError> {
 }
 
 /// The datastore half of DEL: the addresses and the WorkloadEndpoint.
-fn release(environment: &Environment, config: &NetworkConfig) -> Result<(), CniError> {
-    let store = open_store(config)?;
+fn release(store: Arc<dyn Store>, environment: &Environment, config: &NetworkConfig) -> Result<(), CniError> {
     Ipam::new(store.clone())
         .release(&environment.handle())
         .map_err(ipam_error)?;
@@ -744,6 +779,9 @@ fn garbage_collect(config: &NetworkConfig) -> Result<(), CniError> {
             continue;
         }
         let handle = crate::protocol::handle(&attachment.0, &attachment.1);
+        if let Ok(allocations) = ipam.allocations_of(&handle) {
+            forget_connections(allocations.iter().map(|allocation| allocation.address));
+        }
         let outcome = ipam
             .release(&handle)
             .map_err(ipam_error)

@@ -47,6 +47,17 @@ fn allocated(lab: &Lab, handle: &str) -> Vec<IpAddr> {
         .collect()
 }
 
+/// Conntrack entries in the node's namespace with `address` in any tuple.
+fn tracked(lab: &Lab, address: &str) -> usize {
+    lab.in_node(&["cat", "/proc/net/nf_conntrack"])
+        .lines()
+        .filter(|line| {
+            line.split_whitespace()
+                .any(|field| field == format!("src={address}") || field == format!("dst={address}"))
+        })
+        .count()
+}
+
 fn pod_address(reply: &Value) -> String {
     let address = reply["ips"][0]["address"].as_str().expect("an address");
     address.split('/').next().unwrap().to_string()
@@ -136,6 +147,10 @@ fn add_wires_the_pod_check_passes_and_del_cleans_up() {
     // open connections yet: ADD made the node fail closed, and no agent has programmed this
     // pod.
     support::udp_round_trip(&lab.node, &netns, address.parse().unwrap());
+    assert!(
+        tracked(&lab, &address) > 0,
+        "the round trip left no conntrack entry"
+    );
     assert_ne!(support::ping(&lab.node, &address), Some(false));
     assert_ne!(support::ping(&netns, NODE_ADDRESS), Some(true));
     let ruleset = support::run(
@@ -190,6 +205,8 @@ fn add_wires_the_pod_check_passes_and_del_cleans_up() {
     assert!(!has_link(&netns, "eth0"));
     assert!(allocated(&lab, &attachment.handle()).is_empty());
     assert!(lab.store().get(&endpoint_key("prod", "web-0")).unwrap().is_none());
+    // The released address carries no connection state to whoever gets it next.
+    assert_eq!(tracked(&lab, &address), 0);
     let again = lab.invoke("DEL", &attachment, &config);
     assert_eq!(again.code, 0, "{again:?}");
     lab.remove_pod_namespace(&netns);

@@ -9,6 +9,7 @@
 //! makes the next sync a full one.
 #![forbid(unsafe_code)]
 
+pub mod conntrack;
 pub mod netlink;
 mod render;
 pub mod routes;

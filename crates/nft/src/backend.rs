@@ -2,7 +2,7 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use crate::objects::{Table, Transaction};
 
@@ -79,15 +79,7 @@ impl CommandBackend {
     }
 
     fn find(namespace: Option<String>) -> Result<Self, NftError> {
-        let search = std::env::var_os("PATH")
-            .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-            .unwrap_or_default();
-        let binary = search
-            .into_iter()
-            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-            .map(|directory| directory.join("nft"))
-            .find(|candidate| candidate.is_file())
-            .ok_or(NftError::Missing)?;
+        let binary = crate::tool::find("nft").ok_or(NftError::Missing)?;
         let mut backend = CommandBackend {
             binary,
             namespace,
@@ -107,14 +99,7 @@ impl CommandBackend {
     }
 
     fn run(&self, arguments: &[&str], input: Option<&str>) -> Result<String, NftError> {
-        let mut command = match &self.namespace {
-            Some(namespace) => {
-                let mut command = Command::new("ip");
-                command.args(["netns", "exec", namespace]).arg(&self.binary);
-                command
-            }
-            None => Command::new(&self.binary),
-        };
+        let mut command = crate::tool::command(&self.binary, self.namespace.as_deref());
         command
             .args(arguments)
             .stdin(Stdio::piped())

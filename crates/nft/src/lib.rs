@@ -7,6 +7,8 @@
 //! applies transactions to it with nft's rules for add/create/flush/delete, for unit tests of
 //! what is rendered.
 //!
+//! [`tool`] finds and runs netfilter's command-line tools for the crates that need them.
+//!
 //! Architecture invariant: only this crate runs `nft`. It renders what it is given and knows
 //! nothing about policy.
 #![forbid(unsafe_code)]
@@ -14,6 +16,7 @@
 mod backend;
 mod fake;
 mod objects;
+pub mod tool;
 
 pub use backend::{Backend, CommandBackend, NftError, NftVersion};
 pub use fake::FakeBackend;
