@@ -15,7 +15,10 @@ use std::time::Instant;
 use sluice_lab::{ConnectResult, Environment, ProbeOptions, ProbeReport};
 use support::{Test, is_root};
 
-const TESTS: [(&str, Test); 1] = [("a_lab_agrees_with_explain_and_cleans_up", end_to_end)];
+const TESTS: [(&str, Test); 2] = [
+    ("a_lab_agrees_with_explain_and_cleans_up", end_to_end),
+    ("the_repository_examples_agree_with_explain", the_examples),
+];
 
 fn main() -> ExitCode {
     if let Some(code) = support::dispatch() {
@@ -83,6 +86,57 @@ fn end_to_end() -> Result<(), String> {
         return Err("`lab down` left the state directory".into());
     }
     Ok(())
+}
+
+/// The repository's `examples/` in a lab: every probe agrees with explain, and the policies
+/// visibly did something (some flows are denied, some allowed).
+fn the_examples() -> Result<(), String> {
+    if !is_root() {
+        println!("skipped: the lab needs root");
+        return Ok(());
+    }
+    let (environment, name, root) = test_environment()?;
+    let name = format!("{name}x");
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/examples-lab.yaml");
+    let outcome = sluice_lab::up(&environment, &file, Some(&name)).and_then(|()| {
+        let report = sluice_lab::probe(
+            &environment,
+            &name,
+            &ProbeOptions {
+                against_explain: true,
+                services: Vec::new(),
+            },
+        )?;
+        let disagreements: Vec<String> = report
+            .rows
+            .iter()
+            .filter_map(|row| {
+                let problem = row.disagreement.as_ref()?;
+                Some(format!(
+                    "{} -> {} {:?}/{}: {problem}",
+                    row.from, row.to, row.protocol, row.port
+                ))
+            })
+            .collect();
+        let allowed = report.rows.iter().filter(|row| row.allowed()).count();
+        println!("{} probes, {allowed} allowed", report.rows.len());
+        if !disagreements.is_empty() {
+            return Err(format!(
+                "probes disagree with explain:\n  {}",
+                disagreements.join("\n  ")
+            ));
+        }
+        if allowed == 0 || allowed == report.rows.len() {
+            return Err(format!(
+                "expected some flows allowed and some denied, {allowed} of {} allowed",
+                report.rows.len()
+            ));
+        }
+        Ok(())
+    });
+    let removed = sluice_lab::down(&environment, &name);
+    let _ = std::fs::remove_dir_all(&root);
+    outcome.and(removed)
 }
 
 /// Each agent routes the other node's two blocks (one per pool it has pods of) through that
