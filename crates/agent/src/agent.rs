@@ -61,6 +61,10 @@ pub struct Agent<B: Backend> {
     blocks: BTreeMap<String, BlockPlacement>,
     /// Nodes whose pod addresses could not be routed (no address), to log each change once.
     unroutable_nodes: Vec<String>,
+    /// A resource changed since the last ruleset the kernel took (block changes only move
+    /// routes, and do not recompile policy).
+    policy_dirty: bool,
+    counts: Counts,
     revision: Revision,
     programmed_revision: Revision,
     last_error: Option<String>,
@@ -89,6 +93,8 @@ impl<B: Backend> Agent<B> {
             resources: BTreeMap::new(),
             blocks: BTreeMap::new(),
             unroutable_nodes: Vec::new(),
+            policy_dirty: true,
+            counts: Counts::default(),
             revision: 0,
             programmed_revision: 0,
             last_error: None,
@@ -112,6 +118,7 @@ impl<B: Backend> Agent<B> {
         let (values, revision) = self.store.list(WATCHED_PREFIX)?;
         self.resources.clear();
         self.blocks.clear();
+        self.policy_dirty = true;
         for value in values {
             self.store_value(value.key, &value.value, value.modify_revision);
         }
@@ -122,13 +129,18 @@ impl<B: Backend> Agent<B> {
     /// Records a value if the agent reads its kind; says whether it did.
     fn store_value(&mut self, key: String, bytes: &[u8], revision: Revision) -> bool {
         if key.starts_with(BLOCK_PREFIX) {
-            match serde_json::from_slice::<Block>(bytes) {
+            // Most block writes only allocate an address on the block's own node, which
+            // changes no route: those do not wake the agent.
+            return match serde_json::from_slice::<Block>(bytes) {
                 Ok(block) => {
-                    self.blocks.insert(key, BlockPlacement::of(&block));
+                    let placement = BlockPlacement::of(&block);
+                    self.blocks.insert(key, placement.clone()) != Some(placement)
                 }
-                Err(error) => tracing::error!(%key, %error, "skipping an unreadable IPAM block"),
-            }
-            return true;
+                Err(error) => {
+                    tracing::error!(%key, %error, "skipping an unreadable IPAM block");
+                    false
+                }
+            };
         }
         if !key.starts_with(RESOURCE_PREFIX) {
             return false;
@@ -136,6 +148,7 @@ impl<B: Backend> Agent<B> {
         match Resource::decode(bytes, revision) {
             Ok(resource) => {
                 self.resources.insert(key, resource);
+                self.policy_dirty = true;
             }
             // Only Sluice writes these keys, after validation; an unreadable value is skipped
             // and reported rather than stopping the node's enforcement.
@@ -150,7 +163,9 @@ impl<B: Backend> Agent<B> {
         let relevant = match change {
             Change::Put(value) => self.store_value(value.key, &value.value, value.modify_revision),
             Change::Delete { key, .. } => {
-                self.resources.remove(&key).is_some() || self.blocks.remove(&key).is_some()
+                let resource = self.resources.remove(&key).is_some();
+                self.policy_dirty |= resource;
+                resource || self.blocks.remove(&key).is_some()
             }
         };
         if relevant {
@@ -240,21 +255,58 @@ impl<B: Backend> Agent<B> {
             .collect()
     }
 
-    /// Compiles the current resources and programs the kernel; records the outcome in the
-    /// metrics and the node's status record.
+    /// Compiles the current resources and programs the kernel (when a resource changed since
+    /// the last successful sync, or a resync is due), then brings the routes in step; records
+    /// the outcome in the metrics and the node's status record.
     pub fn program(&mut self, change_seen: Instant) -> Result<(), String> {
-        if self.last_full_sync.elapsed() >= self.config.resync_interval {
+        let resync = self.last_full_sync.elapsed() >= self.config.resync_interval;
+        if resync {
             self.syncer.resync_next();
             if let Some(routes) = &mut self.routes {
                 routes.resync_next();
             }
         }
+        let policy = if self.policy_dirty || resync {
+            self.program_policy(change_seen)
+        } else {
+            Ok(())
+        };
+        let routes = self.program_routes();
+        let errors: Vec<String> = [policy.err(), routes.clone().and_then(Result::err)]
+            .into_iter()
+            .flatten()
+            .collect();
+        let outcome = if errors.is_empty() {
+            self.programmed_revision = self.revision;
+            self.last_error = None;
+            self.metrics.set_healthy(true);
+            Ok(())
+        } else {
+            let message = errors.join("; ");
+            self.last_error = Some(message.clone());
+            self.metrics.set_healthy(false);
+            Err(message)
+        };
+        self.counts.routes = routes.and_then(Result::ok).unwrap_or(0);
+        self.write_status(self.counts);
+        outcome
+    }
+
+    /// The policy half of [`Agent::program`]: compile, render, one nft transaction.
+    fn program_policy(&mut self, change_seen: Instant) -> Result<(), String> {
         let set: ResourceSet = self.resources.values().cloned().collect();
         let dataplane = sluice_policy::compile(&set);
         let local = self.local_endpoints();
         let ruleset = render(&dataplane, &local);
-        let policy = match self.syncer.sync(&ruleset) {
+        self.counts = Counts {
+            local_endpoints: local.len(),
+            rules: ruleset.rule_count(),
+            set_elements: ruleset.element_count(),
+            routes: self.counts.routes,
+        };
+        match self.syncer.sync(&ruleset) {
             Ok(report) => {
+                self.policy_dirty = false;
                 self.metrics
                     .sync_seconds
                     .observe(change_seen.elapsed().as_secs_f64());
@@ -284,31 +336,7 @@ impl<B: Backend> Agent<B> {
                 tracing::error!(revision = self.revision, error = %message, "the kernel refused the ruleset; the previous one stays in force");
                 Err(message)
             }
-        };
-        let routes = self.program_routes();
-        let errors: Vec<String> = [policy.err(), routes.clone().and_then(Result::err)]
-            .into_iter()
-            .flatten()
-            .collect();
-        let outcome = if errors.is_empty() {
-            self.programmed_revision = self.revision;
-            self.last_error = None;
-            self.metrics.set_healthy(true);
-            Ok(())
-        } else {
-            let message = errors.join("; ");
-            self.last_error = Some(message.clone());
-            self.metrics.set_healthy(false);
-            Err(message)
-        };
-        let counts = Counts {
-            local_endpoints: local.len(),
-            rules: ruleset.rule_count(),
-            set_elements: ruleset.element_count(),
-            routes: routes.and_then(Result::ok).unwrap_or(0),
-        };
-        self.write_status(counts);
-        outcome
+        }
     }
 
     fn write_status(&self, counts: Counts) {
@@ -406,6 +434,7 @@ impl<B: Backend> Agent<B> {
 }
 
 /// What the status record counts.
+#[derive(Debug, Clone, Copy, Default)]
 struct Counts {
     local_endpoints: usize,
     rules: usize,

@@ -105,7 +105,28 @@ fn other_nodes_blocks_are_routed_through_them_and_changes_follow() {
         format!("blackhole {own_block}"),
     ];
     wait_for("routes for both blocks", || routes.routes() == expected);
-    assert!(status(store.as_ref(), "node-1").is_some_and(|status| status.in_sync && status.routes == 2));
+    wait_for("the status", || {
+        status(store.as_ref(), "node-1").is_some_and(|status| status.in_sync && status.routes == 2)
+    });
+
+    // Another address from node-1's own block moves no route: the agent is not even woken
+    // (it would rewrite its status).
+    let status_revision = || {
+        store
+            .get(&sluice_agent::status_key("node-1"))
+            .unwrap()
+            .unwrap()
+            .modify_revision
+    };
+    let before = status_revision();
+    let (_, same_block) = assign(&ipam, "node-1", "a2");
+    assert_eq!(same_block, own_block);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        status_revision(),
+        before,
+        "an allocation in the node's own block woke the agent"
+    );
 
     // node-3 has no address: its block cannot be routed, which is logged, not an error.
     let (_, unroutable_block) = assign(&ipam, "node-3", "c");
