@@ -1,27 +1,28 @@
 //! The agent's loop: list, watch, compile, render, sync.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sluice_api::resource::RESOURCE_PREFIX;
 use sluice_api::{Resource, ResourceSet};
-use sluice_dataplane::routes::{NetlinkRoutes, Route, RouteBackend, RouteSyncer};
+use sluice_dataplane::routes::{NetlinkRoutes, RouteBackend};
 use sluice_dataplane::{LocalEndpoint, Syncer, render};
-use sluice_ipam::block::Block;
 use sluice_ipam::layout::BLOCK_PREFIX;
-use sluice_ipam::routes::{BlockPlacement, NextHop, node_routes};
 use sluice_nft::Backend;
 use sluice_store::{Change, Condition, Operation, Revision, Store, StoreError, Watch};
 
 use crate::metrics::Metrics;
+use crate::routing::Routing;
 use crate::status::{NodeStatus, status_key};
 
-/// One watch covers both things the agent reads: resources and IPAM blocks. Other keys under
-/// it (handles, affinities, the agents' own status records) are skipped without waking it.
+/// One watch covers both things the agent reads, so it sees them in the store's order:
+/// resources and IPAM blocks. The other keys under it (handles, affinities) are skipped without
+/// waking it; the agents' status records live outside it.
 const WATCHED_PREFIX: &str = "/sluice/";
+/// How soon a sync the kernel refused is tried again.
+const POLICY_RETRY: Duration = Duration::from_millis(500);
 
 /// How the agent runs.
 #[derive(Debug, Clone)]
@@ -33,6 +34,8 @@ pub struct AgentConfig {
     /// Whether the agent routes other nodes' pod addresses through those nodes (off when a
     /// routing daemon announces them instead).
     pub program_routes: bool,
+    /// Read the kernel's routes again this often, to restore any it dropped.
+    pub route_refresh_interval: Duration,
     /// After a change, wait this long for more before programming, so a burst is one sync.
     pub batch_window: Duration,
 }
@@ -43,6 +46,7 @@ impl AgentConfig {
             node: node.into(),
             resync_interval: Duration::from_secs(300),
             program_routes: true,
+            route_refresh_interval: Duration::from_secs(90),
             batch_window: Duration::from_millis(5),
         }
     }
@@ -53,21 +57,20 @@ pub struct Agent<B: Backend> {
     config: AgentConfig,
     store: Arc<dyn Store>,
     syncer: Syncer<B>,
-    routes: Option<RouteSyncer<Box<dyn RouteBackend>>>,
+    /// `None` when the agent programs no routes.
+    routing: Option<Routing>,
     metrics: Arc<Metrics>,
     /// The datastore's resources by key, kept current by the watch.
     resources: BTreeMap<String, Resource>,
-    /// What routing needs of every IPAM block, by key.
-    blocks: BTreeMap<String, BlockPlacement>,
-    /// Nodes whose pod addresses could not be routed (no address), to log each change once.
-    unroutable_nodes: Vec<String>,
     /// A resource changed since the last ruleset the kernel took (block changes only move
     /// routes, and do not recompile policy).
     policy_dirty: bool,
     counts: Counts,
     revision: Revision,
     programmed_revision: Revision,
+    /// Why the kernel refused the last ruleset, until it takes one.
     last_error: Option<String>,
+    last_attempt: Instant,
     last_full_sync: Instant,
 }
 
@@ -88,16 +91,15 @@ impl<B: Backend> Agent<B> {
             config,
             store,
             syncer: Syncer::new(backend),
-            routes: None,
+            routing: None,
             metrics,
             resources: BTreeMap::new(),
-            blocks: BTreeMap::new(),
-            unroutable_nodes: Vec::new(),
             policy_dirty: true,
             counts: Counts::default(),
             revision: 0,
             programmed_revision: 0,
             last_error: None,
+            last_attempt: Instant::now(),
             last_full_sync: Instant::now(),
         }
     }
@@ -109,7 +111,7 @@ impl<B: Backend> Agent<B> {
     /// Keeps the node's routes to other nodes' pods through `backend` (without it, the agent
     /// programs no routes).
     pub fn with_routes(mut self, backend: Box<dyn RouteBackend>) -> Self {
-        self.routes = Some(RouteSyncer::new(backend));
+        self.routing = Some(Routing::new(backend, self.config.route_refresh_interval));
         self
     }
 
@@ -117,7 +119,9 @@ impl<B: Backend> Agent<B> {
     pub fn relist(&mut self) -> Result<(), StoreError> {
         let (values, revision) = self.store.list(WATCHED_PREFIX)?;
         self.resources.clear();
-        self.blocks.clear();
+        if let Some(routing) = &mut self.routing {
+            routing.clear_blocks();
+        }
         self.policy_dirty = true;
         for value in values {
             self.store_value(value.key, &value.value, value.modify_revision);
@@ -129,18 +133,10 @@ impl<B: Backend> Agent<B> {
     /// Records a value if the agent reads its kind; says whether it did.
     fn store_value(&mut self, key: String, bytes: &[u8], revision: Revision) -> bool {
         if key.starts_with(BLOCK_PREFIX) {
-            // Most block writes only allocate an address on the block's own node, which
-            // changes no route: those do not wake the agent.
-            return match serde_json::from_slice::<Block>(bytes) {
-                Ok(block) => {
-                    let placement = BlockPlacement::of(&block);
-                    self.blocks.insert(key, placement.clone()) != Some(placement)
-                }
-                Err(error) => {
-                    tracing::error!(%key, %error, "skipping an unreadable IPAM block");
-                    false
-                }
-            };
+            return self
+                .routing
+                .as_mut()
+                .is_some_and(|routing| routing.store_block(key, bytes));
         }
         if !key.starts_with(RESOURCE_PREFIX) {
             return false;
@@ -165,75 +161,17 @@ impl<B: Backend> Agent<B> {
             Change::Delete { key, .. } => {
                 let resource = self.resources.remove(&key).is_some();
                 self.policy_dirty |= resource;
-                resource || self.blocks.remove(&key).is_some()
+                resource
+                    || self
+                        .routing
+                        .as_mut()
+                        .is_some_and(|routing| routing.remove_block(&key))
             }
         };
         if relevant {
             self.revision = self.revision.max(revision);
         }
         relevant
-    }
-
-    /// The routes this node needs, from the blocks and the Nodes' addresses.
-    fn desired_routes(&mut self) -> Vec<Route> {
-        let addresses: BTreeMap<String, Vec<IpAddr>> = self
-            .resources
-            .values()
-            .filter_map(|resource| match resource {
-                Resource::Node(node) => Some((node.metadata.name.clone(), node_addresses(node))),
-                _ => None,
-            })
-            .collect();
-        let computed = node_routes(&self.config.node, self.blocks.values(), &addresses);
-        if computed.unreachable_nodes != self.unroutable_nodes {
-            if !computed.unreachable_nodes.is_empty() {
-                tracing::warn!(
-                    nodes = ?computed.unreachable_nodes,
-                    "these nodes hold pod addresses but their Node has no InternalIP of that family; their pods are not routed"
-                );
-            }
-            self.unroutable_nodes = computed.unreachable_nodes;
-        }
-        computed
-            .routes
-            .into_iter()
-            .map(|route| Route {
-                destination: route.destination,
-                via: match route.next_hop {
-                    NextHop::Node { address, .. } => Some(address),
-                    NextHop::Blackhole => None,
-                },
-            })
-            .collect()
-    }
-
-    /// Brings the node's routes in step; `None` when the agent programs no routes.
-    fn program_routes(&mut self) -> Option<Result<usize, String>> {
-        self.routes.as_ref()?;
-        let desired = self.desired_routes();
-        let routes = self.routes.as_mut()?;
-        let result = match routes.sync(&desired) {
-            Ok(report) => {
-                if report.added + report.removed > 0 {
-                    tracing::info!(
-                        added = report.added,
-                        removed = report.removed,
-                        "routes programmed"
-                    );
-                }
-                for conflict in &report.conflicts {
-                    tracing::warn!(route = %conflict, "another route has this destination; left alone");
-                }
-                self.metrics.routes.set(desired.len() as i64);
-                Ok(desired.len())
-            }
-            Err(error) => {
-                self.metrics.route_errors.inc();
-                tracing::error!(%error, "some routes could not be programmed");
-                Err(format!("routes: {error}"))
-            }
-        };
-        Some(result)
     }
 
     /// The pods of this node that the CNI plugin wired, with their host interfaces.
@@ -256,40 +194,69 @@ impl<B: Backend> Agent<B> {
     }
 
     /// Compiles the current resources and programs the kernel (when a resource changed since
-    /// the last successful sync, or a resync is due), then brings the routes in step; records
-    /// the outcome in the metrics and the node's status record.
+    /// the last ruleset the kernel took, or a rebuild is due), then brings the routes in step;
+    /// records the outcome in the metrics and the node's status record. The result is the
+    /// policy's: route trouble is reported on its own (see [`Routing`]).
     pub fn program(&mut self, change_seen: Instant) -> Result<(), String> {
+        self.last_attempt = Instant::now();
         let resync = self.last_full_sync.elapsed() >= self.config.resync_interval;
         if resync {
             self.syncer.resync_next();
-            if let Some(routes) = &mut self.routes {
-                routes.resync_next();
+            if let Some(routing) = &mut self.routing {
+                routing.resync_next();
             }
         }
-        let policy = if self.policy_dirty || resync {
+        let outcome = if self.policy_dirty || resync {
             self.program_policy(change_seen)
         } else {
             Ok(())
         };
-        let routes = self.program_routes();
-        let errors: Vec<String> = [policy.err(), routes.clone().and_then(Result::err)]
-            .into_iter()
-            .flatten()
-            .collect();
-        let outcome = if errors.is_empty() {
-            self.programmed_revision = self.revision;
-            self.last_error = None;
-            self.metrics.set_healthy(true);
-            Ok(())
-        } else {
-            let message = errors.join("; ");
-            self.last_error = Some(message.clone());
-            self.metrics.set_healthy(false);
-            Err(message)
-        };
-        self.counts.routes = routes.and_then(Result::ok).unwrap_or(0);
-        self.write_status(self.counts);
+        match &outcome {
+            Ok(()) => {
+                self.programmed_revision = self.revision;
+                self.last_error = None;
+                self.metrics.set_healthy(true);
+            }
+            Err(message) => {
+                self.last_error = Some(message.clone());
+                self.metrics.set_healthy(false);
+            }
+        }
+        self.sync_routes();
         outcome
+    }
+
+    /// Routes only, then the status record.
+    fn sync_routes(&mut self) {
+        if let Some(routing) = &mut self.routing {
+            routing.sync(&self.config.node, self.resources.values(), &self.metrics);
+        }
+        self.write_status();
+    }
+
+    /// Does what is due without a change: retry a refused ruleset, rebuild the table, retry
+    /// or refresh the routes. Returns when the next such thing is due.
+    fn run_due_work(&mut self) -> Instant {
+        let now = Instant::now();
+        let retry_policy = self.last_error.is_some() && now >= self.last_attempt + POLICY_RETRY;
+        let rebuild = now >= self.last_full_sync + self.config.resync_interval;
+        if retry_policy || rebuild {
+            let _ = self.program(now);
+        } else if self
+            .routing
+            .as_ref()
+            .is_some_and(|routing| now >= routing.next_due())
+        {
+            self.sync_routes();
+        }
+        let mut next = self.last_full_sync + self.config.resync_interval;
+        if self.last_error.is_some() {
+            next = next.min(self.last_attempt + POLICY_RETRY);
+        }
+        if let Some(routing) = &self.routing {
+            next = next.min(routing.next_due());
+        }
+        next
     }
 
     /// The policy half of [`Agent::program`]: compile, render, one nft transaction.
@@ -302,7 +269,6 @@ impl<B: Backend> Agent<B> {
             local_endpoints: local.len(),
             rules: ruleset.rule_count(),
             set_elements: ruleset.element_count(),
-            routes: self.counts.routes,
         };
         match self.syncer.sync(&ruleset) {
             Ok(report) => {
@@ -339,7 +305,8 @@ impl<B: Backend> Agent<B> {
         }
     }
 
-    fn write_status(&self, counts: Counts) {
+    fn write_status(&self) {
+        let counts = self.counts;
         let status = NodeStatus {
             node: self.config.node.clone(),
             programmed_revision: self.programmed_revision,
@@ -349,7 +316,8 @@ impl<B: Backend> Agent<B> {
             local_endpoints: counts.local_endpoints,
             rules: counts.rules,
             set_elements: counts.set_elements,
-            routes: counts.routes,
+            routes: self.routing.as_ref().map_or(0, |routing| routing.count),
+            route_error: self.routing.as_ref().and_then(|routing| routing.error.clone()),
             updated: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|elapsed| elapsed.as_secs())
@@ -384,43 +352,41 @@ impl<B: Backend> Agent<B> {
                 }
             };
             backoff = Duration::from_millis(100);
+            let mut next_due = self.run_due_work();
             while !stop.load(Ordering::Relaxed) {
-                match watch.next(Duration::from_millis(500)) {
+                let wait = next_due
+                    .saturating_duration_since(Instant::now())
+                    .clamp(Duration::from_millis(1), Duration::from_millis(500));
+                match watch.next(wait) {
                     Ok(Some(change)) => {
                         let seen = Instant::now();
-                        if !self.apply_change(change) {
-                            continue;
-                        }
-                        // Take the rest of a burst before programming.
-                        let deadline = seen + self.config.batch_window;
-                        loop {
-                            let left = deadline.saturating_duration_since(Instant::now());
-                            match watch.next(left) {
-                                Ok(Some(change)) => {
-                                    self.apply_change(change);
-                                }
-                                Ok(None) => break,
-                                Err(error) => {
-                                    self.datastore_trouble(&error, &mut backoff);
-                                    continue 'relist;
+                        if self.apply_change(change) {
+                            // Take the rest of a burst before programming.
+                            let deadline = seen + self.config.batch_window;
+                            loop {
+                                let left = deadline.saturating_duration_since(Instant::now());
+                                match watch.next(left) {
+                                    Ok(Some(change)) => {
+                                        self.apply_change(change);
+                                    }
+                                    Ok(None) => break,
+                                    Err(error) => {
+                                        self.datastore_trouble(&error, &mut backoff);
+                                        continue 'relist;
+                                    }
                                 }
                             }
-                        }
-                        let _ = self.program(seen);
-                    }
-                    Ok(None) => {
-                        // Idle: retry a failed sync, and rebuild the table when it is due.
-                        if self.last_error.is_some()
-                            || self.last_full_sync.elapsed() >= self.config.resync_interval
-                        {
-                            let _ = self.program(Instant::now());
+                            let _ = self.program(seen);
                         }
                     }
+                    Ok(None) => {}
                     Err(error) => {
                         self.datastore_trouble(&error, &mut backoff);
                         continue 'relist;
                     }
                 }
+                // Checked after every event, so a stream of skipped ones cannot starve it.
+                next_due = self.run_due_work();
             }
         }
     }
@@ -433,26 +399,12 @@ impl<B: Backend> Agent<B> {
     }
 }
 
-/// What the status record counts.
+/// What the status record counts of the last ruleset.
 #[derive(Debug, Clone, Copy, Default)]
 struct Counts {
     local_endpoints: usize,
     rules: usize,
     set_elements: usize,
-    routes: usize,
-}
-
-/// A node's address for routing: its InternalIPs, then its ExternalIPs, as Kubernetes lists
-/// them in `status.addresses`.
-fn node_addresses(node: &sluice_api::kubernetes::Node) -> Vec<IpAddr> {
-    let of_type = |wanted: &'static str| {
-        node.status
-            .addresses
-            .iter()
-            .filter(move |address| address.address_type == wanted)
-            .filter_map(|address| address.address.parse::<IpAddr>().ok())
-    };
-    of_type("InternalIP").chain(of_type("ExternalIP")).collect()
 }
 
 /// Runs an agent with the real `nft` (and, unless told not to, netlink routes) in the
@@ -463,6 +415,11 @@ pub fn run(config: AgentConfig, store: Arc<dyn Store>, metrics_address: Option<&
     if let Some(address) = metrics_address {
         let bound = metrics.serve(address)?;
         tracing::info!(%bound, "serving /metrics and /healthz");
+    }
+    if sluice_dataplane::conntrack::Conntrack::new().is_err() {
+        tracing::warn!(
+            "the conntrack tool is missing (Debian: apt-get install conntrack): the CNI plugin cannot forget a deleted pod's connections, which then stay tracked until they time out"
+        );
     }
     let program_routes = config.program_routes;
     let mut agent = Agent::new(config, store, backend, metrics);

@@ -12,6 +12,7 @@
 
 mod agent;
 mod metrics;
+mod routing;
 mod status;
 
 pub use agent::{Agent, AgentConfig, run};

@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-pub const STATUS_PREFIX: &str = "/sluice/status/nodes/";
+/// Outside `/sluice/`, which every agent watches: no agent is woken by another's status.
+pub const STATUS_PREFIX: &str = "/sluice-status/nodes/";
 
 pub fn status_key(node: &str) -> String {
     format!("{STATUS_PREFIX}{node}")
@@ -28,6 +29,10 @@ pub struct NodeStatus {
     /// Routes to other nodes' pod addresses (and blackholes for the node's own blocks).
     #[serde(default)]
     pub routes: usize,
+    /// Why some routes could not be programmed, if they could not (they are retried; policy
+    /// is unaffected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_error: Option<String>,
     /// Seconds since the Unix epoch.
     pub updated: u64,
 }

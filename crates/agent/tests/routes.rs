@@ -26,6 +26,10 @@ impl RouteBackend for SharedRoutes {
         self.0.lock().unwrap().list()
     }
 
+    fn add(&mut self, route: &Route) -> Result<bool, RouteError> {
+        self.0.lock().unwrap().add(route)
+    }
+
     fn replace(&mut self, route: &Route) -> Result<(), RouteError> {
         self.0.lock().unwrap().replace(route)
     }
@@ -55,6 +59,16 @@ fn node(name: &str, address: Option<&str>) -> String {
         .map(|address| format!("status: {{addresses: [{{type: InternalIP, address: {address}}}]}}"))
         .unwrap_or_default();
     format!("apiVersion: v1\nkind: Node\nmetadata: {{name: {name}}}\n{status}\n---\n")
+}
+
+/// The value of `sluice_agent_route_errors_total`.
+fn route_errors(metrics: &Metrics) -> u64 {
+    metrics
+        .render()
+        .lines()
+        .find_map(|line| line.strip_prefix("sluice_agent_route_errors_total "))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("the metric is exported")
 }
 
 fn assign(ipam: &Ipam, node: &str, pod: &str) -> (IpAddr, IpNet) {
@@ -91,6 +105,7 @@ fn other_nodes_blocks_are_routed_through_them_and_changes_follow() {
     let metrics = Metrics::new();
     let mut config = AgentConfig::new("node-1");
     config.resync_interval = Duration::from_secs(3600);
+    config.route_refresh_interval = Duration::from_secs(1);
     let agent = Agent::new(config, store.clone(), FakeBackend::default(), metrics.clone())
         .with_routes(Box::new(routes.clone()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -127,6 +142,9 @@ fn other_nodes_blocks_are_routed_through_them_and_changes_follow() {
         before,
         "an allocation in the node's own block woke the agent"
     );
+    // While a change that matters does wake it: the quiet above was not a stalled agent.
+    put_all(store.as_ref(), load(&node("node-4", Some("100.64.0.14"))));
+    wait_for("the agent to take a Node change", || status_revision() != before);
 
     // node-3 has no address: its block cannot be routed, which is logged, not an error.
     let (_, unroutable_block) = assign(&ipam, "node-3", "c");
@@ -163,27 +181,49 @@ fn other_nodes_blocks_are_routed_through_them_and_changes_follow() {
     expected.sort();
     wait_for("routes through the new addresses", || routes.routes() == expected);
 
-    // A route the kernel refuses: the others stay, the status and the metrics say so.
+    // A route the kernel refuses: the others stay, the status and the metrics say so, and
+    // the node's policy stays in sync and healthy.
     routes.0.lock().unwrap().unreachable.insert(remote_block);
     put_all(store.as_ref(), load(&node("node-2", Some("100.64.0.31"))));
     wait_for("the refused route in the status", || {
-        status(store.as_ref(), "node-1").is_some_and(|status| {
-            !status.in_sync && status.error.as_deref().unwrap_or("").starts_with("routes: ")
-        })
+        status(store.as_ref(), "node-1").is_some_and(|status| status.route_error.is_some())
     });
-    assert!(metrics.render().contains("sluice_agent_route_errors_total 1"));
-    assert!(!metrics.is_healthy());
+    let refused = status(store.as_ref(), "node-1").unwrap();
+    assert!(refused.in_sync, "{refused:?}");
+    assert!(
+        refused
+            .route_error
+            .unwrap()
+            .contains(&format!("{remote_block} via 100.64.0.31"))
+    );
+    assert!(metrics.is_healthy());
+    assert!(route_errors(&metrics) >= 1);
+    assert!(
+        routes
+            .routes()
+            .contains(&format!("{unroutable_block} via 100.64.0.12"))
+    );
 
-    // It is retried until the kernel takes it.
+    // It is retried, with backoff, until the kernel takes it.
     routes.0.lock().unwrap().unreachable.clear();
     wait_for("recovery", || {
-        status(store.as_ref(), "node-1").is_some_and(|status| status.in_sync)
+        status(store.as_ref(), "node-1").is_some_and(|status| status.route_error.is_none())
     });
     assert!(
         routes
             .routes()
             .contains(&format!("{remote_block} via 100.64.0.31"))
     );
+
+    // A route removed behind the agent's back comes back at the next refresh (1 s here).
+    let removed = format!("{remote_block} via 100.64.0.31");
+    routes
+        .0
+        .lock()
+        .unwrap()
+        .routes
+        .retain(|kernel| kernel.route.to_string() != removed);
+    wait_for("the refresh", || routes.routes().contains(&removed));
 
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     runner.join().unwrap();

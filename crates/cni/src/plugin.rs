@@ -482,12 +482,12 @@ fn delete(environment: &Environment, config: &NetworkConfig) -> Result<(), CniEr
             .join()
             .unwrap_or_else(|_| Err(CniError::new(ErrorCode::Netlink, "the interface thread panicked")));
         // With the pod's interface gone no new state can appear; the old state goes before
-        // the addresses can be handed to another pod.
-        if let Ok(addresses) = &addresses {
-            forget_connections(addresses.iter().map(|allocation| allocation.address));
-        }
+        // the addresses can be handed to another pod. Addresses that could not be read are
+        // not released either: the runtime retries DEL.
+        let addresses = addresses?;
+        forget_connections(addresses.iter().map(|allocation| allocation.address));
         let released = store.and_then(|store| release(store, environment, config));
-        removed.and(addresses.map(drop)).and(released)
+        removed.and(released)
     })
 }
 
@@ -779,11 +779,10 @@ fn garbage_collect(config: &NetworkConfig) -> Result<(), CniError> {
             continue;
         }
         let handle = crate::protocol::handle(&attachment.0, &attachment.1);
-        if let Ok(allocations) = ipam.allocations_of(&handle) {
-            forget_connections(allocations.iter().map(|allocation| allocation.address));
-        }
         let outcome = ipam
-            .release(&handle)
+            .allocations_of(&handle)
+            .map(|allocations| forget_connections(allocations.iter().map(|allocation| allocation.address)))
+            .and_then(|()| ipam.release(&handle))
             .map_err(ipam_error)
             .and_then(|_| delete_endpoint(store.as_ref(), &key, revision));
         if let Err(error) = outcome {

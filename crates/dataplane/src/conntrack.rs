@@ -3,16 +3,20 @@
 //! Conntrack entries outlive the pod whose traffic made them: they name addresses, not
 //! interfaces. When the address goes to a new pod, an old entry would let the old peer's
 //! packets through as "established" and deliver them to the new pod, whatever its policy says.
-//! So, as Calico's Felix does (`felix/conntrack`), every entry with the address on either side
-//! of either direction is deleted when a pod's address is released, through the `conntrack`
-//! tool (conntrack-tools), as kube-proxy does too.
+//! So every entry of a released pod address is deleted, through the `conntrack` tool
+//! (conntrack-tools), as kube-proxy also uses it. Calico's Felix deletes the same entries
+//! (`felix/conntrack`) when a workload's route goes; Sluice's CNI plugin does it on DEL,
+//! before IPAM can hand the address out again.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-/// The four places an address can appear in an entry: the original and the reply tuple's
-/// source and destination (a NATed entry's reply differs from its original).
-const DIRECTIONS: [&str; 4] = ["--orig-src", "--orig-dst", "--reply-src", "--reply-dst"];
+/// Where a pod's address appears in every entry of its flows: the original source when the
+/// pod opened the connection, the reply source when it answered one (even one addressed to
+/// another address and DNATed to it). Felix searches the same two.
+const DIRECTIONS: [&str; 2] = ["--orig-src", "--reply-src"];
+/// The tool fails now and then for no lasting reason; Felix retries 3 times too.
+const ATTEMPTS: usize = 4;
 
 /// The `conntrack` tool, in this network namespace or, for tests, in a named one.
 #[derive(Debug, Clone)]
@@ -57,28 +61,38 @@ impl Conntrack {
         let mut deleted = 0;
         for direction in DIRECTIONS {
             let arguments = ["--family", family, "--delete", direction, address.as_str()];
-            let output = sluice_nft::tool::command(&self.binary, self.namespace.as_deref())
-                .args(arguments)
-                .output()
-                .map_err(|error| ConntrackError::Failed {
-                    command: format!("conntrack {}", arguments.join(" ")),
-                    status: "not started".into(),
-                    stderr: error.to_string(),
-                })?;
-            // "N flow entries have been deleted." on stderr; with none, the exit status is 1.
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            match deleted_count(&stderr) {
-                Some(count) => deleted += count,
-                None => {
-                    return Err(ConntrackError::Failed {
-                        command: format!("conntrack {}", arguments.join(" ")),
-                        status: output.status.to_string(),
-                        stderr: stderr.trim().to_string(),
-                    });
+            let mut attempt = 1;
+            loop {
+                match self.delete(&arguments) {
+                    Ok(count) => {
+                        deleted += count;
+                        break;
+                    }
+                    Err(_) if attempt < ATTEMPTS => attempt += 1,
+                    Err(error) => return Err(error),
                 }
             }
         }
         Ok(deleted)
+    }
+
+    /// One `conntrack --delete`; how many entries it deleted.
+    fn delete(&self, arguments: &[&str]) -> Result<usize, ConntrackError> {
+        let output = sluice_nft::tool::command(&self.binary, self.namespace.as_deref())
+            .args(arguments)
+            .output()
+            .map_err(|error| ConntrackError::Failed {
+                command: format!("conntrack {}", arguments.join(" ")),
+                status: "not started".into(),
+                stderr: error.to_string(),
+            })?;
+        // "N flow entries have been deleted." on stderr; with none, the exit status is 1.
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        deleted_count(&stderr).ok_or_else(|| ConntrackError::Failed {
+            command: format!("conntrack {}", arguments.join(" ")),
+            status: output.status.to_string(),
+            stderr: stderr.trim().to_string(),
+        })
     }
 }
 

@@ -55,7 +55,10 @@ pub struct RouteError(pub String);
 pub trait RouteBackend: Send {
     /// Every main-table route with a destination (unicast and blackhole), of every protocol.
     fn list(&mut self) -> Result<Vec<KernelRoute>, RouteError>;
-    /// Adds `route` with Sluice's protocol, replacing Sluice's route to the same destination.
+    /// Adds `route` with Sluice's protocol where the destination has no route; `Ok(false)` if
+    /// one appeared since the last list (the kernel refuses rather than overwrites it).
+    fn add(&mut self, route: &Route) -> Result<bool, RouteError>;
+    /// Replaces Sluice's route to the same destination with `route`.
     fn replace(&mut self, route: &Route) -> Result<(), RouteError>;
     /// Deletes Sluice's route to `route.destination`.
     fn delete(&mut self, route: &Route) -> Result<(), RouteError>;
@@ -64,6 +67,10 @@ pub trait RouteBackend: Send {
 impl<R: RouteBackend + ?Sized> RouteBackend for Box<R> {
     fn list(&mut self) -> Result<Vec<KernelRoute>, RouteError> {
         (**self).list()
+    }
+
+    fn add(&mut self, route: &Route) -> Result<bool, RouteError> {
+        (**self).add(route)
     }
 
     fn replace(&mut self, route: &Route) -> Result<(), RouteError> {
@@ -109,7 +116,9 @@ impl<R: RouteBackend> RouteSyncer<R> {
     }
 
     /// Makes Sluice's routes exactly `desired`. Every route is attempted even when one fails;
-    /// the errors are returned together and the next sync reads the kernel again.
+    /// the errors are returned together and the next sync reads the kernel again, as it does
+    /// while a conflict lasts. Routes are told apart by destination alone: Sluice's all have
+    /// the default metric, and another route to the destination at any metric is a conflict.
     pub fn sync(&mut self, desired: &[Route]) -> Result<RouteReport, RouteError> {
         let desired: BTreeSet<Route> = desired.iter().cloned().collect();
         if self.applied.as_ref() == Some(&desired) {
@@ -125,13 +134,11 @@ impl<R: RouteBackend> RouteSyncer<R> {
                 theirs.insert(kernel.route.destination);
             }
         }
+        let wanted: BTreeSet<IpNet> = desired.iter().map(|route| route.destination).collect();
         let mut report = RouteReport::default();
         let mut errors = Vec::new();
         for route in ours.values() {
-            if !desired
-                .iter()
-                .any(|wanted| wanted.destination == route.destination)
-            {
+            if !wanted.contains(&route.destination) {
                 match self.backend.delete(route) {
                     Ok(()) => report.removed += 1,
                     Err(error) => errors.push(error.0),
@@ -139,24 +146,25 @@ impl<R: RouteBackend> RouteSyncer<R> {
             }
         }
         for route in &desired {
-            if ours.get(&route.destination) == Some(route) {
-                continue;
-            }
-            if theirs.contains(&route.destination) && !ours.contains_key(&route.destination) {
-                report.conflicts.push(route.clone());
-                continue;
-            }
-            match self.backend.replace(route) {
-                Ok(()) => report.added += 1,
+            let outcome = match ours.get(&route.destination) {
+                Some(existing) if existing == route => continue,
+                Some(_) => self.backend.replace(route).map(|()| true),
+                None if theirs.contains(&route.destination) => Ok(false),
+                None => self.backend.add(route),
+            };
+            match outcome {
+                Ok(true) => report.added += 1,
+                Ok(false) => report.conflicts.push(route.clone()),
                 Err(error) => errors.push(error.0),
             }
         }
-        if errors.is_empty() {
-            self.applied = Some(desired);
-            Ok(report)
-        } else {
-            Err(RouteError(errors.join("; ")))
+        if !errors.is_empty() {
+            return Err(RouteError(errors.join("; ")));
         }
+        if report.conflicts.is_empty() {
+            self.applied = Some(desired);
+        }
+        Ok(report)
     }
 }
 
@@ -212,6 +220,20 @@ impl RouteBackend for NetlinkRoutes {
             routes.extend(messages.iter().filter_map(kernel_route));
         }
         Ok(routes)
+    }
+
+    fn add(&mut self, route: &Route) -> Result<bool, RouteError> {
+        // Without replace, rtnetlink asks for NLM_F_CREATE | NLM_F_EXCL.
+        let request = self.handle.route().add(message(route)).execute();
+        match self.runtime.block_on(request) {
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(error))
+                if error.to_io().raw_os_error() == Some(nix::errno::Errno::EEXIST as i32) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(RouteError(format!("adding route {route}: {error}"))),
+        }
     }
 
     fn replace(&mut self, route: &Route) -> Result<(), RouteError> {
@@ -274,7 +296,7 @@ fn kernel_route(message: &RouteMessage) -> Option<KernelRoute> {
 #[derive(Debug, Clone, Default)]
 pub struct FakeRoutes {
     pub routes: Vec<KernelRoute>,
-    /// Destinations whose replace fails, as the kernel's does for an unreachable next hop.
+    /// Destinations whose add or replace fails, as the kernel's does for an unreachable next hop.
     pub unreachable: BTreeSet<IpNet>,
     pub calls: usize,
 }
@@ -283,6 +305,18 @@ impl RouteBackend for FakeRoutes {
     fn list(&mut self) -> Result<Vec<KernelRoute>, RouteError> {
         self.calls += 1;
         Ok(self.routes.clone())
+    }
+
+    fn add(&mut self, route: &Route) -> Result<bool, RouteError> {
+        if self
+            .routes
+            .iter()
+            .any(|kernel| kernel.route.destination == route.destination)
+        {
+            self.calls += 1;
+            return Ok(false);
+        }
+        self.replace(route).map(|()| true)
     }
 
     fn replace(&mut self, route: &Route) -> Result<(), RouteError> {
@@ -380,6 +414,12 @@ mod tests {
             syncer.backend().routes,
             vec![kernel("10.0.0.64/26", Some("100.64.0.50"), 4)]
         );
+        // A conflict is not remembered as applied: once the other route goes, ours comes.
+        syncer.backend.routes.clear();
+        let report = syncer
+            .sync(&[route("10.0.0.64/26", Some("100.64.0.11"))])
+            .unwrap();
+        assert_eq!((report.added, report.conflicts.len()), (1, 0));
     }
 
     #[test]

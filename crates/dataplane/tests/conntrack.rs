@@ -91,13 +91,21 @@ fn every_entry_naming_the_address_in_any_tuple_goes_and_no_other() {
         ("203.0.113.10", "10.60.0.9"),
         "40005",
     );
-    assert_eq!(namespace.entries().len(), 5);
+    // And an IPv6 pod's.
+    namespace.insert(("fd00::5", "2001:db8::10"), ("2001:db8::10", "fd00::5"), "40006");
+    assert_eq!(namespace.entries().len(), 6);
 
     let conntrack = Conntrack::in_namespace(&namespace.0).expect("conntrack is installed");
     assert_eq!(conntrack.forget(pod.parse().unwrap()).unwrap(), 4);
     let left = namespace.entries();
-    assert_eq!(left.len(), 1, "{left:#?}");
-    assert!(left[0].contains("sport=40005"), "{left:#?}");
+    assert_eq!(left.len(), 2, "{left:#?}");
+    assert!(
+        left.iter().any(|entry| entry.contains("sport=40005")),
+        "{left:#?}"
+    );
     // Nothing left to forget is not an error.
     assert_eq!(conntrack.forget(pod.parse().unwrap()).unwrap(), 0);
+    assert_eq!(conntrack.forget("fd00::5".parse().unwrap()).unwrap(), 1);
+    let left = namespace.entries();
+    assert_eq!(left.len(), 1, "{left:#?}");
 }

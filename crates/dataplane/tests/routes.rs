@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use sluice_dataplane::routes::{NetlinkRoutes, ROUTE_PROTOCOL, Route, RouteSyncer};
+use sluice_dataplane::routes::{NetlinkRoutes, ROUTE_PROTOCOL, Route, RouteBackend, RouteSyncer};
 
 struct Namespace(String);
 
@@ -71,11 +71,12 @@ fn routes_are_added_changed_and_removed_and_nobody_elses_are_touched() {
             route("10.0.0.64/26", Some("100.64.0.11")),
             route("10.0.0.5/32", Some("100.64.0.12")),
             route("fd00::40/122", Some("fd64::11")),
+            route("fd00::80/122", None),
             // Someone else already routes this destination: left alone, reported.
             route("10.9.0.0/24", Some("100.64.0.11")),
         ])
         .unwrap();
-    assert_eq!((report.added, report.removed), (4, 0));
+    assert_eq!((report.added, report.removed), (5, 0));
     assert_eq!(report.conflicts, vec![route("10.9.0.0/24", Some("100.64.0.11"))]);
     let protocol = ROUTE_PROTOCOL.to_string();
     let v4 = namespace.routes("-4");
@@ -89,8 +90,31 @@ fn routes_are_added_changed_and_removed_and_nobody_elses_are_touched() {
         assert!(v4.contains(&expected), "missing `{expected}` in {v4:#?}");
     }
     let v6 = namespace.routes("-6");
-    let expected = format!("fd00::40/122 via fd64::11 dev underlay proto {protocol} metric 1024 pref medium");
-    assert!(v6.contains(&expected), "missing `{expected}` in {v6:#?}");
+    for expected in [
+        format!("fd00::40/122 via fd64::11 dev underlay proto {protocol} metric 1024 pref medium"),
+        format!("blackhole fd00::80/122 dev lo proto {protocol} metric 1024 pref medium"),
+    ] {
+        assert!(v6.contains(&expected), "missing `{expected}` in {v6:#?}");
+    }
+
+    // A route someone adds after the list is never overwritten: the kernel refuses the add.
+    let mut backend = NetlinkRoutes::in_namespace(&namespace.0).unwrap();
+    namespace.ip(&[
+        "-n",
+        &namespace.0,
+        "route",
+        "add",
+        "10.0.5.0/26",
+        "via",
+        "100.64.0.1",
+    ]);
+    assert!(!backend.add(&route("10.0.5.0/26", Some("100.64.0.11"))).unwrap());
+    assert!(
+        namespace
+            .routes("-4")
+            .contains(&"10.0.5.0/26 via 100.64.0.1 dev underlay".to_string())
+    );
+    namespace.ip(&["-n", &namespace.0, "route", "delete", "10.0.5.0/26"]);
 
     // A block moves to another node, a borrowed address is released, the IPv6 block goes away.
     let report = syncer
@@ -99,7 +123,7 @@ fn routes_are_added_changed_and_removed_and_nobody_elses_are_touched() {
             route("10.0.0.64/26", Some("100.64.0.12")),
         ])
         .unwrap();
-    assert_eq!((report.added, report.removed), (1, 2));
+    assert_eq!((report.added, report.removed), (1, 3));
     let v4 = namespace.routes("-4");
     assert!(v4.contains(&format!(
         "10.0.0.64/26 via 100.64.0.12 dev underlay proto {protocol}"

@@ -6,7 +6,9 @@
 //! This is what Calico's Felix programs without encapsulation (`noencap_mgr.go` and
 //! `route_mgr.go`: remote blocks via the node's address, borrowed /32s, blackholes for local
 //! affine blocks). Routes to the node's own pods are the CNI plugin's (`<pod> dev slc…`), and
-//! they are more specific than any block, so the blackhole never hides a pod that exists.
+//! they are more specific than any block, so the blackhole never hides a pod that exists. A
+//! block of one address (/32, /128) gets no blackhole: it would have the pod route's own
+//! destination and could replace it (Felix skips those too).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -47,7 +49,7 @@ impl BlockPlacement {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum NextHop {
     /// Through another node, at its address.
-    Node { name: String, address: IpAddr },
+    Node(IpAddr),
     /// Nowhere: the node's own block, whose used addresses have more specific routes.
     Blackhole,
 }
@@ -63,7 +65,7 @@ pub struct Route {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeRoutes {
     pub routes: Vec<Route>,
-    pub unreachable_nodes: Vec<String>,
+    pub unroutable_nodes: Vec<String>,
 }
 
 /// Computes the routes of `node` from every block of the cluster and each node's addresses.
@@ -74,7 +76,7 @@ pub fn node_routes<'a>(
     node_addresses: &BTreeMap<String, Vec<IpAddr>>,
 ) -> NodeRoutes {
     let mut routes: BTreeMap<IpNet, NextHop> = BTreeMap::new();
-    let mut unreachable: Vec<String> = Vec::new();
+    let mut unroutable: Vec<String> = Vec::new();
     let mut through = |destination: IpNet, holder: &str, routes: &mut BTreeMap<IpNet, NextHop>| {
         if holder == node {
             return;
@@ -86,22 +88,17 @@ pub fn node_routes<'a>(
         });
         match address {
             Some(address) => {
-                routes.insert(
-                    destination,
-                    NextHop::Node {
-                        name: holder.to_string(),
-                        address: *address,
-                    },
-                );
+                routes.insert(destination, NextHop::Node(*address));
             }
-            None => unreachable.push(holder.to_string()),
+            None => unroutable.push(holder.to_string()),
         }
     };
     for block in blocks {
         match block.affinity.as_deref() {
-            Some(owner) if owner == node => {
+            Some(owner) if owner == node && block.cidr.prefix_len() < block.cidr.max_prefix_len() => {
                 routes.insert(block.cidr, NextHop::Blackhole);
             }
+            // Another node's block; or this node's block of one address, which `through` skips.
             Some(owner) => through(block.cidr, owner, &mut routes),
             // A block nobody claims has no route; its addresses are all borrowed ones.
             None => {}
@@ -110,8 +107,8 @@ pub fn node_routes<'a>(
             through(IpNet::from(*address), holder, &mut routes);
         }
     }
-    unreachable.sort();
-    unreachable.dedup();
+    unroutable.sort();
+    unroutable.dedup();
     NodeRoutes {
         routes: routes
             .into_iter()
@@ -120,7 +117,7 @@ pub fn node_routes<'a>(
                 next_hop,
             })
             .collect(),
-        unreachable_nodes: unreachable,
+        unroutable_nodes: unroutable,
     }
 }
 
@@ -155,13 +152,10 @@ mod tests {
             .collect()
     }
 
-    fn via(destination: &str, name: &str, next: &str) -> Route {
+    fn via(destination: &str, _node: &str, next: &str) -> Route {
         Route {
             destination: net(destination),
-            next_hop: NextHop::Node {
-                name: name.into(),
-                address: address(next),
-            },
+            next_hop: NextHop::Node(address(next)),
         }
     }
 
@@ -193,7 +187,7 @@ mod tests {
                 via("10.0.1.0/26", "c", "100.64.0.12"),
             ]
         );
-        assert!(routes.unreachable_nodes.is_empty());
+        assert!(routes.unroutable_nodes.is_empty());
     }
 
     #[test]
@@ -229,6 +223,20 @@ mod tests {
     }
 
     #[test]
+    fn a_block_of_one_address_gets_no_blackhole_that_could_replace_its_pods_route() {
+        let blocks = [
+            placement("10.0.3.7/32", Some("a"), &[]),
+            placement("fd00::7/128", Some("a"), &[]),
+            placement("10.0.3.8/32", Some("b"), &[]),
+        ];
+        let nodes = addresses(&[("b", &["100.64.0.11"])]);
+        assert_eq!(
+            node_routes("a", &blocks, &nodes).routes,
+            vec![via("10.0.3.8/32", "b", "100.64.0.11")]
+        );
+    }
+
+    #[test]
     fn an_unclaimed_block_has_no_route_but_its_borrowed_addresses_do() {
         let blocks = [placement("10.0.2.0/26", None, &[("10.0.2.1", "b")])];
         let nodes = addresses(&[("b", &["100.64.0.11"])]);
@@ -254,7 +262,7 @@ mod tests {
                 via("fd00::40/122", "b", "fd01::11")
             ]
         );
-        assert_eq!(routes.unreachable_nodes, vec!["c".to_string()]);
+        assert_eq!(routes.unroutable_nodes, vec!["c".to_string()]);
     }
 
     #[test]

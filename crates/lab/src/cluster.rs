@@ -703,10 +703,16 @@ pub fn status(environment: &Environment, name: &str) -> Result<bool, String> {
             .as_deref()
             .and_then(|store| datastore::agent_status(store, &node.name))
         {
-            Some(status) if status.in_sync => format!(
-                "revision {}, {} pods, {} rules, {} routes",
-                status.programmed_revision, status.local_endpoints, status.rules, status.routes
-            ),
+            Some(status) if status.in_sync => {
+                let mut line = format!(
+                    "revision {}, {} pods, {} rules, {} routes",
+                    status.programmed_revision, status.local_endpoints, status.rules, status.routes
+                );
+                if let Some(error) = status.route_error {
+                    line.push_str(&format!(" (routes: {error})"));
+                }
+                line
+            }
             Some(status) => format!("out of sync: {}", status.error.unwrap_or_default()),
             None => "no status yet".to_string(),
         };

@@ -174,7 +174,7 @@ pub fn delete_pods(store: &dyn Store, pods: &[(String, String)]) -> Result<(), S
         .map_err(|error| error.to_string())
 }
 
-/// An agent's status record (`/sluice/status/nodes/<node>`), read as JSON so the lab does not
+/// An agent's status record (`/sluice-status/nodes/<node>`), read as JSON so the lab does not
 /// depend on the agent crate.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -188,10 +188,12 @@ pub struct AgentStatus {
     pub rules: usize,
     #[serde(default)]
     pub routes: usize,
+    #[serde(default)]
+    pub route_error: Option<String>,
 }
 
 pub fn agent_status(store: &dyn Store, node: &str) -> Option<AgentStatus> {
-    let value = store.get(&format!("/sluice/status/nodes/{node}")).ok()??;
+    let value = store.get(&format!("/sluice-status/nodes/{node}")).ok()??;
     serde_json::from_slice(&value.value).ok()
 }
 

@@ -346,7 +346,14 @@ fn node_status(arguments: &GetArguments) -> Result<ExitCode, String> {
                     status.rules,
                     status.set_elements,
                     status.routes,
-                    status.error.unwrap_or_default()
+                    [
+                        status.error,
+                        status.route_error.map(|error| format!("routes: {error}"))
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join("; ")
                 );
             }
         }

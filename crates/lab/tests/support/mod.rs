@@ -570,10 +570,10 @@ impl Lab {
         store.commit(&operations).map_err(|error| error.to_string())
     }
 
-    /// A node's status record (`/sluice/status/nodes/<node>`), what `sluice get nodestatus` shows.
+    /// A node's status record (`/sluice-status/nodes/<node>`), what `sluice get nodestatus` shows.
     pub fn node_status(&self, node: &str) -> Option<serde_json::Value> {
         let store = self.store().ok()?;
-        let value = store.get(&format!("/sluice/status/nodes/{node}")).ok()??;
+        let value = store.get(&format!("/sluice-status/nodes/{node}")).ok()??;
         serde_json::from_slice(&value.value).ok()
     }
 
