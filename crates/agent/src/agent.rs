@@ -238,9 +238,7 @@ impl<B: Backend> Agent<B> {
     /// or refresh the routes. Returns when the next such thing is due.
     fn run_due_work(&mut self) -> Instant {
         let now = Instant::now();
-        let retry_policy = self.last_error.is_some() && now >= self.last_attempt + POLICY_RETRY;
-        let rebuild = now >= self.last_full_sync + self.config.resync_interval;
-        if retry_policy || rebuild {
+        if now >= self.policy_due() {
             let _ = self.program(now);
         } else if self
             .routing
@@ -249,14 +247,20 @@ impl<B: Backend> Agent<B> {
         {
             self.sync_routes();
         }
-        let mut next = self.last_full_sync + self.config.resync_interval;
+        let policy = self.policy_due();
+        self.routing
+            .as_ref()
+            .map_or(policy, |routing| policy.min(routing.next_due()))
+    }
+
+    /// When the ruleset is next due: a retry while the kernel refuses it (a failed rebuild
+    /// included, at the same pace), else the periodic rebuild.
+    fn policy_due(&self) -> Instant {
         if self.last_error.is_some() {
-            next = next.min(self.last_attempt + POLICY_RETRY);
+            self.last_attempt + POLICY_RETRY
+        } else {
+            self.last_full_sync + self.config.resync_interval
         }
-        if let Some(routing) = &self.routing {
-            next = next.min(routing.next_due());
-        }
-        next
     }
 
     /// The policy half of [`Agent::program`]: compile, render, one nft transaction.

@@ -19,10 +19,12 @@ use support::{examples, put_all, status, wait_for, workload_endpoints};
 struct SharedKernel {
     state: Arc<Mutex<FakeBackend>>,
     refuse: Arc<AtomicBool>,
+    attempts: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Backend for SharedKernel {
     fn apply(&mut self, transaction: &Transaction) -> Result<(), NftError> {
+        self.attempts.fetch_add(1, Ordering::Relaxed);
         if self.refuse.load(Ordering::Relaxed) {
             return Err(NftError::Rejected(
                 "Could not process rule: Message too long".into(),
@@ -106,4 +108,35 @@ fn the_agent_programs_follows_changes_and_survives_a_refusal() {
 
     stop.store(true, Ordering::Relaxed);
     runner.join().unwrap();
+}
+
+#[test]
+fn a_refused_rebuild_is_retried_at_the_retry_pace_not_in_a_loop() {
+    let directory = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(directory.path().join("store.db")).unwrap());
+    let examples = examples();
+    put_all(store.as_ref(), examples.clone().into_resources());
+    put_all(store.as_ref(), workload_endpoints(&examples));
+
+    let kernel = SharedKernel::default();
+    let mut config = AgentConfig::new("node-1");
+    // A rebuild is due every 100 ms, and the kernel will refuse every one of them.
+    config.resync_interval = Duration::from_millis(100);
+    let mut agent = Agent::new(config, store.clone(), kernel.clone(), Metrics::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let runner = {
+        let stop = stop.clone();
+        std::thread::spawn(move || agent.run_until(&stop))
+    };
+    wait_for("the first sync", || {
+        status(store.as_ref(), "node-1").is_some_and(|status| status.in_sync)
+    });
+    kernel.refuse.store(true, Ordering::Relaxed);
+    let before = kernel.attempts.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(1500));
+    let attempts = kernel.attempts.load(Ordering::Relaxed) - before;
+    stop.store(true, Ordering::Relaxed);
+    runner.join().unwrap();
+    // One rebuild, then a retry every 500 ms: about 4. A loop would make hundreds.
+    assert!((1..=10).contains(&attempts), "{attempts} attempts in 1.5 s");
 }
