@@ -8,14 +8,20 @@
 //!
 //! Layout: `kv` holds the live keys, `history` every change so that watches can replay from a
 //! revision, and the single `meta` row the store revision and the compacted revision (history
-//! below it is gone). Watches poll `history`, so they see writes of other processes too.
+//! below it is gone). Watches poll `history`, so they see writes of other processes too; between
+//! polls they wait on inotify for a write to the file or its WAL, so a change is seen at once
+//! instead of at the next poll (polling alone stays as the fallback where inotify is missing).
 
 use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 
 use crate::{
@@ -407,6 +413,7 @@ impl Store for EmbeddedStore {
         let (start, end) = prefix_range(prefix);
         Ok(Box::new(EmbeddedWatch {
             connection,
+            writes: WriteSignal::new(&self.path),
             start,
             end,
             position: Position {
@@ -445,6 +452,8 @@ impl Position {
 #[derive(Debug)]
 struct EmbeddedWatch {
     connection: Connection,
+    /// `None` where inotify is not available: the watch then only polls.
+    writes: Option<WriteSignal>,
     start: Vec<u8>,
     end: Option<Vec<u8>>,
     position: Position,
@@ -532,8 +541,97 @@ impl Watch for EmbeddedWatch {
             if now >= deadline {
                 return Ok(None);
             }
-            thread::sleep(interval.min(deadline - now));
+            let wait = interval.min(deadline - now);
+            match &self.writes {
+                Some(writes) => {
+                    writes.wait(wait);
+                }
+                None => thread::sleep(wait),
+            }
             interval = (interval * 2).min(LONGEST_POLL_INTERVAL);
         }
+    }
+}
+
+/// Inotify on the store file's directory, for writes to the file and its WAL (a directory
+/// watch, because SQLite deletes and recreates the WAL).
+#[derive(Debug)]
+struct WriteSignal {
+    inotify: Inotify,
+    names: [OsString; 2],
+}
+
+impl WriteSignal {
+    fn new(path: &Path) -> Option<WriteSignal> {
+        let directory = path.parent().filter(|parent| !parent.as_os_str().is_empty())?;
+        let file = path.file_name()?.to_os_string();
+        let mut wal = file.clone();
+        wal.push("-wal");
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
+        inotify
+            .add_watch(
+                directory,
+                AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO,
+            )
+            .ok()?;
+        Some(WriteSignal {
+            inotify,
+            names: [file, wal],
+        })
+    }
+
+    /// Waits up to `timeout` for a write to the store; says whether one came. Events for
+    /// other files in the directory are read and ignored.
+    fn wait(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+            let mut descriptors = [PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut descriptors, timeout) {
+                Ok(ready) if ready > 0 => {}
+                // Timed out, or interrupted: the caller polls the store either way.
+                _ => return false,
+            }
+            let events = self.inotify.read_events().unwrap_or_default();
+            let ours = events.iter().any(|event| {
+                event
+                    .name
+                    .as_ref()
+                    .is_some_and(|name| self.names.iter().any(|wanted| wanted == name))
+            });
+            if ours {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod write_signal_tests {
+    use super::*;
+
+    #[test]
+    fn a_write_from_another_handle_wakes_the_waiter_and_other_files_do_not() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("store.db");
+        let writer = EmbeddedStore::open(&path).unwrap();
+        let signal = WriteSignal::new(&path).expect("inotify works here");
+        // Another file in the directory changing is not a write to the store.
+        std::fs::write(directory.path().join("agent.log"), "noise").unwrap();
+        assert!(!signal.wait(Duration::from_millis(200)));
+        let waiter = thread::spawn(move || signal.wait(Duration::from_secs(10)));
+        thread::sleep(Duration::from_millis(50));
+        writer
+            .commit(&[Operation::Put {
+                key: "/k".into(),
+                value: b"v".to_vec(),
+                condition: crate::Condition::Any,
+            }])
+            .unwrap();
+        assert!(waiter.join().unwrap(), "the write did not wake the waiter");
     }
 }
