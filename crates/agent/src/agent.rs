@@ -130,7 +130,8 @@ impl<B: Backend> Agent<B> {
         Ok(())
     }
 
-    /// Records a value if the agent reads its kind; says whether it did.
+    /// Records a value if the agent reads its kind; says whether it changes what the agent
+    /// programs (a block write that moves no route does not).
     fn store_value(&mut self, key: String, bytes: &[u8], revision: Revision) -> bool {
         if key.starts_with(BLOCK_PREFIX) {
             return self
