@@ -266,16 +266,25 @@ impl<B: Backend> Agent<B> {
 
     /// The policy half of [`Agent::program`]: compile, render, one nft transaction.
     fn program_policy(&mut self, change_seen: Instant) -> Result<(), String> {
+        let started = Instant::now();
         let set: ResourceSet = self.resources.values().cloned().collect();
         let dataplane = sluice_policy::compile(&set);
+        let compiled = Instant::now();
         let local = self.local_endpoints();
         let ruleset = render(&dataplane, &local);
+        let rendered = Instant::now();
         self.counts = Counts {
             local_endpoints: local.len(),
             rules: ruleset.rule_count(),
             set_elements: ruleset.element_count(),
         };
-        match self.syncer.sync(&ruleset) {
+        let result = self.syncer.sync(&ruleset);
+        let seconds = |from: Instant, to: Instant| (to - from).as_secs_f64();
+        let finished = Instant::now();
+        self.metrics.compile_seconds.observe(seconds(started, compiled));
+        self.metrics.render_seconds.observe(seconds(compiled, rendered));
+        self.metrics.kernel_seconds.observe(seconds(rendered, finished));
+        match result {
             Ok(report) => {
                 self.policy_dirty = false;
                 self.metrics
@@ -285,10 +294,15 @@ impl<B: Backend> Agent<B> {
                     self.metrics
                         .transaction_operations
                         .observe(report.operations as f64);
+                    let milliseconds = |from: Instant, to: Instant| (to - from).as_millis();
                     tracing::info!(
                         revision = self.revision,
                         operations = report.operations,
                         full = report.full,
+                        since_change_ms = milliseconds(change_seen, finished),
+                        compile_ms = milliseconds(started, compiled),
+                        render_ms = milliseconds(compiled, rendered),
+                        kernel_ms = milliseconds(rendered, finished),
                         "programmed"
                     );
                 }

@@ -14,6 +14,9 @@ use prometheus_client::registry::Registry;
 pub struct Metrics {
     registry: Mutex<Registry>,
     pub sync_seconds: Histogram,
+    pub compile_seconds: Histogram,
+    pub render_seconds: Histogram,
+    pub kernel_seconds: Histogram,
     pub transaction_operations: Histogram,
     pub rules: Gauge,
     pub set_elements: Gauge,
@@ -30,9 +33,15 @@ impl Metrics {
     pub fn new() -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("sluice_agent");
         let sync_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        let compile_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        let render_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        let kernel_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         let transaction_operations = Histogram::new(exponential_buckets(1.0, 4.0, 10));
         let metrics = Metrics {
             sync_seconds: sync_seconds.clone(),
+            compile_seconds: compile_seconds.clone(),
+            render_seconds: render_seconds.clone(),
+            kernel_seconds: kernel_seconds.clone(),
             transaction_operations: transaction_operations.clone(),
             rules: Gauge::default(),
             set_elements: Gauge::default(),
@@ -49,6 +58,21 @@ impl Metrics {
             "sync_seconds",
             "Time from a datastore change to the kernel programmed",
             sync_seconds,
+        );
+        registry.register(
+            "compile_seconds",
+            "Time to compile every policy into the IR, per sync",
+            compile_seconds,
+        );
+        registry.register(
+            "render_seconds",
+            "Time to render the node's ruleset from the IR, per sync",
+            render_seconds,
+        );
+        registry.register(
+            "kernel_seconds",
+            "Time the nftables transaction took (nft included), per sync",
+            kernel_seconds,
         );
         registry.register(
             "transaction_operations",

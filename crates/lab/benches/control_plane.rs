@@ -238,17 +238,22 @@ fn measure(lab: &Lab, flips: usize) -> Result<(), String> {
     let key = sluice_api::resource::key(sluice_api::Kind::NetworkPolicy, Some("team-0"), "flip");
     let mut to_denied = Vec::new();
     let mut to_allowed = Vec::new();
+    // (latency, how long the apply call took: open, list, validate, commit), to tell slow
+    // applies from slow agents in the slowest rounds.
+    let mut rounds: Vec<(Duration, Duration)> = Vec::new();
     let mut allowed = true;
     for round in 0..flips {
         // Let the agents idle between rounds, as between two applies.
         std::thread::sleep(Duration::from_millis(150));
         let _ = transitions.try_iter().count();
         let committed = support::unix_micros();
+        let commit_started = Instant::now();
         if allowed {
             lab.apply(FLIP, &[])?;
         } else {
             lab.apply("", std::slice::from_ref(&key))?;
         }
+        let commit_time = commit_started.elapsed();
         let wanted = if allowed { "denied" } else { "allowed" };
         let deadline = Instant::now() + Duration::from_secs(5);
         let obeyed = loop {
@@ -265,6 +270,7 @@ fn measure(lab: &Lab, flips: usize) -> Result<(), String> {
             }
         };
         let latency = Duration::from_micros((obeyed - committed) as u64);
+        rounds.push((latency, commit_time));
         if allowed {
             to_denied.push(latency);
         } else {
@@ -293,6 +299,48 @@ fn measure(lab: &Lab, flips: usize) -> Result<(), String> {
             percentile(samples, 99),
             samples.last().copied().unwrap_or_default()
         );
+    }
+    rounds.sort();
+    let slowest: Vec<String> = rounds
+        .iter()
+        .rev()
+        .take(3)
+        .map(|(latency, commit)| format!("{latency:.1?} (apply {commit:.1?})"))
+        .collect();
+    let mut commits: Vec<Duration> = rounds.iter().map(|(_, commit)| *commit).collect();
+    commits.sort();
+    println!(
+        "slowest rounds: {}; apply call p50 {:.1?}, max {:.1?}",
+        slowest.join(", "),
+        percentile(&commits, 50),
+        commits.last().copied().unwrap_or_default()
+    );
+    // Where the agents' time went during the rounds, from their "programmed" log lines.
+    for node in ["node-1", "node-2"] {
+        let log = lab.agent_log(node);
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|line| line.contains(" programmed ") && line.contains("kernel_ms="))
+            .collect();
+        let recent = &lines[lines.len().saturating_sub(flips)..];
+        let parts: Vec<String> = ["since_change_ms", "compile_ms", "render_ms", "kernel_ms"]
+            .iter()
+            .map(|field| {
+                let mut values: Vec<u64> = recent
+                    .iter()
+                    .filter_map(|line| {
+                        line.split_whitespace()
+                            .find_map(|token| token.strip_prefix(&format!("{field}=")))
+                            .and_then(|value| value.parse().ok())
+                    })
+                    .collect();
+                values.sort_unstable();
+                let middle = values.get(values.len() / 2).copied().unwrap_or(0);
+                let most = values.last().copied().unwrap_or(0);
+                format!("{field} p50 {middle} max {most}")
+            })
+            .collect();
+        println!("{node} agent, last {} syncs: {}", recent.len(), parts.join(", "));
     }
     Ok(())
 }
