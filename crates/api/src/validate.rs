@@ -62,12 +62,29 @@ pub fn resource(resource: &crate::Resource, report: &mut Report) {
         Resource::GlobalNetworkPolicy(policy) => policy_spec(&policy.spec, true, report),
         Resource::Tier(value) => tier(value, report),
         Resource::IpPool(pool) => ip_pool(pool, report),
+        Resource::WorkloadEndpoint(endpoint) => workload_endpoint(endpoint, report),
         Resource::Namespace(_)
         | Resource::ServiceAccount(_)
         | Resource::Node(_)
         | Resource::NetworkSet(_)
-        | Resource::GlobalNetworkSet(_)
-        | Resource::WorkloadEndpoint(_) => {}
+        | Resource::GlobalNetworkSet(_) => {}
+    }
+}
+
+/// The host interface becomes an nftables interface-name key, so it must be one the kernel
+/// can have: Calico's `^[a-zA-Z0-9_.-]{1,15}$` (`libcalico-go/lib/validator/v3`), without the
+/// `*` wildcard Calico's validator also lets through, which names no interface.
+pub fn workload_endpoint(endpoint: &crate::calico::WorkloadEndpoint, report: &mut Report) {
+    let name = &endpoint.spec.interface_name;
+    let valid = name.len() <= 15
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b'-'));
+    if !valid {
+        report.error(
+            "spec.interfaceName",
+            format!("`{name}` is not an interface name: at most 15 of a-z, A-Z, 0-9, `_`, `.` and `-`"),
+        );
     }
 }
 

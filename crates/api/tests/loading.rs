@@ -886,3 +886,27 @@ fn the_nat_outgoing_address_annotation_is_checked() {
         );
     }
 }
+
+#[test]
+fn a_workload_endpoint_needs_an_interface_name_the_kernel_can_have() {
+    let endpoint = |interface: &str| {
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata:\n  name: node--1-k8s-web-eth0\n  namespace: prod\nspec:\n  node: node-1\n  pod: web\n  endpoint: eth0\n  interfaceName: {interface}\n  ipNetworks: [10.0.0.1/32]\n"
+        )
+    };
+    assert_eq!(load(&endpoint("slc0123456789ab")).workload_endpoints.len(), 1);
+    assert_error(
+        &endpoint("slc0123456789abcdef"),
+        10,
+        18,
+        "spec.interfaceName",
+        "at most 15",
+    );
+    assert_error(
+        &endpoint("'slc*'"),
+        10,
+        18,
+        "spec.interfaceName",
+        "not an interface name",
+    );
+}
