@@ -423,3 +423,68 @@ fn bad_requests_get_the_spec_error_codes() {
     );
     assert_eq!(unknown.json["code"], 4);
 }
+
+#[test]
+fn a_dual_stack_pod_gets_both_families_and_answers_over_ipv6() {
+    let mut lab = Lab::new("dual");
+    lab.apply(POD_MANIFEST);
+    lab.apply(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: pods-v6\nspec:\n  cidr: fd00:100::/64\n  blockSize: 122\n",
+    );
+    lab.add_node_ipv6();
+    let netns = lab.pod_namespace("web");
+    let attachment = Attachment::new("c0ffee06", &netns, "prod", "web-0");
+    let config = lab.config("1.1.0");
+
+    let reply = lab.invoke("ADD", &attachment, &config);
+    assert_eq!(reply.code, 0, "{reply:?}");
+    let ips = reply.json["ips"].as_array().expect("ips");
+    assert_eq!(ips.len(), 2, "{reply:?}");
+    let v6 = ips
+        .iter()
+        .find(|ip| {
+            ip["address"]
+                .as_str()
+                .is_some_and(|address| address.contains(':'))
+        })
+        .expect("an IPv6 address");
+    let address = v6["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(address.starts_with("fd00:100::"), "{address}");
+    assert_eq!(v6["gateway"], "fe80::ecee:eeff:feee:eeee");
+    let routes = reply.json["routes"].to_string();
+    assert!(routes.contains("::/0"), "{routes}");
+
+    let pod_addresses = support::run(
+        "ip",
+        &["-n", &netns, "-6", "-o", "address", "show", "dev", "eth0"],
+    );
+    assert!(
+        pod_addresses.contains(&format!("inet6 {address}/128")),
+        "{pod_addresses}"
+    );
+    let pod_routes = support::run("ip", &["-n", &netns, "-6", "route", "show"]);
+    assert!(
+        pod_routes.contains("default via fe80::ecee:eeff:feee:eeee dev eth0"),
+        "{pod_routes}"
+    );
+    let host_interface = sluice_cni::names::host_interface_name("prod", "web-0", "eth0");
+    let node_routes = support::run("ip", &["-n", &lab.node, "-6", "route", "show"]);
+    assert!(
+        node_routes.contains(&format!("{address} dev {host_interface}")),
+        "{node_routes}"
+    );
+
+    // Both directions over IPv6, through the fail-closed node (the pod is not programmed, but
+    // the node opened the flow and the pod's neighbour discovery reaches the node).
+    support::udp_round_trip(&lab.node, &netns, address.parse().unwrap());
+
+    let delete = lab.invoke("DEL", &attachment, &config);
+    assert_eq!(delete.code, 0, "{delete:?}");
+    assert!(allocated(&lab, &attachment.handle()).is_empty());
+}

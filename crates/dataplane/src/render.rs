@@ -4,7 +4,8 @@
 //! - base chains `forward` and `input` send packets from a pod's interface through its egress
 //!   chain and packets to a pod's interface through its ingress chain, via the verdict maps
 //!   `from-endpoint` and `to-endpoint`; established and related traffic is accepted first,
-//!   invalid traffic dropped, and a pod interface with no program yet is dropped (fail closed);
+//!   invalid traffic dropped, a pod's IPv6 neighbour discovery with its node accepted (input
+//!   only), and a pod interface with no program yet is dropped (fail closed);
 //! - `endpoint-<hash>-egress|ingress`: anti-spoofing, then a jump to each tier's chain; a tier
 //!   that sets the ACCEPT mark ends the direction with "allowed"; after the last tier the
 //!   namespace profile allows;
@@ -362,12 +363,25 @@ pub fn render(ir: &Dataplane, local: &[LocalEndpoint]) -> Ruleset {
         let mut rules = vec![
             ("ct state established,related accept".to_string(), None),
             ("ct state invalid drop".to_string(), None),
+        ];
+        if hook == "input" {
+            // A pod's IPv6 needs neighbour discovery (and MLD) with its node, whose link-local
+            // address is its gateway: accepted before policy and before the fail-closed drop,
+            // as Calico does (`ICMPv6Filter` in felix/rules/static.go). It never leaves the link.
+            rules.push((
+                format!(
+                    "iifname {prefix} icmpv6 type {{ mld-listener-query, mld-listener-report, mld-listener-done, nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert }} accept"
+                ),
+                Some("IPv6 neighbour discovery between a pod and its node".to_string()),
+            ));
+        }
+        rules.extend([
             (
                 format!("iifname {prefix} iifname != @endpoint-interfaces drop"),
                 unprogrammed.clone(),
             ),
             ("iifname vmap @from-endpoint".to_string(), None),
-        ];
+        ]);
         if ingress_too {
             rules.push((
                 format!("oifname {prefix} oifname != @endpoint-interfaces drop"),

@@ -14,6 +14,8 @@ pub const PLUGIN: &str = env!("CARGO_BIN_EXE_sluice-cni");
 /// The node's own address, on a veth uplink that also carries its default route (proxy ARP
 /// answers only for destinations the node can route).
 pub const NODE_ADDRESS: &str = "10.255.0.1";
+/// The node's IPv6 address, for tests that add one (`Lab::add_node_ipv6`).
+pub const NODE_ADDRESS_V6: &str = "fd64::1";
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -102,6 +104,21 @@ impl Lab {
             "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: pods\nspec:\n  cidr: 10.100.0.0/16\n  blockSize: 26\n  natOutgoing: true\n",
         );
         lab
+    }
+
+    /// Gives the node an IPv6 address and route, as a dual-stack node has.
+    pub fn add_node_ipv6(&self) {
+        let address = format!("{NODE_ADDRESS_V6}/128");
+        run(
+            "ip",
+            &[
+                "-n", &self.node, "address", "add", &address, "dev", "uplink", "nodad",
+            ],
+        );
+        run(
+            "ip",
+            &["-n", &self.node, "-6", "route", "add", "default", "dev", "uplink"],
+        );
     }
 
     pub fn store(&self) -> Box<dyn Store> {
@@ -288,18 +305,24 @@ pub fn udp_round_trip(node: &str, pod: &str, pod_address: std::net::IpAddr) {
     use std::net::UdpSocket;
     use std::time::Duration;
     let pod_socket = in_netns(pod, || UdpSocket::bind((pod_address, 0)).expect("bind in pod"));
-    let node_socket = in_netns(node, || UdpSocket::bind("0.0.0.0:0").expect("bind in node"));
+    let (any, node_address) = if pod_address.is_ipv6() {
+        ("[::]:0", NODE_ADDRESS_V6)
+    } else {
+        ("0.0.0.0:0", NODE_ADDRESS)
+    };
+    let node_socket = in_netns(node, || UdpSocket::bind(any).expect("bind in node"));
     let timeout = Some(Duration::from_millis(500));
     pod_socket.set_read_timeout(timeout).unwrap();
     node_socket.set_read_timeout(timeout).unwrap();
     let target = (pod_address, pod_socket.local_addr().unwrap().port());
     let mut buffer = [0u8; 16];
-    for _ in 0..4 {
+    // Eight tries: an IPv6 pod first resolves its link-local gateway.
+    for _ in 0..8 {
         node_socket.send_to(b"request", target).unwrap();
         let Ok((_, sender)) = pod_socket.recv_from(&mut buffer) else {
             continue;
         };
-        assert_eq!(sender.ip().to_string(), NODE_ADDRESS);
+        assert_eq!(sender.ip().to_string(), node_address);
         pod_socket.send_to(b"answer", sender).unwrap();
         if let Ok((length, from)) = node_socket.recv_from(&mut buffer) {
             assert_eq!((&buffer[..length], from.ip()), (&b"answer"[..], pod_address));
