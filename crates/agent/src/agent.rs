@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sluice_api::resource::RESOURCE_PREFIX;
 use sluice_api::{Resource, ResourceSet};
 use sluice_dataplane::routes::{NetlinkRoutes, RouteBackend};
-use sluice_dataplane::{LocalEndpoint, Syncer, render};
+use sluice_dataplane::{LocalEndpoint, Syncer, programmable_endpoints, render};
 use sluice_ipam::layout::BLOCK_PREFIX;
 use sluice_nft::Backend;
 use sluice_store::{Change, Condition, Operation, Revision, Store, StoreError, Watch};
@@ -66,6 +66,8 @@ pub struct Agent<B: Backend> {
     /// routes, and do not recompile policy).
     policy_dirty: bool,
     counts: Counts,
+    /// Local endpoints left out of the ruleset and why, to log each change once.
+    skipped_endpoints: Vec<String>,
     revision: Revision,
     programmed_revision: Revision,
     /// Why the kernel refused the last ruleset, until it takes one.
@@ -96,6 +98,7 @@ impl<B: Backend> Agent<B> {
             resources: BTreeMap::new(),
             policy_dirty: true,
             counts: Counts::default(),
+            skipped_endpoints: Vec::new(),
             revision: 0,
             programmed_revision: 0,
             last_error: None,
@@ -270,7 +273,17 @@ impl<B: Backend> Agent<B> {
         let set: ResourceSet = self.resources.values().cloned().collect();
         let dataplane = sluice_policy::compile(&set);
         let compiled = Instant::now();
-        let local = self.local_endpoints();
+        let (local, skipped) = programmable_endpoints(&self.local_endpoints());
+        let skipped: Vec<String> = skipped
+            .into_iter()
+            .map(|(endpoint, why)| format!("{}/{}: {why}", endpoint.namespace, endpoint.name))
+            .collect();
+        if skipped != self.skipped_endpoints {
+            for line in &skipped {
+                tracing::warn!(endpoint = %line, "a workload endpoint of this node is not programmed");
+            }
+            self.skipped_endpoints = skipped;
+        }
         let ruleset = render(&dataplane, &local);
         let rendered = Instant::now();
         self.counts = Counts {
@@ -283,7 +296,10 @@ impl<B: Backend> Agent<B> {
         let finished = Instant::now();
         self.metrics.compile_seconds.observe(seconds(started, compiled));
         self.metrics.render_seconds.observe(seconds(compiled, rendered));
-        self.metrics.kernel_seconds.observe(seconds(rendered, finished));
+        // Only syncs that ran `nft` (or tried to): a sync with nothing to change runs none.
+        if result.as_ref().map_or(true, |report| report.operations > 0) {
+            self.metrics.kernel_seconds.observe(seconds(rendered, finished));
+        }
         match result {
             Ok(report) => {
                 self.policy_dirty = false;

@@ -71,7 +71,7 @@ impl Metrics {
         );
         registry.register(
             "kernel_seconds",
-            "Time the nftables transaction took (nft included), per sync",
+            "Time from the rendered ruleset to the kernel's answer (the diff and the nft run), per sync that ran nft",
             kernel_seconds,
         );
         registry.register(

@@ -16,5 +16,8 @@ mod render;
 pub mod routes;
 mod sync;
 
-pub use render::{ChainState, INTERFACE_PREFIX, LocalEndpoint, Ruleset, SetState, TABLE_NAME, render};
+pub use render::{
+    ChainState, INTERFACE_PREFIX, LocalEndpoint, Ruleset, SetState, TABLE_NAME, programmable_endpoints,
+    render,
+};
 pub use sync::{SyncReport, Syncer, ensure_fail_closed};

@@ -36,11 +36,53 @@ pub const INTERFACE_PREFIX: &str = "slc";
 const MARK_ACCEPT: u32 = 0x0001_0000;
 
 /// A pod on this node and its host-side interface.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct LocalEndpoint {
     pub namespace: String,
     pub name: String,
     pub interface: String,
+}
+
+/// Splits local endpoints into those that can be programmed and those that cannot, with why.
+/// Only pod interfaces (`slc…`) are dispatched: an endpoint naming a host interface would pull
+/// that interface's traffic through a pod's chains. Two endpoints on one interface would give
+/// its map key two values, which nft refuses for the whole ruleset; the first by namespace and
+/// name keeps it. [`render`] applies this itself; the agent calls it to report what it left out.
+pub fn programmable_endpoints(local: &[LocalEndpoint]) -> (Vec<LocalEndpoint>, Vec<(LocalEndpoint, String)>) {
+    let mut sorted: Vec<&LocalEndpoint> = local.iter().collect();
+    sorted.sort_by(|first, second| {
+        (&first.namespace, &first.name, &first.interface).cmp(&(
+            &second.namespace,
+            &second.name,
+            &second.interface,
+        ))
+    });
+    let mut taken: BTreeMap<&str, &LocalEndpoint> = BTreeMap::new();
+    let mut kept = Vec::new();
+    let mut skipped = Vec::new();
+    for endpoint in sorted {
+        if !endpoint.interface.starts_with(INTERFACE_PREFIX) {
+            skipped.push((
+                endpoint.clone(),
+                format!(
+                    "interface {} is not a pod interface ({INTERFACE_PREFIX}…)",
+                    endpoint.interface
+                ),
+            ));
+        } else if let Some(holder) = taken.get(endpoint.interface.as_str()) {
+            skipped.push((
+                endpoint.clone(),
+                format!(
+                    "interface {} is already {}/{}'s",
+                    endpoint.interface, holder.namespace, holder.name
+                ),
+            ));
+        } else {
+            taken.insert(&endpoint.interface, endpoint);
+            kept.push(endpoint.clone());
+        }
+    }
+    (kept, skipped)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,6 +219,8 @@ fn reference(elements: Vec<String>, declaration: Set, ruleset: &mut Ruleset) -> 
 
 /// Renders the IR for the endpoints local to this node.
 pub fn render(ir: &Dataplane, local: &[LocalEndpoint]) -> Ruleset {
+    let (local, _) = programmable_endpoints(local);
+    let local = local.as_slice();
     let mut ruleset = Ruleset::default();
     let set_names: Vec<String> = ir
         .ip_sets

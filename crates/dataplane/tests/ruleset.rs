@@ -253,6 +253,47 @@ fn the_nat_chain_exists_only_while_a_pool_has_nat_outgoing() {
 }
 
 #[test]
+fn endpoints_on_a_host_interface_or_a_taken_one_are_left_out_and_the_rest_is_programmed() {
+    let namespace = Namespace::new("badends");
+    let resources = examples();
+    let mut local = local_endpoints(&resources);
+    let first = local[0].clone();
+    let second = local[1].clone();
+    // The second pod claims the first one's interface, the third a host interface.
+    local[1].interface = first.interface.clone();
+    local[2].interface = "eth0".into();
+    let (kept, skipped) = sluice_dataplane::programmable_endpoints(&local);
+    assert_eq!(kept.len(), local.len() - 2);
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    assert!(
+        skipped
+            .iter()
+            .any(|(endpoint, why)| endpoint.interface == "eth0" && why.contains("not a pod interface"))
+    );
+    let taken = if (&first.namespace, &first.name) < (&second.namespace, &second.name) {
+        &second
+    } else {
+        &first
+    };
+    assert!(
+        skipped
+            .iter()
+            .any(|(endpoint, why)| endpoint.name == taken.name && why.contains("already")),
+        "{skipped:?}"
+    );
+    // The kernel takes the rest: one bad endpoint does not cost the node its ruleset.
+    let ruleset = render(&sluice_policy::compile(&resources), &local);
+    let mut syncer = Syncer::new(CommandBackend::in_namespace(&namespace.0).expect("nft is installed"));
+    syncer.sync(&ruleset).expect("the kernel takes the ruleset");
+    let elements = &ruleset.sets["from-endpoint"].elements;
+    assert!(
+        !elements.iter().any(|(key, _)| key.contains("eth0")),
+        "{elements:?}"
+    );
+    assert_eq!(elements.len(), kept.len());
+}
+
+#[test]
 fn a_node_without_a_program_is_fail_closed_for_pods() {
     let namespace = Namespace::new("failclosed");
     let mut backend = CommandBackend::in_namespace(&namespace.0).expect("nft is installed");

@@ -96,7 +96,7 @@ struct AgentArguments {
     /// Serve /metrics and /healthz here, e.g. 127.0.0.1:9091.
     #[arg(long)]
     metrics_address: Option<String>,
-    /// Rebuild the whole table this often, in seconds.
+    /// Rebuild the whole table this often, in seconds (1 to 86,400).
     #[arg(long, default_value_t = 300)]
     resync_seconds: u64,
     /// Do not route other nodes' pod addresses (leave it to a routing daemon such as BGP).
@@ -118,7 +118,8 @@ fn run_agent(arguments: &AgentArguments) -> Result<ExitCode, String> {
         .init();
     let store = std::sync::Arc::from(arguments.datastore.open()?);
     let mut config = sluice_agent::AgentConfig::new(arguments.node.clone());
-    config.resync_interval = std::time::Duration::from_secs(arguments.resync_seconds.max(1));
+    // At most a day: the agent adds it to clock readings.
+    config.resync_interval = std::time::Duration::from_secs(arguments.resync_seconds.clamp(1, 86_400));
     config.program_routes = !arguments.no_routes;
     sluice_agent::run(config, store, arguments.metrics_address.as_deref())?;
     Ok(ExitCode::SUCCESS)

@@ -402,26 +402,7 @@ impl Store for EmbeddedStore {
     }
 
     fn watch(&self, prefix: &str, after: Revision) -> Result<Box<dyn Watch>> {
-        let connection = connect(&self.path)?;
-        let (_, compacted) = with_busy_retry(|| read_meta(&connection))?;
-        if after + 1 < compacted {
-            return Err(StoreError::Compacted {
-                requested: after + 1,
-                compacted,
-            });
-        }
-        let (start, end) = prefix_range(prefix);
-        Ok(Box::new(EmbeddedWatch {
-            connection,
-            writes: WriteSignal::new(&self.path),
-            start,
-            end,
-            position: Position {
-                revision: after,
-                sequence: None,
-            },
-            buffer: VecDeque::new(),
-        }))
+        Ok(Box::new(self.open_watch(prefix, after)?))
     }
 
     fn revision(&self) -> Result<Revision> {
@@ -543,13 +524,43 @@ impl Watch for EmbeddedWatch {
             }
             let wait = interval.min(deadline - now);
             match &self.writes {
-                Some(writes) => {
-                    writes.wait(wait);
+                // The write can come a moment before SQLite makes the commit visible: poll
+                // again soon rather than at the backed-off pace.
+                Some(writes) if writes.wait(wait) => {
+                    interval = Duration::from_millis(1);
+                    continue;
                 }
+                Some(_) => {}
                 None => thread::sleep(wait),
             }
             interval = (interval * 2).min(LONGEST_POLL_INTERVAL);
         }
+    }
+}
+
+impl EmbeddedStore {
+    /// What [`Store::watch`] returns, unboxed.
+    fn open_watch(&self, prefix: &str, after: Revision) -> Result<EmbeddedWatch> {
+        let connection = connect(&self.path)?;
+        let (_, compacted) = with_busy_retry(|| read_meta(&connection))?;
+        if after + 1 < compacted {
+            return Err(StoreError::Compacted {
+                requested: after + 1,
+                compacted,
+            });
+        }
+        let (start, end) = prefix_range(prefix);
+        Ok(EmbeddedWatch {
+            connection,
+            writes: WriteSignal::new(&self.path),
+            start,
+            end,
+            position: Position {
+                revision: after,
+                sequence: None,
+            },
+            buffer: VecDeque::new(),
+        })
     }
 }
 
@@ -563,7 +574,10 @@ struct WriteSignal {
 
 impl WriteSignal {
     fn new(path: &Path) -> Option<WriteSignal> {
-        let directory = path.parent().filter(|parent| !parent.as_os_str().is_empty())?;
+        let directory = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
         let file = path.file_name()?.to_os_string();
         let mut wal = file.clone();
         wal.push("-wal");
@@ -594,11 +608,13 @@ impl WriteSignal {
                 _ => return false,
             }
             let events = self.inotify.read_events().unwrap_or_default();
+            // An overflowed queue may have lost a write of ours.
             let ours = events.iter().any(|event| {
-                event
-                    .name
-                    .as_ref()
-                    .is_some_and(|name| self.names.iter().any(|wanted| wanted == name))
+                event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW)
+                    || event
+                        .name
+                        .as_ref()
+                        .is_some_and(|name| self.names.iter().any(|wanted| wanted == name))
             });
             if ours {
                 return true;
@@ -620,6 +636,8 @@ mod write_signal_tests {
         let path = directory.path().join("store.db");
         let writer = EmbeddedStore::open(&path).unwrap();
         let signal = WriteSignal::new(&path).expect("inotify works here");
+        // Watches are woken by it, not only polled.
+        assert!(writer.open_watch("/", 0).unwrap().writes.is_some());
         // Another file in the directory changing is not a write to the store.
         std::fs::write(directory.path().join("agent.log"), "noise").unwrap();
         assert!(!signal.wait(Duration::from_millis(200)));
