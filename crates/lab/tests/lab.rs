@@ -107,17 +107,7 @@ fn the_examples() -> Result<(), String> {
                 services: Vec::new(),
             },
         )?;
-        let disagreements: Vec<String> = report
-            .rows
-            .iter()
-            .filter_map(|row| {
-                let problem = row.disagreement.as_ref()?;
-                Some(format!(
-                    "{} -> {} {:?}/{}: {problem}",
-                    row.from, row.to, row.protocol, row.port
-                ))
-            })
-            .collect();
+        let disagreements = support::disagreements(&report);
         let allowed = report.rows.iter().filter(|row| row.allowed()).count();
         println!("{} probes, {allowed} allowed", report.rows.len());
         if !disagreements.is_empty() {
@@ -169,17 +159,7 @@ fn check_routes(environment: &Environment, name: &str) -> Result<(), String> {
 }
 
 fn check_report(report: &ProbeReport) -> Result<(), String> {
-    let disagreements: Vec<String> = report
-        .rows
-        .iter()
-        .filter_map(|row| {
-            let problem = row.disagreement.as_ref()?;
-            Some(format!(
-                "{} -> {} {:?}/{}: {problem}",
-                row.from, row.to, row.protocol, row.port
-            ))
-        })
-        .collect();
+    let disagreements = support::disagreements(report);
     if !disagreements.is_empty() {
         return Err(format!(
             "probes disagree with explain:\n  {}",
