@@ -353,6 +353,7 @@ impl<B: Backend> Agent<B> {
             set_elements: counts.set_elements,
             routes: self.routing.as_ref().map_or(0, |routing| routing.count),
             route_error: self.routing.as_ref().and_then(|routing| routing.error.clone()),
+            unprogrammed_endpoints: self.skipped_endpoints.clone(),
             updated: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|elapsed| elapsed.as_secs())

@@ -33,6 +33,10 @@ pub struct NodeStatus {
     /// is unaffected).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route_error: Option<String>,
+    /// The node's workload endpoints left out of its ruleset, each with why (a host
+    /// interface, or one another endpoint has).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unprogrammed_endpoints: Vec<String>,
     /// Seconds since the Unix epoch.
     pub updated: u64,
 }

@@ -73,6 +73,25 @@ fn the_agent_programs_follows_changes_and_survives_a_refusal() {
     let first = status(store.as_ref(), "node-1").unwrap();
     // node-1 runs prod/web and staging/web in the examples.
     assert_eq!(first.local_endpoints, 2, "{first:?}");
+    assert!(first.unprogrammed_endpoints.is_empty(), "{first:?}");
+
+    // An endpoint that names a host interface is left out and reported; the rest stays.
+    put_all(
+        store.as_ref(),
+        support::load(
+            "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {name: wep-host, namespace: prod}\nspec: {node: node-1, pod: web, endpoint: eth1, containerID: c99, orchestrator: k8s, interfaceName: eth0, ipNetworks: [10.10.0.99/32]}\n",
+        ),
+    );
+    wait_for("the left-out endpoint in the status", || {
+        status(store.as_ref(), "node-1").is_some_and(|status| {
+            status.in_sync
+                && status
+                    .unprogrammed_endpoints
+                    .iter()
+                    .any(|endpoint| endpoint.contains("eth0 is not a pod interface"))
+        })
+    });
+    assert_eq!(status(store.as_ref(), "node-1").unwrap().local_endpoints, 2);
     assert!(kernel.dump().contains("203.0.113.0/24"));
 
     // A change to a network set reaches the kernel.

@@ -352,6 +352,12 @@ fn node_status(arguments: &GetArguments) -> Result<ExitCode, String> {
                     ]
                     .into_iter()
                     .flatten()
+                    .chain(
+                        status
+                            .unprogrammed_endpoints
+                            .iter()
+                            .map(|endpoint| format!("not programmed: {endpoint}"))
+                    )
                     .collect::<Vec<_>>()
                     .join("; ")
                 );
