@@ -18,7 +18,7 @@ pub struct NodeStatus {
     pub programmed_revision: i64,
     /// The newest revision the agent has seen.
     pub seen_revision: i64,
-    /// Whether the newest revision is programmed.
+    /// Whether the newest revision's policy is programmed (routes are reported apart).
     pub in_sync: bool,
     /// Why the newest revision could not be programmed, if it could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]

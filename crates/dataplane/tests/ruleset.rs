@@ -44,6 +44,16 @@ impl Namespace {
         );
         Namespace(name)
     }
+
+    /// `nft list <what…>` inside the namespace.
+    fn nft_list(&self, what: &[&str]) -> String {
+        let output = Command::new("ip")
+            .args(["netns", "exec", &self.0, "nft", "list"])
+            .args(what)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
 }
 
 impl Drop for Namespace {
@@ -124,20 +134,8 @@ fn show_the_examples_in_the_kernel() {
     let namespace = Namespace::new("show");
     let mut syncer = Syncer::new(CommandBackend::in_namespace(&namespace.0).unwrap());
     syncer.sync(&rendered(&examples())).unwrap();
-    let output = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &namespace.0,
-            "nft",
-            "list",
-            "table",
-            "inet",
-            "sluice",
-        ])
-        .output()
-        .unwrap();
-    println!("{}", String::from_utf8_lossy(&output.stdout));
+    let listing = namespace.nft_list(&["table", "inet", "sluice"]);
+    println!("{listing}");
 }
 
 #[test]
@@ -189,21 +187,7 @@ fn a_pool_with_its_own_nat_address_is_source_natted_to_it() {
     syncer
         .sync(&rendered(&resources))
         .expect("the kernel accepts snat");
-    let output = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &namespace.0,
-            "nft",
-            "list",
-            "chain",
-            "inet",
-            "sluice",
-            "nat-postrouting",
-        ])
-        .output()
-        .unwrap();
-    let listing = String::from_utf8_lossy(&output.stdout);
+    let listing = namespace.nft_list(&["chain", "inet", "sluice", "nat-postrouting"]);
     let snat = listing
         .find("ip saddr 10.20.0.0/16 ip daddr != @all-pools-v4 snat ip to 198.18.0.20")
         .expect(&listing);
@@ -216,20 +200,9 @@ fn the_nat_chain_exists_only_while_a_pool_has_nat_outgoing() {
     let namespace = Namespace::new("natchain");
     let mut syncer = Syncer::new(CommandBackend::in_namespace(&namespace.0).expect("nft is installed"));
     let has_nat_chain = || {
-        let output = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &namespace.0,
-                "nft",
-                "list",
-                "table",
-                "inet",
-                "sluice",
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&output.stdout).contains("chain nat-postrouting")
+        namespace
+            .nft_list(&["table", "inet", "sluice"])
+            .contains("chain nat-postrouting")
     };
     let mut resources = examples();
     let set_nat = |resources: &mut sluice_api::ResourceSet, nat: bool| {
@@ -305,21 +278,7 @@ fn a_node_without_a_program_is_fail_closed_for_pods() {
         !sluice_dataplane::ensure_fail_closed(&mut backend).unwrap(),
         "leaves an existing table alone"
     );
-    let output = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &namespace.0,
-            "nft",
-            "list",
-            "chain",
-            "inet",
-            "sluice",
-            "forward",
-        ])
-        .output()
-        .unwrap();
-    let listing = String::from_utf8_lossy(&output.stdout);
+    let listing = namespace.nft_list(&["chain", "inet", "sluice", "forward"]);
     assert!(
         listing.contains("iifname \"slc*\" iifname != @endpoint-interfaces drop"),
         "{listing}"
