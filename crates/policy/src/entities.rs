@@ -20,6 +20,24 @@ pub const LABEL_NAME: &str = "projectcalico.org/name";
 pub const NAMESPACE_LABEL_PREFIX: &str = "pcns.";
 pub const SERVICE_ACCOUNT_LABEL_PREFIX: &str = "pcsa.";
 
+/// Whether a label key is one Calico derives from a namespace or a service account. Such keys
+/// carry identity: a pod (or anyone who can label it) must not be able to claim them.
+pub fn is_reserved_label(key: &str) -> bool {
+    key.starts_with(NAMESPACE_LABEL_PREFIX) || key.starts_with(SERVICE_ACCOUNT_LABEL_PREFIX)
+}
+
+/// An object's own labels without the reserved `pcns.` / `pcsa.` keys. Calico drops them from
+/// workload endpoints before Felix sees them "so a wep cannot pretend it is in another namespace"
+/// (libcalico-go `updateprocessors/workloadendpointprocessor.go`). Sluice drops them from
+/// namespaced NetworkSets too, where Calico keeps them: a namespace's own network set must not
+/// claim another namespace's labels and so enter its peers' `namespaceSelector` rules.
+fn own_labels(labels: &BTreeMap<String, String>) -> impl Iterator<Item = (String, String)> + '_ {
+    labels
+        .iter()
+        .filter(|(key, _)| !is_reserved_label(key))
+        .map(|(key, value)| (key.clone(), value.clone()))
+}
+
 /// Something a selector can pick: a pod or a network set.
 #[derive(Debug, Clone)]
 pub struct Entity {
@@ -94,14 +112,14 @@ pub fn build_entities(resources: &ResourceSet) -> (Vec<Entity>, Vec<String>) {
             format!("{SERVICE_ACCOUNT_LABEL_PREFIX}{LABEL_NAME}"),
             account.to_string(),
         );
-        labels.extend(own.clone());
+        labels.extend(own_labels(own));
         labels.insert(LABEL_NAMESPACE.to_string(), namespace.to_string());
         labels.insert(LABEL_ORCHESTRATOR.to_string(), "k8s".to_string());
-        // Calico sets this label only for names shorter than 63 characters (a label value's
-        // limit); `workload_endpoint_default.go` in libcalico-go's k8s conversion.
-        if account.len() < 63 {
-            labels.insert(LABEL_SERVICE_ACCOUNT.to_string(), account.to_string());
-        }
+        // Set from the service account whatever its length: the k8s conversion leaves the label
+        // off names of 63 characters or more, but the syncer that feeds Felix then sets it from
+        // the endpoint's `serviceAccountName` (libcalico-go `updateprocessors/
+        // workloadendpointprocessor.go`, projectcalico/calico#4529), overriding any pod label.
+        labels.insert(LABEL_SERVICE_ACCOUNT.to_string(), account.to_string());
         labels
     };
     // What the CNI plugin recorded for each pod: its addresses when the pod object has none
@@ -198,7 +216,11 @@ pub fn build_entities(resources: &ResourceSet) -> (Vec<Entity>, Vec<String>) {
     for set in &resources.network_sets {
         let namespace = set.metadata.namespace();
         let mut labels = profile_labels(namespace);
-        labels.extend(set.metadata.labels.clone());
+        // A network set is no pod: it has no service account or orchestrator to claim.
+        labels.extend(
+            own_labels(&set.metadata.labels)
+                .filter(|(key, _)| key != LABEL_SERVICE_ACCOUNT && key != LABEL_ORCHESTRATOR),
+        );
         labels.insert(LABEL_NAMESPACE.to_string(), namespace.to_string());
         entities.push(Entity {
             kind: EntityKind::NetworkSet,

@@ -994,31 +994,8 @@ spec:
     assert!(!allowed(&dataplane, tcp("prod/api", "prod/db", 5432)));
 }
 
-// Calico gives a pod the `projectcalico.org/serviceaccount` label only when the name is shorter
-// than 63 characters, so `serviceAccounts.names` cannot match a longer name.
-// libcalico-go/lib/backend/k8s/conversion/workload_endpoint_default.go.
-#[test]
-fn long_service_account_names_get_no_label() {
-    let long_name = "a".repeat(63);
-    let dataplane = load(&format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata: {{name: long, namespace: prod, labels: {{app: long}}}}
-spec: {{nodeName: node-1, serviceAccountName: {long_name}, containers: [{{name: main}}]}}
-status: {{podIP: 10.0.1.8}}
----
-apiVersion: projectcalico.org/v3
-kind: GlobalNetworkPolicy
-metadata: {{name: db-ingress}}
-spec:
-  selector: app == 'db'
-  types: [Ingress]
-  ingress: [{{action: Allow, source: {{serviceAccounts: {{names: [{long_name}, frontend]}}}}}}]
-"#
-    ));
-    assert!(allowed(&dataplane, tcp("prod/web", "prod/db", 5432)));
-    assert!(!allowed(&dataplane, tcp("10.0.1.8", "prod/db", 5432)));
-}
+// Service account names of 63 characters or more: see `tests/identity.rs`
+// (`long_service_account_names_keep_their_identity`).
 
 // A GlobalNetworkPolicy's `namespaceSelector` and `serviceAccountSelector` narrow the
 // endpoints it applies to. libcalico-go/lib/backend/syncersv1/updateprocessors/
