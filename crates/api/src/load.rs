@@ -14,6 +14,7 @@ use crate::calico::{
     WorkloadEndpoint,
 };
 use crate::document::{Document, Position, parse_documents};
+use crate::kept::{FelixConfiguration, KeptResource};
 use crate::kubernetes::{KubernetesNetworkPolicy, Namespace, Node, Pod, ServiceAccount};
 use crate::meta::{ObjectMeta, Origin};
 use crate::validate::{self, Report};
@@ -70,10 +71,26 @@ pub enum Kind {
     IpPool,
     Node,
     WorkloadEndpoint,
+    FelixConfiguration,
+    // Calico kinds stored and listed but not enforced (see `kept`).
+    BgpConfiguration,
+    BgpFilter,
+    BgpPeer,
+    BlockAffinity,
+    CalicoNodeStatus,
+    ClusterInformation,
+    HostEndpoint,
+    IpamConfiguration,
+    IpReservation,
+    KubeControllersConfiguration,
+    Profile,
+    StagedGlobalNetworkPolicy,
+    StagedKubernetesNetworkPolicy,
+    StagedNetworkPolicy,
 }
 
 impl Kind {
-    pub const ALL: [(&'static str, &'static str, Kind); 12] = [
+    pub const ALL: [(&'static str, &'static str, Kind); 27] = [
         ("v1", "Namespace", Kind::Namespace),
         ("v1", "Node", Kind::Node),
         ("v1", "Pod", Kind::Pod),
@@ -94,7 +111,56 @@ impl Kind {
         ("projectcalico.org/v3", "GlobalNetworkSet", Kind::GlobalNetworkSet),
         ("projectcalico.org/v3", "IPPool", Kind::IpPool),
         ("projectcalico.org/v3", "WorkloadEndpoint", Kind::WorkloadEndpoint),
+        (
+            "projectcalico.org/v3",
+            "FelixConfiguration",
+            Kind::FelixConfiguration,
+        ),
+        ("projectcalico.org/v3", "BGPConfiguration", Kind::BgpConfiguration),
+        ("projectcalico.org/v3", "BGPFilter", Kind::BgpFilter),
+        ("projectcalico.org/v3", "BGPPeer", Kind::BgpPeer),
+        ("projectcalico.org/v3", "BlockAffinity", Kind::BlockAffinity),
+        ("projectcalico.org/v3", "CalicoNodeStatus", Kind::CalicoNodeStatus),
+        (
+            "projectcalico.org/v3",
+            "ClusterInformation",
+            Kind::ClusterInformation,
+        ),
+        ("projectcalico.org/v3", "HostEndpoint", Kind::HostEndpoint),
+        (
+            "projectcalico.org/v3",
+            "IPAMConfiguration",
+            Kind::IpamConfiguration,
+        ),
+        ("projectcalico.org/v3", "IPReservation", Kind::IpReservation),
+        (
+            "projectcalico.org/v3",
+            "KubeControllersConfiguration",
+            Kind::KubeControllersConfiguration,
+        ),
+        ("projectcalico.org/v3", "Profile", Kind::Profile),
+        (
+            "projectcalico.org/v3",
+            "StagedGlobalNetworkPolicy",
+            Kind::StagedGlobalNetworkPolicy,
+        ),
+        (
+            "projectcalico.org/v3",
+            "StagedKubernetesNetworkPolicy",
+            Kind::StagedKubernetesNetworkPolicy,
+        ),
+        (
+            "projectcalico.org/v3",
+            "StagedNetworkPolicy",
+            Kind::StagedNetworkPolicy,
+        ),
     ];
+
+    /// Whether Sluice acts on objects of this kind; the others are stored, listed and warned
+    /// about (see `kept`).
+    pub fn is_enforced(self) -> bool {
+        crate::kept::not_enforced_reason(self).is_empty()
+    }
 
     pub fn api_version(self) -> &'static str {
         Self::ALL
@@ -121,6 +187,8 @@ impl Kind {
                 | Kind::NetworkPolicy
                 | Kind::NetworkSet
                 | Kind::WorkloadEndpoint
+                | Kind::StagedNetworkPolicy
+                | Kind::StagedKubernetesNetworkPolicy
         )
     }
 
@@ -129,6 +197,37 @@ impl Kind {
             .iter()
             .find(|entry| entry.0 == api_version && entry.1 == kind)
             .map(|entry| entry.2)
+    }
+
+    /// The known kind of `api_version` (or of any apiVersion) nearest to a misspelled one:
+    /// the same letters in another case, or a few edits away.
+    fn closest(api_version: &str, kind: &str) -> Option<&'static str> {
+        let lowered = kind.to_lowercase();
+        let candidates = || {
+            Self::ALL
+                .iter()
+                .filter(|entry| entry.0 == api_version)
+                .map(|entry| entry.1)
+        };
+        if let Some(same) = candidates().find(|known| known.to_lowercase() == lowered) {
+            return Some(same);
+        }
+        // A shortened name (`FelixConfig`) is nearer than its length in edits suggests.
+        if lowered.len() >= 5
+            && let Some(longer) = candidates().find(|known| known.to_lowercase().starts_with(&lowered))
+        {
+            return Some(longer);
+        }
+        candidates()
+            .map(|known| {
+                (
+                    strsim::damerau_levenshtein(&known.to_lowercase(), &lowered),
+                    known,
+                )
+            })
+            .filter(|(distance, known)| *distance <= 2.max(known.len() / 5))
+            .min()
+            .map(|(_, known)| known)
     }
 
     fn known_list() -> String {
@@ -161,6 +260,11 @@ pub struct ResourceSet {
     pub ip_pools: Vec<IpPool>,
     pub nodes: Vec<Node>,
     pub workload_endpoints: Vec<WorkloadEndpoint>,
+    pub felix_configurations: Vec<FelixConfiguration>,
+    /// Calico objects stored and listed but not enforced.
+    pub kept: Vec<KeptResource>,
+    /// What the inputs do that is allowed but worth saying (kinds and fields not enforced).
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl ResourceSet {
@@ -177,6 +281,8 @@ impl ResourceSet {
             + self.ip_pools.len()
             + self.nodes.len()
             + self.workload_endpoints.len()
+            + self.felix_configurations.len()
+            + self.kept.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -189,6 +295,7 @@ impl ResourceSet {
 pub struct Loader {
     set: ResourceSet,
     errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
     seen: BTreeMap<(Kind, String, String), Origin>,
     tier_references: Vec<(String, Diagnostic)>,
     /// Positions of the fields that checks across objects report (pool CIDRs, pod addresses),
@@ -330,6 +437,18 @@ impl Loader {
                         versions_of_kind.join(" or ")
                     ),
                 );
+            } else if let Some(suggestion) = Kind::closest(api_version, kind_name) {
+                report.error(
+                    "kind",
+                    format!(
+                        "unknown kind `{kind_name}` in apiVersion `{api_version}`; did you mean `{suggestion}`?"
+                    ),
+                );
+            } else if api_version == "crd.projectcalico.org/v1" {
+                report.error(
+                    "apiVersion",
+                    "`crd.projectcalico.org/v1` is how Calico stores its resources inside Kubernetes; write them as `projectcalico.org/v3` (calicoctl and kubectl with the Calico API server print that form)",
+                );
             } else {
                 report.error(
                     "kind",
@@ -436,24 +555,32 @@ impl Loader {
             ));
         }
         validate::resource(&value, report);
+        let warnings = match &value {
+            Resource::FelixConfiguration(configuration) => configuration.warnings(),
+            Resource::Kept(kept) => vec![(
+                String::new(),
+                format!(
+                    "{} {}{} is stored but not enforced: {}",
+                    kept.kind,
+                    if kept.kind.is_namespaced() {
+                        format!("{}/", kept.metadata.namespace())
+                    } else {
+                        String::new()
+                    },
+                    kept.metadata.name,
+                    crate::kept::not_enforced_reason(kept.kind)
+                ),
+            )],
+            _ => Vec::new(),
+        };
+        let warnings = locate(&origin.file, document, warnings);
+        self.warnings.extend(warnings);
         self.set.push(value);
     }
 
     fn record(&mut self, file: &str, document: &Document, report: Report) {
-        for (path, message) in report.errors {
-            let position: Position = if path.is_empty() {
-                document.start
-            } else {
-                document.position_of(&path)
-            };
-            self.errors.push(Diagnostic {
-                file: file.to_string(),
-                line: position.line,
-                column: position.column,
-                field: path.trim_end_matches("#key").to_string(),
-                message,
-            });
-        }
+        let errors = locate(file, document, report.errors);
+        self.errors.extend(errors);
     }
 
     /// Checks references between objects and returns the set, or every error found.
@@ -484,6 +611,7 @@ impl Loader {
         };
         self.errors.extend(validate::cross_object(&self.set, &locate));
         if self.errors.is_empty() {
+            self.set.warnings = self.warnings;
             Ok(self.set)
         } else {
             self.errors.sort_by(|left, right| {
@@ -492,6 +620,27 @@ impl Loader {
             Err(LoadErrors(self.errors))
         }
     }
+}
+
+/// Diagnostics at the positions of their field paths (the document's start for an empty path).
+fn locate(file: &str, document: &Document, messages: Vec<(String, String)>) -> Vec<Diagnostic> {
+    messages
+        .into_iter()
+        .map(|(path, message)| {
+            let position: Position = if path.is_empty() {
+                document.start
+            } else {
+                document.position_of(&path)
+            };
+            Diagnostic {
+                file: file.to_string(),
+                line: position.line,
+                column: position.column,
+                field: path.trim_end_matches("#key").to_string(),
+                message,
+            }
+        })
+        .collect()
 }
 
 fn unknown_field_name(message: &str) -> Option<&str> {
@@ -544,5 +693,7 @@ has_metadata!(
     Node,
     WorkloadEndpoint,
     NetworkPolicy,
-    GlobalNetworkPolicy
+    GlobalNetworkPolicy,
+    FelixConfiguration,
+    KeptResource
 );

@@ -6,6 +6,7 @@ use serde_json::Value;
 use crate::calico::{
     GlobalNetworkPolicy, GlobalNetworkSet, IpPool, NetworkPolicy, NetworkSet, Tier, WorkloadEndpoint,
 };
+use crate::kept::{FelixConfiguration, KeptBody, KeptResource};
 use crate::kubernetes::{KubernetesNetworkPolicy, Namespace, Node, Pod, ServiceAccount};
 use crate::load::{HasMetadata, Kind, ResourceSet};
 use crate::meta::ObjectMeta;
@@ -28,6 +29,9 @@ pub enum Resource {
     GlobalNetworkSet(GlobalNetworkSet),
     IpPool(IpPool),
     WorkloadEndpoint(WorkloadEndpoint),
+    FelixConfiguration(FelixConfiguration),
+    /// A Calico kind stored and listed but not enforced.
+    Kept(KeptResource),
 }
 
 macro_rules! each_kind {
@@ -45,6 +49,8 @@ macro_rules! each_kind {
             Resource::GlobalNetworkSet($binding) => $body,
             Resource::IpPool($binding) => $body,
             Resource::WorkloadEndpoint($binding) => $body,
+            Resource::FelixConfiguration($binding) => $body,
+            Resource::Kept($binding) => $body,
         }
     };
 }
@@ -64,6 +70,8 @@ impl Resource {
             Resource::GlobalNetworkSet(_) => Kind::GlobalNetworkSet,
             Resource::IpPool(_) => Kind::IpPool,
             Resource::WorkloadEndpoint(_) => Kind::WorkloadEndpoint,
+            Resource::FelixConfiguration(_) => Kind::FelixConfiguration,
+            Resource::Kept(kept) => kept.kind,
         }
     }
 
@@ -172,6 +180,14 @@ pub(crate) fn deserialize(
         Kind::GlobalNetworkSet => typed(body, Resource::GlobalNetworkSet),
         Kind::IpPool => typed(body, Resource::IpPool),
         Kind::WorkloadEndpoint => typed(body, Resource::WorkloadEndpoint),
+        Kind::FelixConfiguration => typed(body, Resource::FelixConfiguration),
+        kept => serde_path_to_error::deserialize(body).map(|body: KeptBody| {
+            Resource::Kept(KeptResource {
+                kind: kept,
+                metadata: body.metadata,
+                fields: body.fields,
+            })
+        }),
     }
 }
 
@@ -209,6 +225,8 @@ impl ResourceSet {
             Resource::GlobalNetworkSet(value) => self.global_network_sets.push(value),
             Resource::IpPool(value) => self.ip_pools.push(value),
             Resource::WorkloadEndpoint(value) => self.workload_endpoints.push(value),
+            Resource::FelixConfiguration(value) => self.felix_configurations.push(value),
+            Resource::Kept(value) => self.kept.push(value),
         }
     }
 
@@ -243,6 +261,12 @@ impl ResourceSet {
                 .into_iter()
                 .map(Resource::WorkloadEndpoint),
         );
+        resources.extend(
+            self.felix_configurations
+                .into_iter()
+                .map(Resource::FelixConfiguration),
+        );
+        resources.extend(self.kept.into_iter().map(Resource::Kept));
         resources
     }
 }

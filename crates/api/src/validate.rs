@@ -67,7 +67,10 @@ pub fn resource(resource: &crate::Resource, report: &mut Report) {
         | Resource::ServiceAccount(_)
         | Resource::Node(_)
         | Resource::NetworkSet(_)
-        | Resource::GlobalNetworkSet(_) => {}
+        | Resource::GlobalNetworkSet(_)
+        // Kept whole and not acted on; their fields are Calico's to validate.
+        | Resource::FelixConfiguration(_)
+        | Resource::Kept(_) => {}
     }
 }
 

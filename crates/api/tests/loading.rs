@@ -198,7 +198,195 @@ fn unknown_kind() {
         "kind",
         "unknown kind `Pood`",
     );
-    assert!(diagnostic.message.contains("v1 Pod"), "{diagnostic}");
+    assert!(diagnostic.message.contains("did you mean `Pod`?"), "{diagnostic}");
+}
+
+#[test]
+fn misspelled_kinds_get_a_suggestion() {
+    for (kind, suggestion) in [
+        ("GlobalNetworkPolcy", "GlobalNetworkPolicy"),
+        ("networkpolicy", "NetworkPolicy"),
+        ("IpPool", "IPPool"),
+        ("FelixConfig", "FelixConfiguration"),
+        ("BGPPeers", "BGPPeer"),
+    ] {
+        assert_error(
+            &format!("apiVersion: projectcalico.org/v3\nkind: {kind}\nmetadata:\n  name: x\n"),
+            2,
+            7,
+            "kind",
+            &format!("did you mean `{suggestion}`?"),
+        );
+    }
+    // Nothing near: the list of what Sluice reads.
+    assert_error(
+        "apiVersion: projectcalico.org/v3\nkind: Deployment\nmetadata:\n  name: x\n",
+        2,
+        7,
+        "kind",
+        "Sluice reads:",
+    );
+    // Unknown apiVersions stay refused, with the storage form explained.
+    assert_error(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: x\n",
+        2,
+        7,
+        "kind",
+        "unknown kind `Deployment` in apiVersion `apps/v1`",
+    );
+    assert_error(
+        "apiVersion: crd.projectcalico.org/v1\nkind: BGPPeers\nmetadata:\n  name: x\n",
+        1,
+        13,
+        "apiVersion",
+        "write them as `projectcalico.org/v3`",
+    );
+}
+
+/// A cluster's Calico configuration as `calicoctl get -o yaml` prints it: kinds Sluice does not
+/// enforce are kept (stored, listed, round-tripped) with a warning each, never refused.
+const CALICO_CONFIGURATION: &str = r#"
+apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata: {name: default}
+spec:
+  bpfEnabled: false
+  logSeverityScreen: Info
+  reportingInterval: 0s
+---
+apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata: {name: node.node-1}
+spec: {}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec: {logSeverityScreen: Info, nodeToNodeMeshEnabled: true, asNumber: 64512}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: rack1-tor}
+spec: {peerIP: 192.0.2.1, asNumber: 64513, nodeSelector: rack == 'rack-1'}
+---
+apiVersion: projectcalico.org/v3
+kind: KubeControllersConfiguration
+metadata: {name: default}
+spec: {controllers: {node: {reconcilerPeriod: 5m}}}
+status: {runningConfig: {}}
+---
+apiVersion: projectcalico.org/v3
+kind: IPReservation
+metadata: {name: reserved}
+spec: {reservedCIDRs: [10.0.0.0/28]}
+---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: node-1-eth0, labels: {role: node}}
+spec: {node: node-1, interfaceName: eth0, expectedIPs: [192.0.2.10]}
+---
+apiVersion: projectcalico.org/v3
+kind: ClusterInformation
+metadata: {name: default}
+spec: {calicoVersion: v3.30.0, clusterType: k8s,bgp,kubeadm,kdd, datastoreReady: true}
+---
+apiVersion: projectcalico.org/v3
+kind: StagedNetworkPolicy
+metadata: {name: default-deny, namespace: prod}
+spec: {stagedAction: Set, selector: all(), types: [Ingress, Egress]}
+"#;
+
+#[test]
+fn calico_kinds_sluice_does_not_enforce_are_kept_with_a_warning() {
+    use sluice_api::{Kind, Resource};
+    let set = load(CALICO_CONFIGURATION);
+    assert_eq!(set.felix_configurations.len(), 2);
+    assert_eq!(set.felix_configurations[1].node(), Some("node-1"));
+    let kept: Vec<Kind> = set.kept.iter().map(|kept| kept.kind).collect();
+    assert_eq!(
+        kept,
+        [
+            Kind::BgpConfiguration,
+            Kind::BgpPeer,
+            Kind::KubeControllersConfiguration,
+            Kind::IpReservation,
+            Kind::HostEndpoint,
+            Kind::ClusterInformation,
+            Kind::StagedNetworkPolicy,
+        ]
+    );
+    assert!(kept.iter().all(|kind| !kind.is_enforced()));
+    assert!(Kind::FelixConfiguration.is_enforced());
+    // One warning per kept object, at its document, saying what is not enforced.
+    let warnings: Vec<String> = set.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(warnings.len(), 8, "{warnings:#?}");
+    assert!(
+        warnings
+            .iter()
+            .any(|warning| warning.starts_with("policy.yaml:15:1: ")
+                && warning
+                    .contains("BGPConfiguration default is stored but not enforced: Sluice speaks no BGP")),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings.iter().any(|warning| warning.contains(
+            "IPReservation reserved is stored but not enforced: IPAM does not skip reserved addresses"
+        )),
+        "{warnings:#?}"
+    );
+    // FelixConfiguration's unused fields are named, at the first of them.
+    assert!(
+        warnings.iter().any(
+            |warning| warning.starts_with("policy.yaml:6:3: spec.bpfEnabled: ")
+                && warning.contains("does not use `bpfEnabled`, `logSeverityScreen`, `reportingInterval`")
+        ),
+        "{warnings:#?}"
+    );
+    // Stored and read back whole.
+    for resource in set.clone().into_resources() {
+        let decoded = Resource::decode(&resource.encode(), 3).unwrap();
+        assert_eq!(decoded.kind(), resource.kind());
+        assert_eq!(decoded.to_manifest(), resource.to_manifest());
+    }
+    let staged = set
+        .kept
+        .iter()
+        .find(|kept| kept.kind == Kind::StagedNetworkPolicy)
+        .unwrap();
+    assert_eq!(
+        Resource::Kept(staged.clone()).key(),
+        "/sluice/resources/projectcalico.org/stagednetworkpolicy/prod/default-deny"
+    );
+    assert_eq!(staged.fields["spec"]["stagedAction"], "Set");
+}
+
+#[test]
+fn a_felix_configuration_with_a_name_felix_never_reads_is_warned_about() {
+    let set = load("apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: node-1}\n");
+    assert_eq!(set.warnings.len(), 1);
+    assert!(
+        set.warnings[0].message.contains("applies to nothing"),
+        "{}",
+        set.warnings[0]
+    );
+}
+
+#[test]
+fn kept_kinds_still_have_their_metadata_checked() {
+    assert_error(
+        "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: Rack_1\n",
+        4,
+        9,
+        "metadata.name",
+        "",
+    );
+    assert_error(
+        "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: x\n  namespace: prod\n",
+        5,
+        14,
+        "metadata.namespace",
+        "",
+    );
 }
 
 #[test]

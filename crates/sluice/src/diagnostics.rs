@@ -20,7 +20,9 @@ pub fn resources_from(
 
 /// Loads manifests; on error prints every diagnostic to stderr and fails.
 pub fn load_or_report(paths: &[PathBuf]) -> Result<ResourceSet, String> {
-    sluice_api::load_paths(paths).map_err(|errors| report_errors(&errors))
+    let resources = sluice_api::load_paths(paths).map_err(|errors| report_errors(&errors))?;
+    report_warnings(&resources);
+    Ok(resources)
 }
 
 /// Prints every diagnostic with its source line; returns the summary line.
@@ -65,4 +67,20 @@ pub fn render(diagnostic: &Diagnostic, source: Option<&str>) -> String {
         ));
     }
     text
+}
+
+/// Prints what the inputs do that is allowed but worth knowing (kinds and fields Sluice keeps
+/// without enforcing), one warning each, to stderr.
+pub fn report_warnings(resources: &ResourceSet) {
+    for warning in &resources.warnings {
+        let field = if warning.field.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", warning.field)
+        };
+        eprintln!(
+            "warning{field}: {}\n  --> {}:{}:{}",
+            warning.message, warning.file, warning.line, warning.column
+        );
+    }
 }
