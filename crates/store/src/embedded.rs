@@ -25,8 +25,8 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 
 use crate::{
-    Change, KeyValue, Operation, Result, Revision, Store, StoreError, Watch, check_condition, condition_of,
-    prefix_end, validate_operations,
+    Change, Guard, KeyValue, Operation, Result, Revision, Store, StoreError, Watch, check_condition,
+    condition_of, prefix_end, validate_operations,
 };
 
 /// The schema this code writes; a file with a higher one comes from a newer Sluice.
@@ -260,16 +260,50 @@ fn prefix_range(prefix: &str) -> (Vec<u8>, Option<Vec<u8>>) {
     (prefix.as_bytes().to_vec(), prefix_end(prefix.as_bytes()))
 }
 
+/// Checks the guards inside the write transaction, so nothing can change in between.
+fn check_guards(transaction: &rusqlite::Transaction<'_>, guards: &[Guard]) -> Outcome<()> {
+    for guard in guards {
+        match guard {
+            Guard::Key { key, condition } => {
+                let current: Option<Revision> = transaction
+                    .prepare_cached("SELECT modify_revision FROM kv WHERE key = ?1")?
+                    .query_row([key.as_bytes()], |row| row.get(0))
+                    .optional()?;
+                check_condition(key, *condition, current)?;
+            }
+            Guard::NoWriteUnder { prefix, after } => {
+                let (start, end) = prefix_range(prefix);
+                let written: Option<(Vec<u8>, Revision)> = transaction
+                    .prepare_cached(
+                        "SELECT key, modify_revision FROM kv
+                         WHERE key >= ?1 AND (?2 IS NULL OR key < ?2) AND modify_revision > ?3
+                         ORDER BY key LIMIT 1",
+                    )?
+                    .query_row(params![start, end, after], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()?;
+                if let Some((key, revision)) = written {
+                    return Err(
+                        crate::prefix_conflict(prefix, *after, &key_from_bytes(key)?, revision).into(),
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn commit_once(
     connection: &mut Connection,
+    guards: &[Guard],
     operations: &[Operation],
     history_revisions: i64,
 ) -> Outcome<Revision> {
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (revision, compacted) = read_meta(&transaction)?;
 
-    // All conditions first: a failed one returns before anything is written (the transaction
-    // rolls back when dropped).
+    // All guards and conditions first: a failed one returns before anything is written (the
+    // transaction rolls back when dropped).
+    check_guards(&transaction, guards)?;
     let mut existing = Vec::with_capacity(operations.len());
     {
         let mut select =
@@ -394,10 +428,10 @@ impl Store for EmbeddedStore {
         .map_err(StoreError::from)
     }
 
-    fn commit(&self, operations: &[Operation]) -> Result<Revision> {
+    fn commit_if(&self, guards: &[Guard], operations: &[Operation]) -> Result<Revision> {
         validate_operations(operations)?;
         let mut connection = self.lock();
-        with_busy_retry(|| commit_once(&mut connection, operations, self.history_revisions))
+        with_busy_retry(|| commit_once(&mut connection, guards, operations, self.history_revisions))
             .map_err(StoreError::from)
     }
 
