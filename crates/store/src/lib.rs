@@ -21,7 +21,7 @@ mod etcd;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use address::{Address, default_address, open};
+pub use address::{Address, default_address, open, open_or_create};
 pub use embedded::{DEFAULT_HISTORY_REVISIONS, EmbeddedStore};
 pub use etcd::{EtcdStore, MemberStatus};
 
@@ -134,6 +134,9 @@ pub enum StoreError {
     /// Anything else the backend reports.
     #[error("datastore error: {0}")]
     Backend(String),
+    /// A reader named a store file that does not exist (only writers create one).
+    #[error("no datastore at {path}; `sluice apply` creates one")]
+    Missing { path: String },
     /// The datastore address could not be understood.
     #[error("invalid datastore address `{address}`: {reason}")]
     InvalidAddress { address: String, reason: String },
