@@ -81,8 +81,18 @@ fn hostname() -> Option<String> {
     Some(name.trim().to_string()).filter(|name| !name.is_empty())
 }
 
+/// The existing datastore: the plugin never creates one (a typo in `datastore` must not give
+/// pods addresses from an empty store).
 fn open_store(config: &NetworkConfig) -> Result<Arc<dyn Store>, CniError> {
-    Ok(Arc::from(sluice_store::open(&config.datastore)?))
+    match sluice_store::open(&config.datastore) {
+        Ok(store) => Ok(Arc::from(store)),
+        Err(error @ StoreError::Missing { .. }) => Err(CniError::new(
+            ErrorCode::Datastore,
+            "the network configuration's datastore does not exist",
+        )
+        .with_details(error)),
+        Err(error) => Err(error.into()),
+    }
 }
 
 fn netlink_error(error: NetlinkError) -> CniError {

@@ -488,3 +488,25 @@ fn a_dual_stack_pod_gets_both_families_and_answers_over_ipv6() {
     assert_eq!(delete.code, 0, "{delete:?}");
     assert!(allocated(&lab, &attachment.handle()).is_empty());
 }
+
+#[test]
+fn a_missing_datastore_is_refused_not_created() {
+    let mut lab = Lab::new("missing");
+    let netns = lab.pod_namespace("web");
+    let missing = lab.directory.path().join("typo").join("store.db");
+    let mut config: Value = serde_json::from_str(&lab.config("1.1.0")).unwrap();
+    config["datastore"] = format!("file://{}", missing.display()).into();
+    let attachment = Attachment::new("eeee0001", &netns, "default", "web");
+    let reply = lab.invoke("ADD", &attachment, &config.to_string());
+    assert_eq!(reply.code, 1, "{reply:?}");
+    let details = reply.json["details"].as_str().unwrap_or_default();
+    assert!(
+        reply.json["msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("datastore does not exist")
+            && details.contains("no datastore at"),
+        "{reply:?}"
+    );
+    assert!(!missing.parent().unwrap().exists(), "the plugin created a store");
+}

@@ -145,7 +145,7 @@ fn build(
     lab: &LabFile,
     state: &mut LabState,
 ) -> Result<(), String> {
-    let store = datastore::open(&state.datastore)?;
+    let store = datastore::open_or_create(&state.datastore)?;
     let written = datastore::apply_lab(store.as_ref(), lab)?;
     println!(
         "datastore {}: {} resources written",

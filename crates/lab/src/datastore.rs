@@ -21,6 +21,13 @@ pub fn open(address: &str) -> Result<Arc<dyn Store>, String> {
         .map_err(|error| format!("cannot open the datastore {address}: {error}"))
 }
 
+/// The datastore, created if missing: for `lab up`, which sets the lab's store up.
+pub fn open_or_create(address: &str) -> Result<Arc<dyn Store>, String> {
+    sluice_store::open_or_create(address)
+        .map(Arc::from)
+        .map_err(|error| format!("cannot open the datastore {address}: {error}"))
+}
+
 /// Every stored resource and the newest revision at which a resource changed.
 pub fn read_resources(store: &dyn Store) -> Result<(Vec<Resource>, i64), String> {
     let (values, _) = store.list(RESOURCE_PREFIX).map_err(|error| error.to_string())?;

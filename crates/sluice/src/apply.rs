@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use sluice_api::{Kind, Loader, Resource};
-use sluice_store::{Condition, Operation, StoreError};
+use sluice_store::{Condition, Guard, Operation, Store, StoreError};
 
 use crate::datastore::{DatastoreArguments, read_all};
 use crate::diagnostics::report_errors;
@@ -23,9 +23,58 @@ pub struct ApplyArguments {
     datastore: DatastoreArguments,
 }
 
+/// Attempts of a check-and-write whose checks another writer invalidated meanwhile.
+const ATTEMPTS: u32 = 10;
+
+/// What one attempt came to.
+enum Attempt<T> {
+    Done(T),
+    /// Another writer changed what the checks read; check again.
+    Raced,
+}
+
+/// Runs `attempt` until it is not raced, a bounded number of times, pausing a little longer
+/// each time so that concurrent writers spread out.
+fn retry_races<T>(mut attempt: impl FnMut() -> Result<Attempt<T>, String>) -> Result<T, String> {
+    for round in 1..=ATTEMPTS {
+        if let Attempt::Done(outcome) = attempt()? {
+            return Ok(outcome);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5 * u64::from(round)));
+    }
+    Err(format!(
+        "other writers kept changing the datastore while it was checked ({ATTEMPTS} attempts); \
+         nothing was written, try again"
+    ))
+}
+
+/// Whether a conflict comes from a guard (another writer changed what the checks read) rather
+/// than from an operation's own condition (a manifest's resourceVersion, a key to delete).
+fn raced(error: &StoreError, operations: &[Operation], guards: &[Guard]) -> bool {
+    let StoreError::Conflict { key, expected, .. } = error else {
+        return false;
+    };
+    let guard_key = guards.iter().any(|guard| match guard {
+        Guard::Key { key: guarded, .. } => guarded == key,
+        Guard::NoWriteUnder { prefix, .. } => expected.starts_with(&format!("nothing under {prefix}")),
+    });
+    guard_key || !operations.iter().any(|operation| operation.key() == key)
+}
+
 pub fn apply(arguments: &ApplyArguments) -> Result<ExitCode, String> {
-    let store = arguments.datastore.open()?;
-    let (existing, _) = read_all(store.as_ref())?;
+    let store = arguments.datastore.open_or_create()?;
+    let lines = retry_races(|| apply_once(arguments, store.as_ref()))?;
+    let suffix = if arguments.dry_run { " (dry run)" } else { "" };
+    for line in lines {
+        println!("{line}{suffix}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads the store, checks the manifests against it and writes them in one transaction that
+/// holds only if what the checks read is unchanged.
+fn apply_once(arguments: &ApplyArguments, store: &dyn Store) -> Result<Attempt<Vec<String>>, String> {
+    let (existing, revision) = read_all(store)?;
     let mut loader = Loader::default();
     loader.known_tiers(existing.values().filter_map(|resource| match resource {
         Resource::Tier(tier) => Some(tier.metadata.name.clone()),
@@ -102,14 +151,55 @@ pub fn apply(arguments: &ApplyArguments) -> Result<ExitCode, String> {
         }
         return Err(format!("{} error(s); nothing was written", problems.len()));
     }
+    let guards = apply_guards(&resources, &existing, revision);
     if !arguments.dry_run && !operations.is_empty() {
-        store.commit(&operations).map_err(conflict_message)?;
+        match store.commit_if(&guards, &operations) {
+            Ok(_) => {}
+            Err(error) if raced(&error, &operations, &guards) => return Ok(Attempt::Raced),
+            Err(error) => return Err(conflict_message(error)),
+        }
     }
-    let suffix = if arguments.dry_run { " (dry run)" } else { "" };
-    for line in lines {
-        println!("{line}{suffix}");
+    Ok(Attempt::Done(lines))
+}
+
+/// What apply's cross-object checks read, as guards: no pool written since the read (overlap,
+/// immutability), and every stored tier a manifest's policy names still there.
+fn apply_guards(
+    resources: &[Resource],
+    existing: &std::collections::BTreeMap<String, Resource>,
+    revision: sluice_store::Revision,
+) -> Vec<Guard> {
+    let mut guards = Vec::new();
+    if resources
+        .iter()
+        .any(|resource| matches!(resource, Resource::IpPool(_)))
+    {
+        guards.push(Guard::NoWriteUnder {
+            prefix: sluice_api::resource::kind_prefix(Kind::IpPool),
+            after: revision,
+        });
     }
-    Ok(ExitCode::SUCCESS)
+    let defined: std::collections::BTreeSet<&str> = resources
+        .iter()
+        .filter_map(|resource| match resource {
+            Resource::Tier(tier) => Some(tier.metadata.name.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut referenced: Vec<String> = resources
+        .iter()
+        .filter_map(|resource| resource.tier_reference())
+        .filter(|tier| !tier.is_empty() && !defined.contains(tier))
+        .map(|tier| sluice_api::resource::key(Kind::Tier, None, tier))
+        .filter(|key| existing.contains_key(key))
+        .collect();
+    referenced.sort();
+    referenced.dedup();
+    guards.extend(referenced.into_iter().map(|key| Guard::Key {
+        key,
+        condition: Condition::Present,
+    }));
+    guards
 }
 
 #[derive(Debug, Args)]
@@ -154,25 +244,7 @@ pub fn delete(arguments: &DeleteArguments) -> Result<ExitCode, String> {
     let store = arguments.datastore.open()?;
     let store_arc: std::sync::Arc<dyn sluice_store::Store> = std::sync::Arc::from(store);
     let ipam = sluice_ipam::Ipam::new(store_arc.clone());
-    let mut operations = Vec::new();
-    for (kind, namespace, name) in &targets {
-        if *kind == Kind::IpPool && !arguments.force {
-            let in_use = ipam.pool_in_use(name).map_err(|error| error.to_string())?;
-            if in_use > 0 {
-                return Err(format!(
-                    "IPPool {name} has {in_use} allocated address(es); release them or delete with --force"
-                ));
-            }
-        }
-        operations.push(Operation::Delete {
-            key: sluice_api::resource::key(*kind, namespace.as_deref(), name),
-            condition: Condition::Present,
-        });
-    }
-    store_arc.commit(&operations).map_err(|error| match error {
-        StoreError::Conflict { key, .. } => format!("{} not found; nothing was deleted", describe_key(&key)),
-        other => other.to_string(),
-    })?;
+    retry_races(|| delete_once(arguments, &targets, store_arc.as_ref(), &ipam))?;
     for (kind, namespace, name) in &targets {
         let shown = match namespace {
             Some(namespace) => format!("{namespace}/{name}"),
@@ -181,6 +253,85 @@ pub fn delete(arguments: &DeleteArguments) -> Result<ExitCode, String> {
         println!("{} {shown} deleted", kind.name().to_lowercase());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Checks that the targets may go (no pool in use, no tier with policies) and deletes them in
+/// one transaction that holds only if what the checks read is unchanged.
+fn delete_once(
+    arguments: &DeleteArguments,
+    targets: &[(Kind, Option<String>, String)],
+    store: &dyn Store,
+    ipam: &sluice_ipam::Ipam,
+) -> Result<Attempt<()>, String> {
+    let mut operations = Vec::new();
+    let mut guards = Vec::new();
+    let deleted_keys: Vec<String> = targets
+        .iter()
+        .map(|(kind, namespace, name)| sluice_api::resource::key(*kind, namespace.as_deref(), name))
+        .collect();
+    // Read before the checks: any write after it to what they read breaks the guards.
+    let before = store.revision().map_err(|error| error.to_string())?;
+    let mut stored = None;
+    for ((kind, _, name), key) in targets.iter().zip(&deleted_keys) {
+        if *kind == Kind::IpPool && !arguments.force {
+            let in_use = ipam.pool_in_use(name).map_err(|error| error.to_string())?;
+            if in_use > 0 {
+                return Err(format!(
+                    "IPPool {name} has {in_use} allocated address(es); release them or delete with --force"
+                ));
+            }
+            guards.push(Guard::NoWriteUnder {
+                prefix: sluice_ipam::layout::BLOCK_PREFIX.to_string(),
+                after: before,
+            });
+        }
+        if *kind == Kind::Tier {
+            if stored.is_none() {
+                stored = Some(read_all(store)?);
+            }
+            let (resources, revision) = stored.as_ref().expect("read above");
+            // As Calico: a tier that holds policies cannot go (those deleted alongside aside).
+            let members: Vec<String> = resources
+                .iter()
+                .filter(|(key, _)| !deleted_keys.contains(key))
+                .filter_map(|(_, resource)| {
+                    let tier = match resource {
+                        Resource::NetworkPolicy(policy) => policy.spec.tier(),
+                        Resource::GlobalNetworkPolicy(policy) => policy.spec.tier(),
+                        _ => return None,
+                    };
+                    (tier == name).then(|| describe(resource))
+                })
+                .collect();
+            if !members.is_empty() {
+                return Err(format!(
+                    "tier {name} still has {} polic{}: {}; delete them first. Nothing was deleted",
+                    members.len(),
+                    if members.len() == 1 { "y" } else { "ies" },
+                    members.join(", ")
+                ));
+            }
+            for policy_kind in [Kind::NetworkPolicy, Kind::GlobalNetworkPolicy] {
+                guards.push(Guard::NoWriteUnder {
+                    prefix: sluice_api::resource::kind_prefix(policy_kind),
+                    after: *revision,
+                });
+            }
+        }
+        operations.push(Operation::Delete {
+            key: key.clone(),
+            condition: Condition::Present,
+        });
+    }
+    guards.dedup();
+    match store.commit_if(&guards, &operations) {
+        Ok(_) => Ok(Attempt::Done(())),
+        Err(error) if raced(&error, &operations, &guards) => Ok(Attempt::Raced),
+        Err(StoreError::Conflict { key, .. }) => {
+            Err(format!("{} not found; nothing was deleted", describe_key(&key)))
+        }
+        Err(other) => Err(other.to_string()),
+    }
 }
 
 fn describe(resource: &Resource) -> String {

@@ -17,12 +17,21 @@ pub struct DatastoreArguments {
 }
 
 impl DatastoreArguments {
-    pub fn open(&self) -> Result<Box<dyn Store>, String> {
-        let address = self
-            .datastore
+    fn address(&self) -> String {
+        self.datastore
             .clone()
-            .unwrap_or_else(sluice_store::default_address);
-        sluice_store::open(&address).map_err(|error| error.to_string())
+            .unwrap_or_else(sluice_store::default_address)
+    }
+
+    /// The existing datastore, for commands that read (a store file that is missing is an
+    /// error, one that cannot be written is read).
+    pub fn open(&self) -> Result<Box<dyn Store>, String> {
+        sluice_store::open(&self.address()).map_err(|error| error.to_string())
+    }
+
+    /// The datastore, created if missing: only for `apply` and writing `ipam` commands.
+    pub fn open_or_create(&self) -> Result<Box<dyn Store>, String> {
+        sluice_store::open_or_create(&self.address()).map_err(|error| error.to_string())
     }
 }
 

@@ -57,6 +57,11 @@ fn open(datastore: &DatastoreArguments) -> Result<Ipam, String> {
     Ok(Ipam::new(Arc::from(datastore.open()?)))
 }
 
+/// For the commands that write: creates the store if missing.
+fn open_or_create(datastore: &DatastoreArguments) -> Result<Ipam, String> {
+    Ok(Ipam::new(Arc::from(datastore.open_or_create()?)))
+}
+
 pub fn run(command: &IpamCommand) -> Result<ExitCode, String> {
     match command {
         IpamCommand::Show {
@@ -151,7 +156,7 @@ pub fn run(command: &IpamCommand) -> Result<ExitCode, String> {
             })
         }
         IpamCommand::Release { target, datastore } => {
-            let ipam = open(datastore)?;
+            let ipam = open_or_create(datastore)?;
             match target.parse::<IpAddr>() {
                 Ok(address) => match ipam.release_address(address).map_err(|error| error.to_string())? {
                     Some(released) => println!("released {address} (handle {})", released.handle),

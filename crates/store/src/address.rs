@@ -49,8 +49,19 @@ impl Address {
         }
     }
 
-    /// Opens the store at this address.
+    /// Opens the existing store at this address: a store file that does not exist is
+    /// `Missing` (a typo must not read as an empty store), one that cannot be written is
+    /// opened for reading. For readers: the agent, the CNI plugin, `get`, `explain`.
     pub fn open(&self) -> Result<Box<dyn Store>> {
+        Ok(match self {
+            Address::File(path) => Box::new(EmbeddedStore::open_existing(path)?),
+            Address::Etcd(endpoints) => Box::new(EtcdStore::connect(endpoints)?),
+        })
+    }
+
+    /// Opens the store at this address, creating the file (and its directories) if missing.
+    /// For the writers that set a store up: `sluice apply`, writing `ipam` commands, the lab.
+    pub fn open_or_create(&self) -> Result<Box<dyn Store>> {
         Ok(match self {
             Address::File(path) => Box::new(EmbeddedStore::open(path)?),
             Address::Etcd(endpoints) => Box::new(EtcdStore::connect(endpoints)?),
@@ -58,9 +69,15 @@ impl Address {
     }
 }
 
-/// Opens the datastore at `address` (see [`Address`]).
+/// Opens the existing datastore at `address` (see [`Address::open`]).
 pub fn open(address: &str) -> Result<Box<dyn Store>> {
     Address::parse(address)?.open()
+}
+
+/// Opens the datastore at `address`, creating a store file if there is none (see
+/// [`Address::open_or_create`]).
+pub fn open_or_create(address: &str) -> Result<Box<dyn Store>> {
+    Address::parse(address)?.open_or_create()
 }
 
 /// `SLUICE_DATASTORE` if set; else the system store for root; else the user's data directory

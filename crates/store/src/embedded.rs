@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use crate::{
-    Change, KeyValue, Operation, Result, Revision, Store, StoreError, Watch, check_condition, condition_of,
-    prefix_end, validate_operations,
+    Change, Guard, KeyValue, Operation, Result, Revision, Store, StoreError, Watch, check_condition,
+    condition_of, prefix_end, validate_operations,
 };
 
 /// The schema this code writes; a file with a higher one comes from a newer Sluice.
@@ -49,6 +49,19 @@ pub struct EmbeddedStore {
     // rusqlite connections are not `Sync`; one connection per handle, used under a lock.
     connection: Mutex<Connection>,
     history_revisions: i64,
+    access: Access,
+}
+
+/// How a handle opened its file; watches open their own connections the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    ReadWrite,
+    /// The file cannot be written (permissions, a read-only mount): reads only.
+    ReadOnly,
+    /// Read-only, and SQLite cannot create the WAL index beside the file (a directory that
+    /// cannot be written) while no WAL exists: the file alone is the whole store, and SQLite
+    /// reads it without the index.
+    Immutable,
 }
 
 impl EmbeddedStore {
@@ -72,13 +85,83 @@ impl EmbeddedStore {
                 StoreError::Backend(format!("cannot create {}: {error}", parent.display()))
             })?;
         }
-        let mut connection = connect(&path)?;
-        with_busy_retry(|| create_schema(&mut connection))?;
+        let in_context = |failure: Failure| match failure {
+            Failure::Sqlite(error) if sqlite_cannot_write(&error) => StoreError::Backend(format!(
+                "the datastore {} cannot be written (no write permission or a read-only file \
+                 system): {error}",
+                path.display()
+            )),
+            Failure::Sqlite(error) => StoreError::Backend(format!("cannot open {}: {error}", path.display())),
+            Failure::Store(error) => error,
+        };
+        let mut connection = connect(&path, Access::ReadWrite, true).map_err(in_context)?;
+        with_busy_retry(|| create_schema(&mut connection)).map_err(in_context)?;
         Ok(EmbeddedStore {
             path,
             connection: Mutex::new(connection),
             history_revisions,
+            access: Access::ReadWrite,
         })
+    }
+
+    /// Opens the store file at `path` only if it exists (`Missing` otherwise), for readers that
+    /// must not create a store by mistake. A file that cannot be written (permissions, a
+    /// read-only mount or directory) is opened for reading: writes then fail with a clear
+    /// error instead of the open failing.
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        match std::fs::metadata(&path) {
+            Ok(metadata) if metadata.is_file() => {}
+            Ok(_) => {
+                return Err(StoreError::Backend(format!(
+                    "{} is not a file; name the store file, e.g. store.db",
+                    path.display()
+                )));
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::Missing {
+                    path: path.display().to_string(),
+                });
+            }
+            Err(error) => {
+                return Err(StoreError::Backend(format!(
+                    "cannot read {}: {error}",
+                    path.display()
+                )));
+            }
+        }
+        let writable = connect(&path, Access::ReadWrite, false).and_then(|mut connection| {
+            with_busy_retry(|| create_schema(&mut connection))?;
+            Ok(connection)
+        });
+        let (connection, access) = match writable {
+            Ok(connection) => (connection, Access::ReadWrite),
+            Err(failure) if cannot_write(&failure) => open_read_only(&path)?,
+            Err(failure) => return Err(failure.into()),
+        };
+        Ok(EmbeddedStore {
+            path,
+            connection: Mutex::new(connection),
+            history_revisions: DEFAULT_HISTORY_REVISIONS,
+            access,
+        })
+    }
+
+    /// Whether this handle can only read (the file could not be opened for writing).
+    pub fn is_read_only(&self) -> bool {
+        self.access != Access::ReadWrite
+    }
+
+    /// The error for a write through a read-only handle.
+    fn refuse_write(&self) -> Result<()> {
+        if self.is_read_only() {
+            return Err(StoreError::Backend(format!(
+                "the datastore {} cannot be written (it was opened read-only: no write permission \
+                 or a read-only file system); nothing was written",
+                self.path.display()
+            )));
+        }
+        Ok(())
     }
 
     /// The file this store lives in.
@@ -89,6 +172,7 @@ impl EmbeddedStore {
     /// Drops history older than `revision`: watches from before it get `Compacted`.
     /// Compacting to a revision already compacted does nothing.
     pub fn compact(&self, revision: Revision) -> Result<()> {
+        self.refuse_write()?;
         let mut connection = self.lock();
         with_busy_retry(|| {
             let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -156,10 +240,135 @@ fn is_busy(error: &rusqlite::Error) -> bool {
     )
 }
 
-fn connect(path: &Path) -> Outcome<Connection> {
-    let connection = Connection::open(path)
-        .map_err(|error| StoreError::Backend(format!("cannot open {}: {error}", path.display())))?;
+/// Whether opening for writing failed because the file, its directory or its file system
+/// refuses writes (so reading may still work).
+fn cannot_write(failure: &Failure) -> bool {
+    match failure {
+        Failure::Sqlite(error) => sqlite_cannot_write(error),
+        Failure::Store(_) => false,
+    }
+}
+
+fn sqlite_cannot_write(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied)
+    )
+}
+
+/// Opens a file that cannot be written for reading, checking that it is a Sluice store.
+fn open_read_only(path: &Path) -> Result<(Connection, Access)> {
+    let read_only = connect(path, Access::ReadOnly, false).and_then(|connection| {
+        with_busy_retry(|| check_schema(&connection))?;
+        Ok(connection)
+    });
+    match read_only {
+        Ok(connection) => return Ok((connection, Access::ReadOnly)),
+        // SQLite could not create the WAL index (-shm) beside the file. Without a WAL every
+        // commit is in the file itself, so it can be read as immutable; with one, it cannot.
+        Err(failure) if cannot_write(&failure) && !wal_path(path).exists() => {}
+        Err(failure) => {
+            return Err(StoreError::Backend(format!(
+                "cannot read {} without writing beside it: {}",
+                path.display(),
+                StoreError::from(failure)
+            )));
+        }
+    }
+    let connection = connect(path, Access::Immutable, false)?;
+    with_busy_retry(|| check_schema(&connection))?;
+    Ok((connection, Access::Immutable))
+}
+
+/// A path for a `file:` URI: `%`, `?` and `#` escaped.
+fn uri_path(path: &Path) -> String {
+    let mut escaped = String::new();
+    for character in path.to_string_lossy().chars() {
+        match character {
+            '%' => escaped.push_str("%25"),
+            '?' => escaped.push_str("%3f"),
+            '#' => escaped.push_str("%23"),
+            other => escaped.push(other),
+        }
+    }
+    escaped
+}
+
+/// The store file's write-ahead log.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// A read-only handle's check that the file holds a store this code can read.
+fn check_schema(connection: &Connection) -> Outcome<()> {
+    let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version == 0 {
+        return Err(
+            StoreError::Backend("the file is not a Sluice datastore (it has no schema)".into()).into(),
+        );
+    }
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Backend(format!(
+            "store file has schema version {version}; this Sluice knows up to {SCHEMA_VERSION}"
+        ))
+        .into());
+    }
+    read_meta(connection)?;
+    Ok(())
+}
+
+fn connect(path: &Path, access: Access, create: bool) -> Outcome<Connection> {
+    let base = OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let connection = match access {
+        Access::ReadWrite => {
+            let mut flags = base | OpenFlags::SQLITE_OPEN_READ_WRITE;
+            if create {
+                flags |= OpenFlags::SQLITE_OPEN_CREATE;
+            }
+            Connection::open_with_flags(path, flags)
+        }
+        Access::ReadOnly => Connection::open_with_flags(path, base | OpenFlags::SQLITE_OPEN_READ_ONLY),
+        Access::Immutable => {
+            let uri = format!("file:{}?immutable=1", uri_path(path));
+            Connection::open_with_flags(
+                uri,
+                base | OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+            )
+        }
+    };
+    let connection = connection.map_err(|error| {
+        // SQLite's own error when it only means "not writable", so that the caller can fall
+        // back to reading.
+        let failure = Failure::Sqlite(error);
+        if cannot_write(&failure) {
+            return failure;
+        }
+        Failure::Store(StoreError::Backend(format!(
+            "cannot open {}: {}",
+            path.display(),
+            StoreError::from(failure)
+        )))
+    })?;
     connection.busy_timeout(BUSY_TIMEOUT)?;
+    // In WAL mode, NORMAL is what SQLite recommends: a commit survives any crash of the
+    // process that made it (all a restarted process needs), and the file is never corrupted;
+    // only an operating-system crash or power loss can undo the last commits. FULL would add
+    // an fsync to every commit (about 4 ms here), which dominates CNI ADD and IPAM. Clusters
+    // that need durability against power loss use the etcd backend.
+    connection.pragma_update(None, "synchronous", "NORMAL")?;
+    if access != Access::ReadWrite {
+        return Ok(connection);
+    }
+    // SQLite opens a file it may not write for reading without saying so: such a handle is
+    // treated as one that cannot write.
+    if connection.is_readonly(rusqlite::MAIN_DB)? {
+        return Err(Failure::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+            Some(format!("{} cannot be written", path.display())),
+        )));
+    }
     with_busy_retry(|| {
         // WAL: readers (watches of other processes) do not block the writer, nor it them.
         let mode: String = connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
@@ -172,12 +381,6 @@ fn connect(path: &Path) -> Outcome<Connection> {
         }
         Ok(())
     })?;
-    // In WAL mode, NORMAL is what SQLite recommends: a commit survives any crash of the
-    // process that made it (all a restarted process needs), and the file is never corrupted;
-    // only an operating-system crash or power loss can undo the last commits. FULL would add
-    // an fsync to every commit (about 4 ms here), which dominates CNI ADD and IPAM. Clusters
-    // that need durability against power loss use the etcd backend.
-    connection.pragma_update(None, "synchronous", "NORMAL")?;
     Ok(connection)
 }
 
@@ -260,16 +463,50 @@ fn prefix_range(prefix: &str) -> (Vec<u8>, Option<Vec<u8>>) {
     (prefix.as_bytes().to_vec(), prefix_end(prefix.as_bytes()))
 }
 
+/// Checks the guards inside the write transaction, so nothing can change in between.
+fn check_guards(transaction: &rusqlite::Transaction<'_>, guards: &[Guard]) -> Outcome<()> {
+    for guard in guards {
+        match guard {
+            Guard::Key { key, condition } => {
+                let current: Option<Revision> = transaction
+                    .prepare_cached("SELECT modify_revision FROM kv WHERE key = ?1")?
+                    .query_row([key.as_bytes()], |row| row.get(0))
+                    .optional()?;
+                check_condition(key, *condition, current)?;
+            }
+            Guard::NoWriteUnder { prefix, after } => {
+                let (start, end) = prefix_range(prefix);
+                let written: Option<(Vec<u8>, Revision)> = transaction
+                    .prepare_cached(
+                        "SELECT key, modify_revision FROM kv
+                         WHERE key >= ?1 AND (?2 IS NULL OR key < ?2) AND modify_revision > ?3
+                         ORDER BY key LIMIT 1",
+                    )?
+                    .query_row(params![start, end, after], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()?;
+                if let Some((key, revision)) = written {
+                    return Err(
+                        crate::prefix_conflict(prefix, *after, &key_from_bytes(key)?, revision).into(),
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn commit_once(
     connection: &mut Connection,
+    guards: &[Guard],
     operations: &[Operation],
     history_revisions: i64,
 ) -> Outcome<Revision> {
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (revision, compacted) = read_meta(&transaction)?;
 
-    // All conditions first: a failed one returns before anything is written (the transaction
-    // rolls back when dropped).
+    // All guards and conditions first: a failed one returns before anything is written (the
+    // transaction rolls back when dropped).
+    check_guards(&transaction, guards)?;
     let mut existing = Vec::with_capacity(operations.len());
     {
         let mut select =
@@ -394,10 +631,11 @@ impl Store for EmbeddedStore {
         .map_err(StoreError::from)
     }
 
-    fn commit(&self, operations: &[Operation]) -> Result<Revision> {
+    fn commit_if(&self, guards: &[Guard], operations: &[Operation]) -> Result<Revision> {
         validate_operations(operations)?;
+        self.refuse_write()?;
         let mut connection = self.lock();
-        with_busy_retry(|| commit_once(&mut connection, operations, self.history_revisions))
+        with_busy_retry(|| commit_once(&mut connection, guards, operations, self.history_revisions))
             .map_err(StoreError::from)
     }
 
@@ -541,7 +779,7 @@ impl Watch for EmbeddedWatch {
 impl EmbeddedStore {
     /// What [`Store::watch`] returns, unboxed.
     fn open_watch(&self, prefix: &str, after: Revision) -> Result<EmbeddedWatch> {
-        let connection = connect(&self.path)?;
+        let connection = connect(&self.path, self.access, false)?;
         let (_, compacted) = with_busy_retry(|| read_meta(&connection))?;
         if after + 1 < compacted {
             return Err(StoreError::Compacted {

@@ -2,8 +2,8 @@
 //!
 //! The [`Store`] trait is synchronous, so each handle owns a small tokio runtime (one worker
 //! thread, which keeps gRPC connections and keep-alives moving between calls) and blocks on it.
-//! Do not call it from inside an async runtime. etcd-client balances over every endpoint given;
-//! operations retry a bounded number of times when the cluster is unavailable (a member died,
+//! Do not call it from inside an async runtime. It speaks etcd's gRPC API through tonic, with the
+//! generated code committed; the channel balances over every endpoint given; operations retry a bounded number of times when the cluster is unavailable (a member died,
 //! an election is running), and watches resume from the last revision they delivered.
 
 use std::collections::VecDeque;
@@ -11,16 +11,39 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_client::{
-    Client, CompactionOptions, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp,
-    TxnOpResponse, WatchOptions, WatchStream,
-};
 use tokio::runtime::Runtime;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status, Streaming};
 
 use crate::{
-    Change, Condition, KeyValue, Operation, Result, Revision, Store, StoreError, Watch, check_condition,
-    condition_of, prefix_end, validate_operations,
+    Change, Condition, Guard, KeyValue, Operation, Result, Revision, Store, StoreError, Watch,
+    check_condition, condition_of, prefix_end, validate_operations,
 };
+
+/// etcd's gRPC API, generated from the trimmed protos in `proto/` and committed, so that building
+/// needs no `protoc` (tests/generated.rs checks it is current and says how to regenerate it).
+#[allow(clippy::all, clippy::pedantic, missing_debug_implementations)]
+pub(crate) mod proto {
+    pub mod mvccpb {
+        include!("generated/mvccpb.rs");
+    }
+    pub mod etcdserverpb {
+        include!("generated/etcdserverpb.rs");
+    }
+}
+
+use proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use proto::etcdserverpb::kv_client::KvClient;
+use proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use proto::etcdserverpb::watch_client::WatchClient;
+use proto::etcdserverpb::{
+    CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, ResponseHeader,
+    StatusRequest, TxnRequest, WatchCreateRequest, WatchRequest, WatchResponse, request_op, response_op,
+    watch_request,
+};
+use proto::mvccpb::event::EventType;
 
 /// Attempts of one operation while the cluster is unavailable, with doubling pauses from
 /// `FIRST_PAUSE` up to `LONGEST_PAUSE` (about 7 s in all, longer than an election).
@@ -35,7 +58,7 @@ const LIST_PAGE: i64 = 500;
 /// A handle to an etcd v3 cluster.
 pub struct EtcdStore {
     runtime: Arc<Runtime>,
-    client: Client,
+    channel: Channel,
     endpoints: Vec<String>,
 }
 
@@ -46,6 +69,38 @@ impl std::fmt::Debug for EtcdStore {
             .field("endpoints", &self.endpoints)
             .finish()
     }
+}
+
+/// A request that a member cut off from the leader refuses rather than answering with stale
+/// data (etcd's `hasleader` metadata); the refusal is `Unavailable` and retried elsewhere.
+fn request<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("hasleader", tonic::metadata::MetadataValue::from_static("true"));
+    request
+}
+
+/// One endpoint's settings. `endpoint` is `http://host:port` or `host:port`.
+fn endpoint(endpoint: &str) -> Result<Endpoint> {
+    let url = if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    };
+    if url.starts_with("https://") {
+        return Err(StoreError::Backend(format!(
+            "etcd endpoint {endpoint}: TLS connections to etcd are not supported yet"
+        )));
+    }
+    Ok(Endpoint::from_shared(url)
+        .map_err(|error| StoreError::Backend(format!("etcd endpoint {endpoint}: {error}")))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        // Notices a dead member whose connection stays open (a partition, not a crash).
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true))
 }
 
 impl EtcdStore {
@@ -59,26 +114,24 @@ impl EtcdStore {
         if endpoints.is_empty() {
             return Err(StoreError::Backend("no etcd endpoints given".into()));
         }
+        let settings = endpoints
+            .iter()
+            .map(|address| endpoint(address))
+            .collect::<Result<Vec<_>>>()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("sluice-etcd")
             .enable_all()
             .build()
             .map_err(|error| StoreError::Backend(format!("cannot start a runtime: {error}")))?;
-        let options = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(2))
-            .with_timeout(Duration::from_secs(5))
-            // Notices a dead member whose connection stays open (a partition, not a crash).
-            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5))
-            // A member cut off from the leader refuses requests rather than serving stale data;
-            // the refusal is retried on another member.
-            .with_require_leader(true);
-        let client = runtime
-            .block_on(Client::connect(&endpoints, Some(options)))
-            .map_err(store_error)?;
+        // The balancer spawns its worker on the current runtime, so it is built inside ours.
+        let channel = {
+            let _inside = runtime.enter();
+            Channel::balance_list(settings.into_iter())
+        };
         Ok(EtcdStore {
             runtime: Arc::new(runtime),
-            client,
+            channel,
             endpoints,
         })
     }
@@ -91,9 +144,12 @@ impl EtcdStore {
     /// Compacts etcd's history up to `revision`: watches from before it get `Compacted`.
     /// Compacting to a revision already compacted does nothing.
     pub fn compact(&self, revision: Revision) -> Result<()> {
-        let outcome = self.with_retries(|client| async move {
-            let mut kv = client.kv_client();
-            kv.compact(revision, Some(CompactionOptions::new().with_physical()))
+        let outcome = self.with_retries(|channel| async move {
+            KvClient::new(channel)
+                .compact(request(CompactionRequest {
+                    revision,
+                    physical: true,
+                }))
                 .await
         });
         match outcome {
@@ -102,26 +158,54 @@ impl EtcdStore {
         }
     }
 
+    /// What the member at `endpoint` (one of this handle's, or any other) says of itself: its
+    /// member id and the id of the leader it follows (0 while it knows none).
+    pub fn member_status(&self, endpoint: &str) -> Result<MemberStatus> {
+        let settings = self::endpoint(endpoint)?;
+        let status = self.runtime.block_on(async {
+            let channel = settings
+                .connect()
+                .await
+                .map_err(|error| StoreError::Unavailable(error.to_string()))?;
+            MaintenanceClient::new(channel)
+                .status(tonic::Request::new(StatusRequest {}))
+                .await
+                .map_err(store_error)
+        })?;
+        let status = status.into_inner();
+        Ok(MemberStatus {
+            member: status.header.map_or(0, |header| header.member_id),
+            leader: status.leader,
+        })
+    }
+
     /// Runs `attempt` until it succeeds, fails for a reason other than unavailability, or the
     /// attempts run out. Only for operations that are safe to repeat.
     fn with_retries<T, F, Fut>(&self, mut attempt: F) -> Result<T>
     where
-        F: FnMut(Client) -> Fut,
-        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
     {
         self.runtime.block_on(async {
             let mut pause = FIRST_PAUSE;
             let mut tries = 1;
             loop {
-                match attempt(self.client.clone()).await.map_err(store_error) {
+                match attempt(self.channel.clone()).await.map_err(store_error) {
                     Err(StoreError::Unavailable(_)) if tries < ATTEMPTS => {
                         tokio::time::sleep(pause).await;
                         pause = (pause * 2).min(LONGEST_PAUSE);
                         tries += 1;
                     }
-                    outcome => return outcome,
+                    outcome => return outcome.map(tonic::Response::into_inner),
                 }
             }
+        })
+    }
+
+    fn range(&self, range: RangeRequest) -> Result<proto::etcdserverpb::RangeResponse> {
+        self.with_retries(|channel| {
+            let range = range.clone();
+            async move { KvClient::new(channel).range(request(range)).await }
         })
     }
 
@@ -151,35 +235,42 @@ impl EtcdStore {
     }
 }
 
-/// Maps etcd-client's errors: connection trouble and elections become `Unavailable`.
-fn store_error(error: etcd_client::Error) -> StoreError {
-    use etcd_client::Error;
-    use tonic::Code;
-    match error {
-        Error::GRpcStatus(status) => match status.code() {
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
-                StoreError::Unavailable(status.message().to_string())
-            }
-            _ => StoreError::Backend(status.message().to_string()),
-        },
-        Error::TransportError(error) => StoreError::Unavailable(error.to_string()),
-        Error::IoError(error) => StoreError::Unavailable(error.to_string()),
-        other => StoreError::Backend(other.to_string()),
+/// One etcd member's view of the cluster, from its Maintenance Status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberStatus {
+    /// The member's id.
+    pub member: u64,
+    /// The id of the leader it follows; 0 when it knows none.
+    pub leader: u64,
+}
+
+/// Maps gRPC errors: connection trouble and elections become `Unavailable`.
+fn store_error(status: Status) -> StoreError {
+    match status.code() {
+        // tonic reports a channel that could not connect as Unknown ("Service was not ready").
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
+            StoreError::Unavailable(status.message().to_string())
+        }
+        _ => StoreError::Backend(status.message().to_string()),
     }
 }
 
-fn key_value(kv: &etcd_client::KeyValue) -> Result<KeyValue> {
+fn key_value(kv: &proto::mvccpb::KeyValue) -> Result<KeyValue> {
     Ok(KeyValue {
-        key: key_string(kv.key())?,
-        value: kv.value().to_vec(),
-        create_revision: kv.create_revision(),
-        modify_revision: kv.mod_revision(),
+        key: key_string(&kv.key)?,
+        value: kv.value.clone(),
+        create_revision: kv.create_revision,
+        modify_revision: kv.mod_revision,
     })
 }
 
 fn key_string(key: &[u8]) -> Result<String> {
     String::from_utf8(key.to_vec())
         .map_err(|_| StoreError::Backend("etcd holds a key that is not UTF-8".into()))
+}
+
+fn header_revision(header: Option<&ResponseHeader>) -> Revision {
+    header.map_or(0, |header| header.revision)
 }
 
 /// etcd's range for a prefix; an empty prefix is every key ("\0" to the end).
@@ -193,24 +284,81 @@ fn prefix_range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
     )
 }
 
-fn compare(operation: &Operation) -> Option<Compare> {
-    let key = operation.key();
-    match condition_of(operation) {
+fn compare_key(key: &str, condition: Condition) -> Option<Compare> {
+    let compare = |result: CompareResult, target: CompareTarget, union: TargetUnion| Compare {
+        result: result as i32,
+        target: target as i32,
+        key: key.as_bytes().to_vec(),
+        range_end: Vec::new(),
+        target_union: Some(union),
+    };
+    match condition {
         Condition::Any => None,
         // A key's version counts its writes since creation: 0 exactly when it does not exist.
-        Condition::Absent => Some(Compare::version(key, CompareOp::Equal, 0)),
-        Condition::Present => Some(Compare::version(key, CompareOp::Greater, 0)),
-        Condition::Revision(revision) => Some(Compare::mod_revision(key, CompareOp::Equal, revision)),
+        Condition::Absent => Some(compare(
+            CompareResult::Equal,
+            CompareTarget::Version,
+            TargetUnion::Version(0),
+        )),
+        Condition::Present => Some(compare(
+            CompareResult::Greater,
+            CompareTarget::Version,
+            TargetUnion::Version(0),
+        )),
+        Condition::Revision(revision) => Some(compare(
+            CompareResult::Equal,
+            CompareTarget::Mod,
+            TargetUnion::ModRevision(revision),
+        )),
+    }
+}
+
+/// A guard as an etcd compare, and the read that shows what broke it.
+fn guard_compare(guard: &Guard) -> Option<(Compare, RangeRequest)> {
+    match guard {
+        Guard::Key { key, condition } => compare_key(key, *condition).map(|compare| {
+            let read = RangeRequest {
+                key: key.as_bytes().to_vec(),
+                ..RangeRequest::default()
+            };
+            (compare, read)
+        }),
+        Guard::NoWriteUnder { prefix, after } => {
+            let (key, range_end) = prefix_range(prefix);
+            // A range compare holds when every key in the range satisfies it (and when the
+            // range is empty): every modify revision at most `after`.
+            let compare = Compare {
+                result: CompareResult::Less as i32,
+                target: CompareTarget::Mod as i32,
+                key: key.clone(),
+                range_end: range_end.clone(),
+                target_union: Some(TargetUnion::ModRevision(after + 1)),
+            };
+            let read = RangeRequest {
+                key,
+                range_end,
+                limit: 1,
+                min_mod_revision: after + 1,
+                ..RangeRequest::default()
+            };
+            Some((compare, read))
+        }
+    }
+}
+
+fn read_op(range: RangeRequest) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestRange(range)),
     }
 }
 
 impl Store for EtcdStore {
     fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let response = self.with_retries(|client| async move {
-            let mut kv = client.kv_client();
-            kv.get(key, None).await
+        let response = self.range(RangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..RangeRequest::default()
         })?;
-        response.kvs().first().map(key_value).transpose()
+        response.kvs.first().map(key_value).transpose()
     }
 
     fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision)> {
@@ -220,29 +368,22 @@ impl Store for EtcdStore {
         // Later pages are read at the first page's revision: one consistent snapshot.
         let mut revision = 0;
         loop {
-            let options = GetOptions::new().with_range(end.clone()).with_limit(LIST_PAGE);
-            let options = if revision > 0 {
-                options.with_revision(revision)
-            } else {
-                options
-            };
-            let page_start = from.clone();
-            let response = self.with_retries(|client| {
-                let (key, options) = (page_start.clone(), options.clone());
-                async move {
-                    let mut kv = client.kv_client();
-                    kv.get(key, Some(options)).await
-                }
+            let response = self.range(RangeRequest {
+                key: from.clone(),
+                range_end: end.clone(),
+                limit: LIST_PAGE,
+                revision,
+                ..RangeRequest::default()
             })?;
             if revision == 0 {
-                revision = response.header().map_or(0, |header| header.revision());
+                revision = header_revision(response.header.as_ref());
             }
-            for kv in response.kvs() {
+            for kv in &response.kvs {
                 keys.push(key_value(kv)?);
             }
-            match response.kvs().last() {
-                Some(last) if response.more() => {
-                    from = last.key().to_vec();
+            match response.kvs.last() {
+                Some(last) if response.more => {
+                    from = last.key.clone();
                     from.push(0);
                 }
                 _ => return Ok((keys, revision)),
@@ -250,36 +391,68 @@ impl Store for EtcdStore {
         }
     }
 
-    fn commit(&self, operations: &[Operation]) -> Result<Revision> {
+    fn commit_if(&self, guards: &[Guard], operations: &[Operation]) -> Result<Revision> {
         validate_operations(operations)?;
-        let conditioned: Vec<&Operation> = operations
+        let guarded: Vec<(&Guard, Compare, RangeRequest)> = guards
             .iter()
-            .filter(|operation| condition_of(operation) != Condition::Any)
+            .filter_map(|guard| guard_compare(guard).map(|(compare, read)| (guard, compare, read)))
             .collect();
-        let compares: Vec<Compare> = operations.iter().filter_map(compare).collect();
-        let writes: Vec<TxnOp> = operations
+        let conditioned: Vec<(&Operation, Compare)> = operations
             .iter()
-            .map(|operation| match operation {
-                Operation::Put { key, value, .. } => TxnOp::put(key.as_str(), value.clone(), None),
-                Operation::Delete { key, .. } => TxnOp::delete(key.as_str(), None),
+            .filter_map(|operation| {
+                compare_key(operation.key(), condition_of(operation)).map(|compare| (operation, compare))
             })
             .collect();
-        // On failure the same transaction reads the conditioned keys, to say which failed.
-        let reads: Vec<TxnOp> = conditioned
+        let writes: Vec<RequestOp> = operations
             .iter()
-            .map(|operation| TxnOp::get(operation.key(), None))
+            .map(|operation| RequestOp {
+                request: Some(match operation {
+                    Operation::Put { key, value, .. } => request_op::Request::RequestPut(PutRequest {
+                        key: key.as_bytes().to_vec(),
+                        value: value.clone(),
+                        ..PutRequest::default()
+                    }),
+                    Operation::Delete { key, .. } => {
+                        request_op::Request::RequestDeleteRange(DeleteRangeRequest {
+                            key: key.as_bytes().to_vec(),
+                            ..DeleteRangeRequest::default()
+                        })
+                    }
+                }),
+            })
             .collect();
-        let transaction = Txn::new().when(compares).and_then(writes).or_else(reads);
+        // On failure the same transaction reads what the compares looked at, to say which
+        // failed: the guards' reads first, then the conditioned keys.
+        let reads: Vec<RequestOp> = guarded
+            .iter()
+            .map(|(_, _, read)| read_op(read.clone()))
+            .chain(conditioned.iter().map(|(operation, _)| {
+                read_op(RangeRequest {
+                    key: operation.key().as_bytes().to_vec(),
+                    ..RangeRequest::default()
+                })
+            }))
+            .collect();
+        let transaction = TxnRequest {
+            compare: guarded
+                .iter()
+                .map(|(_, compare, _)| compare.clone())
+                .chain(conditioned.iter().map(|(_, compare)| compare.clone()))
+                .collect(),
+            success: writes,
+            failure: reads,
+        };
 
         let mut pause = FIRST_PAUSE;
         let mut uncertain = false;
         for attempt in 1..=ATTEMPTS {
             let outcome = self.runtime.block_on(async {
-                let mut kv = self.client.kv_client();
-                kv.txn(transaction.clone()).await
+                KvClient::new(self.channel.clone())
+                    .txn(request(transaction.clone()))
+                    .await
             });
             let response = match outcome.map_err(store_error) {
-                Ok(response) => response,
+                Ok(response) => response.into_inner(),
                 Err(StoreError::Unavailable(message)) => {
                     if attempt == ATTEMPTS {
                         return Err(StoreError::Unavailable(message));
@@ -292,26 +465,45 @@ impl Store for EtcdStore {
                 }
                 Err(error) => return Err(error),
             };
-            if response.succeeded() {
-                return Ok(response.header().map_or(0, |header| header.revision()));
+            if response.succeeded {
+                return Ok(header_revision(response.header.as_ref()));
             }
-            for (operation, read) in conditioned.iter().zip(response.op_responses()) {
-                let TxnOpResponse::Get(read) = read else {
-                    return Err(StoreError::Backend("etcd answered a read with a write".into()));
-                };
-                let current = read.kvs().first().map(|kv| kv.mod_revision());
-                if let Err(conflict) = check_condition(operation.key(), condition_of(operation), current) {
-                    if uncertain {
-                        if let Some(revision) = self.applied_revision(operations)? {
-                            return Ok(revision);
-                        }
-                    }
-                    return Err(conflict);
+            let mut reads = Vec::with_capacity(response.responses.len());
+            for read in response.responses {
+                match read.response {
+                    Some(response_op::Response::ResponseRange(range)) => reads.push(range.kvs),
+                    _ => return Err(StoreError::Backend("etcd answered a read with a write".into())),
                 }
             }
-            return Err(StoreError::Backend(
-                "etcd rejected the transaction although every condition holds".into(),
-            ));
+            let mut conflict = None;
+            for ((guard, _, _), kvs) in guarded.iter().zip(&reads) {
+                let current = kvs.first().map(|kv| (kv.key.as_slice(), kv.mod_revision));
+                if let Err(error) = check_guard(guard, current) {
+                    conflict = Some(error);
+                    break;
+                }
+            }
+            if conflict.is_none() {
+                for ((operation, _), kvs) in conditioned.iter().zip(&reads[guarded.len().min(reads.len())..])
+                {
+                    let current = kvs.first().map(|kv| kv.mod_revision);
+                    if let Err(error) = check_condition(operation.key(), condition_of(operation), current) {
+                        conflict = Some(error);
+                        break;
+                    }
+                }
+            }
+            let Some(conflict) = conflict else {
+                return Err(StoreError::Backend(
+                    "etcd rejected the transaction although every condition holds".into(),
+                ));
+            };
+            if uncertain {
+                if let Some(revision) = self.applied_revision(operations)? {
+                    return Ok(revision);
+                }
+            }
+            return Err(conflict);
         }
         Err(StoreError::Unavailable("etcd did not answer".into()))
     }
@@ -320,7 +512,7 @@ impl Store for EtcdStore {
         let (key, range_end) = prefix_range(prefix);
         let mut watch = EtcdWatch {
             runtime: Arc::clone(&self.runtime),
-            client: self.client.clone(),
+            channel: self.channel.clone(),
             key,
             range_end,
             delivered: after,
@@ -336,19 +528,47 @@ impl Store for EtcdStore {
     }
 
     fn revision(&self) -> Result<Revision> {
-        let response = self.with_retries(|client| async move {
-            let mut kv = client.kv_client();
-            kv.get(vec![0], Some(GetOptions::new().with_count_only())).await
+        let response = self.range(RangeRequest {
+            key: vec![0],
+            count_only: true,
+            ..RangeRequest::default()
         })?;
-        Ok(response.header().map_or(0, |header| header.revision()))
+        Ok(header_revision(response.header.as_ref()))
     }
+}
+
+/// Checks a guard against what etcd's failure branch read for it: for a key guard the key (if
+/// present) and its modify revision, for a prefix guard the first key written after the
+/// guard's revision (if any).
+fn check_guard(guard: &Guard, current: Option<(&[u8], Revision)>) -> Result<()> {
+    match guard {
+        Guard::Key { key, condition } => {
+            check_condition(key, *condition, current.map(|(_, revision)| revision))
+        }
+        Guard::NoWriteUnder { prefix, after } => match current {
+            None => Ok(()),
+            Some((key, revision)) => Err(crate::prefix_conflict(
+                prefix,
+                *after,
+                &key_string(key)?,
+                revision,
+            )),
+        },
+    }
+}
+
+/// The open half of a watch: the sender keeps etcd's side of the stream open, the receiver
+/// yields its responses.
+struct WatchStream {
+    _requests: mpsc::Sender<WatchRequest>,
+    responses: Streaming<WatchResponse>,
 }
 
 /// An etcd watch that re-creates itself from the last revision it received whenever its
 /// stream breaks (member down, election), so no change is lost or repeated.
 struct EtcdWatch {
     runtime: Arc<Runtime>,
-    client: Client,
+    channel: Channel,
     key: Vec<u8>,
     range_end: Vec<u8>,
     /// Every change up to this revision is in the buffer or already returned.
@@ -370,20 +590,26 @@ impl std::fmt::Debug for EtcdWatch {
 impl EtcdWatch {
     /// Buffers the events of one response. etcd never splits a revision across responses, so
     /// after it every change up to the last event's revision has been seen.
-    fn accept(&mut self, events: &[etcd_client::Event]) -> Result<()> {
+    fn accept(&mut self, events: &[proto::mvccpb::Event]) -> Result<()> {
         let floor = self.delivered;
         for event in events {
-            let Some(kv) = event.kv() else { continue };
-            let revision = kv.mod_revision();
+            let Some(kv) = event.kv.as_ref() else { continue };
+            let revision = kv.mod_revision;
             if revision <= floor {
                 continue;
             }
-            let change = match event.event_type() {
-                EventType::Put => Change::Put(key_value(kv)?),
-                EventType::Delete => Change::Delete {
-                    key: key_string(kv.key())?,
+            let change = match EventType::try_from(event.r#type) {
+                Ok(EventType::Put) => Change::Put(key_value(kv)?),
+                Ok(EventType::Delete) => Change::Delete {
+                    key: key_string(&kv.key)?,
                     revision,
                 },
+                Err(_) => {
+                    return Err(StoreError::Backend(format!(
+                        "etcd sent an event of unknown type {}",
+                        event.r#type
+                    )));
+                }
             };
             self.buffer.push_back(change);
             self.delivered = self.delivered.max(revision);
@@ -421,26 +647,26 @@ impl Watch for EtcdWatch {
             };
             let message = self
                 .runtime
-                .block_on(async { tokio::time::timeout(remaining, stream.message()).await });
+                .block_on(async { tokio::time::timeout(remaining, stream.responses.message()).await });
             match message {
                 // Nothing within the timeout; the stream stays open for the next call.
                 Err(_) => return Ok(None),
                 Ok(Ok(Some(response))) => {
-                    if response.canceled() {
+                    if response.canceled {
                         self.stream = None;
-                        if response.compact_revision() > 0 {
+                        if response.compact_revision > 0 {
                             return Err(StoreError::Compacted {
                                 requested: self.delivered + 1,
-                                compacted: response.compact_revision(),
+                                compacted: response.compact_revision,
                             });
                         }
                         // Canceled for another reason (e.g. the member lost its leader):
                         // watch again from where we are.
-                        trouble = Some(format!("watch canceled: {}", response.cancel_reason()));
+                        trouble = Some(format!("watch canceled: {}", response.cancel_reason));
                         self.pause(&mut pause, deadline);
                         continue;
                     }
-                    self.accept(response.events())?;
+                    self.accept(&response.events)?;
                     trouble = None;
                 }
                 Ok(Ok(None)) => {
@@ -465,17 +691,28 @@ impl Watch for EtcdWatch {
 impl EtcdWatch {
     /// Opens the stream from the revision after the last one delivered.
     fn open(&mut self, timeout: Duration) -> Result<()> {
-        let options = WatchOptions::new()
-            .with_range(self.range_end.clone())
-            .with_start_revision(self.delivered + 1);
-        let mut watch_client = self.client.watch_client();
-        let key = self.key.clone();
-        let opened = self
-            .runtime
-            .block_on(async { tokio::time::timeout(timeout, watch_client.watch(key, Some(options))).await });
+        let create = WatchRequest {
+            request_union: Some(watch_request::RequestUnion::CreateRequest(WatchCreateRequest {
+                key: self.key.clone(),
+                range_end: self.range_end.clone(),
+                start_revision: self.delivered + 1,
+                ..WatchCreateRequest::default()
+            })),
+        };
+        let (requests, receiver) = mpsc::channel(1);
+        requests
+            .try_send(create)
+            .map_err(|_| StoreError::Backend("cannot queue the watch request".into()))?;
+        let mut client = WatchClient::new(self.channel.clone());
+        let opened = self.runtime.block_on(async {
+            tokio::time::timeout(timeout, client.watch(request(ReceiverStream::new(receiver)))).await
+        });
         match opened {
-            Ok(Ok(stream)) => {
-                self.stream = Some(stream);
+            Ok(Ok(responses)) => {
+                self.stream = Some(WatchStream {
+                    _requests: requests,
+                    responses: responses.into_inner(),
+                });
                 Ok(())
             }
             Ok(Err(error)) => Err(store_error(error)),

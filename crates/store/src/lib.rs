@@ -21,9 +21,9 @@ mod etcd;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use address::{Address, default_address, open};
+pub use address::{Address, default_address, open, open_or_create};
 pub use embedded::{DEFAULT_HISTORY_REVISIONS, EmbeddedStore};
-pub use etcd::EtcdStore;
+pub use etcd::{EtcdStore, MemberStatus};
 
 /// A store-wide revision. Revisions start at 1 and only grow; 0 means "before everything".
 pub type Revision = i64;
@@ -74,6 +74,20 @@ impl Operation {
     }
 }
 
+/// What a transaction requires of keys it does not write: that what a check read beforehand is
+/// still so. With these a read-check-write (no two pools overlap, a policy's tier exists) holds
+/// under concurrent writers: a writer that changed what the check read makes the commit fail
+/// with `Conflict`, and the caller reads and checks again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Guard {
+    /// The key meets the condition (`Revision(r)`: unchanged since it was read at `r`).
+    Key { key: String, condition: Condition },
+    /// No key under `prefix` was created or modified after revision `after` (the revision a
+    /// list of the prefix returned). Deletions are not seen (etcd cannot compare them): guard a
+    /// key that must still exist with a `Key` guard instead.
+    NoWriteUnder { prefix: String, after: Revision },
+}
+
 /// A change seen by a watch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -120,6 +134,9 @@ pub enum StoreError {
     /// Anything else the backend reports.
     #[error("datastore error: {0}")]
     Backend(String),
+    /// A reader named a store file that does not exist (only writers create one).
+    #[error("no datastore at {path}; `sluice apply` creates one")]
+    Missing { path: String },
     /// The datastore address could not be understood.
     #[error("invalid datastore address `{address}`: {reason}")]
     InvalidAddress { address: String, reason: String },
@@ -147,7 +164,13 @@ pub trait Store: Send + Sync {
     /// returns `Conflict` for the first condition that failed. Returns the new revision (the
     /// current one if the operations changed nothing, e.g. deleting an absent key). Keys must be
     /// non-empty and each written at most once per transaction (etcd's rule), else `Backend`.
-    fn commit(&self, operations: &[Operation]) -> Result<Revision>;
+    fn commit(&self, operations: &[Operation]) -> Result<Revision> {
+        self.commit_if(&[], operations)
+    }
+
+    /// Like [`Store::commit`], and only if every guard holds too; else `Conflict` for the first
+    /// guard that failed (guards are checked before the operations' conditions).
+    fn commit_if(&self, guards: &[Guard], operations: &[Operation]) -> Result<Revision>;
 
     /// Changes under `prefix` with a revision greater than `after`. If that history has been
     /// compacted away, `Compacted` comes from this call or from the watch's first `next`.
@@ -200,6 +223,15 @@ pub(crate) fn check_condition(key: &str, condition: Condition, current: Option<R
         expected,
         found,
     })
+}
+
+/// The conflict of a `NoWriteUnder` guard broken by `key`, written at `revision`.
+pub(crate) fn prefix_conflict(prefix: &str, after: Revision, key: &str, revision: Revision) -> StoreError {
+    StoreError::Conflict {
+        key: key.to_string(),
+        expected: format!("nothing under {prefix} written after revision {after}"),
+        found: format!("revision {revision}"),
+    }
 }
 
 fn condition_of(operation: &Operation) -> Condition {

@@ -221,6 +221,47 @@ fn tail(log: &Path) -> String {
 }
 
 impl EtcdCluster {
+    /// The index of the member every live member names as leader, waiting (bounded) for an
+    /// election to settle; found through etcd's Maintenance Status, not assumed.
+    pub fn leader(&self) -> usize {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let client = crate::EtcdStore::connect(&self.endpoints()).expect("a client of the test etcd");
+        loop {
+            let statuses: Vec<Option<crate::MemberStatus>> = self
+                .endpoints()
+                .iter()
+                .zip(&self.members)
+                .map(|(endpoint, member)| {
+                    member.child.as_ref()?;
+                    client.member_status(endpoint).ok()
+                })
+                .collect();
+            let live: Vec<&crate::MemberStatus> = statuses.iter().flatten().collect();
+            let agreed = live
+                .first()
+                .map(|first| first.leader)
+                .filter(|&leader| leader != 0 && live.iter().all(|status| status.leader == leader));
+            let killed = self
+                .members
+                .iter()
+                .filter(|member| member.child.is_none())
+                .count();
+            if let Some(leader) = agreed
+                && live.len() + killed == self.members.len()
+                && let Some(index) = statuses
+                    .iter()
+                    .position(|status| status.is_some_and(|status| status.member == leader))
+            {
+                return index;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the etcd members did not agree on a leader in {START_TIMEOUT:?}: {statuses:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// A client of the cluster as a store.
     pub fn store(&self) -> std::sync::Arc<dyn crate::Store> {
         std::sync::Arc::new(crate::EtcdStore::connect(&self.endpoints()).expect("connect to the test etcd"))

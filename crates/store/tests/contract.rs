@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use sluice_store::{
-    Change, Condition, EmbeddedStore, EtcdStore, KeyValue, Operation, Revision, Store, StoreError,
+    Change, Condition, EmbeddedStore, EtcdStore, Guard, KeyValue, Operation, Revision, Store, StoreError,
 };
 use support::{EtcdCluster, assert_quiet, take};
 
@@ -459,6 +459,90 @@ fn malformed_transactions_are_rejected(backend: &dyn Backend) {
     assert_eq!(store.revision().expect("revision"), before);
 }
 
+/// Guards condition a transaction on keys it does not write: a key's state, and "nothing under
+/// a prefix created or modified since a revision" (deletions not seen, as documented).
+fn guards_condition_a_transaction_on_what_was_read(backend: &dyn Backend) {
+    let store = backend.store();
+    store
+        .commit(&[
+            put("/pools/a", "10.0.0.0/16", Condition::Absent),
+            put("/tiers/t", "", Condition::Absent),
+        ])
+        .expect("seed");
+    let (_, read_at) = store.list("/pools/").expect("list");
+    let unchanged = Guard::NoWriteUnder {
+        prefix: "/pools/".into(),
+        after: read_at,
+    };
+    // Nothing changed: the guarded write goes through; writes elsewhere do not break it.
+    store
+        .commit(&[put("/other/x", "1", Condition::Any)])
+        .expect("unrelated write");
+    store
+        .commit_if(
+            std::slice::from_ref(&unchanged),
+            &[put("/pools/b", "10.1.0.0/16", Condition::Absent)],
+        )
+        .expect("unchanged prefix");
+    // A pool created after the read breaks a guard from before it; nothing is written.
+    let before = store.revision().expect("revision");
+    let result = store.commit_if(
+        std::slice::from_ref(&unchanged),
+        &[put("/pools/c", "10.0.0.0/8", Condition::Absent)],
+    );
+    match result {
+        Err(StoreError::Conflict { key, expected, .. }) => {
+            assert_eq!(key, "/pools/b");
+            assert!(expected.contains("nothing under /pools/"), "{expected}");
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(value(store, "/pools/c"), None);
+    assert_eq!(store.revision().expect("revision"), before);
+    // A modification breaks it too; a guard from after it holds.
+    let (_, read_at) = store.list("/pools/").expect("list");
+    store
+        .commit(&[put("/pools/a", "10.0.0.0/17", Condition::Any)])
+        .expect("modify");
+    let stale = Guard::NoWriteUnder {
+        prefix: "/pools/".into(),
+        after: read_at,
+    };
+    assert_eq!(
+        conflict_key(store.commit_if(&[stale], &[put("/x", "1", Condition::Any)])),
+        "/pools/a"
+    );
+    // A key guard: the tier must still exist.
+    let present = Guard::Key {
+        key: "/tiers/t".into(),
+        condition: Condition::Present,
+    };
+    store
+        .commit_if(
+            std::slice::from_ref(&present),
+            &[put("/policies/p", "t", Condition::Absent)],
+        )
+        .expect("tier present");
+    store
+        .commit(&[delete("/tiers/t", Condition::Present)])
+        .expect("delete tier");
+    assert_eq!(
+        conflict_key(store.commit_if(&[present], &[put("/policies/q", "t", Condition::Absent)])),
+        "/tiers/t"
+    );
+    assert_eq!(value(store, "/policies/q"), None);
+    // An empty prefix range holds.
+    store
+        .commit_if(
+            &[Guard::NoWriteUnder {
+                prefix: "/empty/".into(),
+                after: 1,
+            }],
+            &[put("/y", "1", Condition::Any)],
+        )
+        .expect("empty range");
+}
+
 macro_rules! contract {
     ($($test:ident),* $(,)?) => {
         mod embedded {
@@ -482,4 +566,5 @@ contract!(
     second_handle_sees_commits_and_watch_events,
     concurrent_increments_lose_no_update,
     malformed_transactions_are_rejected,
+    guards_condition_a_transaction_on_what_was_read,
 );

@@ -156,3 +156,105 @@ fn processes_share_the_file_without_losing_updates() {
     }
     assert_eq!(seen, (2..=1 + total as i64).collect::<Vec<_>>());
 }
+
+#[test]
+fn opening_a_missing_store_is_an_error_and_creates_nothing() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let path = directory.path().join("typo/store.db");
+    let address = format!("file://{}", path.display());
+    match sluice_store::open(&address) {
+        Err(error @ StoreError::Missing { .. }) => {
+            let message = error.to_string();
+            assert!(
+                message.contains(&path.display().to_string()) && message.contains("sluice apply"),
+                "{message}"
+            );
+        }
+        Err(other) => panic!("expected Missing, got {other:?}"),
+        Ok(_) => panic!("a missing store opened"),
+    }
+    assert!(
+        !directory.path().join("typo").exists(),
+        "opening created a directory"
+    );
+    let created = sluice_store::open_or_create(&address).expect("open_or_create creates");
+    created
+        .commit(&[put("/made", "yes", Condition::Absent)])
+        .expect("write");
+    assert!(sluice_store::open(&address).is_ok());
+}
+
+/// The environment variable that makes the helper below run (inside the namespace only).
+const READ_ONLY_STORE: &str = "SLUICE_TEST_READ_ONLY_STORE";
+
+/// Runs `read_only_helper` of this test binary in a private mount namespace where `mounted`
+/// is bind-mounted read-only over itself: a refusal even root gets (root ignores permissions).
+fn run_read_only(mounted: &std::path::Path, store: &std::path::Path) {
+    let test_binary = std::env::current_exe().expect("test binary");
+    let output = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount -o bind,ro "$1" "$1" && exec "$2" read_only_helper --exact --ignored --nocapture"#)
+        .arg("sh")
+        .arg(mounted)
+        .arg(&test_binary)
+        .env(READ_ONLY_STORE, store)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run unshare");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success() && text.contains("1 passed"), "{text}");
+}
+
+fn a_store_with_one_key(path: &std::path::Path) {
+    let store = EmbeddedStore::open(path).expect("create");
+    store
+        .commit(&[put("/sluice/kept", "value", Condition::Absent)])
+        .expect("put");
+}
+
+#[test]
+fn a_store_in_a_read_only_directory_can_be_read() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let path = directory.path().join("store.db");
+    a_store_with_one_key(&path);
+    run_read_only(directory.path(), &path);
+}
+
+#[test]
+fn a_read_only_store_file_in_a_writable_directory_can_be_read() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let path = directory.path().join("store.db");
+    a_store_with_one_key(&path);
+    run_read_only(&path, &path);
+}
+
+/// Reads the store named by `READ_ONLY_STORE`, which cannot be written, and checks that writes
+/// are refused clearly. Run only by the tests above, inside their mount namespace.
+#[test]
+#[ignore = "run by the read-only tests inside a mount namespace"]
+fn read_only_helper() {
+    let path = std::env::var_os(READ_ONLY_STORE).expect("run by the read-only tests");
+    let path = std::path::PathBuf::from(path);
+    assert!(
+        std::fs::OpenOptions::new().write(true).open(&path).is_err(),
+        "the store file can be written: the test proves nothing"
+    );
+    let store = EmbeddedStore::open_existing(&path).expect("a read-only store opens");
+    assert!(store.is_read_only());
+    assert_eq!(
+        store.get("/sluice/kept").expect("get").expect("present").value,
+        b"value"
+    );
+    let (keys, revision) = store.list("/sluice/").expect("list");
+    assert_eq!((keys.len(), revision), (1, 1));
+    let mut watch = store.watch("/sluice/", 0).expect("watch");
+    assert!(matches!(watch.next(Duration::from_secs(1)), Ok(Some(_))));
+    match store.commit(&[put("/sluice/new", "x", Condition::Absent)]) {
+        Err(StoreError::Backend(message)) => assert!(message.contains("cannot be written"), "{message}"),
+        other => panic!("a write to a read-only store: {other:?}"),
+    }
+}

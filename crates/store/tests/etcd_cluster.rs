@@ -1,5 +1,6 @@
 //! A three-member etcd cluster loses a member while a writer and a watcher are busy: nothing
-//! is lost or repeated.
+//! is lost or repeated. One test kills the leader (found through etcd's Maintenance Status),
+//! so every run exercises an election and watches resuming across it; the other a follower.
 
 mod support;
 
@@ -50,8 +51,24 @@ fn write_once(store: &EtcdStore, index: usize, deadline: Instant) -> Revision {
     }
 }
 
+/// Which member the test kills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Victim {
+    Leader,
+    Follower,
+}
+
 #[test]
-fn a_member_dies_and_nothing_is_lost_or_repeated() {
+fn the_leader_dies_and_nothing_is_lost_or_repeated() {
+    a_member_dies_and_nothing_is_lost_or_repeated(Victim::Leader);
+}
+
+#[test]
+fn a_follower_dies_and_nothing_is_lost_or_repeated() {
+    a_member_dies_and_nothing_is_lost_or_repeated(Victim::Follower);
+}
+
+fn a_member_dies_and_nothing_is_lost_or_repeated(victim: Victim) {
     let started = Instant::now();
     let deadline = started + DEADLINE;
     let mut cluster = EtcdCluster::start(3);
@@ -94,7 +111,19 @@ fn a_member_dies_and_nothing_is_lost_or_repeated() {
     let mut written = HashMap::new();
     for index in 0..KEYS {
         if index == KILL_AT {
-            cluster.kill(1);
+            let leader = cluster.leader();
+            let killed = match victim {
+                Victim::Leader => leader,
+                Victim::Follower => (leader + 1) % 3,
+            };
+            cluster.kill(killed);
+            let new_leader = cluster.leader();
+            // A follower's death may still see a spurious election on a loaded machine; a
+            // leader's must end with another member leading.
+            if victim == Victim::Leader {
+                assert_ne!(new_leader, leader, "killing the leader elected no other");
+            }
+            eprintln!("killed member {killed} ({victim:?}); leader {leader} -> {new_leader}");
         }
         let before = Instant::now();
         written.insert(key(index), write_once(&writer, index, deadline));

@@ -60,6 +60,8 @@ impl Lab {
         let node = format!("{prefix}-node");
         let directory = tempfile::tempdir().expect("temp dir");
         let datastore = format!("file://{}/store.db", directory.path().display());
+        // The plugin only opens an existing store; the cluster's store is set up first.
+        sluice_store::open_or_create(&datastore).expect("create the store");
         let lab = Lab {
             prefix,
             node: node.clone(),
@@ -122,7 +124,7 @@ impl Lab {
     }
 
     pub fn store(&self) -> Box<dyn Store> {
-        sluice_store::open(&self.datastore).expect("open store")
+        sluice_store::open_or_create(&self.datastore).expect("open store")
     }
 
     /// Writes the resources of a YAML manifest to the store.
