@@ -758,3 +758,56 @@ fn a_second_interface_leaves_the_default_route_to_the_first() {
     assert_eq!(check.code, 0, "{check:?}");
     support::udp_round_trip(&lab.node, &netns, pod_address(&first.json).parse().unwrap());
 }
+
+#[test]
+fn a_stored_pool_that_cannot_be_used_is_skipped_with_its_reason() {
+    let mut lab = Lab::new("badpool");
+    // Written straight into the store, around `sluice apply`'s validation.
+    let set = sluice_api::load_str(
+        "bad.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: a-broken\nspec:\n  cidr: 10.200.0.0/16\n",
+    )
+    .unwrap();
+    let mut pool = set.ip_pools[0].clone();
+    pool.spec.block_size = Some(33);
+    let broken = Resource::IpPool(pool);
+    let put = |resource: &Resource| sluice_store::Operation::Put {
+        key: resource.key(),
+        value: resource.encode(),
+        condition: sluice_store::Condition::Any,
+    };
+    lab.store().commit(&[put(&broken)]).unwrap();
+    let config = lab.config("1.1.0");
+
+    let netns = lab.pod_namespace("web");
+    let attachment = Attachment::new("f00d0006", &netns, "default", "web");
+    let reply = lab.invoke("ADD", &attachment, &config);
+    assert_eq!(reply.code, 0, "{reply:?}");
+    assert!(pod_address(&reply.json).starts_with("10.100."), "{reply:?}");
+
+    // With only the broken pool left, ADD fails and says why.
+    let good_pool = resource::key(Kind::IpPool, None, "pods");
+    lab.store()
+        .commit(&[sluice_store::Operation::Delete {
+            key: good_pool,
+            condition: sluice_store::Condition::Any,
+        }])
+        .unwrap();
+    let other_netns = lab.pod_namespace("api");
+    let other = Attachment::new("f00d0007", &other_netns, "default", "api");
+    let refused = lab.invoke("ADD", &other, &config);
+    assert_eq!(
+        (refused.code, refused.json["code"].as_u64()),
+        (1, Some(102)),
+        "{refused:?}"
+    );
+    let details = refused.json["details"].as_str().unwrap();
+    assert!(
+        details.contains(
+            "IP pool a-broken: blockSize 33 is out of range; expected 20 to 32 for IPv4, so it was skipped"
+        ),
+        "{details}"
+    );
+    assert!(!refused.stderr.contains("panicked"), "{}", refused.stderr);
+    assert!(allocated(&lab, &other.handle()).is_empty());
+}

@@ -23,7 +23,7 @@ use crate::layout::{
 };
 use crate::pools::{
     Family, Placement, allows_workloads, eligible_pools, pool_for_address, pool_of_block,
-    requested_addresses, requested_pools,
+    requested_addresses, requested_pools, unusable_pool,
 };
 use crate::report::{CheckReport, Report, check};
 use crate::{Allocation, AssignRequest, IpamError, workload_handle};
@@ -74,6 +74,8 @@ impl Plan {
 /// What a pod's placement depends on, read once per attempt.
 struct Context {
     pools: Vec<IpPool>,
+    /// Why stored pools that cannot be used were left out.
+    skipped_pools: Vec<String>,
     node_labels: BTreeMap<String, String>,
     namespace_labels: BTreeMap<String, String>,
     namespace_annotations: BTreeMap<String, String>,
@@ -217,12 +219,17 @@ impl Ipam {
                 }
             }
             if plan.allocations.is_empty() {
+                let mut reason =
+                    "no enabled Automatic IP pool that allows Workload use selects this node and namespace"
+                        .to_string();
+                for skipped in &context.skipped_pools {
+                    reason.push_str(&format!("; {skipped}, so it was skipped"));
+                }
                 return Err(IpamError::NoEligiblePool {
                     namespace: request.namespace.clone(),
                     pod: request.pod.clone(),
                     node: request.node.clone(),
-                    reason: "no enabled Automatic IP pool that allows Workload use selects this node and namespace"
-                        .into(),
+                    reason,
                 });
             }
         }
@@ -471,7 +478,7 @@ impl Ipam {
     }
 
     fn read_context(&self, request: &AssignRequest) -> Result<Context, IpamError> {
-        let pools = self.pools()?;
+        let (pools, skipped_pools) = self.usable_pools()?;
         let node_key = resource_key(Kind::Node, None, &request.node);
         // Only node selectors read node labels; skipping the read saves a round trip to etcd.
         // A node missing from the store has no labels: pools with a node selector skip it.
@@ -506,6 +513,7 @@ impl Ipam {
         };
         Ok(Context {
             pools,
+            skipped_pools,
             node_labels,
             namespace_labels,
             namespace_annotations,
@@ -513,15 +521,25 @@ impl Ipam {
     }
 
     fn pools(&self) -> Result<Vec<IpPool>, IpamError> {
+        self.usable_pools().map(|(pools, _)| pools)
+    }
+
+    /// The stored pools that can be used, by name, and why each of the others cannot (a pool
+    /// written around `sluice apply` is not trusted).
+    fn usable_pools(&self) -> Result<(Vec<IpPool>, Vec<String>), IpamError> {
         let (values, _) = self.store.list(&kind_prefix(Kind::IpPool))?;
         let mut pools = Vec::with_capacity(values.len());
+        let mut skipped = Vec::new();
         for value in &values {
             if let Resource::IpPool(pool) = decode_resource(value)? {
-                pools.push(pool);
+                match unusable_pool(&pool) {
+                    Some(reason) => skipped.push(reason),
+                    None => pools.push(pool),
+                }
             }
         }
         pools.sort_by(|left, right| left.metadata.name.cmp(&right.metadata.name));
-        Ok(pools)
+        Ok((pools, skipped))
     }
 
     fn blocks(&self) -> Result<Vec<(Block, Revision)>, IpamError> {
