@@ -2,7 +2,7 @@
 //! change as one compare-and-swap transaction, retrying (bounded, with jitter) when another
 //! writer got there first.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use crate::pools::{
     Family, Placement, allows_workloads, eligible_pools, pool_for_address, pool_of_block,
     requested_addresses, requested_pools, unusable_pool,
 };
-use crate::report::{CheckReport, Report, check};
+use crate::report::{CheckReport, EndpointAddresses, Report, check};
 use crate::{Allocation, AssignRequest, IpamError, workload_handle};
 
 /// Attempts per operation before giving up (Calico's `datastoreRetries` is 100 too).
@@ -149,16 +149,22 @@ impl Ipam {
             let record: HandleRecord = decode(&value)?;
             handles.insert(value.key[HANDLE_PREFIX.len()..].to_string(), record);
         }
-        let mut endpoint_handles = BTreeSet::new();
+        let mut endpoints = Vec::new();
         for value in self.store.list(&kind_prefix(Kind::WorkloadEndpoint))?.0 {
             if let Resource::WorkloadEndpoint(endpoint) = decode_resource(&value)? {
-                endpoint_handles.insert(workload_handle(
-                    &endpoint.spec.container_id,
-                    &endpoint.spec.endpoint,
-                ));
+                endpoints.push(EndpointAddresses {
+                    endpoint: format!("{}/{}", endpoint.metadata.namespace(), endpoint.metadata.name),
+                    handle: workload_handle(&endpoint.spec.container_id, &endpoint.spec.endpoint),
+                    addresses: endpoint
+                        .spec
+                        .ip_networks
+                        .iter()
+                        .map(|network| network.0.addr())
+                        .collect(),
+                });
             }
         }
-        Ok(check(&pools, &blocks, &handles, &endpoint_handles))
+        Ok(check(&pools, &blocks, &handles, &endpoints))
     }
 
     fn try_assign(&self, request: &AssignRequest) -> Result<Vec<Allocation>, IpamError> {
