@@ -12,6 +12,7 @@
 //! code; the binary is a thin wrapper around it.
 #![forbid(unsafe_code)]
 
+pub mod lock;
 pub mod names;
 pub mod netlink;
 pub mod plugin;

@@ -15,7 +15,9 @@ use ipnet::IpNet;
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
-use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkMessage};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
 use rtnetlink::packet_route::route::{RouteMessage, RouteScope, RouteType};
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
@@ -81,6 +83,17 @@ pub struct Link {
     pub up: bool,
     pub mac: Option<Vec<u8>>,
     pub mtu: Option<u32>,
+    /// Whether the link is one end of a veth pair.
+    pub veth: bool,
+    /// A veth's peer, by its index in the peer's own namespace.
+    pub peer: Option<u32>,
+}
+
+impl Link {
+    /// Whether this is the host end of a veth Sluice made: a veth with Calico's host MAC.
+    pub fn made_by_sluice(&self) -> bool {
+        self.veth && self.mac.as_deref() == Some(&HOST_MAC[..])
+    }
 }
 
 /// A route as CHECK compares it.
@@ -217,7 +230,10 @@ impl Netlink {
     ) -> Result<(), NetlinkError> {
         let message = route_message(destination, gateway, index);
         self.run(self.handle.route().add(message).replace().execute())
-            .context(|| format!("adding route {destination} via {gateway:?} dev {index}"))
+            .context(|| match gateway {
+                Some(gateway) => format!("adding route {destination} via {gateway} dev {index}"),
+                None => format!("adding route {destination} dev {index}"),
+            })
     }
 
     /// The main table's unicast routes of one family.
@@ -271,11 +287,19 @@ fn link_of(message: &LinkMessage) -> Link {
         up: message.header.flags.contains(LinkFlags::Up),
         mac: None,
         mtu: None,
+        veth: false,
+        peer: None,
     };
     for attribute in &message.attributes {
         match attribute {
             LinkAttribute::Address(mac) => link.mac = Some(mac.clone()),
             LinkAttribute::Mtu(mtu) => link.mtu = Some(*mtu),
+            LinkAttribute::Link(peer) => link.peer = Some(*peer),
+            LinkAttribute::LinkInfo(infos) => {
+                link.veth = infos
+                    .iter()
+                    .any(|info| matches!(info, LinkInfo::Kind(InfoKind::Veth)));
+            }
             _ => {}
         }
     }

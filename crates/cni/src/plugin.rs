@@ -17,6 +17,7 @@ use sluice_dataplane::conntrack::Conntrack;
 use sluice_ipam::{AssignRequest, Ipam, IpamError};
 use sluice_store::{Condition, KeyValue, Operation, Store, StoreError};
 
+use crate::lock::{ContainerLock, LOCK_WAIT};
 use crate::names::{host_interface_name, workload_endpoint_name};
 use crate::netlink::{self, GATEWAY_V4, GATEWAY_V6, HOST_MAC, NamespaceProblem, Netlink, NetlinkError};
 use crate::protocol::{
@@ -156,6 +157,21 @@ fn host_prefix(address: IpAddr) -> IpNet {
 // ---------------------------------------------------------------------------------------------
 // ADD
 
+/// Which address families' default routes an attachment owns: only the pod's first interface
+/// of a family gets the default route (a second one, `net1` under Multus, leaves it alone, as
+/// Calico does with the default route on eth0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct DefaultRoutes {
+    ipv4: bool,
+    ipv6: bool,
+}
+
+impl DefaultRoutes {
+    fn owns(self, address: IpAddr) -> bool {
+        if address.is_ipv4() { self.ipv4 } else { self.ipv6 }
+    }
+}
+
 fn add(environment: &Environment, config: &NetworkConfig) -> Result<AddResult, CniError> {
     let (namespace, pod_name) = pod_identity(environment)?;
     // A pod wired before the node's agent has ever run must send nothing, not everything.
@@ -167,36 +183,54 @@ fn add(environment: &Environment, config: &NetworkConfig) -> Result<AddResult, C
     })?;
     let netns = environment.netns.as_deref().expect("ADD requires CNI_NETNS");
     let namespace_file = open_namespace(netns)?;
+    // Held until ADD returns: a second call for this container waits, then finds our work.
+    let _lock = ContainerLock::acquire(&config.lock_directory, &environment.container_id, LOCK_WAIT)?;
     let host_interface = host_interface_name(namespace, pod_name, &environment.interface_name);
     let handle = environment.handle();
+    let store = open_store(config)?;
+    let ipam = Ipam::new(store.clone());
+    // Addresses the handle held before this call belong to an earlier ADD of this container;
+    // whatever happens here, they are not ours to release.
+    let previous: Vec<IpAddr> = ipam
+        .allocations_of(&handle)
+        .map_err(ipam_error)?
+        .iter()
+        .map(|allocation| allocation.address)
+        .collect();
+    let repeat = !previous.is_empty();
+    if repeat && let Some(result) = intact_result(environment, config, store.as_ref(), &previous)? {
+        return Ok(result);
+    }
     // The veth is made while the datastore answers (both take milliseconds); the addresses
     // reach the wiring thread through the channel once IPAM has them.
     let (address_sender, address_receiver) = mpsc::channel::<Vec<IpAddr>>();
-    let (assigned, wired) = std::thread::scope(|scope| {
+    let (assigned, wiring) = std::thread::scope(|scope| {
         let wiring = scope.spawn(|| {
             wire(
                 environment,
                 config,
                 &host_interface,
                 &namespace_file,
+                repeat,
                 address_receiver,
             )
         });
-        let assigned = assign(environment, config, namespace, pod_name);
-        if let Ok((_, _, _, addresses)) = &assigned
+        let assigned = assign(environment, &ipam, store.as_ref(), config, namespace, pod_name);
+        if let Ok((_, addresses)) = &assigned
             && !addresses.is_empty()
         {
             let _ = address_sender.send(addresses.clone());
         }
         drop(address_sender);
-        let wired = wiring
-            .join()
-            .unwrap_or_else(|_| Err(CniError::new(ErrorCode::Netlink, "the wiring thread panicked")));
-        (assigned, wired)
+        let wiring = wiring.join().unwrap_or_else(|_| Wiring {
+            created: None,
+            outcome: Err(CniError::new(ErrorCode::Netlink, "the wiring thread panicked")),
+        });
+        (assigned, wiring)
     });
-    let outcome = match (&assigned, wired) {
+    let outcome = match (&assigned, wiring.outcome) {
         (Err(error), _) => Err(error.clone()),
-        (Ok((.., addresses)), _) if addresses.is_empty() => {
+        (Ok((_, addresses)), _) if addresses.is_empty() => {
             Err(
                 CniError::new(ErrorCode::Ipam, "IPAM assigned no address").with_details(format!(
                     "no enabled IP pool has room for pod {namespace}/{pod_name} on node {}",
@@ -205,7 +239,7 @@ fn add(environment: &Environment, config: &NetworkConfig) -> Result<AddResult, C
             )
         }
         (Ok(_), Err(error)) => Err(error),
-        (Ok((store, pod, _, addresses)), Ok(pod_mac)) => {
+        (Ok((pod, addresses)), Ok((pod_mac, default_routes))) => {
             let attachment = Attachment {
                 environment,
                 config,
@@ -214,6 +248,7 @@ fn add(environment: &Environment, config: &NetworkConfig) -> Result<AddResult, C
                 pod: pod.as_ref(),
                 host_interface: &host_interface,
                 addresses,
+                default_routes,
             };
             let endpoint = Resource::WorkloadEndpoint(attachment.workload_endpoint(&pod_mac));
             store
@@ -227,32 +262,69 @@ fn add(environment: &Environment, config: &NetworkConfig) -> Result<AddResult, C
         }
     };
     outcome.inspect_err(|_| {
-        // Undo: the veth (its routes go with it), then the addresses.
-        if let Ok(node) = Netlink::open()
+        // Undo only what this call made: a veth it created (its routes go with it) and
+        // addresses the handle did not hold before. An earlier ADD's attachment stays.
+        if let Some(index) = wiring.created
+            && let Ok(node) = Netlink::open()
             && let Ok(Some(link)) = node.link(&host_interface)
+            && link.index == index
         {
-            let _ = node.delete_link(link.index);
+            let _ = node.delete_link(index);
         }
-        if let Ok((_, _, ipam, _)) = &assigned {
+        if !repeat {
             let _ = ipam.release(&handle);
         }
     })
 }
 
-/// The datastore half of ADD: the pod and its namespace, then addresses from IPAM.
-#[allow(clippy::type_complexity)]
+/// A repeated ADD's answer when the attachment an earlier ADD made is intact (endpoint,
+/// addresses, interfaces, routes): the same result, and nothing is touched, so state a chained
+/// plugin added to the interface survives. `None` when something is missing.
+fn intact_result(
+    environment: &Environment,
+    config: &NetworkConfig,
+    store: &dyn Store,
+    allocated: &[IpAddr],
+) -> Result<Option<AddResult>, CniError> {
+    let Some((_, _, endpoint)) = find_endpoint(store, environment, config)? else {
+        return Ok(None);
+    };
+    let allocated: BTreeSet<IpAddr> = allocated.iter().copied().collect();
+    let Ok(inspection) = inspect(environment, &endpoint, &allocated) else {
+        return Ok(None);
+    };
+    if !inspection.problems.is_empty() {
+        return Ok(None);
+    }
+    let addresses: Vec<IpAddr> = allocated.into_iter().collect();
+    let (namespace, pod_name) = pod_identity(environment)?;
+    let attachment = Attachment {
+        environment,
+        config,
+        namespace,
+        pod_name,
+        pod: None,
+        host_interface: &endpoint.spec.interface_name,
+        addresses: &addresses,
+        default_routes: inspection.default_routes,
+    };
+    Ok(Some(attachment.result(&inspection.pod_mac)))
+}
+
+/// The datastore half of ADD: the pod, then addresses from IPAM (the ones the handle already
+/// holds for a repeated ADD).
 fn assign(
     environment: &Environment,
+    ipam: &Ipam,
+    store: &dyn Store,
     config: &NetworkConfig,
     namespace: &str,
     pod_name: &str,
-) -> Result<(Arc<dyn Store>, Option<Pod>, Ipam, Vec<IpAddr>), CniError> {
-    let store = open_store(config)?;
-    let pod = match get_resource(store.as_ref(), Kind::Pod, Some(namespace), pod_name)? {
+) -> Result<(Option<Pod>, Vec<IpAddr>), CniError> {
+    let pod = match get_resource(store, Kind::Pod, Some(namespace), pod_name)? {
         Some((Resource::Pod(pod), _)) => Some(pod),
         _ => None,
     };
-    let ipam = Ipam::new(store.clone());
     // IPAM reads the namespace (its labels and annotations) itself.
     let request = AssignRequest {
         handle: environment.handle(),
@@ -266,39 +338,98 @@ fn assign(
     };
     let allocations = ipam.assign(&request).map_err(ipam_error)?;
     let addresses = allocations.iter().map(|allocation| allocation.address).collect();
-    Ok((store, pod, ipam, addresses))
+    Ok((pod, addresses))
+}
+
+/// What the wiring thread did: the index of a host veth it created (for the undo) and the pod
+/// interface's MAC with the default routes it owns.
+struct Wiring {
+    created: Option<u32>,
+    outcome: Result<(String, DefaultRoutes), CniError>,
 }
 
 /// The netlink half of ADD: the veth pair, the host side's sysctls, then (once IPAM has
-/// answered) the pod's addresses and routes and the node's routes to them. Returns the pod
-/// interface's MAC.
+/// answered) the pod's addresses and routes and the node's routes to them.
+///
+/// A repeated ADD (`repeat`: the handle held addresses before) reuses the veth the earlier ADD
+/// made when its pod end is `CNI_IFNAME` in `CNI_NETNS`, and refuses when it is not; it never
+/// deletes an interface. A first ADD replaces a veth of the same name left by an earlier
+/// sandbox of the pod or an ADD that died half-way, as Calico does.
 fn wire(
     environment: &Environment,
     config: &NetworkConfig,
     host_interface: &str,
     namespace_file: &File,
+    repeat: bool,
     addresses: mpsc::Receiver<Vec<IpAddr>>,
-) -> Result<String, CniError> {
+) -> Wiring {
+    let mut created = None;
+    let outcome = wire_links(
+        environment,
+        config,
+        host_interface,
+        namespace_file,
+        repeat,
+        addresses,
+        &mut created,
+    );
+    Wiring { created, outcome }
+}
+
+fn wire_links(
+    environment: &Environment,
+    config: &NetworkConfig,
+    host_interface: &str,
+    namespace_file: &File,
+    repeat: bool,
+    addresses: mpsc::Receiver<Vec<IpAddr>>,
+    created: &mut Option<u32>,
+) -> Result<(String, DefaultRoutes), CniError> {
     let netns = environment.netns.as_deref().unwrap_or_default();
     let interface_name = &environment.interface_name;
     let node = Netlink::open().map_err(netlink_error)?;
-    // A veth left by an ADD that died half-way has the same name; replace it, as Calico does.
-    if let Some(stale) = node.link(host_interface).map_err(netlink_error)? {
-        node.delete_link(stale.index).map_err(netlink_error)?;
-    }
-    node.create_veth(host_interface, interface_name, namespace_file, config.mtu)
-        .map_err(netlink_error)?;
-    let host = node
-        .link(host_interface)
-        .map_err(netlink_error)?
-        .ok_or_else(|| CniError::new(ErrorCode::Netlink, "the host veth vanished after creation"))?;
+    let existing = node.link(host_interface).map_err(netlink_error)?;
+    let host = match existing {
+        Some(host) if repeat => {
+            let pod_end = netlink::in_namespace(Path::new(netns), |pod| pod.link(interface_name))
+                .map_err(|problem| namespace_error(problem, netns))?
+                .map_err(netlink_error)?;
+            let paired = pod_end
+                .as_ref()
+                .is_some_and(|pod_end| pod_end.peer == Some(host.index) && host.peer == Some(pod_end.index));
+            if !paired {
+                return Err(CniError::new(
+                    ErrorCode::InvalidEnvironment,
+                    "this container is already attached through another network namespace",
+                )
+                .with_details(format!(
+                    "the host veth {host_interface} of container {} is not paired with {interface_name} in {netns}; DEL the container first",
+                    environment.container_id
+                )));
+            }
+            host
+        }
+        stale => {
+            if let Some(stale) = stale {
+                node.delete_link(stale.index).map_err(netlink_error)?;
+            }
+            node.create_veth(host_interface, interface_name, namespace_file, config.mtu)
+                .map_err(netlink_error)?;
+            let host = node
+                .link(host_interface)
+                .map_err(netlink_error)?
+                .ok_or_else(|| CniError::new(ErrorCode::Netlink, "the host veth vanished after creation"))?;
+            *created = Some(host.index);
+            host
+        }
+    };
     // Proxy ARP answers the pod's 169.254.1.1 with the host's MAC; it needs forwarding on the
     // interface to find a route, and no delay so the first packet is not held back.
     netlink::write_sysctl(&format!("ipv4/conf/{host_interface}/proxy_arp"), "1").map_err(netlink_error)?;
     netlink::write_sysctl(&format!("ipv4/conf/{host_interface}/forwarding"), "1").map_err(netlink_error)?;
     netlink::write_sysctl(&format!("ipv4/neigh/{host_interface}/proxy_delay"), "0").map_err(netlink_error)?;
 
-    let (pod_link, addresses) = netlink::in_namespace(Path::new(netns), move |pod| {
+    let (pod_link, addresses, default_routes) = netlink::in_namespace(Path::new(netns), move |pod| {
         let link = pod.link(interface_name)?.ok_or_else(|| NetlinkError {
             context: format!("{interface_name} in {netns}"),
             message: "not found after creation".into(),
@@ -307,27 +438,36 @@ fn wire(
         pod.set_up(link.index)?;
         let Ok(addresses) = addresses.recv() else {
             // IPAM failed; the caller reports why and removes the veth.
-            return Ok((link, Vec::new()));
+            return Ok((link, Vec::new(), DefaultRoutes::default()));
         };
         for address in &addresses {
             pod.add_host_address(link.index, *address)?;
         }
-        if addresses.iter().any(IpAddr::is_ipv4) {
+        // The default route of a family belongs to the first interface that took it.
+        let taken_elsewhere = |ipv6: bool| -> Result<bool, NetlinkError> {
+            Ok(pod.routes(ipv6)?.iter().any(|route| {
+                route.destination.prefix_len() == 0 && route.output.is_some_and(|output| output != link.index)
+            }))
+        };
+        let mut default_routes = DefaultRoutes::default();
+        if addresses.iter().any(IpAddr::is_ipv4) && !taken_elsewhere(false)? {
             pod.add_route(host_prefix(IpAddr::V4(GATEWAY_V4)), None, link.index)?;
             pod.add_route(
                 IpNet::V4(Default::default()),
                 Some(IpAddr::V4(GATEWAY_V4)),
                 link.index,
             )?;
+            default_routes.ipv4 = true;
         }
-        if addresses.iter().any(IpAddr::is_ipv6) {
+        if addresses.iter().any(IpAddr::is_ipv6) && !taken_elsewhere(true)? {
             pod.add_route(
                 IpNet::V6(Default::default()),
                 Some(IpAddr::V6(GATEWAY_V6)),
                 link.index,
             )?;
+            default_routes.ipv6 = true;
         }
-        Ok((link, addresses))
+        Ok((link, addresses, default_routes))
     })
     .map_err(|problem| namespace_error(problem, netns))?
     .map_err(netlink_error)?;
@@ -336,11 +476,12 @@ fn wire(
         node.add_route(host_prefix(*address), None, host.index)
             .map_err(netlink_error)?;
     }
-    Ok(pod_link
+    let pod_mac = pod_link
         .mac
         .as_deref()
         .map(netlink::format_mac)
-        .unwrap_or_default())
+        .unwrap_or_default();
+    Ok((pod_mac, default_routes))
 }
 
 /// One ADD's facts, for wiring and for the WorkloadEndpoint.
@@ -352,6 +493,7 @@ struct Attachment<'a> {
     pod: Option<&'a Pod>,
     host_interface: &'a str,
     addresses: &'a [IpAddr],
+    default_routes: DefaultRoutes,
 }
 
 impl Attachment<'_> {
@@ -420,13 +562,13 @@ impl Attachment<'_> {
             }
         };
         let mut routes = Vec::new();
-        if self.addresses.iter().any(IpAddr::is_ipv4) {
+        if self.default_routes.ipv4 && self.addresses.iter().any(IpAddr::is_ipv4) {
             routes.push(ResultRoute {
                 destination: IpNet::V4(Default::default()),
                 gateway: Some(IpAddr::V4(GATEWAY_V4)),
             });
         }
-        if self.addresses.iter().any(IpAddr::is_ipv6) {
+        if self.default_routes.ipv6 && self.addresses.iter().any(IpAddr::is_ipv6) {
             routes.push(ResultRoute {
                 destination: IpNet::V6(Default::default()),
                 gateway: Some(IpAddr::V6(GATEWAY_V6)),
@@ -452,7 +594,7 @@ impl Attachment<'_> {
                 .iter()
                 .map(|address| ResultAddress {
                     address: host_prefix(*address),
-                    gateway: Some(gateway(address)),
+                    gateway: self.default_routes.owns(*address).then(|| gateway(address)),
                     interface: 1,
                 })
                 .collect(),
@@ -478,9 +620,10 @@ fn namespace_error(problem: NamespaceProblem, netns: &str) -> CniError {
 // DEL
 
 fn delete(environment: &Environment, config: &NetworkConfig) -> Result<(), CniError> {
+    let lock = ContainerLock::acquire(&config.lock_directory, &environment.container_id, LOCK_WAIT)?;
     // Removing a veth waits out the kernel's RCU grace period (~15 ms); the datastore work
     // runs meanwhile.
-    std::thread::scope(|scope| {
+    let outcome = std::thread::scope(|scope| {
         let interface = scope.spawn(|| remove_pod_interface(environment));
         let store = open_store(config);
         let addresses = store.as_ref().map_err(Clone::clone).and_then(|store| {
@@ -491,14 +634,21 @@ fn delete(environment: &Environment, config: &NetworkConfig) -> Result<(), CniEr
         let removed = interface
             .join()
             .unwrap_or_else(|_| Err(CniError::new(ErrorCode::Netlink, "the interface thread panicked")));
+        // Without a usable namespace the pod's end could not be reached: the host end goes
+        // instead (deleting either end of a veth deletes both, and the node's routes with it).
+        let pod_side_done = *removed.as_ref().unwrap_or(&true);
         // With the pod's interface gone no new state can appear; the old state goes before
         // the addresses can be handed to another pod. Addresses that could not be read are
         // not released either: the runtime retries DEL.
         let addresses = addresses?;
         forget_connections(addresses.iter().map(|allocation| allocation.address));
-        let released = store.and_then(|store| release(store, environment, config));
-        removed.and(released)
-    })
+        let released = store.and_then(|store| release(store, environment, config, !pod_side_done));
+        removed.map(|_| ()).and(released)
+    });
+    if outcome.is_ok() {
+        lock.remove();
+    }
+    outcome
 }
 
 /// Deletes the connection-tracking entries of addresses being released, so that a pod given
@@ -526,10 +676,11 @@ fn forget_connections(addresses: impl IntoIterator<Item = IpAddr>) {
 }
 
 /// The pod's end, found by its name inside the pod's namespace: the host-side name is shared
-/// with any newer sandbox of the same pod, whose veth must survive this DEL.
-fn remove_pod_interface(environment: &Environment) -> Result<(), CniError> {
+/// with any newer sandbox of the same pod, whose veth must survive this DEL. `Ok(false)` when
+/// there is no usable namespace to look in.
+fn remove_pod_interface(environment: &Environment) -> Result<bool, CniError> {
     let Some(netns) = environment.netns.as_deref() else {
-        return Ok(());
+        return Ok(false);
     };
     let interface_name = &environment.interface_name;
     let removed = netlink::in_namespace(Path::new(netns), |pod| match pod.link(interface_name)? {
@@ -537,22 +688,58 @@ fn remove_pod_interface(environment: &Environment) -> Result<(), CniError> {
         None => Ok(()),
     });
     match removed {
-        Ok(result) => result.map_err(netlink_error),
-        // A namespace already gone (or no longer a namespace) took the veth with it.
-        Err(NamespaceProblem::Missing) => Ok(()),
+        Ok(result) => result.map(|()| true).map_err(netlink_error),
+        Err(NamespaceProblem::Missing) => Ok(false),
         Err(NamespaceProblem::Other(message)) => {
-            eprintln!("sluice-cni: DEL: {message}; skipping the interface");
-            Ok(())
+            eprintln!("sluice-cni: DEL: {message}; removing the host end of the veth instead");
+            Ok(false)
         }
     }
 }
 
-/// The datastore half of DEL: the addresses and the WorkloadEndpoint.
-fn release(store: Arc<dyn Store>, environment: &Environment, config: &NetworkConfig) -> Result<(), CniError> {
+/// The host end of an attachment's veth, found by name on the node. Only the name derived from
+/// the endpoint's pod and interface, and only a veth Sluice made (Calico's host MAC), is
+/// deleted: the endpoint still names this container, so no newer sandbox has taken the name.
+fn remove_host_interface(endpoint: &WorkloadEndpoint) -> Result<(), CniError> {
+    let expected = host_interface_name(
+        endpoint.metadata.namespace(),
+        &endpoint.spec.pod,
+        &endpoint.spec.endpoint,
+    );
+    if endpoint.spec.interface_name != expected {
+        eprintln!(
+            "sluice-cni: the endpoint {} names interface {}, not {expected}; leaving it",
+            endpoint.metadata.name, endpoint.spec.interface_name
+        );
+        return Ok(());
+    }
+    let node = Netlink::open().map_err(netlink_error)?;
+    match node.link(&expected).map_err(netlink_error)? {
+        Some(link) if link.made_by_sluice() => node.delete_link(link.index).map_err(netlink_error),
+        Some(_) => {
+            eprintln!("sluice-cni: {expected} was not made by Sluice; leaving it");
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+/// The datastore half of DEL: the addresses and the WorkloadEndpoint, and the host veth when
+/// `remove_host` (the pod's namespace could not be used).
+fn release(
+    store: Arc<dyn Store>,
+    environment: &Environment,
+    config: &NetworkConfig,
+    remove_host: bool,
+) -> Result<(), CniError> {
+    let endpoint = find_endpoint(store.as_ref(), environment, config)?;
+    if remove_host && let Some((_, _, endpoint)) = &endpoint {
+        remove_host_interface(endpoint)?;
+    }
     Ipam::new(store.clone())
         .release(&environment.handle())
         .map_err(ipam_error)?;
-    if let Some((key, revision, _)) = find_endpoint(store.as_ref(), environment, config)? {
+    if let Some((key, revision, _)) = endpoint {
         delete_endpoint(store.as_ref(), &key, revision)?;
     }
     Ok(())
@@ -618,6 +805,7 @@ fn delete_endpoint(store: &dyn Store, key: &str, revision: i64) -> Result<(), Cn
 
 fn check(environment: &Environment, config: &NetworkConfig) -> Result<(), CniError> {
     let unknown = |message: &str| CniError::new(ErrorCode::UnknownContainer, message.to_string());
+    let _lock = ContainerLock::acquire(&config.lock_directory, &environment.container_id, LOCK_WAIT)?;
     let store = open_store(config)?;
     let (_, _, endpoint) = find_endpoint(store.as_ref(), environment, config)?
         .ok_or_else(|| unknown("no workload endpoint is recorded for this container and interface"))?;
@@ -630,6 +818,57 @@ fn check(environment: &Environment, config: &NetworkConfig) -> Result<(), CniErr
     if allocated.is_empty() {
         return Err(unknown("IPAM holds no address for this container and interface"));
     }
+    let mut problems = inspect(environment, &endpoint, &allocated)?.problems;
+    if let Some(previous) = &config.previous_result {
+        let previous: BTreeSet<IpAddr> = previous_addresses(previous)?.iter().map(IpNet::addr).collect();
+        if previous != allocated {
+            problems.push(format!(
+                "prevResult lists {} but IPAM holds {}",
+                list(&previous),
+                list(&allocated)
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(CniError::new(
+            ErrorCode::CheckFailed,
+            "the attachment differs from what ADD made",
+        )
+        .with_details(problems.join("; ")))
+    }
+}
+
+/// Addresses for people: `10.0.0.1, fd00::1`, or `none`.
+fn list(addresses: &BTreeSet<IpAddr>) -> String {
+    if addresses.is_empty() {
+        return "none".into();
+    }
+    addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What an attachment looks like against what ADD makes.
+struct Inspection {
+    /// Differences, in words; empty when the attachment is intact.
+    problems: Vec<String>,
+    pod_mac: String,
+    default_routes: DefaultRoutes,
+}
+
+/// Compares the endpoint, the addresses IPAM holds, the pod's interface, addresses and routes,
+/// and the host veth with its routes and proxy ARP. Read only. Fails with "unknown container"
+/// when the pod's namespace or interface is gone.
+fn inspect(
+    environment: &Environment,
+    endpoint: &WorkloadEndpoint,
+    allocated: &BTreeSet<IpAddr>,
+) -> Result<Inspection, CniError> {
+    let unknown = |message: &str| CniError::new(ErrorCode::UnknownContainer, message.to_string());
     let mut problems = Vec::new();
     let recorded: BTreeSet<IpAddr> = endpoint
         .spec
@@ -637,22 +876,22 @@ fn check(environment: &Environment, config: &NetworkConfig) -> Result<(), CniErr
         .iter()
         .map(|network| network.0.addr())
         .collect();
-    if recorded != allocated {
+    if recorded != *allocated {
         problems.push(format!(
-            "the endpoint records {recorded:?} but IPAM holds {allocated:?}"
+            "the endpoint records {} but IPAM holds {}",
+            list(&recorded),
+            list(allocated)
         ));
     }
-    if let Some(previous) = &config.previous_result {
-        let previous: BTreeSet<IpAddr> = previous_addresses(previous)?.iter().map(IpNet::addr).collect();
-        if previous != allocated {
-            problems.push(format!(
-                "prevResult lists {previous:?} but IPAM holds {allocated:?}"
-            ));
-        }
-    }
-    let netns = environment.netns.as_deref().expect("CHECK requires CNI_NETNS");
+    let netns = environment
+        .netns
+        .as_deref()
+        .expect("ADD and CHECK require CNI_NETNS");
     let interface_name = &environment.interface_name;
-    let pod_problems = netlink::in_namespace(Path::new(netns), |pod| {
+    let node = Netlink::open().map_err(netlink_error)?;
+    let host_interface = &endpoint.spec.interface_name;
+    let host = node.link(host_interface).map_err(netlink_error)?;
+    let pod_side = netlink::in_namespace(Path::new(netns), |pod| {
         let mut problems = Vec::new();
         let Some(link) = pod.link(interface_name)? else {
             return Ok(Err(()));
@@ -660,49 +899,81 @@ fn check(environment: &Environment, config: &NetworkConfig) -> Result<(), CniErr
         if !link.up {
             problems.push(format!("{interface_name} is down"));
         }
+        if let Some(host) = &host
+            && (link.peer != Some(host.index) || host.peer != Some(link.index))
+        {
+            problems.push(format!(
+                "{interface_name} is not the peer of the host veth {host_interface}"
+            ));
+        }
         let present = pod.addresses(link.index)?;
-        for address in &allocated {
+        for address in allocated {
             if !present.contains(&host_prefix(*address)) {
                 problems.push(format!("{interface_name} lacks {}", host_prefix(*address)));
             }
         }
-        let mut wanted = Vec::new();
-        if allocated.iter().any(IpAddr::is_ipv4) {
-            wanted.push((host_prefix(IpAddr::V4(GATEWAY_V4)), None));
-            wanted.push((IpNet::V4(Default::default()), Some(IpAddr::V4(GATEWAY_V4))));
-        }
-        if allocated.iter().any(IpAddr::is_ipv6) {
-            wanted.push((IpNet::V6(Default::default()), Some(IpAddr::V6(GATEWAY_V6))));
-        }
-        for (ipv6, routes) in [(false, pod.routes(false)?), (true, pod.routes(true)?)] {
-            for (destination, gateway) in wanted
-                .iter()
-                .filter(|(destination, _)| destination.addr().is_ipv6() == ipv6)
-            {
-                let found = routes.iter().any(|route| {
-                    route.destination == *destination
-                        && route.gateway == *gateway
+        let mut default_routes = DefaultRoutes::default();
+        for ipv6 in [false, true] {
+            if !allocated.iter().any(|address| address.is_ipv6() == ipv6) {
+                continue;
+            }
+            let family = if ipv6 { "IPv6" } else { "IPv4" };
+            let routes = pod.routes(ipv6)?;
+            let gateway = if ipv6 {
+                IpAddr::V6(GATEWAY_V6)
+            } else {
+                IpAddr::V4(GATEWAY_V4)
+            };
+            let has = |destination: IpNet, gateway: Option<IpAddr>| {
+                routes.iter().any(|route| {
+                    route.destination == destination
+                        && route.gateway == gateway
                         && route.output == Some(link.index)
-                });
-                if !found {
-                    problems.push(format!(
-                        "the pod has no route to {destination} via {gateway:?} dev {interface_name}"
-                    ));
+                })
+            };
+            let default = if ipv6 {
+                IpNet::V6(Default::default())
+            } else {
+                IpNet::V4(Default::default())
+            };
+            let owner = routes
+                .iter()
+                .find(|route| route.destination == default)
+                .and_then(|route| route.output);
+            match owner {
+                // A secondary interface: the pod's default route is the first one's.
+                Some(output) if output != link.index => continue,
+                None => {
+                    problems.push(format!("the pod has no {family} default route"));
+                    continue;
                 }
+                Some(_) => {}
+            }
+            if !has(default, Some(gateway)) {
+                problems.push(format!(
+                    "the pod's {family} default route is not via {gateway} dev {interface_name}"
+                ));
+            }
+            if !ipv6 && !has(host_prefix(gateway), None) {
+                problems.push(format!("the pod has no route to {gateway} dev {interface_name}"));
+            }
+            if ipv6 {
+                default_routes.ipv6 = true;
+            } else {
+                default_routes.ipv4 = true;
             }
         }
-        Ok(Ok(problems))
+        let mac = link.mac.as_deref().map(netlink::format_mac).unwrap_or_default();
+        Ok(Ok((problems, mac, default_routes)))
     })
     .map_err(|problem| namespace_error(problem, netns))?
-    .map_err(netlink_error)?
-    .map_err(|()| {
+    .map_err(netlink_error)?;
+    let (pod_problems, pod_mac, default_routes) = pod_side.map_err(|()| {
         unknown("the pod's interface does not exist").with_details(format!("{interface_name} in {netns}"))
     })?;
     problems.extend(pod_problems);
 
-    let node = Netlink::open().map_err(netlink_error)?;
-    let host_interface = &endpoint.spec.interface_name;
-    match node.link(host_interface).map_err(netlink_error)? {
+    match host {
         None => problems.push(format!("the host veth {host_interface} does not exist")),
         Some(host) => {
             if !host.up {
@@ -710,7 +981,7 @@ fn check(environment: &Environment, config: &NetworkConfig) -> Result<(), CniErr
             }
             let mut routes = node.routes(false).map_err(netlink_error)?;
             routes.extend(node.routes(true).map_err(netlink_error)?);
-            for address in &allocated {
+            for address in allocated {
                 let destination = host_prefix(*address);
                 if !routes
                     .iter()
@@ -729,15 +1000,11 @@ fn check(environment: &Environment, config: &NetworkConfig) -> Result<(), CniErr
             }
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(CniError::new(
-            ErrorCode::CheckFailed,
-            "the attachment differs from what ADD made",
-        )
-        .with_details(problems.join("; ")))
-    }
+    Ok(Inspection {
+        problems,
+        pod_mac,
+        default_routes,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -759,7 +1026,7 @@ fn require_version(config: &NetworkConfig, command: Command) -> Result<(), CniEr
     }
     Err(CniError::new(
         ErrorCode::IncompatibleVersion,
-        format!("{command:?} needs cniVersion 1.1.0"),
+        format!("{} needs cniVersion 1.1.0", command.name()),
     )
     .with_details(format!("the configuration says {}", config.version)))
 }
@@ -788,16 +1055,32 @@ fn garbage_collect(config: &NetworkConfig) -> Result<(), CniError> {
         if valid.contains(&attachment) {
             continue;
         }
-        let handle = crate::protocol::handle(&attachment.0, &attachment.1);
-        let outcome = ipam
-            .allocations_of(&handle)
-            .map(|allocations| forget_connections(allocations.iter().map(|allocation| allocation.address)))
-            .and_then(|()| ipam.release(&handle))
-            .map_err(ipam_error)
-            .and_then(|_| delete_endpoint(store.as_ref(), &key, revision));
+        let outcome = collect_attachment(config, &ipam, store.as_ref(), &key, revision, &endpoint);
         if let Err(error) = outcome {
             first_error.get_or_insert(error);
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// GC of one attachment, under its container's lock: its connections, addresses, host veth
+/// and endpoint.
+fn collect_attachment(
+    config: &NetworkConfig,
+    ipam: &Ipam,
+    store: &dyn Store,
+    key: &str,
+    revision: i64,
+    endpoint: &WorkloadEndpoint,
+) -> Result<(), CniError> {
+    let container_id = &endpoint.spec.container_id;
+    let lock = ContainerLock::acquire(&config.lock_directory, container_id, LOCK_WAIT)?;
+    let handle = crate::protocol::handle(container_id, &endpoint.spec.endpoint);
+    let allocations = ipam.allocations_of(&handle).map_err(ipam_error)?;
+    forget_connections(allocations.iter().map(|allocation| allocation.address));
+    remove_host_interface(endpoint)?;
+    ipam.release(&handle).map_err(ipam_error)?;
+    delete_endpoint(store, key, revision)?;
+    lock.remove();
+    Ok(())
 }

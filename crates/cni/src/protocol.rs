@@ -107,6 +107,18 @@ impl Command {
             _ => return None,
         })
     }
+
+    /// The command as the runtime spells it in `CNI_COMMAND`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Command::Add => "ADD",
+            Command::Del => "DEL",
+            Command::Check => "CHECK",
+            Command::Status => "STATUS",
+            Command::Gc => "GC",
+            Command::Version => "VERSION",
+        }
+    }
 }
 
 /// The `CNI_*` variables of one invocation, checked for the command's required ones.
@@ -148,9 +160,11 @@ impl Environment {
             return Err(missing("CNI_NETNS"));
         }
         if attachment {
+            validate_container_id(&container_id)?;
             validate_interface_name(&interface_name)?;
         }
         let arguments = parse_arguments(&get("CNI_ARGS").unwrap_or_default())?;
+        validate_pod_arguments(&arguments)?;
         Ok(Environment {
             command,
             container_id,
@@ -202,6 +216,48 @@ fn validate_interface_name(name: &str) -> Result<(), CniError> {
     }
 }
 
+/// The spec's container ID: `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`. It names the lock file and the
+/// IPAM handle, so nothing else may pass.
+pub fn validate_container_id(container_id: &str) -> Result<(), CniError> {
+    let mut characters = container_id.chars();
+    let valid = characters
+        .next()
+        .is_some_and(|first| first.is_ascii_alphanumeric())
+        && characters
+            .all(|character| character.is_ascii_alphanumeric() || matches!(character, '_' | '.' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(CniError::new(
+            ErrorCode::InvalidEnvironment,
+            "CNI_CONTAINERID is not a valid container ID",
+        )
+        .with_details(format!(
+            "`{container_id}`: it must start with a letter or digit and hold only letters, digits, '_', '.' and '-'"
+        )))
+    }
+}
+
+/// `K8S_POD_NAMESPACE` must be a DNS-1123 label and `K8S_POD_NAME` a DNS-1123 subdomain, as
+/// Kubernetes requires of the objects they name.
+fn validate_pod_arguments(arguments: &BTreeMap<String, String>) -> Result<(), CniError> {
+    let invalid = |name: &str, message: String| {
+        CniError::new(
+            ErrorCode::InvalidEnvironment,
+            format!("CNI_ARGS: {name} is not a valid Kubernetes name"),
+        )
+        .with_details(message)
+    };
+    if let Some(namespace) = arguments.get("K8S_POD_NAMESPACE") {
+        sluice_api::meta::validate_label_name(namespace)
+            .map_err(|message| invalid("K8S_POD_NAMESPACE", message))?;
+    }
+    if let Some(pod) = arguments.get("K8S_POD_NAME") {
+        sluice_api::meta::validate_subdomain_name(pod).map_err(|message| invalid("K8S_POD_NAME", message))?;
+    }
+    Ok(())
+}
+
 /// `CNI_ARGS`: `KEY=VALUE` pairs separated by `;`.
 fn parse_arguments(text: &str) -> Result<BTreeMap<String, String>, CniError> {
     let mut arguments = BTreeMap::new();
@@ -240,6 +296,7 @@ struct RawNetworkConfig {
     nodename: Option<String>,
     mtu: Option<u32>,
     prev_result: Option<Value>,
+    lock_directory: Option<String>,
     #[serde(rename = "cni.dev/valid-attachments")]
     valid_attachments: Option<Vec<Attachment>>,
 }
@@ -255,6 +312,9 @@ pub struct NetworkConfig {
     pub mtu: u32,
     pub previous_result: Option<Value>,
     pub valid_attachments: Option<Vec<Attachment>>,
+    /// Where the per-container locks live (`lockDirectory`, default
+    /// [`crate::lock::DEFAULT_LOCK_DIRECTORY`]).
+    pub lock_directory: std::path::PathBuf,
 }
 
 /// The version a request names: `cniVersion`, else the highest of `cniVersions` we support.
@@ -316,6 +376,16 @@ pub fn parse_network_config(
     if !(68..=65535).contains(&mtu) {
         return Err(invalid("`mtu` must be between 68 and 65535").with_details(mtu));
     }
+    let lock_directory: std::path::PathBuf = raw
+        .lock_directory
+        .filter(|directory| !directory.is_empty())
+        .unwrap_or_else(|| crate::lock::DEFAULT_LOCK_DIRECTORY.to_string())
+        .into();
+    if !lock_directory.is_absolute() {
+        return Err(
+            invalid("`lockDirectory` must be an absolute path").with_details(lock_directory.display())
+        );
+    }
     let datastore = raw
         .datastore
         .filter(|address| !address.is_empty())
@@ -333,6 +403,7 @@ pub fn parse_network_config(
         mtu,
         previous_result: raw.prev_result,
         valid_attachments: raw.valid_attachments,
+        lock_directory,
     })
 }
 
@@ -518,6 +589,104 @@ mod tests {
             environment(&bad_name).unwrap_err().code,
             ErrorCode::InvalidEnvironment
         );
+    }
+
+    #[test]
+    fn container_ids_and_pod_names_are_checked_as_the_spec_and_kubernetes_do() {
+        let with = |container_id: &str, arguments: &str| {
+            environment(&[
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_CONTAINERID", container_id),
+                ("CNI_NETNS", "/var/run/netns/x"),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_PATH", "/opt/cni/bin"),
+                ("CNI_ARGS", arguments),
+            ])
+        };
+        let pod = "K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web-0";
+        let table: &[(&str, &str, Option<&str>)] = &[
+            ("3f2a9c", pod, None),
+            ("A1_b.c-d", pod, None),
+            ("0", pod, None),
+            ("", pod, Some("CNI_CONTAINERID is not set")),
+            (
+                "-leading-dash",
+                pod,
+                Some("CNI_CONTAINERID is not a valid container ID"),
+            ),
+            (
+                ".hidden",
+                pod,
+                Some("CNI_CONTAINERID is not a valid container ID"),
+            ),
+            ("..", pod, Some("CNI_CONTAINERID is not a valid container ID")),
+            (
+                "a/../../etc",
+                pod,
+                Some("CNI_CONTAINERID is not a valid container ID"),
+            ),
+            ("a b", pod, Some("CNI_CONTAINERID is not a valid container ID")),
+            (
+                "caf\u{e9}",
+                pod,
+                Some("CNI_CONTAINERID is not a valid container ID"),
+            ),
+            (
+                "abc",
+                "K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=coredns.x-1",
+                None,
+            ),
+            (
+                "abc",
+                "K8S_POD_NAMESPACE=Prod;K8S_POD_NAME=web",
+                Some("CNI_ARGS: K8S_POD_NAMESPACE is not a valid Kubernetes name"),
+            ),
+            (
+                "abc",
+                "K8S_POD_NAMESPACE=a.b;K8S_POD_NAME=web",
+                Some("CNI_ARGS: K8S_POD_NAMESPACE is not a valid Kubernetes name"),
+            ),
+            (
+                "abc",
+                &format!("K8S_POD_NAMESPACE={};K8S_POD_NAME=web", "n".repeat(64)),
+                Some("CNI_ARGS: K8S_POD_NAMESPACE is not a valid Kubernetes name"),
+            ),
+            (
+                "abc",
+                "K8S_POD_NAMESPACE=prod;K8S_POD_NAME=-web",
+                Some("CNI_ARGS: K8S_POD_NAME is not a valid Kubernetes name"),
+            ),
+            (
+                "abc",
+                "K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web/0",
+                Some("CNI_ARGS: K8S_POD_NAME is not a valid Kubernetes name"),
+            ),
+            (
+                "abc",
+                "K8S_POD_NAMESPACE=prod;K8S_POD_NAME=web..0",
+                Some("CNI_ARGS: K8S_POD_NAME is not a valid Kubernetes name"),
+            ),
+            (
+                "abc",
+                &format!("K8S_POD_NAMESPACE=prod;K8S_POD_NAME={}", "p".repeat(254)),
+                Some("CNI_ARGS: K8S_POD_NAME is not a valid Kubernetes name"),
+            ),
+        ];
+        for (container_id, arguments, expected) in table {
+            match (with(container_id, arguments), expected) {
+                (Ok(_), None) => {}
+                (Err(error), Some(message)) => {
+                    assert_eq!(
+                        error.code,
+                        ErrorCode::InvalidEnvironment,
+                        "{container_id} {arguments}"
+                    );
+                    assert_eq!(error.code as u32, 4);
+                    assert_eq!(error.message, *message, "{container_id} {arguments}");
+                }
+                (outcome, _) => panic!("{container_id} {arguments}: {outcome:?}, expected {expected:?}"),
+            }
+        }
     }
 
     fn config(text: &str) -> Result<NetworkConfig, CniError> {

@@ -250,13 +250,23 @@ fn check_reports_what_is_missing() {
     assert_eq!(lab.invoke("ADD", &attachment, &config).code, 0);
     assert_eq!(lab.invoke("CHECK", &attachment, &config).code, 0);
 
-    // Someone removes the pod's default route: CHECK fails with a plugin code.
-    support::run("ip", &["-n", &netns, "route", "del", "default"]);
+    // Someone removes the pod's route to its gateway: CHECK says so in words.
+    support::run(
+        "ip",
+        &["-n", &netns, "route", "del", "169.254.1.1", "dev", "eth0"],
+    );
     let broken = lab.invoke("CHECK", &attachment, &config);
     assert_eq!(broken.code, 1);
     assert_eq!(broken.json["code"], 103, "{broken:?}");
-    assert!(
-        broken.json["details"].as_str().unwrap().contains("0.0.0.0/0"),
+    assert_eq!(
+        broken.json["details"], "the pod has no route to 169.254.1.1 dev eth0",
+        "{broken:?}"
+    );
+    // And its default route.
+    support::run("ip", &["-n", &netns, "route", "del", "default"]);
+    let broken = lab.invoke("CHECK", &attachment, &config);
+    assert_eq!(
+        broken.json["details"], "the pod has no IPv4 default route",
         "{broken:?}"
     );
 
@@ -290,6 +300,14 @@ fn gc_releases_attachments_the_runtime_no_longer_lists() {
     assert_eq!((reply.code, &reply.json), (0, &Value::Null), "{reply:?}");
     assert_eq!(allocated(&lab, &keep.handle()).len(), 1);
     assert!(allocated(&lab, &stale.handle()).is_empty());
+    // The host side of the stale attachment goes too; the kept one stays.
+    let stale_interface = sluice_cni::names::host_interface_name("default", "drop", "eth0");
+    assert!(!has_link(&lab.node, &stale_interface));
+    assert!(!has_link(&drop_netns, "eth0"));
+    assert!(has_link(
+        &lab.node,
+        &sluice_cni::names::host_interface_name("default", "keep", "eth0")
+    ));
     assert!(
         lab.store()
             .get(&endpoint_key("default", "keep"))
@@ -306,7 +324,9 @@ fn gc_releases_attachments_the_runtime_no_longer_lists() {
     // GC before 1.1.0 is not a command.
     let mut old: Value = gc_config.clone();
     old["cniVersion"] = "1.0.0".into();
-    assert_eq!(lab.invoke("GC", &keep, &old.to_string()).json["code"], 1);
+    let refused = lab.invoke("GC", &keep, &old.to_string());
+    assert_eq!(refused.json["code"], 1);
+    assert_eq!(refused.json["msg"], "GC needs cniVersion 1.1.0");
 }
 
 #[test]
@@ -509,4 +529,307 @@ fn a_missing_datastore_is_refused_not_created() {
         "{reply:?}"
     );
     assert!(!missing.parent().unwrap().exists(), "the plugin created a store");
+}
+
+fn link_index(namespace: &str, name: &str) -> Option<u64> {
+    links(namespace)
+        .iter()
+        .find(|link| link["ifname"] == name)
+        .and_then(|link| link["ifindex"].as_u64())
+}
+
+fn node_routes_to(lab: &Lab, address: &str) -> String {
+    support::run("ip", &["-n", &lab.node, "route", "show", address])
+}
+
+#[test]
+fn two_adds_at_once_for_one_container_leave_one_working_attachment() {
+    let mut lab = Lab::new("race");
+    let config = lab.config("1.1.0");
+    // Several rounds: the old plugin lost a round only when the two calls overlapped.
+    for round in 0..3 {
+        let netns = lab.pod_namespace(&format!("race{round}"));
+        let attachment = Attachment::new(
+            &format!("race000{round}"),
+            &netns,
+            "default",
+            &format!("race{round}"),
+        );
+        let (first, second) = std::thread::scope(|scope| {
+            let first = scope.spawn(|| lab.invoke("ADD", &attachment, &config));
+            let second = scope.spawn(|| lab.invoke("ADD", &attachment, &config));
+            (first.join().unwrap(), second.join().unwrap())
+        });
+        assert_eq!((first.code, second.code), (0, 0), "{first:?} {second:?}");
+        assert_eq!(first.json, second.json, "both calls report the one attachment");
+        let address = pod_address(&first.json);
+        assert_eq!(
+            allocated(&lab, &attachment.handle()),
+            vec![address.parse::<IpAddr>().unwrap()]
+        );
+        let host_interface =
+            sluice_cni::names::host_interface_name("default", &format!("race{round}"), "eth0");
+        assert!(has_link(&lab.node, &host_interface));
+        support::udp_round_trip(&lab.node, &netns, address.parse().unwrap());
+        assert_eq!(lab.invoke("CHECK", &attachment, &config).code, 0);
+
+        // The next pod gets another address.
+        let other_netns = lab.pod_namespace(&format!("next{round}"));
+        let other = Attachment::new(
+            &format!("next000{round}"),
+            &other_netns,
+            "default",
+            &format!("next{round}"),
+        );
+        let reply = lab.invoke("ADD", &other, &config);
+        assert_eq!(reply.code, 0, "{reply:?}");
+        assert_ne!(pod_address(&reply.json), address);
+        support::udp_round_trip(&lab.node, &netns, address.parse().unwrap());
+    }
+}
+
+#[test]
+fn a_repeated_add_returns_the_same_result_and_keeps_the_interface() {
+    let mut lab = Lab::new("repeat");
+    let netns = lab.pod_namespace("web");
+    let attachment = Attachment::new("f00d0001", &netns, "default", "web");
+    let config = lab.config("1.1.0");
+    let first = lab.invoke("ADD", &attachment, &config);
+    assert_eq!(first.code, 0, "{first:?}");
+    let host_interface = sluice_cni::names::host_interface_name("default", "web", "eth0");
+    let host_index = link_index(&lab.node, &host_interface);
+    let pod_index = link_index(&netns, "eth0");
+    // A chained plugin's additions to the interface.
+    support::run(
+        "ip",
+        &["-n", &netns, "address", "add", "192.0.2.7/32", "dev", "eth0"],
+    );
+    support::run(
+        "ip",
+        &[
+            "-n", &netns, "link", "property", "add", "dev", "eth0", "altname", "chained0",
+        ],
+    );
+
+    let again = lab.invoke("ADD", &attachment, &config);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(again.json, first.json);
+    assert_eq!(link_index(&lab.node, &host_interface), host_index);
+    assert_eq!(link_index(&netns, "eth0"), pod_index);
+    let pod_addresses = support::run("ip", &["-n", &netns, "-o", "address", "show", "dev", "eth0"]);
+    assert!(pod_addresses.contains("192.0.2.7/32"), "{pod_addresses}");
+    let pod_link = support::run("ip", &["-n", &netns, "link", "show", "chained0"]);
+    assert!(pod_link.contains("eth0"), "{pod_link}");
+    assert_eq!(allocated(&lab, &attachment.handle()).len(), 1);
+
+    // A broken attachment is repaired in place, still without a new interface.
+    support::run("ip", &["-n", &netns, "route", "del", "default"]);
+    let repaired = lab.invoke("ADD", &attachment, &config);
+    assert_eq!(repaired.code, 0, "{repaired:?}");
+    assert_eq!(repaired.json, first.json);
+    assert_eq!(link_index(&netns, "eth0"), pod_index);
+    assert!(support::run("ip", &["-n", &netns, "route", "show", "default"]).contains("169.254.1.1"));
+    assert_eq!(lab.invoke("CHECK", &attachment, &config).code, 0);
+}
+
+#[test]
+fn a_failing_repeat_add_leaves_the_first_attachment_working() {
+    let mut lab = Lab::new("badrepeat");
+    let netns = lab.pod_namespace("web");
+    let elsewhere = lab.pod_namespace("elsewhere");
+    let attachment = Attachment::new("f00d0002", &netns, "default", "web");
+    let config = lab.config("1.1.0");
+    let first = lab.invoke("ADD", &attachment, &config);
+    assert_eq!(first.code, 0, "{first:?}");
+    let address = pod_address(&first.json);
+    let host_interface = sluice_cni::names::host_interface_name("default", "web", "eth0");
+    let host_index = link_index(&lab.node, &host_interface);
+
+    // The same container again, with a namespace that is not its own, then with a path that is
+    // no namespace at all: both get past IPAM and fail while wiring.
+    let not_a_namespace = lab.directory.path().join("not-a-namespace");
+    std::fs::write(&not_a_namespace, "").unwrap();
+    let wrong = [
+        format!("/var/run/netns/{elsewhere}"),
+        not_a_namespace.display().to_string(),
+    ];
+    for path in &wrong {
+        let reply = lab.invoke_with_netns_path("ADD", &attachment, path, &config);
+        assert_eq!(reply.code, 1, "{path}: {reply:?}");
+        assert_eq!(
+            allocated(&lab, &attachment.handle()),
+            vec![address.parse::<IpAddr>().unwrap()],
+            "{path}"
+        );
+        assert_eq!(link_index(&lab.node, &host_interface), host_index, "{path}");
+        assert!(
+            lab.store()
+                .get(&endpoint_key_for("default", "web"))
+                .unwrap()
+                .is_some()
+        );
+        assert!(!has_link(&elsewhere, "eth0"));
+        support::udp_round_trip(&lab.node, &netns, address.parse().unwrap());
+        assert_eq!(lab.invoke("CHECK", &attachment, &config).code, 0, "{path}");
+    }
+}
+
+fn endpoint_key_for(pod_namespace: &str, pod: &str) -> String {
+    endpoint_key(pod_namespace, pod)
+}
+
+#[test]
+fn del_without_a_namespace_removes_the_host_side() {
+    let mut lab = Lab::new("delnons");
+    let netns = lab.pod_namespace("web");
+    let attachment = Attachment::new("f00d0003", &netns, "default", "web");
+    let config = lab.config("1.1.0");
+    let reply = lab.invoke("ADD", &attachment, &config);
+    assert_eq!(reply.code, 0, "{reply:?}");
+    let address = pod_address(&reply.json);
+    let host_interface = sluice_cni::names::host_interface_name("default", "web", "eth0");
+    assert!(node_routes_to(&lab, &address).contains(&host_interface));
+
+    let without_netns = Attachment {
+        netns: None,
+        ..attachment.clone()
+    };
+    let delete = lab.invoke("DEL", &without_netns, &config);
+    assert_eq!((delete.code, &delete.json), (0, &Value::Null), "{delete:?}");
+    assert!(!has_link(&lab.node, &host_interface));
+    assert!(!has_link(&netns, "eth0"));
+    assert_eq!(node_routes_to(&lab, &address).trim(), "");
+    assert!(allocated(&lab, &attachment.handle()).is_empty());
+    assert!(
+        lab.store()
+            .get(&endpoint_key("default", "web"))
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn del_without_a_namespace_leaves_an_interface_sluice_did_not_make() {
+    let mut lab = Lab::new("delforeign");
+    let netns = lab.pod_namespace("web");
+    let attachment = Attachment::new("f00d0004", &netns, "default", "web");
+    let config = lab.config("1.1.0");
+    assert_eq!(lab.invoke("ADD", &attachment, &config).code, 0);
+    let host_interface = sluice_cni::names::host_interface_name("default", "web", "eth0");
+    // Someone replaced the host veth with a link of their own under the same name.
+    support::run("ip", &["-n", &netns, "link", "del", "eth0"]);
+    support::run(
+        "ip",
+        &[
+            "-n",
+            &lab.node,
+            "link",
+            "add",
+            &host_interface,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "theirs",
+        ],
+    );
+    let without_netns = Attachment {
+        netns: None,
+        ..attachment.clone()
+    };
+    assert_eq!(lab.invoke("DEL", &without_netns, &config).code, 0);
+    assert!(has_link(&lab.node, &host_interface));
+    assert!(allocated(&lab, &attachment.handle()).is_empty());
+}
+
+#[test]
+fn a_second_interface_leaves_the_default_route_to_the_first() {
+    let mut lab = Lab::new("net1");
+    let netns = lab.pod_namespace("multi");
+    let primary = Attachment::new("f00d0005", &netns, "default", "multi");
+    let secondary = Attachment {
+        interface_name: "net1".into(),
+        ..primary.clone()
+    };
+    let config = lab.config("1.1.0");
+    let first = lab.invoke("ADD", &primary, &config);
+    assert_eq!(first.code, 0, "{first:?}");
+    let second = lab.invoke("ADD", &secondary, &config);
+    assert_eq!(second.code, 0, "{second:?}");
+    assert_eq!(second.json["routes"], serde_json::json!([]), "{second:?}");
+    assert!(second.json["ips"][0].get("gateway").is_none(), "{second:?}");
+    let secondary_address = pod_address(&second.json);
+    assert_ne!(secondary_address, pod_address(&first.json));
+    let net1 = support::run("ip", &["-n", &netns, "-o", "address", "show", "dev", "net1"]);
+    assert!(net1.contains(&format!("{secondary_address}/32")), "{net1}");
+    let default_route = || support::run("ip", &["-n", &netns, "route", "show", "default"]);
+    assert!(default_route().contains("dev eth0"), "{}", default_route());
+    assert_eq!(lab.invoke("CHECK", &secondary, &config).code, 0);
+    assert_eq!(lab.invoke("CHECK", &primary, &config).code, 0);
+    // A repeated ADD of the second interface still leaves the route alone.
+    assert_eq!(lab.invoke("ADD", &secondary, &config).json, second.json);
+
+    let delete = lab.invoke("DEL", &secondary, &config);
+    assert_eq!(delete.code, 0, "{delete:?}");
+    assert!(
+        default_route().contains("via 169.254.1.1 dev eth0"),
+        "{}",
+        default_route()
+    );
+    let check = lab.invoke("CHECK", &primary, &config);
+    assert_eq!(check.code, 0, "{check:?}");
+    support::udp_round_trip(&lab.node, &netns, pod_address(&first.json).parse().unwrap());
+}
+
+#[test]
+fn a_stored_pool_that_cannot_be_used_is_skipped_with_its_reason() {
+    let mut lab = Lab::new("badpool");
+    // Written straight into the store, around `sluice apply`'s validation.
+    let set = sluice_api::load_str(
+        "bad.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: a-broken\nspec:\n  cidr: 10.200.0.0/16\n",
+    )
+    .unwrap();
+    let mut pool = set.ip_pools[0].clone();
+    pool.spec.block_size = Some(33);
+    let broken = Resource::IpPool(pool);
+    let put = |resource: &Resource| sluice_store::Operation::Put {
+        key: resource.key(),
+        value: resource.encode(),
+        condition: sluice_store::Condition::Any,
+    };
+    lab.store().commit(&[put(&broken)]).unwrap();
+    let config = lab.config("1.1.0");
+
+    let netns = lab.pod_namespace("web");
+    let attachment = Attachment::new("f00d0006", &netns, "default", "web");
+    let reply = lab.invoke("ADD", &attachment, &config);
+    assert_eq!(reply.code, 0, "{reply:?}");
+    assert!(pod_address(&reply.json).starts_with("10.100."), "{reply:?}");
+
+    // With only the broken pool left, ADD fails and says why.
+    let good_pool = resource::key(Kind::IpPool, None, "pods");
+    lab.store()
+        .commit(&[sluice_store::Operation::Delete {
+            key: good_pool,
+            condition: sluice_store::Condition::Any,
+        }])
+        .unwrap();
+    let other_netns = lab.pod_namespace("api");
+    let other = Attachment::new("f00d0007", &other_netns, "default", "api");
+    let refused = lab.invoke("ADD", &other, &config);
+    assert_eq!(
+        (refused.code, refused.json["code"].as_u64()),
+        (1, Some(102)),
+        "{refused:?}"
+    );
+    let details = refused.json["details"].as_str().unwrap();
+    assert!(
+        details.contains(
+            "IP pool a-broken: blockSize 33 is out of range; expected 20 to 32 for IPv4, so it was skipped"
+        ),
+        "{details}"
+    );
+    assert!(!refused.stderr.contains("panicked"), "{}", refused.stderr);
+    assert!(allocated(&lab, &other.handle()).is_empty());
 }

@@ -2,7 +2,7 @@
 //! change as one compare-and-swap transaction, retrying (bounded, with jitter) when another
 //! writer got there first.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -23,9 +23,9 @@ use crate::layout::{
 };
 use crate::pools::{
     Family, Placement, allows_workloads, eligible_pools, pool_for_address, pool_of_block,
-    requested_addresses, requested_pools,
+    requested_addresses, requested_pools, unusable_pool,
 };
-use crate::report::{CheckReport, Report, check};
+use crate::report::{CheckReport, EndpointAddresses, Report, check};
 use crate::{Allocation, AssignRequest, IpamError, workload_handle};
 
 /// Attempts per operation before giving up (Calico's `datastoreRetries` is 100 too).
@@ -74,6 +74,8 @@ impl Plan {
 /// What a pod's placement depends on, read once per attempt.
 struct Context {
     pools: Vec<IpPool>,
+    /// Why stored pools that cannot be used were left out.
+    skipped_pools: Vec<String>,
     node_labels: BTreeMap<String, String>,
     namespace_labels: BTreeMap<String, String>,
     namespace_annotations: BTreeMap<String, String>,
@@ -147,16 +149,22 @@ impl Ipam {
             let record: HandleRecord = decode(&value)?;
             handles.insert(value.key[HANDLE_PREFIX.len()..].to_string(), record);
         }
-        let mut endpoint_handles = BTreeSet::new();
+        let mut endpoints = Vec::new();
         for value in self.store.list(&kind_prefix(Kind::WorkloadEndpoint))?.0 {
             if let Resource::WorkloadEndpoint(endpoint) = decode_resource(&value)? {
-                endpoint_handles.insert(workload_handle(
-                    &endpoint.spec.container_id,
-                    &endpoint.spec.endpoint,
-                ));
+                endpoints.push(EndpointAddresses {
+                    endpoint: format!("{}/{}", endpoint.metadata.namespace(), endpoint.metadata.name),
+                    handle: workload_handle(&endpoint.spec.container_id, &endpoint.spec.endpoint),
+                    addresses: endpoint
+                        .spec
+                        .ip_networks
+                        .iter()
+                        .map(|network| network.0.addr())
+                        .collect(),
+                });
             }
         }
-        Ok(check(&pools, &blocks, &handles, &endpoint_handles))
+        Ok(check(&pools, &blocks, &handles, &endpoints))
     }
 
     fn try_assign(&self, request: &AssignRequest) -> Result<Vec<Allocation>, IpamError> {
@@ -217,12 +225,17 @@ impl Ipam {
                 }
             }
             if plan.allocations.is_empty() {
+                let mut reason =
+                    "no enabled Automatic IP pool that allows Workload use selects this node and namespace"
+                        .to_string();
+                for skipped in &context.skipped_pools {
+                    reason.push_str(&format!("; {skipped}, so it was skipped"));
+                }
                 return Err(IpamError::NoEligiblePool {
                     namespace: request.namespace.clone(),
                     pod: request.pod.clone(),
                     node: request.node.clone(),
-                    reason: "no enabled Automatic IP pool that allows Workload use selects this node and namespace"
-                        .into(),
+                    reason,
                 });
             }
         }
@@ -471,7 +484,7 @@ impl Ipam {
     }
 
     fn read_context(&self, request: &AssignRequest) -> Result<Context, IpamError> {
-        let pools = self.pools()?;
+        let (pools, skipped_pools) = self.usable_pools()?;
         let node_key = resource_key(Kind::Node, None, &request.node);
         // Only node selectors read node labels; skipping the read saves a round trip to etcd.
         // A node missing from the store has no labels: pools with a node selector skip it.
@@ -506,6 +519,7 @@ impl Ipam {
         };
         Ok(Context {
             pools,
+            skipped_pools,
             node_labels,
             namespace_labels,
             namespace_annotations,
@@ -513,15 +527,25 @@ impl Ipam {
     }
 
     fn pools(&self) -> Result<Vec<IpPool>, IpamError> {
+        self.usable_pools().map(|(pools, _)| pools)
+    }
+
+    /// The stored pools that can be used, by name, and why each of the others cannot (a pool
+    /// written around `sluice apply` is not trusted).
+    fn usable_pools(&self) -> Result<(Vec<IpPool>, Vec<String>), IpamError> {
         let (values, _) = self.store.list(&kind_prefix(Kind::IpPool))?;
         let mut pools = Vec::with_capacity(values.len());
+        let mut skipped = Vec::new();
         for value in &values {
             if let Resource::IpPool(pool) = decode_resource(value)? {
-                pools.push(pool);
+                match unusable_pool(&pool) {
+                    Some(reason) => skipped.push(reason),
+                    None => pools.push(pool),
+                }
             }
         }
         pools.sort_by(|left, right| left.metadata.name.cmp(&right.metadata.name));
-        Ok(pools)
+        Ok((pools, skipped))
     }
 
     fn blocks(&self) -> Result<Vec<(Block, Revision)>, IpamError> {

@@ -34,7 +34,7 @@ pub mod routes;
 pub use error::IpamError;
 pub use ipam::{Ipam, ReleasedAddress};
 pub use pools::{IP_ADDRESSES_ANNOTATION, IPV4_POOLS_ANNOTATION, IPV6_POOLS_ANNOTATION, check_pool_change};
-pub use report::{CheckReport, DoubleOwnership, Group, Grouping, Report};
+pub use report::{CheckReport, DoubleOwnership, EndpointAddresses, EndpointProblem, Group, Grouping, Report};
 
 /// What the CNI plugin asks for on ADD.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

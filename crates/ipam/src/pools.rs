@@ -148,6 +148,31 @@ pub fn requested_addresses(
     Ok(Some(addresses))
 }
 
+/// Why a pool read from the store cannot be used, if it cannot: the rules `sluice apply`
+/// enforces, checked again because the store may have been written around it, and a block size
+/// outside the address family would otherwise panic the block arithmetic.
+pub fn unusable_pool(pool: &IpPool) -> Option<String> {
+    let spec = &pool.spec;
+    let block_size = spec.effective_block_size();
+    let (minimum, maximum, family) = match spec.cidr.0 {
+        IpNet::V4(_) => (20, 32, "IPv4"),
+        IpNet::V6(_) => (116, 128, "IPv6"),
+    };
+    let name = &pool.metadata.name;
+    if !(minimum..=maximum).contains(&block_size) {
+        return Some(format!(
+            "IP pool {name}: blockSize {block_size} is out of range; expected {minimum} to {maximum} for {family}"
+        ));
+    }
+    if spec.cidr.0.prefix_len() > block_size {
+        return Some(format!(
+            "IP pool {name}: the pool {} is smaller than one /{block_size} block",
+            spec.cidr
+        ));
+    }
+    None
+}
+
 /// The pools of `family` to allocate from, in the order to try them. Requested pools are used
 /// in the order given, whatever their selectors and assignment mode, but must exist and be
 /// enabled; otherwise every enabled Automatic pool whose selectors match, by name. Either way
@@ -288,6 +313,60 @@ pub fn check_pool_change(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn pools_that_cannot_be_carved_into_blocks_are_unusable() {
+        let with_block_size = |cidr: &str, block_size: u8| {
+            let family_cidr = if cidr.contains(':') {
+                "fd00::/64"
+            } else {
+                "10.0.0.0/16"
+            };
+            let mut pool = pool("p", &format!("cidr: {family_cidr}"));
+            pool.spec.cidr = sluice_api::values::Cidr(cidr.parse().unwrap());
+            pool.spec.block_size = Some(block_size);
+            pool
+        };
+        let table: &[(&str, u8, Option<&str>)] = &[
+            ("10.0.0.0/16", 26, None),
+            ("10.0.0.0/16", 32, None),
+            ("10.0.0.0/16", 20, None),
+            ("fd00::/64", 122, None),
+            ("fd00::/64", 128, None),
+            (
+                "10.0.0.0/16",
+                33,
+                Some("IP pool p: blockSize 33 is out of range; expected 20 to 32 for IPv4"),
+            ),
+            (
+                "10.0.0.0/16",
+                19,
+                Some("IP pool p: blockSize 19 is out of range; expected 20 to 32 for IPv4"),
+            ),
+            (
+                "fd00::/64",
+                129,
+                Some("IP pool p: blockSize 129 is out of range; expected 116 to 128 for IPv6"),
+            ),
+            (
+                "fd00::/64",
+                64,
+                Some("IP pool p: blockSize 64 is out of range; expected 116 to 128 for IPv6"),
+            ),
+            (
+                "10.0.0.0/28",
+                26,
+                Some("IP pool p: the pool 10.0.0.0/28 is smaller than one /26 block"),
+            ),
+        ];
+        for (cidr, block_size, expected) in table {
+            assert_eq!(
+                unusable_pool(&with_block_size(cidr, *block_size)).as_deref(),
+                *expected,
+                "{cidr} /{block_size}"
+            );
+        }
+    }
 
     /// A pool from a manifest fragment, e.g. `cidr: 10.0.0.0/24`.
     pub fn pool(name: &str, spec: &str) -> IpPool {

@@ -197,11 +197,68 @@ pub struct CheckReport {
     /// Addresses whose handle belongs to no WorkloadEndpoint.
     pub leaked: Vec<AllocationRecord>,
     pub doubly_owned: Vec<DoubleOwnership>,
+    /// WorkloadEndpoints whose addresses IPAM does not hold for them.
+    pub endpoint_problems: Vec<EndpointProblem>,
 }
 
 impl CheckReport {
     pub fn is_clean(&self) -> bool {
-        self.leaked.is_empty() && self.doubly_owned.is_empty()
+        self.leaked.is_empty() && self.doubly_owned.is_empty() && self.endpoint_problems.is_empty()
+    }
+}
+
+/// A WorkloadEndpoint as `check` compares it with IPAM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointAddresses {
+    /// `<namespace>/<name>`.
+    pub endpoint: String,
+    /// `<containerID>.<interface>`.
+    pub handle: String,
+    pub addresses: Vec<IpAddr>,
+}
+
+/// An endpoint address IPAM does not back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum EndpointProblem {
+    /// The endpoint's address is allocated to nobody: IPAM may give it to another pod.
+    #[serde(rename_all = "camelCase")]
+    AddressNotAllocated { endpoint: String, address: IpAddr },
+    /// The endpoint's address is allocated, but to another handle.
+    #[serde(rename_all = "camelCase")]
+    AddressHeldByAnotherHandle {
+        endpoint: String,
+        address: IpAddr,
+        endpoint_handle: String,
+        holder: String,
+    },
+    /// Several endpoints record one address.
+    #[serde(rename_all = "camelCase")]
+    AddressOfSeveralEndpoints { address: IpAddr, endpoints: Vec<String> },
+}
+
+impl std::fmt::Display for EndpointProblem {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EndpointProblem::AddressNotAllocated { endpoint, address } => write!(
+                formatter,
+                "endpoint {endpoint} has {address}, which IPAM has not allocated"
+            ),
+            EndpointProblem::AddressHeldByAnotherHandle {
+                endpoint,
+                address,
+                endpoint_handle,
+                holder,
+            } => write!(
+                formatter,
+                "endpoint {endpoint} (handle {endpoint_handle}) has {address}, which IPAM holds for handle {holder}"
+            ),
+            EndpointProblem::AddressOfSeveralEndpoints { address, endpoints } => write!(
+                formatter,
+                "{address} is the address of several endpoints: {}",
+                endpoints.join(", ")
+            ),
+        }
     }
 }
 
@@ -229,14 +286,18 @@ pub enum DoubleOwnership {
     },
 }
 
-/// Finds leaked and doubly-owned addresses. `endpoint_handles` holds the handle of every
-/// WorkloadEndpoint (`<containerID>.<interface>`).
+/// Finds leaked and doubly-owned addresses, and endpoints whose addresses IPAM does not hold
+/// for them. `endpoints` holds every WorkloadEndpoint.
 pub fn check(
     pools: &[IpPool],
     blocks: &[Block],
     handles: &BTreeMap<String, HandleRecord>,
-    endpoint_handles: &BTreeSet<String>,
+    endpoints: &[EndpointAddresses],
 ) -> CheckReport {
+    let endpoint_handles: BTreeSet<&str> = endpoints
+        .iter()
+        .map(|endpoint| endpoint.handle.as_str())
+        .collect();
     let report = Report::build(pools, blocks);
     let mut result = CheckReport {
         allocations: report.allocations.len(),
@@ -245,7 +306,7 @@ pub fn check(
     result.leaked = report
         .allocations
         .iter()
-        .filter(|allocation| !endpoint_handles.contains(&allocation.handle))
+        .filter(|allocation| !endpoint_handles.contains(allocation.handle.as_str()))
         .cloned()
         .collect();
 
@@ -266,6 +327,40 @@ pub fn check(
     let mut holders: BTreeMap<IpAddr, Vec<&AllocationRecord>> = BTreeMap::new();
     for allocation in &report.allocations {
         holders.entry(allocation.address).or_default().push(allocation);
+    }
+    let mut endpoints_of: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
+    for endpoint in endpoints {
+        for address in &endpoint.addresses {
+            endpoints_of
+                .entry(*address)
+                .or_default()
+                .push(endpoint.endpoint.clone());
+            let problem = match holders.get(address).map(Vec::as_slice) {
+                None | Some([]) => Some(EndpointProblem::AddressNotAllocated {
+                    endpoint: endpoint.endpoint.clone(),
+                    address: *address,
+                }),
+                Some(records) if !records.iter().any(|record| record.handle == endpoint.handle) => {
+                    Some(EndpointProblem::AddressHeldByAnotherHandle {
+                        endpoint: endpoint.endpoint.clone(),
+                        address: *address,
+                        endpoint_handle: endpoint.handle.clone(),
+                        holder: records[0].handle.clone(),
+                    })
+                }
+                Some(_) => None,
+            };
+            result.endpoint_problems.extend(problem);
+        }
+    }
+    for (address, mut names) in endpoints_of.into_iter().filter(|(_, names)| names.len() > 1) {
+        names.sort();
+        result
+            .endpoint_problems
+            .push(EndpointProblem::AddressOfSeveralEndpoints {
+                address,
+                endpoints: names,
+            });
     }
     for (address, records) in holders.into_iter().filter(|(_, records)| records.len() > 1) {
         result.doubly_owned.push(DoubleOwnership::AddressInSeveralBlocks {
@@ -385,6 +480,89 @@ mod tests {
         assert_eq!(by_pool[0].ranges, vec![net("10.0.0.0/31"), net("10.0.0.4/32")]);
     }
 
+    /// Endpoints holding exactly what the blocks give each handle.
+    fn endpoints_for(blocks: &[Block], handles: &[&str]) -> Vec<EndpointAddresses> {
+        handles
+            .iter()
+            .map(|handle| EndpointAddresses {
+                endpoint: format!("ns/{handle}"),
+                handle: handle.to_string(),
+                addresses: blocks
+                    .iter()
+                    .flat_map(|block| block.allocated())
+                    .filter(|(_, attributes)| attributes.handle == *handle)
+                    .map(|(address, _)| address)
+                    .collect(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn check_finds_endpoints_whose_addresses_ipam_does_not_hold_for_them() {
+        let (pools, blocks) = sample();
+        let handles = records_for(&blocks);
+        let address = |text: &str| text.parse::<IpAddr>().unwrap();
+        let endpoint = |name: &str, handle: &str, addresses: &[&str]| EndpointAddresses {
+            endpoint: name.into(),
+            handle: handle.into(),
+            addresses: addresses.iter().map(|text| address(text)).collect(),
+        };
+        // 10.0.0.0 is h1's, 10.0.0.1 h2's, 10.0.0.4 h3's; 10.0.0.2 is free.
+        let table: Vec<(Vec<EndpointAddresses>, Vec<EndpointProblem>)> = vec![
+            (
+                vec![
+                    endpoint("a/one", "h1", &["10.0.0.0"]),
+                    endpoint("a/two", "h2", &["10.0.0.1"]),
+                    endpoint("b/three", "h3", &["10.0.0.4"]),
+                ],
+                vec![],
+            ),
+            (
+                vec![
+                    endpoint("a/one", "h1", &["10.0.0.0"]),
+                    endpoint("a/two", "h2", &["10.0.0.1", "10.0.0.2"]),
+                    endpoint("b/three", "h3", &["10.0.0.4"]),
+                ],
+                vec![EndpointProblem::AddressNotAllocated {
+                    endpoint: "a/two".into(),
+                    address: address("10.0.0.2"),
+                }],
+            ),
+            (
+                vec![
+                    endpoint("a/one", "h1", &["10.0.0.0"]),
+                    endpoint("a/two", "h2", &["10.0.0.4"]),
+                    endpoint("b/three", "h3", &["10.0.0.4"]),
+                ],
+                vec![
+                    EndpointProblem::AddressHeldByAnotherHandle {
+                        endpoint: "a/two".into(),
+                        address: address("10.0.0.4"),
+                        endpoint_handle: "h2".into(),
+                        holder: "h3".into(),
+                    },
+                    EndpointProblem::AddressOfSeveralEndpoints {
+                        address: address("10.0.0.4"),
+                        endpoints: vec!["a/two".into(), "b/three".into()],
+                    },
+                ],
+            ),
+        ];
+        for (endpoints, expected) in table {
+            let result = check(&pools, &blocks, &handles, &endpoints);
+            assert_eq!(result.endpoint_problems, expected, "{endpoints:?}");
+            assert_eq!(result.is_clean(), expected.is_empty() && result.leaked.is_empty());
+        }
+        let shown = EndpointProblem::AddressNotAllocated {
+            endpoint: "a/two".into(),
+            address: address("10.0.0.2"),
+        };
+        assert_eq!(
+            shown.to_string(),
+            "endpoint a/two has 10.0.0.2, which IPAM has not allocated"
+        );
+    }
+
     fn records_for(blocks: &[Block]) -> BTreeMap<String, HandleRecord> {
         let mut handles: BTreeMap<String, HandleRecord> = BTreeMap::new();
         for block in blocks {
@@ -404,13 +582,13 @@ mod tests {
     fn check_finds_leaked_addresses() {
         let (pools, blocks) = sample();
         let handles = records_for(&blocks);
-        let endpoints: BTreeSet<String> = ["h1".to_string(), "h3".to_string()].into();
+        let endpoints = endpoints_for(&blocks, &["h1", "h3"]);
         let result = check(&pools, &blocks, &handles, &endpoints);
         assert_eq!(result.allocations, 3);
         assert_eq!(result.leaked.len(), 1);
         assert_eq!(result.leaked[0].handle, "h2");
         assert!(result.doubly_owned.is_empty());
-        let all: BTreeSet<String> = ["h1", "h2", "h3"].map(String::from).into();
+        let all = endpoints_for(&blocks, &["h1", "h2", "h3"]);
         assert!(check(&pools, &blocks, &handles, &all).is_clean());
     }
 
@@ -422,7 +600,7 @@ mod tests {
         overlapping.assign_next(holder("h9", "prod", "node-9"));
         blocks.push(overlapping);
         let handles = records_for(&blocks);
-        let endpoints: BTreeSet<String> = ["h1", "h2", "h3", "h9"].map(String::from).into();
+        let endpoints = endpoints_for(&blocks, &["h1", "h2", "h3", "h9"]);
         let result = check(&pools, &blocks, &handles, &endpoints);
         let overlaps = result
             .doubly_owned
@@ -452,7 +630,7 @@ mod tests {
             .blocks
             .insert(net("10.0.0.4/30"), 1);
         handles.remove("h3");
-        let endpoints: BTreeSet<String> = ["h1", "h2", "h3"].map(String::from).into();
+        let endpoints = endpoints_for(&blocks, &["h1", "h2", "h3"]);
         let result = check(&pools, &blocks, &handles, &endpoints);
         assert_eq!(
             result.doubly_owned,

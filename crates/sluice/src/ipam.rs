@@ -145,6 +145,9 @@ pub fn run(command: &IpamCommand) -> Result<ExitCode, String> {
                         serde_json::to_string(problem).map_err(|error| error.to_string())?
                     );
                 }
+                for problem in &report.endpoint_problems {
+                    println!("endpoint: {problem}");
+                }
                 if report.is_clean() {
                     println!("no leaked or doubly-owned addresses");
                 }

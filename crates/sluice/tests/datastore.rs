@@ -268,6 +268,25 @@ fn ipam_show_check_and_release() {
     assert!(released.status.success(), "{}", text(&released.stderr));
     let check = store.sluice(&["ipam", "check"]);
     assert!(check.status.success(), "{}", text(&check.stdout));
+
+    // An endpoint still recording the released address: IPAM may give it to another pod.
+    let endpoint = store.file(
+        "endpoint.yaml",
+        &format!(
+            "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {{name: node--1-k8s-web-eth0, namespace: prod}}\nspec: {{node: node-1, pod: web, endpoint: eth0, containerID: abc123, orchestrator: k8s, interfaceName: slc0123456789ab, ipNetworks: [{address}/32]}}\n"
+        ),
+    );
+    let applied = store.sluice(&["apply", "-f", &endpoint]);
+    assert!(applied.status.success(), "{}", text(&applied.stderr));
+    let check = store.sluice(&["ipam", "check"]);
+    assert_eq!(check.status.code(), Some(1), "{}", text(&check.stdout));
+    assert!(
+        text(&check.stdout).contains(&format!(
+            "endpoint: endpoint prod/node--1-k8s-web-eth0 has {address}, which IPAM has not allocated"
+        )),
+        "{}",
+        text(&check.stdout)
+    );
     assert!(store.sluice(&["delete", "ippool", "prod-pool"]).status.success());
 }
 

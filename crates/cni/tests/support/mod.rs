@@ -164,6 +164,7 @@ impl Lab {
             "datastore": self.datastore,
             "nodename": "node-1",
             "mtu": 1400,
+            "lockDirectory": self.directory.path().join("locks"),
         })
         .to_string()
     }
@@ -175,6 +176,17 @@ impl Lab {
             .as_ref()
             .map(|name| format!("/var/run/netns/{name}"));
         invoke_plugin(Some(&self.node), command, attachment, netns.as_deref(), config)
+    }
+
+    /// Runs the plugin inside the node's namespace with `CNI_NETNS` set to `path` as given.
+    pub fn invoke_with_netns_path(
+        &self,
+        command: &str,
+        attachment: &Attachment,
+        path: &str,
+        config: &str,
+    ) -> Reply {
+        invoke_plugin(Some(&self.node), command, attachment, Some(path), config)
     }
 
     pub fn in_node(&self, arguments: &[&str]) -> String {
