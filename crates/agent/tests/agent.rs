@@ -14,11 +14,13 @@ use sluice_nft::{Backend, FakeBackend, Family, NftError, Table, Transaction};
 use sluice_store::{EmbeddedStore, Store};
 use support::{examples, put_all, status, wait_for, workload_endpoints};
 
-/// A fake kernel shared with the test, which can be told to refuse transactions.
+/// A fake kernel shared with the test, which can be told to refuse every transaction, or only
+/// the operation that carries a given text.
 #[derive(Clone, Default)]
 struct SharedKernel {
     state: Arc<Mutex<FakeBackend>>,
     refuse: Arc<AtomicBool>,
+    refuse_operation_containing: Arc<Mutex<Option<String>>>,
     attempts: Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -30,7 +32,28 @@ impl Backend for SharedKernel {
                 "Could not process rule: Message too long".into(),
             ));
         }
-        self.state.lock().unwrap().apply(transaction)
+        let poison = self.refuse_operation_containing.lock().unwrap().clone();
+        let mut state = self.state.lock().unwrap();
+        let Some(poison) = poison else {
+            return state.apply(transaction);
+        };
+        // Like the kernel: operations are applied one by one to a working copy, and the first
+        // refused one discards the copy with everything before it already applied. Transactions
+        // without the poisoned operation go through, so a sync that splits its changes over
+        // several transactions, or tears the table down first, shows in the state.
+        let mut working = state.clone();
+        for operation in &transaction.operations {
+            let mut single = Transaction::new(transaction.table.clone());
+            single.operations.push(operation.clone());
+            if single.render().contains(&poison) {
+                return Err(NftError::Rejected(
+                    "Could not process rule: Message too long".into(),
+                ));
+            }
+            working.apply(&single)?;
+        }
+        *state = working;
+        Ok(())
     }
 
     fn check(&mut self, transaction: &Transaction) -> Result<(), NftError> {
@@ -102,15 +125,18 @@ fn the_agent_programs_follows_changes_and_survives_a_refusal() {
         kernel.dump().contains("192.0.2.200")
     });
 
-    // The kernel refuses the next ruleset: the previous one stays, and the status says why.
-    kernel.refuse.store(true, Ordering::Relaxed);
+    // The kernel refuses the next ruleset part way through (after the operation adding .205,
+    // at the one adding .210): the previous one stays, and the status says why.
+    *kernel.refuse_operation_containing.lock().unwrap() = Some("192.0.2.210".into());
     let before = kernel.dump();
+    partners.spec.nets.push("192.0.2.205/32".parse().unwrap());
     partners.spec.nets.push("192.0.2.210/32".parse().unwrap());
     put_all(store.as_ref(), vec![Resource::GlobalNetworkSet(partners.clone())]);
     wait_for("the refusal in the status", || {
         status(store.as_ref(), "node-1").is_some_and(|status| !status.in_sync && status.error.is_some())
     });
     assert_eq!(kernel.dump(), before);
+    assert!(!before.contains("192.0.2.205"));
     assert!(!metrics.is_healthy());
     assert!(metrics.render().contains("sluice_agent_sync_errors_total"));
     let refused = status(store.as_ref(), "node-1").unwrap();
@@ -118,11 +144,12 @@ fn the_agent_programs_follows_changes_and_survives_a_refusal() {
     assert!(refused.seen_revision > refused.programmed_revision);
 
     // Once the kernel accepts again, the agent catches up on its own.
-    kernel.refuse.store(false, Ordering::Relaxed);
+    *kernel.refuse_operation_containing.lock().unwrap() = None;
     wait_for("recovery", || {
         status(store.as_ref(), "node-1").is_some_and(|status| status.in_sync)
     });
     assert!(kernel.dump().contains("192.0.2.210"));
+    assert!(kernel.dump().contains("192.0.2.205"));
     assert!(metrics.is_healthy());
 
     stop.store(true, Ordering::Relaxed);
