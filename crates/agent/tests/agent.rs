@@ -186,3 +186,62 @@ fn a_refused_rebuild_is_retried_at_the_retry_pace_not_in_a_loop() {
     // One rebuild, then a retry every 500 ms: about 4. A loop would make hundreds.
     assert!((1..=10).contains(&attempts), "{attempts} attempts in 1.5 s");
 }
+
+/// A stored value that bypassed `sluice apply` (here a namespace with both quote kinds, which
+/// once panicked the compile) is left out and reported in the node status; the node keeps
+/// programming everything else, and the object comes back once it is valid again.
+#[test]
+fn an_invalid_stored_object_is_left_out_and_reported() {
+    let directory = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(directory.path().join("store.db")).unwrap());
+    let examples = examples();
+    put_all(store.as_ref(), examples.clone().into_resources());
+    put_all(store.as_ref(), workload_endpoints(&examples));
+    let mut partners = examples.global_network_sets[0].clone();
+    partners.spec.nets.push("192.0.2.230/32".parse().unwrap());
+    let key = Resource::GlobalNetworkSet(partners.clone()).key();
+    // The same object as another writer could store it: a label value no `apply` takes.
+    let invalid = String::from_utf8(Resource::GlobalNetworkSet(partners.clone()).encode())
+        .unwrap()
+        .replacen("\"labels\":{", "\"labels\":{\"bad\":\"it's \\\"odd\\\"\",", 1);
+    assert!(invalid.contains("odd"), "{invalid}");
+    store
+        .commit(&[sluice_store::Operation::Put {
+            key: key.clone(),
+            value: invalid.into_bytes(),
+            condition: sluice_store::Condition::Any,
+        }])
+        .unwrap();
+
+    let kernel = SharedKernel::default();
+    let mut agent = Agent::new(
+        AgentConfig::new("node-1"),
+        store.clone(),
+        kernel.clone(),
+        Metrics::new(),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let runner = {
+        let stop = stop.clone();
+        std::thread::spawn(move || agent.run_until(&stop))
+    };
+    wait_for("the left-out object in the status", || {
+        status(store.as_ref(), "node-1").is_some_and(|status| {
+            status.in_sync
+                && status
+                    .left_out_objects
+                    .iter()
+                    .any(|object| object.starts_with(&key) && object.contains("metadata.labels.bad"))
+        })
+    });
+    assert_eq!(status(store.as_ref(), "node-1").unwrap().local_endpoints, 2);
+    assert!(!kernel.dump().contains("192.0.2.230"));
+
+    put_all(store.as_ref(), vec![Resource::GlobalNetworkSet(partners)]);
+    wait_for("the repaired object in the kernel", || {
+        kernel.dump().contains("192.0.2.230")
+            && status(store.as_ref(), "node-1").is_some_and(|status| status.left_out_objects.is_empty())
+    });
+    stop.store(true, Ordering::Relaxed);
+    runner.join().unwrap();
+}

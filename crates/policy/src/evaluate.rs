@@ -233,13 +233,16 @@ impl Dataplane {
         {
             return false;
         }
+        // As in the kernel, where `icmp type` and `icmp type != …` both carry an implicit
+        // match on the family's ICMP protocol: an ICMP or notICMP match only matches ICMP.
+        let is_icmp = flow.protocol == if family == 4 { 1 } else { 58 };
         if let Some(icmp) = &rule.icmp
-            && !icmp_matches(icmp, flow)
+            && !(is_icmp && icmp_matches(icmp, flow))
         {
             return false;
         }
         if let Some(icmp) = &rule.not_icmp
-            && icmp_matches(icmp, flow)
+            && (!is_icmp || icmp_matches(icmp, flow))
         {
             return false;
         }
