@@ -88,9 +88,23 @@ pub fn compile(resources: &ResourceSet) -> Dataplane {
         }
     }
 
+    let node_addresses = resources
+        .nodes
+        .iter()
+        .map(|node| {
+            let addresses = node
+                .status
+                .addresses
+                .iter()
+                .filter_map(|entry| entry.address.parse().ok())
+                .collect();
+            (node.metadata.name.clone(), addresses)
+        })
+        .collect();
     let mut dataplane = Dataplane {
         policies,
         unaddressed_pods,
+        node_addresses,
         ..Dataplane::default()
     };
     for (index, entity) in endpoint_entities.iter().enumerate() {
