@@ -117,9 +117,9 @@ fn the_examples() -> Result<(), String> {
             ));
         }
         // docs/lab.md quotes these counts.
-        if (report.rows.len(), allowed) != (50, 22) {
+        if (report.rows.len(), allowed) != (60, 31) {
             return Err(format!(
-                "expected 50 probes with 22 allowed (as docs/lab.md says), {allowed} of {} allowed",
+                "expected 60 probes with 31 allowed (as docs/lab.md says), {allowed} of {} allowed",
                 report.rows.len()
             ));
         }
