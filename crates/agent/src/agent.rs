@@ -68,6 +68,8 @@ pub struct Agent<B: Backend> {
     counts: Counts,
     /// Local endpoints left out of the ruleset and why, to log each change once.
     skipped_endpoints: Vec<String>,
+    /// Stored objects that do not decode or validate, by key, with why; left out of policy.
+    left_out_objects: BTreeMap<String, String>,
     revision: Revision,
     programmed_revision: Revision,
     /// Why the kernel refused the last ruleset, until it takes one.
@@ -99,6 +101,7 @@ impl<B: Backend> Agent<B> {
             policy_dirty: true,
             counts: Counts::default(),
             skipped_endpoints: Vec::new(),
+            left_out_objects: BTreeMap::new(),
             revision: 0,
             programmed_revision: 0,
             last_error: None,
@@ -122,6 +125,7 @@ impl<B: Backend> Agent<B> {
     pub fn relist(&mut self) -> Result<(), StoreError> {
         let (values, revision) = self.store.list(WATCHED_PREFIX)?;
         self.resources.clear();
+        self.left_out_objects.clear();
         if let Some(routing) = &mut self.routing {
             routing.clear_blocks();
         }
@@ -147,13 +151,19 @@ impl<B: Backend> Agent<B> {
         }
         match Resource::decode(bytes, revision) {
             Ok(resource) => {
+                self.left_out_objects.remove(&key);
                 self.resources.insert(key, resource);
-                self.policy_dirty = true;
             }
-            // Only Sluice writes these keys, after validation; an unreadable value is skipped
-            // and reported rather than stopping the node's enforcement.
-            Err(error) => tracing::error!(%key, %error, "skipping an unreadable datastore value"),
+            // A value that bypassed `sluice apply` and does not decode or validate is left out
+            // (the older version under its key too) and reported, rather than reaching code
+            // that assumes valid objects or stopping the node's enforcement.
+            Err(error) => {
+                tracing::error!(%key, %error, "leaving out an invalid datastore value");
+                self.resources.remove(&key);
+                self.left_out_objects.insert(key, error);
+            }
         }
+        self.policy_dirty = true;
         true
     }
 
@@ -163,7 +173,8 @@ impl<B: Backend> Agent<B> {
         let relevant = match change {
             Change::Put(value) => self.store_value(value.key, &value.value, value.modify_revision),
             Change::Delete { key, .. } => {
-                let resource = self.resources.remove(&key).is_some();
+                let resource =
+                    self.resources.remove(&key).is_some() | self.left_out_objects.remove(&key).is_some();
                 self.policy_dirty |= resource;
                 resource
                     || self
@@ -354,6 +365,11 @@ impl<B: Backend> Agent<B> {
             routes: self.routing.as_ref().map_or(0, |routing| routing.count),
             route_error: self.routing.as_ref().and_then(|routing| routing.error.clone()),
             unprogrammed_endpoints: self.skipped_endpoints.clone(),
+            left_out_objects: self
+                .left_out_objects
+                .iter()
+                .map(|(key, error)| format!("{key}: {error}"))
+                .collect(),
             updated: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|elapsed| elapsed.as_secs())

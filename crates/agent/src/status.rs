@@ -37,6 +37,10 @@ pub struct NodeStatus {
     /// interface, or one another endpoint has).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unprogrammed_endpoints: Vec<String>,
+    /// Stored objects left out because they do not decode or validate (a value that bypassed
+    /// `sluice apply`), each as `key: why`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_out_objects: Vec<String>,
     /// Seconds since the Unix epoch.
     pub updated: u64,
 }

@@ -14,11 +14,13 @@ use sluice_nft::{Backend, FakeBackend, Family, NftError, Table, Transaction};
 use sluice_store::{EmbeddedStore, Store};
 use support::{examples, put_all, status, wait_for, workload_endpoints};
 
-/// A fake kernel shared with the test, which can be told to refuse transactions.
+/// A fake kernel shared with the test, which can be told to refuse every transaction, or only
+/// the operation that carries a given text.
 #[derive(Clone, Default)]
 struct SharedKernel {
     state: Arc<Mutex<FakeBackend>>,
     refuse: Arc<AtomicBool>,
+    refuse_operation_containing: Arc<Mutex<Option<String>>>,
     attempts: Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -30,7 +32,28 @@ impl Backend for SharedKernel {
                 "Could not process rule: Message too long".into(),
             ));
         }
-        self.state.lock().unwrap().apply(transaction)
+        let poison = self.refuse_operation_containing.lock().unwrap().clone();
+        let mut state = self.state.lock().unwrap();
+        let Some(poison) = poison else {
+            return state.apply(transaction);
+        };
+        // Like the kernel: operations are applied one by one to a working copy, and the first
+        // refused one discards the copy with everything before it already applied. Transactions
+        // without the poisoned operation go through, so a sync that splits its changes over
+        // several transactions, or tears the table down first, shows in the state.
+        let mut working = state.clone();
+        for operation in &transaction.operations {
+            let mut single = Transaction::new(transaction.table.clone());
+            single.operations.push(operation.clone());
+            if single.render().contains(&poison) {
+                return Err(NftError::Rejected(
+                    "Could not process rule: Message too long".into(),
+                ));
+            }
+            working.apply(&single)?;
+        }
+        *state = working;
+        Ok(())
     }
 
     fn check(&mut self, transaction: &Transaction) -> Result<(), NftError> {
@@ -102,15 +125,18 @@ fn the_agent_programs_follows_changes_and_survives_a_refusal() {
         kernel.dump().contains("192.0.2.200")
     });
 
-    // The kernel refuses the next ruleset: the previous one stays, and the status says why.
-    kernel.refuse.store(true, Ordering::Relaxed);
+    // The kernel refuses the next ruleset part way through (after the operation adding .205,
+    // at the one adding .210): the previous one stays, and the status says why.
+    *kernel.refuse_operation_containing.lock().unwrap() = Some("192.0.2.210".into());
     let before = kernel.dump();
+    partners.spec.nets.push("192.0.2.205/32".parse().unwrap());
     partners.spec.nets.push("192.0.2.210/32".parse().unwrap());
     put_all(store.as_ref(), vec![Resource::GlobalNetworkSet(partners.clone())]);
     wait_for("the refusal in the status", || {
         status(store.as_ref(), "node-1").is_some_and(|status| !status.in_sync && status.error.is_some())
     });
     assert_eq!(kernel.dump(), before);
+    assert!(!before.contains("192.0.2.205"));
     assert!(!metrics.is_healthy());
     assert!(metrics.render().contains("sluice_agent_sync_errors_total"));
     let refused = status(store.as_ref(), "node-1").unwrap();
@@ -118,11 +144,12 @@ fn the_agent_programs_follows_changes_and_survives_a_refusal() {
     assert!(refused.seen_revision > refused.programmed_revision);
 
     // Once the kernel accepts again, the agent catches up on its own.
-    kernel.refuse.store(false, Ordering::Relaxed);
+    *kernel.refuse_operation_containing.lock().unwrap() = None;
     wait_for("recovery", || {
         status(store.as_ref(), "node-1").is_some_and(|status| status.in_sync)
     });
     assert!(kernel.dump().contains("192.0.2.210"));
+    assert!(kernel.dump().contains("192.0.2.205"));
     assert!(metrics.is_healthy());
 
     stop.store(true, Ordering::Relaxed);
@@ -158,4 +185,63 @@ fn a_refused_rebuild_is_retried_at_the_retry_pace_not_in_a_loop() {
     runner.join().unwrap();
     // One rebuild, then a retry every 500 ms: about 4. A loop would make hundreds.
     assert!((1..=10).contains(&attempts), "{attempts} attempts in 1.5 s");
+}
+
+/// A stored value that bypassed `sluice apply` (here a namespace with both quote kinds, which
+/// once panicked the compile) is left out and reported in the node status; the node keeps
+/// programming everything else, and the object comes back once it is valid again.
+#[test]
+fn an_invalid_stored_object_is_left_out_and_reported() {
+    let directory = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(directory.path().join("store.db")).unwrap());
+    let examples = examples();
+    put_all(store.as_ref(), examples.clone().into_resources());
+    put_all(store.as_ref(), workload_endpoints(&examples));
+    let mut partners = examples.global_network_sets[0].clone();
+    partners.spec.nets.push("192.0.2.230/32".parse().unwrap());
+    let key = Resource::GlobalNetworkSet(partners.clone()).key();
+    // The same object as another writer could store it: a label value no `apply` takes.
+    let invalid = String::from_utf8(Resource::GlobalNetworkSet(partners.clone()).encode())
+        .unwrap()
+        .replacen("\"labels\":{", "\"labels\":{\"bad\":\"it's \\\"odd\\\"\",", 1);
+    assert!(invalid.contains("odd"), "{invalid}");
+    store
+        .commit(&[sluice_store::Operation::Put {
+            key: key.clone(),
+            value: invalid.into_bytes(),
+            condition: sluice_store::Condition::Any,
+        }])
+        .unwrap();
+
+    let kernel = SharedKernel::default();
+    let mut agent = Agent::new(
+        AgentConfig::new("node-1"),
+        store.clone(),
+        kernel.clone(),
+        Metrics::new(),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let runner = {
+        let stop = stop.clone();
+        std::thread::spawn(move || agent.run_until(&stop))
+    };
+    wait_for("the left-out object in the status", || {
+        status(store.as_ref(), "node-1").is_some_and(|status| {
+            status.in_sync
+                && status
+                    .left_out_objects
+                    .iter()
+                    .any(|object| object.starts_with(&key) && object.contains("metadata.labels.bad"))
+        })
+    });
+    assert_eq!(status(store.as_ref(), "node-1").unwrap().local_endpoints, 2);
+    assert!(!kernel.dump().contains("192.0.2.230"));
+
+    put_all(store.as_ref(), vec![Resource::GlobalNetworkSet(partners)]);
+    wait_for("the repaired object in the kernel", || {
+        kernel.dump().contains("192.0.2.230")
+            && status(store.as_ref(), "node-1").is_some_and(|status| status.left_out_objects.is_empty())
+    });
+    stop.store(true, Ordering::Relaxed);
+    runner.join().unwrap();
 }

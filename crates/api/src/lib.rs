@@ -15,6 +15,7 @@ pub mod kubernetes;
 mod load;
 pub mod meta;
 pub mod resource;
+pub mod stored;
 mod validate;
 pub mod values;
 

@@ -126,10 +126,27 @@ impl Resource {
     }
 
     /// Decodes what [`Resource::encode`] wrote, setting `metadata.resourceVersion` to the
-    /// key's modify revision. Values were validated before they were written, so this only
-    /// reads JSON into the typed form; it does not check references between objects (a
-    /// stored policy may name a tier stored under another key).
+    /// key's modify revision, and checks it with the same per-object rules as `apply` (a value
+    /// may have bypassed `apply`: another writer, an older version, a hand edit); the error
+    /// names every failing field. It does not check references between objects (a stored
+    /// policy may name a tier stored under another key).
     pub fn decode(bytes: &[u8], resource_version: i64) -> Result<Resource, String> {
+        let resource = Resource::decode_unchecked(bytes, resource_version)?;
+        let mut report = crate::validate::Report::default();
+        crate::validate::metadata(resource.kind(), resource.metadata(), &mut report);
+        crate::validate::resource(&resource, &mut report);
+        if report.errors.is_empty() {
+            return Ok(resource);
+        }
+        let errors: Vec<String> = report
+            .errors
+            .iter()
+            .map(|(field, message)| format!("{}: {message}", field.trim_end_matches("#key")))
+            .collect();
+        Err(format!("invalid stored value: {}", errors.join("; ")))
+    }
+
+    fn decode_unchecked(bytes: &[u8], resource_version: i64) -> Result<Resource, String> {
         let mut value: Value = serde_json::from_slice(bytes).map_err(|error| error.to_string())?;
         let map = value.as_object_mut().ok_or("a stored value is not an object")?;
         let api_version = map
@@ -313,6 +330,29 @@ mod tests {
             .unwrap();
         let decoded = Resource::decode(&policy.encode(), 7).unwrap();
         assert_eq!(decoded.kind(), Kind::GlobalNetworkPolicy);
+    }
+
+    /// A value that bypassed `apply` (another writer, a hand edit) is checked on the way out.
+    #[test]
+    fn an_invalid_stored_value_is_refused_naming_its_fields() {
+        let text = "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: p, namespace: prod}\nspec:\n  egress: [{action: Allow, protocol: ICMP, notICMP: {type: 0}}]\n";
+        let policy = crate::load_str("x.yaml", text)
+            .unwrap()
+            .into_resources()
+            .pop()
+            .unwrap();
+        let stored = String::from_utf8(policy.encode())
+            .unwrap()
+            .replace("\"prod\"", "\"it's \\\"odd\\\"\"")
+            .replace("{\"type\":0}", "{\"code\":0}");
+        let error = Resource::decode(stored.as_bytes(), 3).unwrap_err();
+        assert!(error.contains("metadata.namespace"), "{error}");
+        assert!(error.contains("spec.egress[0].notICMP.code"), "{error}");
+        let stored =
+            crate::stored::decode_values([("/k", stored.as_bytes(), 3), ("/v", &policy.encode()[..], 4)]);
+        assert_eq!(stored.resources.keys().collect::<Vec<_>>(), ["/v"]);
+        assert_eq!(stored.left_out.len(), 1);
+        assert_eq!(stored.left_out[0].key, "/k");
     }
 
     #[test]

@@ -919,8 +919,9 @@ impl RuleRenderer<'_> {
         }
         if let Some(icmp) = &rule.not_icmp {
             match (icmp.icmp_type, icmp.code) {
+                // nft takes a concatenation only against a set: `!= 8 . 0` is refused.
                 (Some(icmp_type), Some(code)) => parts.push(format!(
-                    "{icmp_keyword} type . {icmp_keyword} code != {icmp_type} . {code}"
+                    "{icmp_keyword} type . {icmp_keyword} code != {{ {icmp_type} . {code} }}"
                 )),
                 (Some(icmp_type), None) => parts.push(format!("{icmp_keyword} type != {icmp_type}")),
                 _ => {}

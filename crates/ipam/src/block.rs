@@ -408,7 +408,14 @@ mod tests {
         assert_eq!(nth_block(net("fd00::/120"), 122, 1), net("fd00::40/122"));
         assert_eq!(block_containing(ip("10.0.0.200"), 26), net("10.0.0.192/26"));
         assert_eq!(address_count(net("10.0.0.0/24")), 256);
-        assert_eq!(first_block_to_try("node-a", 4), first_block_to_try("node-a", 4));
+        // FNV-1a 64 test vectors from its specification (draft-eastlake-fnv), reduced modulo
+        // the block count: an independent expectation, and the starting block must not change
+        // between versions (nodes would move to other blocks).
+        assert_eq!(first_block_to_try("", u128::MAX), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(first_block_to_try("a", u128::MAX), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(first_block_to_try("foobar", u128::MAX), 0x8594_4171_f739_67e8);
+        assert_eq!(first_block_to_try("foobar", 1000), 0x8594_4171_f739_67e8 % 1000);
+        assert_eq!(first_block_to_try("foobar", 0), 0);
         assert!(overlaps(net("10.0.0.0/24"), net("10.0.0.64/26")));
         assert!(!overlaps(net("10.0.0.0/26"), net("10.0.0.64/26")));
     }

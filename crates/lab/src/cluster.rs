@@ -501,6 +501,28 @@ fn cni_delete(environment: &Environment, state: &LabState, pod: &PodState) {
     }
 }
 
+/// Wires a pod again through the CNI plugin: DEL, then ADD, in its namespace (tests use it on
+/// a node without an agent, to see what CNI ADD alone leaves). Returns the pod's addresses.
+pub fn rewire_pod(environment: &Environment, name: &str, pod: &str) -> Result<Vec<IpAddr>, String> {
+    let paths = LabPaths::new(&environment.state_root, name);
+    let mut state = paths.load()?;
+    let index = state
+        .pods
+        .iter()
+        .position(|candidate| candidate.shown() == pod)
+        .ok_or_else(|| format!("the lab has no pod {pod}"))?;
+    let record = state.pods[index].clone();
+    let node = state
+        .node(&record.node)
+        .cloned()
+        .ok_or_else(|| format!("pod {pod} names an unknown node"))?;
+    cni_delete(environment, &state, &record);
+    let addresses = cni_add(environment, &state, &node, &record)?;
+    state.pods[index].addresses = addresses.clone();
+    paths.save(&state)?;
+    Ok(addresses)
+}
+
 /// Routes the blocks (and borrowed addresses) of pools without natOutgoing from the fabric to
 /// their nodes, from IPAM's blocks and the WorkloadEndpoints: the perimeter router's part,
 /// which the agents do not play. Idempotent (`ip route replace`). Returns how many routes it set.

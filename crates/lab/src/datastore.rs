@@ -28,23 +28,25 @@ pub fn open_or_create(address: &str) -> Result<Arc<dyn Store>, String> {
         .map_err(|error| format!("cannot open the datastore {address}: {error}"))
 }
 
-/// Every stored resource and the newest revision at which a resource changed.
+/// Every stored resource and the newest revision at which a resource changed. A stored value
+/// that does not decode or validate is left out with a warning, as the agents and `sluice
+/// explain` leave it out.
 pub fn read_resources(store: &dyn Store) -> Result<(Vec<Resource>, i64), String> {
     let (values, _) = store.list(RESOURCE_PREFIX).map_err(|error| error.to_string())?;
-    let mut newest = 0;
-    let mut resources = Vec::with_capacity(values.len());
-    for value in values {
-        newest = newest.max(value.modify_revision);
-        resources.push(
-            Resource::decode(&value.value, value.modify_revision).map_err(|error| {
-                format!(
-                    "the datastore holds an unreadable value at {}: {error}",
-                    value.key
-                )
-            })?,
-        );
+    let newest = values
+        .iter()
+        .map(|value| value.modify_revision)
+        .max()
+        .unwrap_or(0);
+    let stored = sluice_api::stored::decode_values(
+        values
+            .iter()
+            .map(|value| (value.key.as_str(), value.value.as_slice(), value.modify_revision)),
+    );
+    for left_out in &stored.left_out {
+        eprintln!("warning: left out the invalid stored value {left_out}");
     }
-    Ok((resources, newest))
+    Ok((stored.resources.into_values().collect(), newest))
 }
 
 /// The stored resources as a set: exactly what `sluice explain` compiles without `-f`.

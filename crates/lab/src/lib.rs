@@ -253,6 +253,11 @@ pub fn restart_agent(
     cluster::restart_agent(environment, name, node, variables)
 }
 
+/// Wires a pod again through the CNI plugin (DEL, then ADD); returns its addresses.
+pub fn rewire_pod(environment: &Environment, name: &str, pod: &str) -> Result<Vec<IpAddr>, String> {
+    cluster::rewire_pod(environment, name, pod)
+}
+
 /// Every network namespace of this machine (tests check that `down` leaves none of a lab's).
 pub fn network_namespaces() -> Vec<String> {
     shell::list_netns()

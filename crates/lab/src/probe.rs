@@ -13,7 +13,7 @@ use crate::cluster;
 use crate::datastore;
 use crate::servers::{ConnectOutcome, ConnectResult, ServiceProtocol};
 use crate::shell;
-use crate::state::{LabPaths, LabState, PodState};
+use crate::state::{LabPaths, LabState};
 
 /// How long one probe waits to connect and again for the answer.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -98,7 +98,11 @@ pub fn parse_service(text: &str) -> Result<(ServiceProtocol, u16), String> {
 }
 
 struct Planned<'a> {
-    source: &'a PodState,
+    /// The pod (`namespace/name`) or node (`node <name>`) the probe comes from.
+    from: String,
+    netns: &'a str,
+    /// The node the source runs on (a node is its own).
+    source_node: &'a str,
     source_address: IpAddr,
     to: String,
     to_address: IpAddr,
@@ -147,13 +151,11 @@ pub fn probe(environment: &Environment, name: &str, options: &ProbeOptions) -> R
                 seen: None,
                 detail: Some("not run".into()),
             });
-            let node_address = state
-                .node(&probe.source.node)
-                .map(|node| IpAddr::V4(node.address));
+            let node_address = state.node(probe.source_node).map(|node| IpAddr::V4(node.address));
             let expected_source =
                 expected_source(&dataplane, probe.source_address, probe.to_address, node_address);
             let mut row = ProbeRow {
-                from: probe.source.shown(),
+                from: probe.from.clone(),
                 from_address: probe.source_address,
                 to: probe.to.clone(),
                 to_address: probe.to_address,
@@ -191,7 +193,9 @@ fn plan<'a>(state: &'a LabState, options: &ProbeOptions) -> Vec<Planned<'a>> {
             for (protocol, ports) in cluster::pod_services(target) {
                 for port in ports.into_iter().filter(|port| wanted(protocol, *port)) {
                     planned.push(Planned {
-                        source,
+                        from: source.shown(),
+                        netns: &source.netns,
+                        source_node: &source.node,
                         source_address,
                         to: target.shown(),
                         to_address,
@@ -209,10 +213,35 @@ fn plan<'a>(state: &'a LabState, options: &ProbeOptions) -> Vec<Planned<'a>> {
             ] {
                 for port in ports.iter().copied().filter(|port| wanted(protocol, *port)) {
                     planned.push(Planned {
-                        source,
+                        from: source.shown(),
+                        netns: &source.netns,
+                        source_node: &source.node,
                         source_address,
                         to: host.spec.name.clone(),
                         to_address: IpAddr::V4(host.spec.address),
+                        protocol,
+                        port,
+                    });
+                }
+            }
+        }
+    }
+    // Host processes: each node to every pod, its own (not policed by the pod's ingress, as in
+    // Calico) and other nodes' (forwarded, so policed).
+    for node in &state.nodes {
+        for target in &state.pods {
+            let Some(to_address) = target.addresses.iter().copied().find(IpAddr::is_ipv4) else {
+                continue;
+            };
+            for (protocol, ports) in cluster::pod_services(target) {
+                for port in ports.into_iter().filter(|port| wanted(protocol, *port)) {
+                    planned.push(Planned {
+                        from: format!("node {}", node.name),
+                        netns: &node.netns,
+                        source_node: &node.name,
+                        source_address: IpAddr::V4(node.address),
+                        to: target.shown(),
+                        to_address,
                         protocol,
                         port,
                     });
@@ -278,7 +307,7 @@ fn describe(result: ConnectResult) -> &'static str {
 }
 
 fn connect_from(environment: &Environment, probe: &Planned<'_>) -> ConnectOutcome {
-    let mut command = shell::in_netns(&probe.source.netns, &environment.sluice_binary);
+    let mut command = shell::in_netns(probe.netns, &environment.sluice_binary);
     command.args([
         "lab",
         "connect",

@@ -88,9 +88,23 @@ pub fn compile(resources: &ResourceSet) -> Dataplane {
         }
     }
 
+    let node_addresses = resources
+        .nodes
+        .iter()
+        .map(|node| {
+            let addresses = node
+                .status
+                .addresses
+                .iter()
+                .filter_map(|entry| entry.address.parse().ok())
+                .collect();
+            (node.metadata.name.clone(), addresses)
+        })
+        .collect();
     let mut dataplane = Dataplane {
         policies,
         unaddressed_pods,
+        node_addresses,
         ..Dataplane::default()
     };
     for (index, entity) in endpoint_entities.iter().enumerate() {
@@ -280,20 +294,14 @@ fn with_service_account_selector(selector: Selector, spec: &PolicySpec) -> Selec
     }
 }
 
+// Built as trees, not parsed from text: a stored name may hold both quote kinds, which no
+// selector text can quote.
 fn equals(key: &str, value: &str) -> Selector {
-    Selector::parse(&format!("{key} == {}", quote(value))).expect("an equality selector is valid")
+    Selector::equal(key, value)
 }
 
 fn has(key: &str) -> Selector {
-    Selector::parse(&format!("has({key})")).expect("a has() selector is valid")
-}
-
-fn quote(value: &str) -> String {
-    if value.contains('"') {
-        format!("'{value}'")
-    } else {
-        format!("\"{value}\"")
-    }
+    Selector::has(key)
 }
 
 trait Negate {
@@ -302,8 +310,19 @@ trait Negate {
 
 impl Negate for Selector {
     fn not(&self) -> Selector {
-        Selector::parse(&format!("!({self})")).expect("negating a valid selector is valid")
+        self.negated()
     }
+}
+
+/// An ICMP match only with a type, as Felix reads it (`proto.Rule_IcmpType`/`IcmpTypeCode`):
+/// fields without a type match nothing more than the rule's protocol. `apply` refuses a code
+/// without a type, but a stored value may have bypassed it; the evaluator and the renderer both
+/// read this one form.
+fn icmp_match(fields: sluice_api::calico::IcmpFields) -> Option<IcmpMatch> {
+    fields.icmp_type.map(|icmp_type| IcmpMatch {
+        icmp_type: Some(icmp_type),
+        code: fields.code,
+    })
 }
 
 /// The selector for one side of a rule, as `getEndpointSelector` in Calico's
@@ -324,11 +343,8 @@ fn entity_selector(entity: &EntityRule, policy_namespace: Option<&str>) -> Optio
             .0
             .as_ref()
             .map(|selector| selector.with_label_prefix(SERVICE_ACCOUNT_LABEL_PREFIX));
-        let by_name = (!accounts.names.is_empty()).then(|| {
-            let names: Vec<String> = accounts.names.iter().map(|name| quote(name)).collect();
-            Selector::parse(&format!("{LABEL_SERVICE_ACCOUNT} in {{{}}}", names.join(", ")))
-                .expect("a service account name list is a valid selector")
-        });
+        let by_name = (!accounts.names.is_empty())
+            .then(|| Selector::in_set(LABEL_SERVICE_ACCOUNT, accounts.names.iter().map(String::as_str)));
         match (by_selector, by_name) {
             (Some(left), Some(right)) => Some(left.and(&right)),
             (left, right) => left.or(right),
@@ -359,14 +375,8 @@ fn compile_rules(
             ip_version: rule.ip_version.or_else(|| implied_ip_version(rule)),
             protocol: rule.protocol.map(|protocol| protocol.number()),
             not_protocol: rule.not_protocol.map(|protocol| protocol.number()),
-            icmp: rule.icmp.map(|fields| IcmpMatch {
-                icmp_type: fields.icmp_type,
-                code: fields.code,
-            }),
-            not_icmp: rule.not_icmp.map(|fields| IcmpMatch {
-                icmp_type: fields.icmp_type,
-                code: fields.code,
-            }),
+            icmp: rule.icmp.and_then(icmp_match),
+            not_icmp: rule.not_icmp.and_then(icmp_match),
             source: compile_peer(&rule.source, namespace, interner),
             destination: compile_peer(&rule.destination, namespace, interner),
             http: rule.http.is_some(),

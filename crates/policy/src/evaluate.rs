@@ -41,6 +41,11 @@ pub enum Decision {
     ProfileAfterPass,
     /// No policy applies to the endpoint in this direction: the namespace profile allows.
     NoPolicy,
+    /// Ingress from the destination pod's own node (an address its Node lists): not policed,
+    /// as in Felix (`felix/rules/static.go`, the filter OUTPUT chain), which is also why kubelet
+    /// probes work under default deny. The kernel agrees: the node's own packets leave through
+    /// the output hook, which the `inet sluice` table does not hook.
+    FromOwnNode,
 }
 
 impl Decision {
@@ -48,7 +53,7 @@ impl Decision {
         match self {
             Decision::Rule { action, .. } => action == Action::Allow,
             Decision::TierDefault { .. } => false,
-            Decision::ProfileAfterPass | Decision::NoPolicy => true,
+            Decision::ProfileAfterPass | Decision::NoPolicy | Decision::FromOwnNode => true,
         }
     }
 }
@@ -120,6 +125,9 @@ impl Dataplane {
         // direction it was opened.
         let ingress = destination.map(|(_, id)| {
             let endpoint = &self.endpoints[id];
+            if self.is_own_node(endpoint, flow.source) {
+                return (id, Decision::FromOwnNode);
+            }
             (
                 id,
                 self.evaluate_direction(endpoint, PolicyType::Ingress, flow, slots, ingress_trace),
@@ -132,6 +140,15 @@ impl Dataplane {
             egress,
             ingress,
         }
+    }
+
+    /// Whether `source` is an address of the node `endpoint` runs on.
+    fn is_own_node(&self, endpoint: &EndpointProgram, source: IpAddr) -> bool {
+        endpoint
+            .node
+            .as_ref()
+            .and_then(|node| self.node_addresses.get(node))
+            .is_some_and(|addresses| addresses.contains(&source))
     }
 
     fn evaluate_direction<T: Tracer>(
@@ -233,13 +250,16 @@ impl Dataplane {
         {
             return false;
         }
+        // As in the kernel, where `icmp type` and `icmp type != …` both carry an implicit
+        // match on the family's ICMP protocol: an ICMP or notICMP match only matches ICMP.
+        let is_icmp = flow.protocol == if family == 4 { 1 } else { 58 };
         if let Some(icmp) = &rule.icmp
-            && !icmp_matches(icmp, flow)
+            && !(is_icmp && icmp_matches(icmp, flow))
         {
             return false;
         }
         if let Some(icmp) = &rule.not_icmp
-            && icmp_matches(icmp, flow)
+            && (!is_icmp || icmp_matches(icmp, flow))
         {
             return false;
         }

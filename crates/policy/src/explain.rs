@@ -167,6 +167,12 @@ fn describe(
             ),
             None,
         ),
+        Decision::FromOwnNode => (
+            format!(
+                "allowed: the source is {endpoint_name}'s own node, whose traffic to its pods ingress policy does not police (as in Calico)"
+            ),
+            None,
+        ),
         Decision::NoPolicy => (
             format!(
                 "allowed: no policy selects {endpoint_name} for {}",

@@ -34,6 +34,9 @@ pub struct Dataplane {
     pub unaddressed_pods: Vec<String>,
     /// IP pools, for source NAT of traffic leaving them.
     pub pools: Vec<PoolProgram>,
+    /// Every address each Node lists (InternalIP and the others), by node name: a flow from
+    /// one of them to a pod on that node is the node's own, which ingress policy does not police.
+    pub node_addresses: std::collections::BTreeMap<String, Vec<IpAddr>>,
     /// Endpoint address → (address slot, endpoint).
     pub(crate) address_slots: FxHashMap<IpAddr, (u32, EndpointId)>,
     /// IP set membership of every endpoint address slot.

@@ -123,6 +123,29 @@ impl Selector {
         Selector::from_normalised(ast::conjoin(vec![self.root.clone(), other.root.clone()]))
     }
 
+    /// `key == "value"`, built as a tree so that any value works, also one holding both `'`
+    /// and `"`, which the selector language cannot quote (its canonical text then does not
+    /// parse back, but it evaluates correctly).
+    pub fn equal(key: &str, value: &str) -> Selector {
+        Selector::from_normalised(Expression::Equal(key.to_string(), value.to_string()))
+    }
+
+    /// `has(key)`.
+    pub fn has(key: &str) -> Selector {
+        Selector::from_normalised(Expression::Has(key.to_string()))
+    }
+
+    /// `key in {values}`, built as a tree (any values, as for [`Selector::equal`]).
+    pub fn in_set<'a>(key: &str, values: impl IntoIterator<Item = &'a str>) -> Selector {
+        let values = values.into_iter().map(str::to_string).collect();
+        Selector::from_normalised(Expression::In(key.to_string(), values))
+    }
+
+    /// `!self`, cancelling a double negation as parsing `!(self)` would.
+    pub fn negated(&self) -> Selector {
+        Selector::from_normalised(ast::negate(self.root.clone()))
+    }
+
     /// Whether this is exactly `all()` (also the result of parsing "").
     pub fn is_all(&self) -> bool {
         self.root == Expression::All

@@ -36,19 +36,18 @@ impl DatastoreArguments {
 }
 
 /// Every stored resource by key (each carries its resource version), and the revision read at.
+/// A stored value that does not decode or validate is left out with a warning on stderr.
 pub fn read_all(store: &dyn Store) -> Result<(BTreeMap<String, Resource>, Revision), String> {
     let (values, revision) = store.list(RESOURCE_PREFIX).map_err(|error| error.to_string())?;
-    let mut resources = BTreeMap::new();
-    for value in values {
-        let resource = Resource::decode(&value.value, value.modify_revision).map_err(|error| {
-            format!(
-                "the datastore holds an unreadable value at {}: {error}",
-                value.key
-            )
-        })?;
-        resources.insert(value.key, resource);
+    let stored = sluice_api::stored::decode_values(
+        values
+            .iter()
+            .map(|value| (value.key.as_str(), value.value.as_slice(), value.modify_revision)),
+    );
+    for left_out in &stored.left_out {
+        eprintln!("warning: left out the invalid stored value {left_out}");
     }
-    Ok((resources, revision))
+    Ok((stored.resources, revision))
 }
 
 /// The stored resources as a set, for explain and connectivity.

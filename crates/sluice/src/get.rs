@@ -358,6 +358,12 @@ fn node_status(arguments: &GetArguments) -> Result<ExitCode, String> {
                             .iter()
                             .map(|endpoint| format!("not programmed: {endpoint}"))
                     )
+                    .chain(
+                        status
+                            .left_out_objects
+                            .iter()
+                            .map(|object| format!("left out: {object}"))
+                    )
                     .collect::<Vec<_>>()
                     .join("; ")
                 );
