@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use sluice_api::resource::RESOURCE_PREFIX;
 use sluice_api::{Resource, ResourceSet};
@@ -15,7 +15,7 @@ use sluice_store::{Change, Condition, Operation, Revision, Store, StoreError, Wa
 
 use crate::metrics::Metrics;
 use crate::routing::Routing;
-use crate::status::{NodeStatus, status_key};
+use crate::status::{HEARTBEAT_INTERVAL, NodeStatus, status_key};
 
 /// One watch covers both things the agent reads, so it sees them in the store's order:
 /// resources and IPAM blocks. The other keys under it (handles, affinities) are skipped without
@@ -38,6 +38,9 @@ pub struct AgentConfig {
     pub route_refresh_interval: Duration,
     /// After a change, wait this long for more before programming, so a burst is one sync.
     pub batch_window: Duration,
+    /// Rewrite the status record at least this often, so its age tells a live agent from a
+    /// dead one.
+    pub heartbeat_interval: Duration,
 }
 
 impl AgentConfig {
@@ -48,6 +51,7 @@ impl AgentConfig {
             program_routes: true,
             route_refresh_interval: Duration::from_secs(90),
             batch_window: Duration::from_millis(5),
+            heartbeat_interval: HEARTBEAT_INTERVAL,
         }
     }
 }
@@ -74,6 +78,9 @@ pub struct Agent<B: Backend> {
     programmed_revision: Revision,
     /// Why the kernel refused the last ruleset, until it takes one.
     last_error: Option<String>,
+    /// Set while nothing in the datastore names the node (likely a mistyped `--node`).
+    warning: Option<String>,
+    last_status_written: Instant,
     last_attempt: Instant,
     last_full_sync: Instant,
 }
@@ -105,6 +112,8 @@ impl<B: Backend> Agent<B> {
             revision: 0,
             programmed_revision: 0,
             last_error: None,
+            warning: None,
+            last_status_written: Instant::now(),
             last_attempt: Instant::now(),
             last_full_sync: Instant::now(),
         }
@@ -246,7 +255,7 @@ impl<B: Backend> Agent<B> {
         if let Some(routing) = &mut self.routing {
             routing.sync(&self.config.node, self.resources.values(), &self.metrics);
         }
-        self.write_status();
+        self.write_status(false);
     }
 
     /// Does what is due without a change: retry a refused ruleset, rebuild the table, retry
@@ -261,11 +270,17 @@ impl<B: Backend> Agent<B> {
             .is_some_and(|routing| now >= routing.next_due())
         {
             self.sync_routes();
+        } else if now >= self.heartbeat_due() {
+            self.write_status(false);
         }
-        let policy = self.policy_due();
+        let policy = self.policy_due().min(self.heartbeat_due());
         self.routing
             .as_ref()
             .map_or(policy, |routing| policy.min(routing.next_due()))
+    }
+
+    fn heartbeat_due(&self) -> Instant {
+        self.last_status_written + self.config.heartbeat_interval
     }
 
     /// When the ruleset is next due: a retry while the kernel refuses it (a failed rebuild
@@ -295,6 +310,7 @@ impl<B: Backend> Agent<B> {
             }
             self.skipped_endpoints = skipped;
         }
+        self.check_node_is_known();
         let ruleset = render(&dataplane, &local);
         let rendered = Instant::now();
         self.counts = Counts {
@@ -351,7 +367,32 @@ impl<B: Backend> Agent<B> {
         }
     }
 
-    fn write_status(&self) {
+    /// Warns, once per change, while neither a Node resource nor a workload endpoint names
+    /// this node: a mistyped `--node` would otherwise program an empty ruleset in silence.
+    fn check_node_is_known(&mut self) {
+        let node = self.config.node.as_str();
+        let known = self.resources.values().any(|resource| match resource {
+            Resource::Node(candidate) => candidate.metadata.name == node,
+            Resource::WorkloadEndpoint(endpoint) => endpoint.spec.node == node,
+            _ => false,
+        });
+        let warning = (!known).then(|| {
+            format!(
+                "no Node `{node}` and no workload endpoint on it in the datastore: check --node; no pod of this node is programmed"
+            )
+        });
+        if warning != self.warning {
+            match &warning {
+                Some(message) => tracing::warn!("{message}"),
+                None => tracing::info!(node, "the datastore now names this node"),
+            }
+            self.warning = warning;
+        }
+    }
+
+    /// Writes the node's status record; `stopped` says the agent is stopping.
+    fn write_status(&mut self, stopped: bool) {
+        self.last_status_written = Instant::now();
         let counts = self.counts;
         let status = NodeStatus {
             node: self.config.node.clone(),
@@ -359,6 +400,7 @@ impl<B: Backend> Agent<B> {
             seen_revision: self.revision,
             in_sync: self.last_error.is_none(),
             error: self.last_error.clone(),
+            warning: self.warning.clone(),
             local_endpoints: counts.local_endpoints,
             rules: counts.rules,
             set_elements: counts.set_elements,
@@ -370,10 +412,9 @@ impl<B: Backend> Agent<B> {
                 .iter()
                 .map(|(key, error)| format!("{key}: {error}"))
                 .collect(),
-            updated: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|elapsed| elapsed.as_secs())
-                .unwrap_or(0),
+            updated: SystemTime::now(),
+            heartbeat_seconds: self.config.heartbeat_interval.as_secs().max(1),
+            stopped,
         };
         let value = serde_json::to_vec(&status).expect("status serializes");
         let write = [Operation::Put {
@@ -387,19 +428,21 @@ impl<B: Backend> Agent<B> {
         }
     }
 
-    /// Runs until `stop` is set: list, program, then follow the watch.
+    /// Runs until `stop` is set: list, program, then follow the watch. A sync under way when
+    /// it is set is finished; then the status record says the agent stopped. Nothing in the
+    /// kernel is removed.
     pub fn run_until(&mut self, stop: &AtomicBool) {
         let mut backoff = Duration::from_millis(100);
         'relist: while !stop.load(Ordering::Relaxed) {
             if let Err(error) = self.relist() {
-                self.datastore_trouble(&error, &mut backoff);
+                self.datastore_trouble(&error, &mut backoff, stop);
                 continue;
             }
             let _ = self.program(Instant::now());
             let mut watch: Box<dyn Watch> = match self.store.watch(WATCHED_PREFIX, self.revision) {
                 Ok(watch) => watch,
                 Err(error) => {
-                    self.datastore_trouble(&error, &mut backoff);
+                    self.datastore_trouble(&error, &mut backoff, stop);
                     continue;
                 }
             };
@@ -423,7 +466,7 @@ impl<B: Backend> Agent<B> {
                                     }
                                     Ok(None) => break,
                                     Err(error) => {
-                                        self.datastore_trouble(&error, &mut backoff);
+                                        self.datastore_trouble(&error, &mut backoff, stop);
                                         continue 'relist;
                                     }
                                 }
@@ -433,7 +476,7 @@ impl<B: Backend> Agent<B> {
                     }
                     Ok(None) => {}
                     Err(error) => {
-                        self.datastore_trouble(&error, &mut backoff);
+                        self.datastore_trouble(&error, &mut backoff, stop);
                         continue 'relist;
                     }
                 }
@@ -441,12 +484,17 @@ impl<B: Backend> Agent<B> {
                 next_due = self.run_due_work();
             }
         }
+        self.write_status(true);
     }
 
-    fn datastore_trouble(&self, error: &StoreError, backoff: &mut Duration) {
+    /// Counts and logs the trouble, then waits out the backoff (cut short by `stop`).
+    fn datastore_trouble(&self, error: &StoreError, backoff: &mut Duration, stop: &AtomicBool) {
         self.metrics.datastore_errors.inc();
         tracing::warn!(%error, "datastore trouble; listing again");
-        std::thread::sleep(*backoff);
+        let until = Instant::now() + *backoff;
+        while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
+        }
         *backoff = (*backoff * 2).min(Duration::from_secs(5));
     }
 }
@@ -460,14 +508,22 @@ struct Counts {
 }
 
 /// Runs an agent with the real `nft` (and, unless told not to, netlink routes) in the
-/// process's own network namespace until the process is stopped.
+/// process's own network namespace until SIGTERM or SIGINT, then returns `Ok` having stopped
+/// the HTTP server and written a last status record; the ruleset and routes stay.
 pub fn run(config: AgentConfig, store: Arc<dyn Store>, metrics_address: Option<&str>) -> Result<(), String> {
+    // First, so a signal that comes during start-up stops the agent cleanly too.
+    let stop = Arc::new(AtomicBool::new(false));
+    crate::shutdown::stop_on_signals(stop.clone())?;
     let backend = sluice_nft::CommandBackend::new().map_err(|error| error.to_string())?;
     let metrics = Metrics::new();
-    if let Some(address) = metrics_address {
-        let bound = metrics.serve(address)?;
-        tracing::info!(%bound, "serving /metrics and /healthz");
-    }
+    let server = match metrics_address {
+        Some(address) => {
+            let server = metrics.serve(address)?;
+            tracing::info!(bound = %server.address(), "serving /metrics and /healthz");
+            Some(server)
+        }
+        None => None,
+    };
     if sluice_dataplane::conntrack::Conntrack::new().is_err() {
         tracing::warn!(
             "the conntrack tool is missing (Debian: apt-get install conntrack): the CNI plugin cannot forget a deleted pod's connections, which then stay tracked until they time out"
@@ -479,6 +535,10 @@ pub fn run(config: AgentConfig, store: Arc<dyn Store>, metrics_address: Option<&
         let routes = NetlinkRoutes::open().map_err(|error| error.to_string())?;
         agent = agent.with_routes(Box::new(routes));
     }
-    agent.run_until(&AtomicBool::new(false));
+    agent.run_until(&stop);
+    if let Some(server) = server {
+        server.stop();
+    }
+    tracing::info!(node = %agent.config.node, "stopped; {}", crate::shutdown::LEFT_IN_PLACE);
     Ok(())
 }

@@ -2,7 +2,10 @@
 //! watch, and after every change (and periodically) compiles policy, renders the node's part of
 //! it and brings the kernel in step through the dataplane's atomic transactions. It reports
 //! health and Prometheus metrics over HTTP and writes its status to the datastore so that
-//! `sluice get nodestatus` shows what it could not program.
+//! `sluice get nodestatus` shows what it could not program, rewriting it every
+//! [`HEARTBEAT_INTERVAL`] so that its age tells a live agent from a dead one. On SIGTERM or
+//! SIGINT it finishes the sync in hand, records that it stopped and exits, leaving the ruleset
+//! and routes in the kernel (fail closed).
 //!
 //! Architecture invariants: it reads the store and drives the dataplane; it never runs `nft`
 //! itself and never interprets resources other than through `sluice-policy`. Fail closed: if a
@@ -13,8 +16,9 @@
 mod agent;
 mod metrics;
 mod routing;
+mod shutdown;
 mod status;
 
 pub use agent::{Agent, AgentConfig, run};
-pub use metrics::Metrics;
-pub use status::{NodeStatus, STATUS_PREFIX, status_key};
+pub use metrics::{Metrics, MetricsServer};
+pub use status::{HEARTBEAT_INTERVAL, NodeStatus, STALE_HEARTBEATS, STATUS_PREFIX, format_age, status_key};

@@ -139,19 +139,22 @@ impl Metrics {
         text
     }
 
-    /// Serves `/metrics` and `/healthz` on `address` from a background thread.
-    pub fn serve(self: &Arc<Self>, address: &str) -> Result<std::net::SocketAddr, String> {
+    /// Serves `/metrics` and `/healthz` on `address` from a background thread, until the
+    /// returned server is stopped.
+    pub fn serve(self: &Arc<Self>, address: &str) -> Result<MetricsServer, String> {
         let server = tiny_http::Server::http(address)
             .map_err(|error| format!("cannot listen on {address}: {error}"))?;
         let bound = server
             .server_addr()
             .to_ip()
             .ok_or_else(|| format!("{address} is not an IP address"))?;
+        let server = Arc::new(server);
         let metrics = Arc::clone(self);
-        std::thread::Builder::new()
+        let serving = Arc::clone(&server);
+        let thread = std::thread::Builder::new()
             .name("metrics".into())
             .spawn(move || {
-                for request in server.incoming_requests() {
+                for request in serving.incoming_requests() {
                     let (status, body) = match request.url() {
                         "/metrics" => (200, metrics.render()),
                         "/healthz" if metrics.is_healthy() => (200, "ok\n".to_string()),
@@ -162,6 +165,41 @@ impl Metrics {
                 }
             })
             .map_err(|error| error.to_string())?;
-        Ok(bound)
+        Ok(MetricsServer {
+            address: bound,
+            server,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// The HTTP server [`Metrics::serve`] started.
+pub struct MetricsServer {
+    address: std::net::SocketAddr,
+    server: Arc<tiny_http::Server>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for MetricsServer {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("MetricsServer")
+            .field("address", &self.address)
+            .finish()
+    }
+}
+
+impl MetricsServer {
+    /// Where it listens (the port the system chose, when asked for port 0).
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.address
+    }
+
+    /// Stops accepting requests and waits for the serving thread to end.
+    pub fn stop(mut self) {
+        self.server.unblock();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }

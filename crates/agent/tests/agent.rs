@@ -245,3 +245,91 @@ fn an_invalid_stored_object_is_left_out_and_reported() {
     stop.store(true, Ordering::Relaxed);
     runner.join().unwrap();
 }
+
+/// Starts an agent for `node` on its own thread; returns the stop flag and the thread.
+fn start(store: &Arc<dyn Store>, config: AgentConfig) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let mut agent = Agent::new(config, store.clone(), SharedKernel::default(), Metrics::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let runner = {
+        let stop = stop.clone();
+        std::thread::spawn(move || agent.run_until(&stop))
+    };
+    (stop, runner)
+}
+
+#[test]
+fn a_node_name_the_datastore_does_not_know_is_warned_about_until_it_does() {
+    let directory = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(directory.path().join("store.db")).unwrap());
+    let examples = examples();
+    put_all(store.as_ref(), examples.clone().into_resources());
+    put_all(store.as_ref(), workload_endpoints(&examples));
+
+    // node-1 has workload endpoints in the examples: no warning.
+    let (stop, runner) = start(&store, AgentConfig::new("node-1"));
+    wait_for("node-1's first sync", || {
+        status(store.as_ref(), "node-1").is_some_and(|status| status.in_sync)
+    });
+    assert_eq!(status(store.as_ref(), "node-1").unwrap().warning, None);
+    stop.store(true, Ordering::Relaxed);
+    runner.join().unwrap();
+
+    // A mistyped name programs an empty ruleset, and says why.
+    let (stop, runner) = start(&store, AgentConfig::new("ndoe-1"));
+    wait_for("the typo's first sync", || {
+        status(store.as_ref(), "ndoe-1").is_some_and(|status| status.in_sync)
+    });
+    let typo = status(store.as_ref(), "ndoe-1").unwrap();
+    assert_eq!(typo.local_endpoints, 0);
+    let warning = typo.warning.expect("a warning for a node nothing names");
+    assert!(
+        warning.contains("no Node `ndoe-1` and no workload endpoint") && warning.contains("--node"),
+        "{warning}"
+    );
+
+    // A Node resource of that name makes it a real (empty) node: the warning goes.
+    put_all(
+        store.as_ref(),
+        support::load("apiVersion: v1\nkind: Node\nmetadata: {name: ndoe-1}\n"),
+    );
+    wait_for("the warning to clear", || {
+        status(store.as_ref(), "ndoe-1").is_some_and(|status| status.in_sync && status.warning.is_none())
+    });
+    stop.store(true, Ordering::Relaxed);
+    runner.join().unwrap();
+}
+
+#[test]
+fn the_status_is_rewritten_every_heartbeat_and_says_when_the_agent_stopped() {
+    let directory = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(directory.path().join("store.db")).unwrap());
+    let examples = examples();
+    put_all(store.as_ref(), examples.clone().into_resources());
+    put_all(store.as_ref(), workload_endpoints(&examples));
+
+    let mut config = AgentConfig::new("node-1");
+    config.heartbeat_interval = Duration::from_millis(300);
+    let (stop, runner) = start(&store, config);
+    wait_for("the first sync", || {
+        status(store.as_ref(), "node-1").is_some_and(|status| status.in_sync)
+    });
+    let first = status(store.as_ref(), "node-1").unwrap();
+    assert!(!first.stopped);
+    assert_eq!(first.heartbeat_seconds, 1, "sub-second heartbeats round up");
+    // Nothing changes in the datastore, yet the record is written again (the timestamp has
+    // whole seconds, so wait for it to move on).
+    wait_for("a heartbeat", || {
+        status(store.as_ref(), "node-1").is_some_and(|status| status.updated > first.updated)
+    });
+    let now = std::time::SystemTime::now();
+    let beat = status(store.as_ref(), "node-1").unwrap();
+    assert!(!beat.is_stale(now), "{beat:?}");
+    assert_eq!(beat.sync_state(now), "true");
+
+    stop.store(true, Ordering::Relaxed);
+    runner.join().unwrap();
+    let last = status(store.as_ref(), "node-1").unwrap();
+    assert!(last.stopped, "{last:?}");
+    assert_eq!(last.sync_state(std::time::SystemTime::now()), "unknown (stopped)");
+    assert_eq!(last.programmed_revision, first.programmed_revision);
+}

@@ -145,8 +145,10 @@ fn build(
     lab: &LabFile,
     state: &mut LabState,
 ) -> Result<(), String> {
-    let store = datastore::open_or_create(&state.datastore)?;
-    let written = datastore::apply_lab(store.as_ref(), lab)?;
+    let store = datastore::open_or_create(&state.datastore)
+        .map_err(|error| failed(&format!("opening the datastore {}", state.datastore), error))?;
+    let written = datastore::apply_lab(store.as_ref(), lab)
+        .map_err(|error| failed("writing the lab's resources", error))?;
     println!(
         "datastore {}: {} resources written",
         state.datastore,
@@ -154,148 +156,167 @@ fn build(
     );
 
     let fabric = paths.fabric_netns();
-    add_netns(&fabric)?;
-    state.fabric = Some(fabric.clone());
-    paths.save(state)?;
-    ip_in(&fabric, &["link", "add", "br0", "type", "bridge"])?;
-    ip_in(
-        &fabric,
-        &["address", "add", &format!("{FABRIC_ADDRESS}/24"), "dev", "br0"],
-    )?;
-    ip_in(&fabric, &["link", "set", "br0", "up"])?;
-    sysctl_in(&fabric, "net.ipv4.ip_forward=1")?;
+    (|| -> Result<(), String> {
+        add_netns(&fabric)?;
+        state.fabric = Some(fabric.clone());
+        paths.save(state)?;
+        ip_in(&fabric, &["link", "add", "br0", "type", "bridge"])?;
+        ip_in(
+            &fabric,
+            &["address", "add", &format!("{FABRIC_ADDRESS}/24"), "dev", "br0"],
+        )?;
+        ip_in(&fabric, &["link", "set", "br0", "up"])?;
+        sysctl_in(&fabric, "net.ipv4.ip_forward=1")
+    })()
+    .map_err(|error| failed("the fabric", error))?;
 
     for (index, node) in lab.nodes.iter().enumerate() {
-        let netns = paths.node_netns(index);
-        let address = node_address(index);
-        add_netns(&netns)?;
-        state.nodes.push(NodeState {
-            name: node.name.clone(),
-            netns: netns.clone(),
-            address,
-        });
-        paths.save(state)?;
-        let fabric_side = format!("n{index}");
-        fabric_link(&fabric, &fabric_side, UNDERLAY_INTERFACE, &netns)?;
-        ip_in(&fabric, &["link", "set", &fabric_side, "master", "br0", "up"])?;
-        ip_in(
-            &netns,
-            &[
-                "address",
-                "add",
-                &format!("{address}/24"),
-                "dev",
-                UNDERLAY_INTERFACE,
-            ],
-        )?;
-        ip_in(&netns, &["link", "set", UNDERLAY_INTERFACE, "up"])?;
-        ip_in(
-            &netns,
-            &["route", "add", "default", "via", &FABRIC_ADDRESS.to_string()],
-        )?;
-        sysctl_in(&netns, "net.ipv4.ip_forward=1")?;
-        start_agent(environment, paths, state, index, &[])?;
+        (|| -> Result<(), String> {
+            let netns = paths.node_netns(index);
+            let address = node_address(index);
+            add_netns(&netns)?;
+            state.nodes.push(NodeState {
+                name: node.name.clone(),
+                netns: netns.clone(),
+                address,
+            });
+            paths.save(state)?;
+            let fabric_side = format!("n{index}");
+            fabric_link(&fabric, &fabric_side, UNDERLAY_INTERFACE, &netns)?;
+            ip_in(&fabric, &["link", "set", &fabric_side, "master", "br0", "up"])?;
+            ip_in(
+                &netns,
+                &[
+                    "address",
+                    "add",
+                    &format!("{address}/24"),
+                    "dev",
+                    UNDERLAY_INTERFACE,
+                ],
+            )?;
+            ip_in(&netns, &["link", "set", UNDERLAY_INTERFACE, "up"])?;
+            ip_in(
+                &netns,
+                &["route", "add", "default", "via", &FABRIC_ADDRESS.to_string()],
+            )?;
+            sysctl_in(&netns, "net.ipv4.ip_forward=1")?;
+            start_agent(environment, paths, state, index, &[])?;
+            Ok(())
+        })()
+        .map_err(|error| failed(&format!("node `{}`", node.name), error))?;
     }
     println!("{} nodes up, each with its agent", lab.nodes.len());
 
     for (index, host) in lab.outside.iter().enumerate() {
-        let netns = paths.host_netns(index);
-        add_netns(&netns)?;
-        state.hosts.push(HostState {
-            netns: netns.clone(),
-            spec: host.clone(),
-        });
-        paths.save(state)?;
-        let (fabric_end, host_end) = host_link(index);
-        let fabric_side = format!("h{index}");
-        fabric_link(&fabric, &fabric_side, "eth0", &netns)?;
-        ip_in(
-            &fabric,
-            &["address", "add", &format!("{fabric_end}/31"), "dev", &fabric_side],
-        )?;
-        ip_in(&fabric, &["link", "set", &fabric_side, "up"])?;
-        ip_in(
-            &fabric,
-            &[
-                "route",
-                "add",
-                &format!("{}/32", host.address),
-                "via",
-                &host_end.to_string(),
-            ],
-        )?;
-        ip_in(
-            &netns,
-            &["address", "add", &format!("{host_end}/31"), "dev", "eth0"],
-        )?;
-        ip_in(
-            &netns,
-            &["address", "add", &format!("{}/32", host.address), "dev", "eth0"],
-        )?;
-        ip_in(&netns, &["link", "set", "eth0", "up"])?;
-        // Answers leave from the outside address, whichever socket sends them.
-        ip_in(
-            &netns,
-            &[
-                "route",
-                "add",
-                "default",
-                "via",
-                &fabric_end.to_string(),
-                "src",
-                &host.address.to_string(),
-            ],
-        )?;
-        let services = [
-            (ServiceProtocol::Tcp, host.tcp.clone()),
-            (ServiceProtocol::Udp, host.udp.clone()),
-            (ServiceProtocol::Http, host.http.clone()),
-        ];
-        start_server(
-            environment,
-            paths,
-            &netns,
-            &format!("host-{}", host.name),
-            IpAddr::V4(host.address),
-            &services,
-        )?;
+        (|| -> Result<(), String> {
+            let netns = paths.host_netns(index);
+            add_netns(&netns)?;
+            state.hosts.push(HostState {
+                netns: netns.clone(),
+                spec: host.clone(),
+            });
+            paths.save(state)?;
+            let (fabric_end, host_end) = host_link(index);
+            let fabric_side = format!("h{index}");
+            fabric_link(&fabric, &fabric_side, "eth0", &netns)?;
+            ip_in(
+                &fabric,
+                &["address", "add", &format!("{fabric_end}/31"), "dev", &fabric_side],
+            )?;
+            ip_in(&fabric, &["link", "set", &fabric_side, "up"])?;
+            ip_in(
+                &fabric,
+                &[
+                    "route",
+                    "add",
+                    &format!("{}/32", host.address),
+                    "via",
+                    &host_end.to_string(),
+                ],
+            )?;
+            ip_in(
+                &netns,
+                &["address", "add", &format!("{host_end}/31"), "dev", "eth0"],
+            )?;
+            ip_in(
+                &netns,
+                &["address", "add", &format!("{}/32", host.address), "dev", "eth0"],
+            )?;
+            ip_in(&netns, &["link", "set", "eth0", "up"])?;
+            // Answers leave from the outside address, whichever socket sends them.
+            ip_in(
+                &netns,
+                &[
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &fabric_end.to_string(),
+                    "src",
+                    &host.address.to_string(),
+                ],
+            )?;
+            // A host with no service only sends: it runs no server and no probe goes to it.
+            if host_serves(host) {
+                let services = [
+                    (ServiceProtocol::Tcp, host.tcp.clone()),
+                    (ServiceProtocol::Udp, host.udp.clone()),
+                    (ServiceProtocol::Http, host.http.clone()),
+                ];
+                start_server(
+                    environment,
+                    paths,
+                    &netns,
+                    &format!("host-{}", host.name),
+                    IpAddr::V4(host.address),
+                    &services,
+                )?;
+            }
+            Ok(())
+        })()
+        .map_err(|error| failed(&format!("outside host `{}`", host.name), error))?;
     }
     if !lab.outside.is_empty() {
-        println!("{} outside hosts serving", lab.outside.len());
+        let serving = lab.outside.iter().filter(|host| host_serves(host)).count();
+        println!("{} outside hosts, {serving} of them serving", lab.outside.len());
     }
 
     for (index, pod) in lab.pods.iter().enumerate() {
-        let netns = paths.pod_netns(index);
-        let node = state
-            .node(&pod.node)
-            .cloned()
-            .ok_or_else(|| format!("pod {}/{} names an unknown node", pod.namespace, pod.name))?;
-        add_netns(&netns)?;
-        let mut record = PodState {
-            namespace: pod.namespace.clone(),
-            name: pod.name.clone(),
-            node: pod.node.clone(),
-            netns: netns.clone(),
-            container_id: format!("sluice-lab-{}-p{index}", lab.name),
-            addresses: Vec::new(),
-            ports: pod.ports.clone(),
-        };
-        state.pods.push(record.clone());
-        paths.save(state)?;
-        record.addresses = cni_add(environment, state, &node, &record)?;
-        *state.pods.last_mut().expect("just pushed") = record.clone();
-        paths.save(state)?;
-        let services = pod_services(&record);
-        if services.iter().any(|(_, ports)| !ports.is_empty()) {
-            start_server(
-                environment,
-                paths,
-                &netns,
-                &format!("pod-{}-{}", pod.namespace, pod.name),
-                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                &services,
-            )?;
-        }
+        (|| -> Result<(), String> {
+            let netns = paths.pod_netns(index);
+            let node = state
+                .node(&pod.node)
+                .cloned()
+                .ok_or_else(|| format!("pod {}/{} names an unknown node", pod.namespace, pod.name))?;
+            add_netns(&netns)?;
+            let mut record = PodState {
+                namespace: pod.namespace.clone(),
+                name: pod.name.clone(),
+                node: pod.node.clone(),
+                netns: netns.clone(),
+                container_id: format!("sluice-lab-{}-p{index}", lab.name),
+                addresses: Vec::new(),
+                ports: pod.ports.clone(),
+            };
+            state.pods.push(record.clone());
+            paths.save(state)?;
+            record.addresses = cni_add(environment, state, &node, &record)?;
+            *state.pods.last_mut().expect("just pushed") = record.clone();
+            paths.save(state)?;
+            let services = pod_services(&record);
+            if services.iter().any(|(_, ports)| !ports.is_empty()) {
+                start_server(
+                    environment,
+                    paths,
+                    &netns,
+                    &format!("pod-{}-{}", pod.namespace, pod.name),
+                    IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    &services,
+                )?;
+            }
+            Ok(())
+        })()
+        .map_err(|error| failed(&format!("pod {}/{}", pod.namespace, pod.name), error))?;
     }
     if !lab.pods.is_empty() {
         println!(
@@ -305,11 +326,26 @@ fn build(
         );
     }
 
-    let routes = sync_fabric_routes(state, store.clone())?;
+    let routes = sync_fabric_routes(state, store.clone())
+        .map_err(|error| failed("routing the pools in the fabric", error))?;
     println!("{routes} routes to routed pools installed in the fabric");
-    wait_for_agents(paths, state, store.as_ref())?;
+    wait_for_agents(paths, state, store.as_ref()).map_err(|error| failed("waiting for the agents", error))?;
     println!("agents have programmed every pod");
     Ok(())
+}
+
+/// `what: error`, never without a reason: every failure of `lab up` names what failed.
+fn failed(what: &str, error: String) -> String {
+    if error.trim().is_empty() {
+        format!("{what}: failed without saying why")
+    } else {
+        format!("{what}: {error}")
+    }
+}
+
+/// Whether an outside host offers any service (one without only sends).
+pub(crate) fn host_serves(host: &crate::config::OutsideHostSpec) -> bool {
+    !(host.tcp.is_empty() && host.udp.is_empty() && host.http.is_empty())
 }
 
 fn add_netns(netns: &str) -> Result<(), String> {
@@ -411,20 +447,22 @@ fn start_server(
     let marker = served.display().to_string();
     let mut child = shell::spawn_background(command, &log, &paths.pid_file(process), &marker)?;
     // The server binds before it logs `serving`; a bind error ends it.
-    let mut exited = false;
+    let mut exit = None;
     let serving = shell::wait_until(Duration::from_secs(5), Duration::from_millis(10), || {
-        exited = !matches!(child.try_wait(), Ok(None));
-        exited || std::fs::read_to_string(&served).is_ok_and(|text| text.contains("serving"))
+        exit = child.try_wait().ok().flatten();
+        exit.is_some() || std::fs::read_to_string(&served).is_ok_and(|text| text.contains("serving"))
     });
-    if serving && !exited {
-        Ok(())
-    } else {
-        let output = std::fs::read_to_string(&log).unwrap_or_default();
-        Err(format!(
-            "the server {process} in {netns} did not start: {}",
-            output.trim()
-        ))
+    if serving && exit.is_none() {
+        return Ok(());
     }
+    let output = std::fs::read_to_string(&log).unwrap_or_default();
+    let why = match (exit, output.trim()) {
+        (Some(status), "") => format!("it exited ({status}) and printed nothing"),
+        (Some(status), output) => format!("it exited ({status}): {output}"),
+        (None, "") => "it did not report serving within 5 s and printed nothing".to_string(),
+        (None, output) => format!("it did not report serving within 5 s: {output}"),
+    };
+    Err(format!("the server {process} in {netns} did not start: {why}"))
 }
 
 fn cni_environment(command: &str, environment: &Environment, pod: &PodState) -> Vec<(String, String)> {
@@ -769,8 +807,9 @@ pub fn status(environment: &Environment, name: &str) -> Result<bool, String> {
             "OUTSIDE HOST", "NAMESPACE", "ADDRESS", "SERVER"
         );
         for host in &state.hosts {
+            let serves = host_serves(&host.spec);
             let alive = state::live_pid(&paths.pid_file(&format!("host-{}", host.spec.name))).is_some();
-            healthy &= alive;
+            healthy &= alive || !serves;
             let services: Vec<String> = [
                 ("tcp", &host.spec.tcp),
                 ("udp", &host.spec.udp),
@@ -784,8 +823,16 @@ pub fn status(environment: &Environment, name: &str) -> Result<bool, String> {
                 host.spec.name,
                 host.netns,
                 host.spec.address.to_string(),
-                if alive { "running" } else { "DOWN" },
-                services.join(" ")
+                match (serves, alive) {
+                    (false, _) => "none",
+                    (true, true) => "running",
+                    (true, false) => "DOWN",
+                },
+                if serves {
+                    services.join(" ")
+                } else {
+                    "none (only sends)".to_string()
+                }
             );
         }
     }
@@ -824,4 +871,21 @@ fn fabric_link(fabric: &str, fabric_side: &str, peer_name: &str, netns: &str) ->
         ],
     )
     .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_always_names_what_failed_and_why() {
+        assert_eq!(
+            failed("outside host `client`", "  \n".into()),
+            "outside host `client`: failed without saying why"
+        );
+        assert_eq!(
+            failed("the fabric", "`ip` failed: x".into()),
+            "the fabric: `ip` failed: x"
+        );
+    }
 }

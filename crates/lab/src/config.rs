@@ -41,6 +41,8 @@ pub struct NodeSpec {
     pub labels: BTreeMap<String, String>,
 }
 
+/// A host beyond the cluster. Its services are optional: a host with none only sends (the
+/// lab starts no server for it and probes nothing to it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutsideHostSpec {
@@ -245,6 +247,18 @@ mod tests {
         let error = LabFile::parse("lab.yaml", &text).unwrap_err();
         assert!(error.starts_with("lab.yaml:5:50:"), "{error}");
         assert!(error.contains("outside[0].tcp[0]"), "{error}");
+    }
+
+    #[test]
+    fn an_outside_host_may_offer_no_service() {
+        let text = EXAMPLE.replace(
+            "outside:\n",
+            "outside:\n  - {name: client, address: 198.51.100.5}\n",
+        );
+        let lab = LabFile::parse("lab.yaml", &text).unwrap();
+        let client = &lab.outside[0];
+        assert_eq!(client.name, "client");
+        assert!(client.tcp.is_empty() && client.udp.is_empty() && client.http.is_empty());
     }
 
     #[test]

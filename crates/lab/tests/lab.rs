@@ -15,9 +15,13 @@ use std::time::Instant;
 use sluice_lab::{ConnectResult, Environment, ProbeOptions, ProbeReport};
 use support::{Test, is_root};
 
-const TESTS: [(&str, Test); 2] = [
+const TESTS: [(&str, Test); 3] = [
     ("a_lab_agrees_with_explain_and_cleans_up", end_to_end),
     ("the_repository_examples_agree_with_explain", the_examples),
+    (
+        "an_outside_host_without_services_only_sends",
+        an_outside_host_without_services,
+    ),
 ];
 
 fn main() -> ExitCode {
@@ -216,6 +220,94 @@ fn check_report(report: &ProbeReport) -> Result<(), String> {
         return Err(format!(
             "expected web -> payments and payments -> resolver to pass: {allowed:?}"
         ));
+    }
+    Ok(())
+}
+
+/// A lab whose outside host `sender` offers no service: no server is started for it and no
+/// probe goes to it, and it sends into the cluster as the pod's ingress policy allows (port
+/// 8080 from it only) and to another outside host.
+const SENDER_LAB: &str = "kind: Lab\nname: sender\nnodes: [{name: node-1}]\noutside:\n  - {name: sender, address: 198.51.100.5}\n  - {name: partner, address: 203.0.113.10, tcp: [443]}\nmanifests: [manifests.yaml]\npods:\n  - {namespace: shop, name: api, node: node-1, labels: {app: api}, ports: [{containerPort: 8080}, {containerPort: 9090}]}\n";
+
+const SENDER_MANIFESTS: &str = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: routed}\nspec: {cidr: 10.60.0.0/24, natOutgoing: false}\n---\napiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: api-from-sender, namespace: shop}\nspec:\n  selector: app == 'api'\n  types: [Ingress]\n  ingress:\n    - action: Allow\n      protocol: TCP\n      source: {nets: [198.51.100.5/32]}\n      destination: {ports: [8080]}\n";
+
+fn an_outside_host_without_services() -> Result<(), String> {
+    if !is_root() {
+        println!("skipped: the lab needs root");
+        return Ok(());
+    }
+    let (environment, name, root) = test_environment()?;
+    let name = format!("{name}s");
+    let file = root.join("sender-lab.yaml");
+    std::fs::write(&file, SENDER_LAB).map_err(|error| error.to_string())?;
+    std::fs::write(root.join("manifests.yaml"), SENDER_MANIFESTS).map_err(|error| error.to_string())?;
+    let outcome = sluice_lab::up(&environment, &file, Some(&name))
+        .map_err(|error| format!("`lab up` with a sender-only host failed: {error}"))
+        .and_then(|()| check_sender(&environment, &name));
+    let removed = sluice_lab::down(&environment, &name);
+    let _ = std::fs::remove_dir_all(&root);
+    outcome.and(removed)
+}
+
+fn check_sender(environment: &Environment, name: &str) -> Result<(), String> {
+    let paths = sluice_lab::state::LabPaths::new(&environment.state_root, name);
+    let state = paths.load()?;
+    let sender = &state.hosts[0];
+    if sluice_lab::state::live_pid(&paths.pid_file("host-sender")).is_some() {
+        return Err("a server was started for the host without services".into());
+    }
+    let report = sluice_lab::probe(
+        environment,
+        name,
+        &ProbeOptions {
+            against_explain: true,
+            services: Vec::new(),
+        },
+    )?;
+    if report.rows.iter().any(|row| row.to == "sender") {
+        return Err("a probe went to the host without services".into());
+    }
+    let disagreements = support::disagreements(&report);
+    if !disagreements.is_empty() {
+        return Err(format!(
+            "probes disagree with explain:\n  {}",
+            disagreements.join("\n  ")
+        ));
+    }
+    let api = state.pods[0].addresses[0];
+    let partner: IpAddr = "203.0.113.10".parse().expect("address");
+    let sender_address = IpAddr::V4(sender.spec.address);
+    let send = |to: IpAddr, port: u16| -> Result<sluice_lab::ConnectOutcome, String> {
+        let output = std::process::Command::new("ip")
+            .args(["netns", "exec", &sender.netns])
+            .arg(&environment.sluice_binary)
+            .args(["lab", "connect", "--protocol", "tcp", "--to", &to.to_string()])
+            .args(["--port", &port.to_string(), "--timeout-ms", "1000"])
+            .output()
+            .map_err(|error| error.to_string())?;
+        serde_json::from_slice(&output.stdout).map_err(|error| {
+            format!(
+                "`lab connect` from the sender printed {:?} ({error}): {}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
+    };
+    let allowed = send(api, 8080)?;
+    if allowed.result != ConnectResult::Connected || allowed.seen != Some(sender_address) {
+        return Err(format!(
+            "sender -> shop/api:8080 should pass, seen as the sender: {allowed:?}"
+        ));
+    }
+    let denied = send(api, 9090)?;
+    if denied.result != ConnectResult::TimedOut {
+        return Err(format!(
+            "sender -> shop/api:9090 should be dropped by policy: {denied:?}"
+        ));
+    }
+    let outside = send(partner, 443)?;
+    if outside.result != ConnectResult::Connected || outside.seen != Some(sender_address) {
+        return Err(format!("sender -> partner:443 should pass: {outside:?}"));
     }
     Ok(())
 }

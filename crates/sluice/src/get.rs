@@ -334,12 +334,18 @@ fn node_status(arguments: &GetArguments) -> Result<ExitCode, String> {
             print!("{}", sluice_api::document::to_yaml(&value));
         }
         GetFormat::Table | GetFormat::Wide => {
-            println!("NODE   IN SYNC   PROGRAMMED   SEEN   ENDPOINTS   RULES   ELEMENTS   ROUTES   ERROR");
+            // IN SYNC is `unknown (stale)` for a record older than STALE_HEARTBEATS heartbeats
+            // (a dead agent), `unknown (stopped)` after its agent stopped.
+            let now = std::time::SystemTime::now();
+            println!(
+                "NODE   IN SYNC   AGE   PROGRAMMED   SEEN   ENDPOINTS   RULES   ELEMENTS   ROUTES   ERROR"
+            );
             for status in statuses {
                 println!(
-                    "{}   {}   {}   {}   {}   {}   {}   {}   {}",
+                    "{}   {}   {}   {}   {}   {}   {}   {}   {}   {}",
                     status.node,
-                    status.in_sync,
+                    status.sync_state(now),
+                    sluice_agent::format_age(status.age(now)),
                     status.programmed_revision,
                     status.seen_revision,
                     status.local_endpoints,
@@ -348,6 +354,7 @@ fn node_status(arguments: &GetArguments) -> Result<ExitCode, String> {
                     status.routes,
                     [
                         status.error,
+                        status.warning.map(|warning| format!("warning: {warning}")),
                         status.route_error.map(|error| format!("routes: {error}"))
                     ]
                     .into_iter()

@@ -53,7 +53,8 @@ enum Command {
     Lab(sluice_lab::LabCommand),
     /// Bring up a 2-node lab, probe it, explain a denied flow, and tear it down (needs root).
     Demo,
-    /// Run the node agent: watch the datastore and program this node's kernel.
+    /// Run the node agent: watch the datastore and program this node's kernel. SIGTERM or
+    /// SIGINT stops it (exit 0) and leaves the ruleset and routes in place, which fails closed.
     Agent(AgentArguments),
 }
 
@@ -97,7 +98,8 @@ struct AgentArguments {
     #[arg(long)]
     metrics_address: Option<String>,
     /// Rebuild the whole table this often, in seconds (1 to 86,400).
-    #[arg(long, default_value_t = 300)]
+    // At most a day: the agent adds it to clock readings; 0 would rebuild without pause.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     resync_seconds: u64,
     /// Do not route other nodes' pod addresses (leave it to a routing daemon such as BGP).
     /// By default the agent routes each remote block through its node's InternalIP, which
@@ -115,11 +117,12 @@ fn run_agent(arguments: &AgentArguments) -> Result<ExitCode, String> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal, not in log files and journals.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let store = std::sync::Arc::from(arguments.datastore.open()?);
     let mut config = sluice_agent::AgentConfig::new(arguments.node.clone());
-    // At most a day: the agent adds it to clock readings.
-    config.resync_interval = std::time::Duration::from_secs(arguments.resync_seconds.clamp(1, 86_400));
+    config.resync_interval = std::time::Duration::from_secs(arguments.resync_seconds);
     config.program_routes = !arguments.no_routes;
     sluice_agent::run(config, store, arguments.metrics_address.as_deref())?;
     Ok(ExitCode::SUCCESS)
