@@ -13,7 +13,7 @@ use crate::diagnostics::report_errors;
 
 #[derive(Debug, Args)]
 pub struct ApplyArguments {
-    /// Files or directories of YAML/JSON manifests.
+    /// Files or directories of YAML/JSON manifests; `-` reads standard input.
     #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
     paths: Vec<PathBuf>,
     /// Validate and show what would change, but write nothing.
@@ -31,9 +31,7 @@ pub fn apply(arguments: &ApplyArguments) -> Result<ExitCode, String> {
         Resource::Tier(tier) => Some(tier.metadata.name.clone()),
         _ => None,
     }));
-    for path in &arguments.paths {
-        loader.add_path(path);
-    }
+    crate::diagnostics::add_inputs(&mut loader, &arguments.paths)?;
     let resources = loader
         .finish()
         .map_err(|errors| report_errors(&errors))?
@@ -117,7 +115,7 @@ pub struct DeleteArguments {
     /// KIND NAME, e.g. `globalnetworkpolicy allow-dns` (or use -f).
     #[arg(num_args = 0..=2)]
     target: Vec<String>,
-    /// Delete the resources these manifests describe.
+    /// Delete the resources these manifests describe; `-` reads standard input.
     #[arg(short = 'f', long = "filename", num_args = 1..)]
     paths: Vec<PathBuf>,
     #[arg(short = 'n', long)]
@@ -125,6 +123,10 @@ pub struct DeleteArguments {
     /// Delete an IPPool even when addresses in it are allocated.
     #[arg(long)]
     force: bool,
+    /// Treat a resource that does not exist as deleted (kubectl's flag): exit 0, print nothing
+    /// for it.
+    #[arg(long)]
+    ignore_not_found: bool,
     #[command(flatten)]
     datastore: DatastoreArguments,
 }
@@ -154,6 +156,16 @@ pub fn delete(arguments: &DeleteArguments) -> Result<ExitCode, String> {
     let store = arguments.datastore.open()?;
     let store_arc: std::sync::Arc<dyn sluice_store::Store> = std::sync::Arc::from(store);
     let ipam = sluice_ipam::Ipam::new(store_arc.clone());
+    if arguments.ignore_not_found {
+        let mut present = Vec::new();
+        for target in targets {
+            let key = sluice_api::resource::key(target.0, target.1.as_deref(), &target.2);
+            if store_arc.get(&key).map_err(|error| error.to_string())?.is_some() {
+                present.push(target);
+            }
+        }
+        targets = present;
+    }
     let mut operations = Vec::new();
     for (kind, namespace, name) in &targets {
         if *kind == Kind::IpPool && !arguments.force {
