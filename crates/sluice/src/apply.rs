@@ -13,7 +13,7 @@ use crate::diagnostics::report_errors;
 
 #[derive(Debug, Args)]
 pub struct ApplyArguments {
-    /// Files or directories of YAML/JSON manifests.
+    /// Files or directories of YAML/JSON manifests; `-` reads standard input.
     #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
     paths: Vec<PathBuf>,
     /// Validate and show what would change, but write nothing.
@@ -80,13 +80,12 @@ fn apply_once(arguments: &ApplyArguments, store: &dyn Store) -> Result<Attempt<V
         Resource::Tier(tier) => Some(tier.metadata.name.clone()),
         _ => None,
     }));
-    for path in &arguments.paths {
-        loader.add_path(path);
-    }
-    let resources = loader
-        .finish()
-        .map_err(|errors| report_errors(&errors))?
-        .into_resources();
+    crate::diagnostics::add_inputs(&mut loader, &arguments.paths)?;
+    let resources = loader.finish().map_err(|errors| report_errors(&errors))?;
+    // A raced attempt reads the same inputs again: say their warnings once.
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| crate::diagnostics::report_warnings(&resources));
+    let resources = resources.into_resources();
     let stored_pools: Vec<_> = existing
         .values()
         .filter_map(|resource| match resource {
@@ -207,7 +206,7 @@ pub struct DeleteArguments {
     /// KIND NAME, e.g. `globalnetworkpolicy allow-dns` (or use -f).
     #[arg(num_args = 0..=2)]
     target: Vec<String>,
-    /// Delete the resources these manifests describe.
+    /// Delete the resources these manifests describe; `-` reads standard input.
     #[arg(short = 'f', long = "filename", num_args = 1..)]
     paths: Vec<PathBuf>,
     #[arg(short = 'n', long)]
@@ -215,6 +214,10 @@ pub struct DeleteArguments {
     /// Delete an IPPool even when addresses in it are allocated.
     #[arg(long)]
     force: bool,
+    /// Treat a resource that does not exist as deleted (kubectl's flag): exit 0, print nothing
+    /// for it.
+    #[arg(long)]
+    ignore_not_found: bool,
     #[command(flatten)]
     datastore: DatastoreArguments,
 }
@@ -244,6 +247,16 @@ pub fn delete(arguments: &DeleteArguments) -> Result<ExitCode, String> {
     let store = arguments.datastore.open()?;
     let store_arc: std::sync::Arc<dyn sluice_store::Store> = std::sync::Arc::from(store);
     let ipam = sluice_ipam::Ipam::new(store_arc.clone());
+    if arguments.ignore_not_found {
+        let mut present = Vec::new();
+        for target in targets {
+            let key = sluice_api::resource::key(target.0, target.1.as_deref(), &target.2);
+            if store_arc.get(&key).map_err(|error| error.to_string())?.is_some() {
+                present.push(target);
+            }
+        }
+        targets = present;
+    }
     retry_races(|| delete_once(arguments, &targets, store_arc.as_ref(), &ipam))?;
     for (kind, namespace, name) in &targets {
         let shown = match namespace {

@@ -12,10 +12,12 @@ use sluice_policy::{Dataplane, Flow};
 
 use crate::OutputFormat;
 use crate::diagnostics::resources_from;
+use crate::output::{Failure, Output, csv_record};
 
 #[derive(Debug, Args)]
 pub struct ConnectivityArguments {
-    /// Files or directories of YAML/JSON manifests; without it, the datastore.
+    /// Files or directories of YAML/JSON manifests (`-`: standard input); without it, the
+    /// datastore.
     #[arg(short = 'f', long = "filename", num_args = 1..)]
     paths: Vec<PathBuf>,
     #[command(flatten)]
@@ -23,6 +25,8 @@ pub struct ConnectivityArguments {
     /// Ports to probe, as protocol/port: tcp/80,udp/53. ICMP needs no port: icmp.
     #[arg(long, value_delimiter = ',', default_value = "tcp/80")]
     ports: Vec<String>,
+    /// text: a matrix a port; json: one document; jsonl: one object a pair and port; csv: a
+    /// header, then a row a pair and port.
     #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
     output: OutputFormat,
 }
@@ -34,7 +38,7 @@ struct Target {
     external: bool,
 }
 
-pub fn run(arguments: &ConnectivityArguments) -> Result<ExitCode, String> {
+pub fn run(arguments: &ConnectivityArguments, out: &mut Output) -> Result<ExitCode, Failure> {
     let probes = arguments
         .ports
         .iter()
@@ -91,30 +95,36 @@ pub fn run(arguments: &ConnectivityArguments) -> Result<ExitCode, String> {
         matrices.push((probe_label(*protocol, *port), rows));
     }
     match arguments.output {
-        OutputFormat::Text => print_text(&sources, &targets, &matrices),
-        OutputFormat::Json | OutputFormat::Jsonl => {
+        OutputFormat::Text => write_text(out, &sources, &targets, &matrices)?,
+        OutputFormat::Json => {
             let value = json!({
                 "from": sources.iter().map(|source| &source.label).collect::<Vec<_>>(),
                 "to": targets.iter().map(|target| json!({"name": target.label, "address": target.address})).collect::<Vec<_>>(),
                 "matrices": matrices.iter().map(|(label, rows)| json!({"port": label, "allowed": rows})).collect::<Vec<_>>(),
             });
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&value).map_err(|error| error.to_string())?
-            );
+            let text = serde_json::to_string_pretty(&value).map_err(|error| error.to_string())?;
+            writeln!(out, "{text}")?;
         }
-        OutputFormat::Csv => {
-            println!("port,from,to,to_address,verdict");
+        OutputFormat::Jsonl | OutputFormat::Csv => {
+            if arguments.output == OutputFormat::Csv {
+                writeln!(
+                    out,
+                    "{}",
+                    csv_record(&["port", "from", "to", "to_address", "verdict"])
+                )?;
+            }
             for (label, rows) in &matrices {
                 for (source, row) in sources.iter().zip(rows) {
                     for (target, allowed) in targets.iter().zip(row) {
-                        println!(
-                            "{label},{},{},{},{}",
-                            source.label,
-                            target.label,
-                            target.address,
-                            if *allowed { "allow" } else { "deny" }
-                        );
+                        let verdict = if *allowed { "allow" } else { "deny" };
+                        let address = target.address.to_string();
+                        let line = if arguments.output == OutputFormat::Csv {
+                            csv_record(&[label, &source.label, &target.label, &address, verdict])
+                        } else {
+                            json!({"port": label, "from": source.label, "to": target.label, "to_address": address, "verdict": verdict})
+                                .to_string()
+                        };
+                        writeln!(out, "{line}")?;
                     }
                 }
             }
@@ -189,35 +199,42 @@ fn allowed(
         .allowed
 }
 
-fn print_text(sources: &[Target], targets: &[Target], matrices: &[(String, Vec<Vec<bool>>)]) {
+fn write_text(
+    out: &mut Output,
+    sources: &[Target],
+    targets: &[Target],
+    matrices: &[(String, Vec<Vec<bool>>)],
+) -> Result<(), Failure> {
     let width = sources.iter().map(|source| source.label.len()).max().unwrap_or(0);
     let number_width = targets.len().to_string().len();
     for (label, rows) in matrices {
-        println!("{label}: rows send, columns receive; . allowed, X denied");
+        writeln!(out, "{label}: rows send, columns receive; . allowed, X denied")?;
         let header: Vec<String> = (1..=targets.len())
             .map(|index| format!("{index:>number_width$}"))
             .collect();
-        println!("{:width$}  {}", "", header.join(" "));
+        writeln!(out, "{:width$}  {}", "", header.join(" "))?;
         for (source, row) in sources.iter().zip(rows) {
             let cells: Vec<String> = row
                 .iter()
                 .map(|allowed| format!("{:>number_width$}", if *allowed { "." } else { "X" }))
                 .collect();
-            println!("{:width$}  {}", source.label, cells.join(" "));
+            writeln!(out, "{:width$}  {}", source.label, cells.join(" "))?;
         }
-        println!();
+        writeln!(out)?;
     }
-    println!("columns:");
+    writeln!(out, "columns:")?;
     for (index, target) in targets.iter().enumerate() {
         if target.external {
-            println!(
+            writeln!(
+                out,
                 "{:>number_width$}  {} (probed at {})",
                 index + 1,
                 target.label,
                 target.address
-            );
+            )?;
         } else {
-            println!("{:>number_width$}  {}", index + 1, target.label);
+            writeln!(out, "{:>number_width$}  {}", index + 1, target.label)?;
         }
     }
+    Ok(())
 }

@@ -1,20 +1,22 @@
 //! `sluice explain`: one flow with a readable trace, or a batch of flows as JSON lines.
 
-use std::io::{BufRead, BufWriter, Write};
+use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
 use serde_json::{Value, json};
-use sluice_policy::{Dataplane, Explanation, explain};
+use sluice_policy::{Dataplane, DirectionExplanation, Explanation, explain};
 
 use crate::OutputFormat;
 use crate::diagnostics::resources_from;
 use crate::flows::FlowRequest;
+use crate::output::{Failure, Output, csv_record};
 
 #[derive(Debug, Args)]
 pub struct ExplainArguments {
-    /// Files or directories of YAML/JSON manifests; without it, the datastore.
+    /// Files or directories of YAML/JSON manifests (`-`: standard input); without it, the
+    /// datastore.
     #[arg(short = 'f', long = "filename", num_args = 1..)]
     paths: Vec<PathBuf>,
     #[command(flatten)]
@@ -34,15 +36,17 @@ pub struct ExplainArguments {
     /// A file of flows, one JSON object a line: {"from": "prod/web", "to": "203.0.113.7", "protocol": "TCP", "port": 443}.
     #[arg(long)]
     flows: Option<PathBuf>,
+    /// text: the trace (with --flows, one line a flow); json: one document (with --flows, an
+    /// array); jsonl: one object a line; csv: a header, then a row a flow.
     #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
     output: OutputFormat,
 }
 
-pub fn run(arguments: &ExplainArguments) -> Result<ExitCode, String> {
+pub fn run(arguments: &ExplainArguments, out: &mut Output) -> Result<ExitCode, Failure> {
     let resources = resources_from(&arguments.paths, &arguments.datastore)?;
     let dataplane = sluice_policy::compile(&resources);
     if let Some(path) = &arguments.flows {
-        return run_batch(&dataplane, path, arguments.output);
+        return run_batch(&dataplane, path, arguments.output, out);
     }
     let request = FlowRequest {
         from: arguments.from.clone().unwrap_or_default(),
@@ -58,14 +62,63 @@ pub fn run(arguments: &ExplainArguments) -> Result<ExitCode, String> {
             value["verdict"] = json!(explanation.verdict);
             value["egress"] = json!(explanation.egress);
             value["ingress"] = json!(explanation.ingress);
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&value).map_err(|error| error.to_string())?
-            );
+            let text = if arguments.output == OutputFormat::Json {
+                serde_json::to_string_pretty(&value)
+            } else {
+                serde_json::to_string(&value)
+            }
+            .map_err(|error| error.to_string())?;
+            writeln!(out, "{text}")?;
         }
-        OutputFormat::Text | OutputFormat::Csv => print_text(&request, &explanation),
+        OutputFormat::Csv => {
+            writeln!(out, "{}", csv_record(&CSV_HEADER))?;
+            writeln!(out, "{}", csv_row(&request, &explanation))?;
+        }
+        OutputFormat::Text => write_text(out, &request, &explanation)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The columns of `-o csv`: the flow, the verdict, and the rule that decided (empty when none
+/// did).
+const CSV_HEADER: [&str; 12] = [
+    "from",
+    "to",
+    "protocol",
+    "port",
+    "verdict",
+    "reason",
+    "rule_kind",
+    "rule_namespace",
+    "rule_name",
+    "rule_tier",
+    "rule_direction",
+    "rule_index",
+];
+
+fn csv_row(request: &FlowRequest, explanation: &Explanation) -> String {
+    let side = deciding(explanation);
+    let port = request.port.map(|port| port.to_string()).unwrap_or_default();
+    let mut fields = vec![
+        request.from.clone(),
+        request.to.clone(),
+        protocol_text(request),
+        port,
+        explanation.verdict.to_string(),
+        side.map(|side| side.reason.clone()).unwrap_or_default(),
+    ];
+    match side.and_then(|side| side.rule.as_ref()) {
+        Some(rule) => fields.extend([
+            rule.kind.to_string(),
+            rule.namespace.clone().unwrap_or_default(),
+            rule.name.clone(),
+            rule.tier.clone(),
+            rule.direction.to_string(),
+            rule.rule_index.to_string(),
+        ]),
+        None => fields.extend(std::iter::repeat_n(String::new(), 6)),
+    }
+    csv_record(&fields)
 }
 
 fn request_json(request: &FlowRequest) -> Value {
@@ -76,48 +129,61 @@ fn request_json(request: &FlowRequest) -> Value {
     value
 }
 
-fn print_text(request: &FlowRequest, explanation: &Explanation) {
+fn protocol_text(request: &FlowRequest) -> String {
+    request
+        .protocol
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| request.protocol.to_string())
+}
+
+/// `DENY prod/web -> 198.51.100.70 TCP port 443`.
+fn headline(request: &FlowRequest, explanation: &Explanation) -> String {
     let port = request
         .port
         .map(|port| format!(" port {port}"))
         .unwrap_or_default();
-    let protocol = request
-        .protocol
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| request.protocol.to_string());
-    println!(
-        "{} {} -> {} {protocol}{port}",
+    format!(
+        "{} {} -> {} {}{port}",
         explanation.verdict.to_uppercase(),
         request.from,
-        request.to
-    );
+        request.to,
+        protocol_text(request)
+    )
+}
+
+fn write_text(out: &mut Output, request: &FlowRequest, explanation: &Explanation) -> Result<(), Failure> {
+    writeln!(out, "{}", headline(request, explanation))?;
     for side in [&explanation.egress, &explanation.ingress].into_iter().flatten() {
-        println!();
-        println!("{} of {}: {}", side.direction, side.endpoint, side.reason);
+        writeln!(out)?;
+        writeln!(out, "{} of {}: {}", side.direction, side.endpoint, side.reason)?;
         for step in &side.steps {
-            println!("  {step}");
+            writeln!(out, "  {step}")?;
         }
     }
     if explanation.egress.is_none() && explanation.ingress.is_none() {
-        println!("neither side is a pod in the inputs, so no policy applies");
+        writeln!(out, "{NO_POLICY}")?;
     }
+    Ok(())
 }
 
-/// The sentence and rule that decided: the denying side if any, else the receiving side.
-fn deciding(explanation: &Explanation) -> (Option<String>, Value) {
+const NO_POLICY: &str = "neither side is a pod in the inputs, so no policy applies";
+
+/// The side that decided: the denying side if any, else the receiving side.
+fn deciding(explanation: &Explanation) -> Option<&DirectionExplanation> {
     let sides = [&explanation.egress, &explanation.ingress];
     let denying = sides.iter().copied().flatten().find(|side| !side.allowed);
-    let chosen = denying
+    denying
         .or(explanation.ingress.as_ref())
-        .or(explanation.egress.as_ref());
-    match chosen {
-        Some(side) => (Some(side.reason.clone()), json!(side.rule)),
-        None => (None, Value::Null),
-    }
+        .or(explanation.egress.as_ref())
 }
 
-fn run_batch(dataplane: &Dataplane, path: &PathBuf, output: OutputFormat) -> Result<ExitCode, String> {
+fn run_batch(
+    dataplane: &Dataplane,
+    path: &PathBuf,
+    output: OutputFormat,
+    out: &mut Output,
+) -> Result<ExitCode, Failure> {
     let file =
         std::fs::File::open(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
     let mut requests = Vec::new();
@@ -139,27 +205,41 @@ fn run_batch(dataplane: &Dataplane, path: &PathBuf, output: OutputFormat) -> Res
         for error in &errors {
             eprintln!("error: {error}");
         }
-        return Err(format!(
-            "{} bad flow line(s); nothing was evaluated",
-            errors.len()
-        ));
+        return Err(format!("{} bad flow line(s); nothing was evaluated", errors.len()).into());
     }
-    let stdout = std::io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
-    for (request, flow) in &requests {
+    match output {
+        OutputFormat::Csv => writeln!(out, "{}", csv_record(&CSV_HEADER))?,
+        OutputFormat::Json => writeln!(out, "[")?,
+        OutputFormat::Text | OutputFormat::Jsonl => {}
+    }
+    for (position, (request, flow)) in requests.iter().enumerate() {
         let explanation = explain(dataplane, flow);
-        let mut value = request_json(request);
-        value["verdict"] = json!(explanation.verdict);
-        let (reason, rule) = deciding(&explanation);
-        value["reason"] = json!(reason);
-        value["rule"] = rule;
-        let text = match output {
-            OutputFormat::Json => serde_json::to_string_pretty(&value),
-            _ => serde_json::to_string(&value),
+        let side = deciding(&explanation);
+        match output {
+            OutputFormat::Text => {
+                let reason = side.map_or(NO_POLICY, |side| side.reason.as_str());
+                writeln!(out, "{}: {reason}", headline(request, &explanation))?;
+            }
+            OutputFormat::Csv => writeln!(out, "{}", csv_row(request, &explanation))?,
+            OutputFormat::Json | OutputFormat::Jsonl => {
+                let mut value = request_json(request);
+                value["verdict"] = json!(explanation.verdict);
+                value["reason"] = json!(side.map(|side| &side.reason));
+                value["rule"] = json!(side.and_then(|side| side.rule.as_ref()));
+                if output == OutputFormat::Jsonl {
+                    let text = serde_json::to_string(&value).map_err(|error| error.to_string())?;
+                    writeln!(out, "{text}")?;
+                } else {
+                    // One array, streamed: an element per flow, indented as serde_json would.
+                    let text = serde_json::to_string_pretty(&value).map_err(|error| error.to_string())?;
+                    let separator = if position + 1 < requests.len() { "," } else { "" };
+                    writeln!(out, "  {}{separator}", text.replace('\n', "\n  "))?;
+                }
+            }
         }
-        .map_err(|error| error.to_string())?;
-        writeln!(out, "{text}").map_err(|error| error.to_string())?;
     }
-    out.flush().map_err(|error| error.to_string())?;
+    if output == OutputFormat::Json {
+        writeln!(out, "]")?;
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,21 +8,30 @@ use serde_json::Value;
 use sluice_api::{Kind, Resource};
 
 use crate::datastore::{DatastoreArguments, read_all};
+use crate::label_selector::LabelSelector;
+use crate::output::{Failure, Output, write_table};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum GetFormat {
+    /// Aligned columns.
     Table,
+    /// Aligned columns, more of them.
     Wide,
+    /// The manifests (a `List` unless one object is named).
     Yaml,
+    /// The manifests as one JSON document.
     Json,
+    /// `kind.group/name` a line, as kubectl prints it.
+    Name,
 }
 
 #[derive(Debug, Args)]
 pub struct GetArguments {
-    /// The kind: namespace, pod, node, serviceaccount, networkpolicy (Calico), globalnetworkpolicy,
-    /// tier, networkset, globalnetworkset, ippool, workloadendpoint, or
-    /// networkpolicies.networking.k8s.io (alias knp) for Kubernetes NetworkPolicy; and
-    /// nodestatus for what each node's agent last programmed.
+    /// The kind: namespace, pod, node, serviceaccount, networkpolicy or netpol (Calico's, as in
+    /// calicoctl), globalnetworkpolicy, tier, networkset, globalnetworkset, ippool,
+    /// workloadendpoint, or networkpolicy.networking.k8s.io (also networkpolicies.networking.k8s.io
+    /// and knp) for Kubernetes NetworkPolicy; and nodestatus for what each node's agent last
+    /// programmed.
     kind: String,
     /// One object by name.
     name: Option<String>,
@@ -32,6 +41,10 @@ pub struct GetArguments {
     /// Every namespace.
     #[arg(short = 'A', long)]
     all_namespaces: bool,
+    /// Only objects whose labels match this Kubernetes label selector, e.g.
+    /// `app=web,tier!=db,env in (prod,staging),!legacy`.
+    #[arg(short = 'l', long = "selector")]
+    selector: Option<String>,
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     output: GetFormat,
     #[command(flatten)]
@@ -71,12 +84,18 @@ pub fn parse_kind(text: &str) -> Result<Kind, String> {
     Ok(kind)
 }
 
-pub fn run(arguments: &GetArguments) -> Result<ExitCode, String> {
+pub fn run(arguments: &GetArguments, out: &mut Output) -> Result<ExitCode, Failure> {
+    let selector = LabelSelector::parse(arguments.selector.as_deref().unwrap_or_default())?;
     if matches!(
         arguments.kind.to_lowercase().as_str(),
         "nodestatus" | "nodestatuses"
     ) {
-        return node_status(arguments);
+        if arguments.selector.is_some() {
+            return Err("nodestatus has no labels, so -l cannot select among them"
+                .to_string()
+                .into());
+        }
+        return node_status(arguments, out);
     }
     let kind = parse_kind(&arguments.kind)?;
     let store = arguments.datastore.open()?;
@@ -105,6 +124,7 @@ pub fn run(arguments: &GetArguments) -> Result<ExitCode, String> {
                 .as_ref()
                 .is_none_or(|name| &resource.metadata().name == name)
         })
+        .filter(|resource| selector.matches(&resource.metadata().labels))
         .collect();
     if let Some(name) = &arguments.name
         && selected.is_empty()
@@ -112,7 +132,16 @@ pub fn run(arguments: &GetArguments) -> Result<ExitCode, String> {
         let place = namespace_filter
             .map(|namespace| format!(" in namespace {namespace}"))
             .unwrap_or_default();
-        return Err(format!("{} {name} not found{place}", kind.name().to_lowercase()));
+        return Err(format!("{} {name} not found{place}", kind.name().to_lowercase()).into());
+    }
+    // kubectl: an empty list is not an error; the note goes to stderr so pipes see nothing.
+    // JSON and YAML print the empty List instead, which is the answer in that format.
+    if selected.is_empty() && !matches!(arguments.output, GetFormat::Json | GetFormat::Yaml) {
+        match &namespace_filter {
+            Some(namespace) => eprintln!("No resources found in {namespace} namespace."),
+            None => eprintln!("No resources found"),
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     match arguments.output {
         GetFormat::Yaml | GetFormat::Json => {
@@ -121,23 +150,41 @@ pub fn run(arguments: &GetArguments) -> Result<ExitCode, String> {
                 (true, 1) => manifests.into_iter().next().unwrap_or(Value::Null),
                 _ => serde_json::json!({"apiVersion": "v1", "kind": "List", "items": manifests}),
             };
-            if arguments.output == GetFormat::Json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&value).map_err(|error| error.to_string())?
-                );
-            } else {
-                print!("{}", sluice_api::document::to_yaml(&value));
+            write_document(out, &value, arguments.output)?;
+        }
+        GetFormat::Name => {
+            for resource in &selected {
+                writeln!(out, "{}/{}", qualified_kind(kind), resource.metadata().name)?;
             }
         }
-        GetFormat::Table | GetFormat::Wide => print_table(
+        GetFormat::Table | GetFormat::Wide => write_resource_table(
+            out,
             kind,
             &selected,
             arguments.output == GetFormat::Wide,
             namespace_filter.is_none(),
-        ),
+        )?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The kind as `-o name` prints it: `networkpolicy.projectcalico.org`,
+/// `networkpolicy.networking.k8s.io`, and `pod` for the core group, as kubectl does.
+pub fn qualified_kind(kind: Kind) -> String {
+    let name = kind.name().to_lowercase();
+    match kind.api_version().split_once('/') {
+        Some((group, _)) => format!("{name}.{group}"),
+        None => name,
+    }
+}
+
+fn write_document(out: &mut Output, value: &Value, format: GetFormat) -> Result<(), Failure> {
+    if format == GetFormat::Json {
+        let text = serde_json::to_string_pretty(value).map_err(|error| error.to_string())?;
+        writeln!(out, "{text}")
+    } else {
+        write!(out, "{}", sluice_api::document::to_yaml(value))
+    }
 }
 
 fn with_version(resource: &Resource) -> Value {
@@ -148,7 +195,13 @@ fn with_version(resource: &Resource) -> Value {
     manifest
 }
 
-fn print_table(kind: Kind, resources: &[&Resource], wide: bool, show_namespace: bool) {
+fn write_resource_table(
+    out: &mut Output,
+    kind: Kind,
+    resources: &[&Resource],
+    wide: bool,
+    show_namespace: bool,
+) -> Result<(), Failure> {
     let show_namespace = show_namespace && kind.is_namespaced();
     let mut header = Vec::new();
     if show_namespace {
@@ -172,17 +225,7 @@ fn print_table(kind: Kind, resources: &[&Resource], wide: bool, show_namespace: 
         row.push(resource.metadata().resource_version.clone().unwrap_or_default());
         rows.push(row);
     }
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|column| rows.iter().map(|row| row[column].len()).max().unwrap_or(0))
-        .collect();
-    for row in rows {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:width$}"))
-            .collect();
-        println!("{}", cells.join("   ").trim_end());
-    }
+    write_table(out, &rows)
 }
 
 /// Kind-specific columns: (title, value); values empty when `resource` is `None`.
@@ -312,7 +355,7 @@ fn columns(kind: Kind, resource: Option<&Resource>, wide: bool) -> Vec<(String, 
 }
 
 /// What each node's agent last programmed, and why it could not, if it could not.
-fn node_status(arguments: &GetArguments) -> Result<ExitCode, String> {
+fn node_status(arguments: &GetArguments, out: &mut Output) -> Result<ExitCode, Failure> {
     let store = arguments.datastore.open()?;
     let (values, _) = store
         .list(sluice_agent::STATUS_PREFIX)
@@ -324,57 +367,78 @@ fn node_status(arguments: &GetArguments) -> Result<ExitCode, String> {
             arguments.name.as_ref().is_none_or(|name| &status.node == name)
         })
         .collect();
+    if let Some(name) = &arguments.name
+        && statuses.is_empty()
+    {
+        return Err(format!("nodestatus {name} not found").into());
+    }
     match arguments.output {
-        GetFormat::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&statuses).map_err(|error| error.to_string())?
-        ),
-        GetFormat::Yaml => {
+        GetFormat::Json | GetFormat::Yaml => {
             let value = serde_json::to_value(&statuses).map_err(|error| error.to_string())?;
-            print!("{}", sluice_api::document::to_yaml(&value));
+            write_document(out, &value, arguments.output)?;
+        }
+        _ if statuses.is_empty() => eprintln!("No resources found"),
+        GetFormat::Name => {
+            for status in &statuses {
+                writeln!(out, "nodestatus/{}", status.node)?;
+            }
         }
         GetFormat::Table | GetFormat::Wide => {
             // IN SYNC is `unknown (stale)` for a record older than STALE_HEARTBEATS heartbeats
             // (a dead agent), `unknown (stopped)` after its agent stopped.
             let now = std::time::SystemTime::now();
-            println!(
-                "NODE   IN SYNC   AGE   PROGRAMMED   SEEN   ENDPOINTS   RULES   ELEMENTS   ROUTES   ERROR"
-            );
+            let mut rows = vec![
+                [
+                    "NODE",
+                    "IN SYNC",
+                    "AGE",
+                    "PROGRAMMED",
+                    "SEEN",
+                    "ENDPOINTS",
+                    "RULES",
+                    "ELEMENTS",
+                    "ROUTES",
+                    "ERROR",
+                ]
+                .map(String::from)
+                .to_vec(),
+            ];
             for status in statuses {
-                println!(
-                    "{}   {}   {}   {}   {}   {}   {}   {}   {}   {}",
-                    status.node,
-                    status.sync_state(now),
+                let error = [
+                    status.error.clone(),
+                    status.warning.clone().map(|warning| format!("warning: {warning}")),
+                    status.route_error.clone().map(|error| format!("routes: {error}")),
+                ]
+                .into_iter()
+                .flatten()
+                .chain(
+                    status
+                        .unprogrammed_endpoints
+                        .iter()
+                        .map(|endpoint| format!("not programmed: {endpoint}")),
+                )
+                .chain(
+                    status
+                        .left_out_objects
+                        .iter()
+                        .map(|object| format!("left out: {object}")),
+                )
+                .collect::<Vec<_>>()
+                .join("; ");
+                rows.push(vec![
+                    status.node.clone(),
+                    status.sync_state(now).to_string(),
                     sluice_agent::format_age(status.age(now)),
-                    status.programmed_revision,
-                    status.seen_revision,
-                    status.local_endpoints,
-                    status.rules,
-                    status.set_elements,
-                    status.routes,
-                    [
-                        status.error,
-                        status.warning.map(|warning| format!("warning: {warning}")),
-                        status.route_error.map(|error| format!("routes: {error}"))
-                    ]
-                    .into_iter()
-                    .flatten()
-                    .chain(
-                        status
-                            .unprogrammed_endpoints
-                            .iter()
-                            .map(|endpoint| format!("not programmed: {endpoint}"))
-                    )
-                    .chain(
-                        status
-                            .left_out_objects
-                            .iter()
-                            .map(|object| format!("left out: {object}"))
-                    )
-                    .collect::<Vec<_>>()
-                    .join("; ")
-                );
+                    status.programmed_revision.to_string(),
+                    status.seen_revision.to_string(),
+                    status.local_endpoints.to_string(),
+                    status.rules.to_string(),
+                    status.set_elements.to_string(),
+                    status.routes.to_string(),
+                    error,
+                ]);
             }
+            write_table(out, &rows)?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -9,6 +9,7 @@ use clap::{Subcommand, ValueEnum};
 use sluice_ipam::{Grouping, Ipam};
 
 use crate::datastore::DatastoreArguments;
+use crate::output::{Failure, Output, write_table};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum By {
@@ -62,7 +63,7 @@ fn open_or_create(datastore: &DatastoreArguments) -> Result<Ipam, String> {
     Ok(Ipam::new(Arc::from(datastore.open_or_create()?)))
 }
 
-pub fn run(command: &IpamCommand) -> Result<ExitCode, String> {
+pub fn run(command: &IpamCommand, out: &mut Output) -> Result<ExitCode, Failure> {
     match command {
         IpamCommand::Show {
             by,
@@ -78,10 +79,11 @@ pub fn run(command: &IpamCommand) -> Result<ExitCode, String> {
             };
             let groups = report.group_by(grouping);
             if *output == IpamFormat::Json {
-                println!(
+                writeln!(
+                    out,
                     "{}",
                     serde_json::to_string_pretty(&groups).map_err(|error| error.to_string())?
-                );
+                )?;
                 return Ok(ExitCode::SUCCESS);
             }
             let title = match by {
@@ -100,9 +102,9 @@ pub fn run(command: &IpamCommand) -> Result<ExitCode, String> {
                     ]
                 })
                 .collect();
-            print_rows(&[title, "ALLOCATED", "ADDRESS RANGES", "BLOCKS"], &rows);
+            print_rows(out, &[title, "ALLOCATED", "ADDRESS RANGES", "BLOCKS"], &rows)?;
             if *addresses {
-                println!();
+                writeln!(out)?;
                 let rows: Vec<[String; 4]> = report
                     .allocations
                     .iter()
@@ -115,21 +117,23 @@ pub fn run(command: &IpamCommand) -> Result<ExitCode, String> {
                         ]
                     })
                     .collect();
-                print_rows(&["ADDRESS", "POD", "NODE", "POOL"], &rows);
+                print_rows(out, &["ADDRESS", "POD", "NODE", "POOL"], &rows)?;
             }
             Ok(ExitCode::SUCCESS)
         }
         IpamCommand::Check { output, datastore } => {
             let report = open(datastore)?.check().map_err(|error| error.to_string())?;
             if *output == IpamFormat::Json {
-                println!(
+                writeln!(
+                    out,
                     "{}",
                     serde_json::to_string_pretty(&report).map_err(|error| error.to_string())?
-                );
+                )?;
             } else {
-                println!("{} allocated address(es) checked", report.allocations);
+                writeln!(out, "{} allocated address(es) checked", report.allocations)?;
                 for leaked in &report.leaked {
-                    println!(
+                    writeln!(
+                        out,
                         "leaked: {} (handle {}, pod {}/{} on {}): no workload endpoint holds it; `sluice ipam release {}`",
                         leaked.address,
                         leaked.handle,
@@ -137,19 +141,20 @@ pub fn run(command: &IpamCommand) -> Result<ExitCode, String> {
                         leaked.pod,
                         leaked.node,
                         leaked.address
-                    );
+                    )?;
                 }
                 for problem in &report.doubly_owned {
-                    println!(
+                    writeln!(
+                        out,
                         "owned twice: {}",
                         serde_json::to_string(problem).map_err(|error| error.to_string())?
-                    );
+                    )?;
                 }
                 for problem in &report.endpoint_problems {
                     println!("endpoint: {problem}");
                 }
                 if report.is_clean() {
-                    println!("no leaked or doubly-owned addresses");
+                    writeln!(out, "no leaked or doubly-owned addresses")?;
                 }
             }
             Ok(if report.is_clean() {
@@ -162,16 +167,16 @@ pub fn run(command: &IpamCommand) -> Result<ExitCode, String> {
             let ipam = open_or_create(datastore)?;
             match target.parse::<IpAddr>() {
                 Ok(address) => match ipam.release_address(address).map_err(|error| error.to_string())? {
-                    Some(released) => println!("released {address} (handle {})", released.handle),
-                    None => return Err(format!("{address} is not allocated")),
+                    Some(released) => writeln!(out, "released {address} (handle {})", released.handle)?,
+                    None => return Err(format!("{address} is not allocated").into()),
                 },
                 Err(_) => {
                     let released = ipam.release(target).map_err(|error| error.to_string())?;
                     if released.is_empty() {
-                        println!("handle {target} holds no addresses");
+                        writeln!(out, "handle {target} holds no addresses")?;
                     }
                     for address in released {
-                        println!("released {address}");
+                        writeln!(out, "released {address}")?;
                     }
                 }
             }
@@ -191,23 +196,12 @@ fn join(networks: &[ipnet::IpNet]) -> String {
         .join(", ")
 }
 
-fn print_rows<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
-    let mut widths: Vec<usize> = header.iter().map(|title| title.len()).collect();
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:width$}"))
-            .collect();
-        println!("{}", padded.join("   ").trim_end());
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
+fn print_rows<const N: usize>(
+    out: &mut Output,
+    header: &[&str; N],
+    rows: &[[String; N]],
+) -> Result<(), Failure> {
+    let mut table = vec![header.iter().map(|title| title.to_string()).collect()];
+    table.extend(rows.iter().map(|row| row.to_vec()));
+    write_table(out, &table)
 }

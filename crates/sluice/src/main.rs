@@ -10,11 +10,14 @@ mod explain;
 mod flows;
 mod get;
 mod ipam;
+mod label_selector;
+mod output;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use output::{Failure, Output};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,7 +34,7 @@ struct Cli {
 enum Command {
     /// Check manifests and report every error with file, line, column and field.
     Validate {
-        /// Files or directories of YAML/JSON manifests.
+        /// Files or directories of YAML/JSON manifests; `-` reads standard input.
         #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
         paths: Vec<PathBuf>,
     },
@@ -58,34 +61,44 @@ enum Command {
     Agent(AgentArguments),
 }
 
+/// `-o` of `explain` and `connectivity`: each honours all four.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
+    /// For people: a trace, a matrix, or one line a flow.
     Text,
+    /// One JSON document.
     Json,
+    /// One JSON object a line.
     Jsonl,
+    /// Comma-separated values with a header line.
     Csv,
 }
 
 fn main() -> ExitCode {
+    output::catch_print_panics();
     let cli = Cli::parse();
+    let mut out = output::Output::stdout();
     let result = match cli.command {
-        Command::Validate { paths } => validate(&paths),
-        Command::Explain(arguments) => explain::run(&arguments),
-        Command::Connectivity(arguments) => connectivity::run(&arguments),
-        Command::Apply(arguments) => apply::apply(&arguments),
-        Command::Get(arguments) => get::run(&arguments),
-        Command::Delete(arguments) => apply::delete(&arguments),
-        Command::Agent(arguments) => run_agent(&arguments),
-        Command::Ipam(command) => ipam::run(&command),
-        Command::Lab(command) => binaries().and_then(|(sluice, cni)| sluice_lab::run(command, &sluice, &cni)),
-        Command::Demo => binaries().and_then(|(sluice, cni)| sluice_lab::demo(&sluice, &cni)),
+        Command::Validate { paths } => validate(&paths, &mut out),
+        Command::Explain(arguments) => explain::run(&arguments, &mut out),
+        Command::Connectivity(arguments) => connectivity::run(&arguments, &mut out),
+        Command::Apply(arguments) => apply::apply(&arguments).map_err(Failure::from),
+        Command::Get(arguments) => get::run(&arguments, &mut out),
+        Command::Delete(arguments) => apply::delete(&arguments).map_err(Failure::from),
+        Command::Agent(arguments) => run_agent(&arguments).map_err(Failure::from),
+        Command::Ipam(command) => ipam::run(&command, &mut out),
+        Command::Lab(command) => binaries()
+            .and_then(|(sluice, cni)| sluice_lab::run(command, &sluice, &cni))
+            .map_err(Failure::from),
+        Command::Demo => binaries()
+            .and_then(|(sluice, cni)| sluice_lab::demo(&sluice, &cni))
+            .map_err(Failure::from),
     };
-    match result {
+    // What a command printed before it failed is still shown, then its error.
+    let flushed = out.flush();
+    match result.and_then(|code| flushed.map(|()| code)) {
         Ok(code) => code,
-        Err(message) => {
-            eprintln!("error: {message}");
-            ExitCode::FAILURE
-        }
+        Err(failure) => failure.exit_code(),
     }
 }
 
@@ -142,8 +155,8 @@ fn binaries() -> Result<(PathBuf, PathBuf), String> {
     Ok((sluice, cni))
 }
 
-fn validate(paths: &[PathBuf]) -> Result<ExitCode, String> {
+fn validate(paths: &[PathBuf], out: &mut Output) -> Result<ExitCode, Failure> {
     let resources = diagnostics::load_or_report(paths)?;
-    println!("{} resources valid", resources.len());
+    writeln!(out, "{} resources valid", resources.len())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -229,3 +229,107 @@ fn a_tcp_flow_without_a_port_is_refused() {
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("needs a port"));
 }
+
+fn sluice_with_input(arguments: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(arguments)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the sluice binary runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    // A writer thread, so a command that fails early cannot block the test on a full pipe.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    output
+}
+
+/// Every manifest of the examples directory, as one stream of YAML documents.
+fn examples_as_one_stream() -> String {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(examples())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|extension| extension == "yaml"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|path| std::fs::read_to_string(path).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
+#[test]
+fn validate_explain_and_connectivity_read_standard_input_for_dash() {
+    let manifests = examples_as_one_stream();
+    let from_files = sluice(&["validate", "-f", examples().to_str().unwrap()]);
+    let output = sluice_with_input(&["validate", "-f", "-"], manifests.as_bytes());
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output), stdout(&from_files));
+
+    let flow = ["--from", "prod/web", "--to", "198.51.100.70", "--port", "443"];
+    let mut arguments = vec!["explain", "-f", "-"];
+    arguments.extend(flow);
+    let output = sluice_with_input(&arguments, manifests.as_bytes());
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).starts_with("DENY prod/web -> 198.51.100.70"),
+        "{}",
+        stdout(&output)
+    );
+
+    let output = sluice_with_input(
+        &["connectivity", "-f", "-", "--ports", "tcp/443", "-o", "csv"],
+        manifests.as_bytes(),
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("tcp/443,prod/web,198.51.100.64/26,198.51.100.65,deny"),
+        "{}",
+        stdout(&output)
+    );
+}
+
+#[test]
+fn an_error_in_a_huge_one_line_document_shows_a_short_snippet_at_the_right_column() {
+    let nets = vec!["10.0.0.0/8"; 320_000];
+    let document = format!(
+        "{{\"apiVersion\": \"projectcalico.org/v3\", \"kind\": \"GlobalNetworkSet\", \"metadata\": {{\"name\": \"big\"}}, \"spec\": {{\"nets\": {}}}}}",
+        serde_json::to_string(&nets)
+            .unwrap()
+            .replace("]", ", \"10.0.0.0/33\"]")
+    );
+    assert!(document.len() > 4_000_000 && !document.contains('\n'));
+    let column = document.find("\"10.0.0.0/33\"").unwrap() + 1;
+    let path = temporary_file("big.json", &document);
+    let output = sluice(&["validate", "-f", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let errors = stderr(&output);
+    assert!(errors.len() < 2_000, "{} bytes of stderr", errors.len());
+    assert!(
+        errors.contains(&format!("{}:1:{column}", path.display())),
+        "{errors}"
+    );
+    let lines: Vec<&str> = errors.lines().collect();
+    let snippet = lines
+        .iter()
+        .position(|line| line.starts_with("1 | "))
+        .unwrap_or_else(|| panic!("no snippet: {errors}"));
+    let shown: Vec<char> = lines[snippet]["1 | ".len()..].chars().collect();
+    let caret = lines[snippet + 1]
+        .strip_prefix("  | ")
+        .and_then(|padding| padding.strip_suffix('^'))
+        .unwrap_or_else(|| panic!("no caret: {errors}"))
+        .chars()
+        .count();
+    assert!(shown[0] == '…', "{errors}");
+    let pointed: String = shown[caret..].iter().collect();
+    assert!(pointed.starts_with("\"10.0.0.0/33\"]}}"), "{errors}");
+}

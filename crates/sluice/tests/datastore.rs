@@ -313,3 +313,191 @@ fn ip_pools_keep_their_cidr_and_do_not_overlap() {
         text(&output.stderr)
     );
 }
+
+impl Datastore {
+    fn sluice_with_input(&self, arguments: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(arguments)
+            .env("SLUICE_DATASTORE", self.address())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the sluice binary runs");
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
+const PARTNERS: &str = "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: {name: partners, labels: {role: partner}}\nspec: {nets: [203.0.113.0/24]}\n";
+
+#[test]
+fn apply_and_delete_read_standard_input_for_dash() {
+    let store = Datastore::new("stdin");
+    let output = store.sluice_with_input(&["apply", "-f", "-"], PARTNERS);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stdout).contains("globalnetworkset partners created"),
+        "{}",
+        text(&output.stdout)
+    );
+    let listed = store.sluice(&["get", "globalnetworkset", "-o", "name"]);
+    assert_eq!(
+        text(&listed.stdout),
+        "globalnetworkset.projectcalico.org/partners\n"
+    );
+    let output = store.sluice_with_input(&["delete", "-f", "-"], PARTNERS);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let listed = store.sluice(&["get", "globalnetworkset"]);
+    assert!(listed.stdout.is_empty(), "{}", text(&listed.stdout));
+
+    // An error in standard input is named and shown like one in a file; nothing is written.
+    let bad = PARTNERS.replace("203.0.113.0/24", "203.0.113.0/33");
+    let output = store.sluice_with_input(&["apply", "-f", "-"], &bad);
+    assert_eq!(output.status.code(), Some(1));
+    let errors = text(&output.stderr);
+    assert!(errors.contains("--> <stdin>:4:"), "{errors}");
+    assert!(errors.contains("4 | spec: {nets: [203.0.113.0/33]}"), "{errors}");
+    assert!(store.sluice(&["get", "globalnetworkset"]).stdout.is_empty());
+
+    let twice = store.sluice_with_input(&["apply", "-f", "-", "-f", "-"], PARTNERS);
+    assert_eq!(twice.status.code(), Some(1));
+    assert!(
+        text(&twice.stderr).contains("more than once"),
+        "{}",
+        text(&twice.stderr)
+    );
+}
+
+#[test]
+fn get_selects_by_kubernetes_label_selector() {
+    let store = Datastore::new("selector");
+    assert!(store.sluice(&["apply", "-f", &examples()]).status.success());
+    let names = |selector: &str| -> Vec<String> {
+        let output = store.sluice(&["get", "pods", "-A", "-l", selector, "-o", "name"]);
+        assert!(output.status.success(), "{selector}: {}", text(&output.stderr));
+        let mut names: Vec<String> = text(&output.stdout).lines().map(str::to_string).collect();
+        names.sort();
+        names
+    };
+    // prod/web and staging/web are app=web,tier=frontend; prod/payments app=payments,
+    // tier=backend; kube-system/coredns k8s-app=kube-dns; monitoring/prometheus app=prometheus.
+    assert_eq!(names("app=web"), ["pod/web", "pod/web"]);
+    assert_eq!(names("app==payments,tier=backend"), ["pod/payments"]);
+    assert_eq!(
+        names("app in (payments, prometheus)"),
+        ["pod/payments", "pod/prometheus"]
+    );
+    assert_eq!(names("app,app notin (web,payments)"), ["pod/prometheus"]);
+    assert_eq!(
+        names("tier!=frontend,!k8s-app"),
+        ["pod/payments", "pod/prometheus"]
+    );
+    assert_eq!(names("k8s-app"), ["pod/coredns"]);
+    let selected = store.sluice(&["get", "pods", "-n", "prod", "--selector", "tier=frontend"]);
+    let table = text(&selected.stdout);
+    assert!(table.contains("web") && !table.contains("payments"), "{table}");
+
+    let bad = store.sluice(&["get", "pods", "-l", "app in (web"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("label selector `app in (web`: `(` without `)`"),
+        "{}",
+        text(&bad.stderr)
+    );
+}
+
+#[test]
+fn get_names_kinds_as_kubectl_and_calicoctl_do() {
+    let store = Datastore::new("kinds");
+    assert!(store.sluice(&["apply", "-f", &examples()]).status.success());
+    let get = |arguments: &[&str]| text(&store.sluice(arguments).stdout);
+    // networkpolicy and netpol are Calico's, as in calicoctl.
+    for kind in ["networkpolicy", "netpol", "networkpolicies.projectcalico.org"] {
+        assert_eq!(
+            get(&["get", kind, "-n", "prod", "-o", "name"]),
+            "networkpolicy.projectcalico.org/payments-to-card-processor\nnetworkpolicy.projectcalico.org/web-to-partners\n",
+            "{kind}"
+        );
+    }
+    // The group names Kubernetes' NetworkPolicy.
+    for kind in [
+        "networkpolicy.networking.k8s.io",
+        "networkpolicies.networking.k8s.io",
+        "knp",
+    ] {
+        assert_eq!(
+            get(&["get", kind, "-n", "prod", "-o", "name"]),
+            "networkpolicy.networking.k8s.io/payments-ingress\n",
+            "{kind}"
+        );
+    }
+    assert_eq!(
+        get(&["get", "namespace", "prod", "-o", "name"]),
+        "namespace/prod\n"
+    );
+}
+
+#[test]
+fn an_empty_get_says_so_on_stderr_and_succeeds() {
+    let store = Datastore::new("empty");
+    assert!(store.sluice(&["apply", "-f", &examples()]).status.success());
+    for (arguments, message) in [
+        (&["get", "pods"][..], "No resources found in default namespace.\n"),
+        (
+            &["get", "pods", "-n", "empty"][..],
+            "No resources found in empty namespace.\n",
+        ),
+        (
+            &["get", "pods", "-A", "-l", "app=none"][..],
+            "No resources found\n",
+        ),
+        (
+            &["get", "ippools", "-l", "app=none", "-o", "name"][..],
+            "No resources found\n",
+        ),
+        (&["get", "nodestatus"][..], "No resources found\n"),
+    ] {
+        let output = store.sluice(arguments);
+        assert!(output.status.success(), "{arguments:?}: {}", text(&output.stderr));
+        assert!(
+            output.stdout.is_empty(),
+            "{arguments:?}: {}",
+            text(&output.stdout)
+        );
+        assert_eq!(text(&output.stderr), message, "{arguments:?}");
+    }
+    // JSON and YAML answer with the empty List.
+    let output = store.sluice(&["get", "pods", "-o", "json"]);
+    let list: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(list["items"], serde_json::json!([]));
+}
+
+#[test]
+fn delete_ignore_not_found_succeeds_quietly_for_what_is_missing() {
+    let store = Datastore::new("ignore-not-found");
+    assert!(store.sluice(&["apply", "-f", &examples()]).status.success());
+    let output = store.sluice(&["delete", "globalnetworkpolicy", "nothing", "--ignore-not-found"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(output.stdout.is_empty(), "{}", text(&output.stdout));
+    assert!(output.stderr.is_empty(), "{}", text(&output.stderr));
+    // What exists is still deleted, and said.
+    let output = store.sluice(&[
+        "delete",
+        "globalnetworkpolicy",
+        "allow-cluster-dns",
+        "--ignore-not-found",
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(
+        text(&output.stdout),
+        "globalnetworkpolicy allow-cluster-dns deleted\n"
+    );
+    // By manifest, the missing ones are skipped and the rest deleted.
+    let partners = store.file("partners.yaml", PARTNERS);
+    let output = store.sluice(&["delete", "-f", &partners, "--ignore-not-found"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let output = store.sluice(&["delete", "globalnetworkpolicy", "nothing"]);
+    assert_eq!(output.status.code(), Some(1));
+}
