@@ -538,6 +538,21 @@ impl Loader {
                 .collect();
             self.located_fields.insert(key.clone(), positions);
         }
+        // Calico refuses a pool CIDR with host bits (`validateIPPoolSpec`); the parsed value is
+        // masked, so look at the text.
+        if kind == Kind::IpPool
+            && let Some(text) = document.value["spec"]["cidr"].as_str()
+            && let Ok(network) = text.parse::<ipnet::IpNet>()
+            && network != network.trunc()
+        {
+            report.error(
+                "spec.cidr",
+                format!(
+                    "IP pool CIDR is not strictly masked: `{text}` has address bits set past the prefix; write {}",
+                    network.trunc()
+                ),
+            );
+        }
         self.seen.insert(key, origin.clone());
         if let Some(tier) = value.tier_reference().filter(|tier| !tier.is_empty()) {
             let position = document.position_of("spec.tier");

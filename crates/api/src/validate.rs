@@ -573,7 +573,22 @@ pub fn ip_pool(pool: &IpPool, report: &mut Report) {
             format!("blockSize {block_size} is out of range; expected {minimum} to {maximum} for this address family"),
         );
     }
-    if spec.cidr.0.prefix_len() > block_size {
+    // Calico's `validateIPPoolSpec`: clear of link-local (strict masking is checked on the text, in
+    // `load`, since the parsed CIDR is masked), at least one block
+    // (the last only while the pool is enabled).
+    let link_local: ipnet::IpNet = match spec.cidr.0 {
+        ipnet::IpNet::V4(_) => "169.254.0.0/16".parse().expect("a network"),
+        ipnet::IpNet::V6(_) => "fe80::/10".parse().expect("a network"),
+    };
+    if link_local.contains(&spec.cidr.0.network()) || spec.cidr.0.contains(&link_local.network()) {
+        report.error(
+            "spec.cidr",
+            format!(
+                "IP pool range overlaps with the link-local range {link_local}, which pods' gateways use"
+            ),
+        );
+    }
+    if !spec.disabled && spec.cidr.0.prefix_len() > block_size {
         report.error(
             "spec.blockSize",
             format!("the pool {} is smaller than one /{block_size} block", spec.cidr),

@@ -989,11 +989,7 @@ fn cidrs_are_masked() {
         .unwrap();
     assert_eq!(block.cidr.to_string(), "10.1.0.0/16");
     assert_eq!(block.except[0].to_string(), "10.1.2.0/24");
-
-    let set = load(
-        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p\nspec:\n  cidr: 10.0.5.9/16\n",
-    );
-    assert_eq!(set.ip_pools[0].spec.cidr.to_string(), "10.0.0.0/16");
+    // Pool CIDRs are the exception: Calico refuses host bits there (`ip_pools_follow_calicos_cidr_rules`).
 }
 
 // ---- Regressions found by fuzzing (fuzz/ manifest_loader) ----------------------------------
@@ -1097,4 +1093,48 @@ fn a_workload_endpoint_needs_an_interface_name_the_kernel_can_have() {
         "spec.interfaceName",
         "not an interface name",
     );
+}
+
+#[test]
+fn ip_pools_follow_calicos_cidr_rules() {
+    let pool = |spec: &str| {
+        format!("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p\nspec:\n  {spec}\n")
+    };
+    // validateIPPoolSpec (libcalico-go/lib/validator/v3/validator.go).
+    assert_error(
+        &pool("cidr: 10.1.2.3/16"),
+        6,
+        9,
+        "spec.cidr",
+        "not strictly masked",
+    );
+    assert_error(&pool("cidr: 10.1.2.3/16"), 6, 9, "spec.cidr", "write 10.1.0.0/16");
+    assert_error(
+        &pool("cidr: 169.254.0.0/20"),
+        6,
+        9,
+        "spec.cidr",
+        "link-local range 169.254.0.0/16",
+    );
+    assert_error(&pool("cidr: 160.0.0.0/4"), 6, 9, "spec.cidr", "link-local");
+    assert_error(
+        &pool("cidr: fe80::/64"),
+        6,
+        9,
+        "spec.cidr",
+        "link-local range fe80::/10",
+    );
+    // A disabled pool may be smaller than a block; an enabled one may not.
+    assert_error(
+        &pool("cidr: 10.0.0.0/28"),
+        6,
+        3,
+        "spec.blockSize",
+        "smaller than one /26 block",
+    );
+    load(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.0.0.0/28, disabled: true}\n",
+    );
+    load(&pool("cidr: 10.1.0.0/16"));
+    load(&pool("cidr: 2001:db8::/64"));
 }

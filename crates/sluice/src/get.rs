@@ -75,10 +75,29 @@ pub fn parse_kind(text: &str) -> Result<Kind, String> {
         "globalnetworkset" | "globalnetworksets" | "gns" => Kind::GlobalNetworkSet,
         "ippool" | "ippools" | "pool" | "pools" => Kind::IpPool,
         "workloadendpoint" | "workloadendpoints" | "wep" | "weps" => Kind::WorkloadEndpoint,
-        _ => {
-            return Err(format!(
-                "unknown kind `{text}`; use one of: namespace, pod, node, serviceaccount, networkpolicy, knp (Kubernetes NetworkPolicy), globalnetworkpolicy, tier, networkset, globalnetworkset, ippool, workloadendpoint"
-            ));
+        "felixconfig" | "felixconfigs" => Kind::FelixConfiguration,
+        "bgppeers" => Kind::BgpPeer,
+        // Calico's other kinds (stored, not enforced) by their name, singular or plural.
+        other => {
+            let singular = other.strip_suffix(".projectcalico.org").unwrap_or(other);
+            let found = Kind::ALL.iter().find(|(api_version, name, _)| {
+                let name = name.to_lowercase();
+                *api_version == "projectcalico.org/v3"
+                    && (singular == name
+                        || singular.strip_suffix('s') == Some(name.as_str())
+                        || singular.strip_suffix("es") == Some(name.as_str())
+                        || singular
+                            .strip_suffix("ies")
+                            .is_some_and(|stem| format!("{stem}y") == name))
+            });
+            match found {
+                Some((_, _, kind)) => *kind,
+                None => {
+                    return Err(format!(
+                        "unknown kind `{text}`; use one of: namespace, pod, node, serviceaccount, networkpolicy, knp (Kubernetes NetworkPolicy), globalnetworkpolicy, tier, networkset, globalnetworkset, ippool, workloadendpoint, or another projectcalico.org/v3 kind such as felixconfiguration or bgppeer"
+                    ));
+                }
+            }
         }
     };
     Ok(kind)
@@ -406,7 +425,10 @@ fn node_status(arguments: &GetArguments, out: &mut Output) -> Result<ExitCode, F
             for status in statuses {
                 let error = [
                     status.error.clone(),
-                    status.warning.clone().map(|warning| format!("warning: {warning}")),
+                    status
+                        .warning
+                        .clone()
+                        .map(|warning| format!("warning: {warning}")),
                     status.route_error.clone().map(|error| format!("routes: {error}")),
                 ]
                 .into_iter()

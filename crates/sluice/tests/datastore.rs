@@ -501,3 +501,42 @@ fn delete_ignore_not_found_succeeds_quietly_for_what_is_missing() {
     let output = store.sluice(&["delete", "globalnetworkpolicy", "nothing"]);
     assert_eq!(output.status.code(), Some(1));
 }
+
+#[test]
+fn calico_kinds_that_are_not_enforced_apply_with_a_warning_and_are_listed() {
+    let store = Datastore::new("kept");
+    let manifests = store.file(
+        "calico.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: rack1-tor}\nspec: {peerIP: 192.0.2.1, asNumber: 64513}\n---\napiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec: {logSeverityScreen: Info}\n---\napiVersion: projectcalico.org/v3\nkind: StagedNetworkPolicy\nmetadata: {name: deny, namespace: prod}\nspec: {stagedAction: Set, selector: all()}\n",
+    );
+    let output = store.sluice(&["apply", "-f", &manifests]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let warnings = text(&output.stderr);
+    assert_eq!(warnings.matches("warning").count(), 3, "{warnings}");
+    assert!(
+        warnings.contains("BGPPeer rack1-tor is stored but not enforced"),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("does not use `logSeverityScreen`"),
+        "{warnings}"
+    );
+    for (kind, name) in [
+        ("bgppeers", "rack1-tor"),
+        ("felixconfiguration", "default"),
+        ("stagednetworkpolicies", "deny"),
+    ] {
+        let output = store.sluice(&["get", kind, "-A", "-o", "yaml"]);
+        assert!(output.status.success(), "{kind}: {}", text(&output.stderr));
+        assert!(
+            text(&output.stdout).contains(name),
+            "{kind}: {}",
+            text(&output.stdout)
+        );
+    }
+    // What `get` prints applies again as it is.
+    let exported = store.sluice(&["get", "bgppeer", "-o", "yaml"]);
+    let again = store.file("exported.yaml", &text(&exported.stdout));
+    let output = store.sluice(&["apply", "-f", &again]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+}
