@@ -537,10 +537,17 @@ impl Ipam {
         let mut pools = Vec::with_capacity(values.len());
         let mut skipped = Vec::new();
         for value in &values {
-            if let Resource::IpPool(pool) = decode_resource(value)? {
-                match unusable_pool(&pool) {
+            match decode_resource(value) {
+                Ok(Resource::IpPool(pool)) => match unusable_pool(&pool) {
                     Some(reason) => skipped.push(reason),
                     None => pools.push(pool),
+                },
+                Ok(_) => {}
+                // Decoding checks the pool as `apply` would: one that fails is left out, never
+                // the reason no pod on the node gets an address.
+                Err(error) => {
+                    let name = value.key.rsplit('/').next().unwrap_or(&value.key);
+                    skipped.push(format!("IP pool {name}: {error}, so it was skipped"));
                 }
             }
         }
