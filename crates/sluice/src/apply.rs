@@ -48,19 +48,6 @@ fn retry_races<T>(mut attempt: impl FnMut() -> Result<Attempt<T>, String>) -> Re
     ))
 }
 
-/// Whether a conflict comes from a guard (another writer changed what the checks read) rather
-/// than from an operation's own condition (a manifest's resourceVersion, a key to delete).
-fn raced(error: &StoreError, operations: &[Operation], guards: &[Guard]) -> bool {
-    let StoreError::Conflict { key, expected, .. } = error else {
-        return false;
-    };
-    let guard_key = guards.iter().any(|guard| match guard {
-        Guard::Key { key: guarded, .. } => guarded == key,
-        Guard::NoWriteUnder { prefix, .. } => expected.starts_with(&format!("nothing under {prefix}")),
-    });
-    guard_key || !operations.iter().any(|operation| operation.key() == key)
-}
-
 pub fn apply(arguments: &ApplyArguments) -> Result<ExitCode, String> {
     let store = arguments.datastore.open_or_create()?;
     let lines = retry_races(|| apply_once(arguments, store.as_ref()))?;
@@ -154,7 +141,7 @@ fn apply_once(arguments: &ApplyArguments, store: &dyn Store) -> Result<Attempt<V
     if !arguments.dry_run && !operations.is_empty() {
         match store.commit_if(&guards, &operations) {
             Ok(_) => {}
-            Err(error) if raced(&error, &operations, &guards) => return Ok(Attempt::Raced),
+            Err(error) if error.broke_a_guard(&guards, &operations) => return Ok(Attempt::Raced),
             Err(error) => return Err(conflict_message(error)),
         }
     }
@@ -339,7 +326,7 @@ fn delete_once(
     guards.dedup();
     match store.commit_if(&guards, &operations) {
         Ok(_) => Ok(Attempt::Done(())),
-        Err(error) if raced(&error, &operations, &guards) => Ok(Attempt::Raced),
+        Err(error) if error.broke_a_guard(&guards, &operations) => Ok(Attempt::Raced),
         Err(StoreError::Conflict { key, .. }) => {
             Err(format!("{} not found; nothing was deleted", describe_key(&key)))
         }

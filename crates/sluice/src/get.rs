@@ -76,7 +76,6 @@ pub fn parse_kind(text: &str) -> Result<Kind, String> {
         "ippool" | "ippools" | "pool" | "pools" => Kind::IpPool,
         "workloadendpoint" | "workloadendpoints" | "wep" | "weps" => Kind::WorkloadEndpoint,
         "felixconfig" | "felixconfigs" => Kind::FelixConfiguration,
-        "bgppeers" => Kind::BgpPeer,
         // Calico's other kinds (stored, not enforced) by their name, singular or plural.
         other => {
             let singular = other.strip_suffix(".projectcalico.org").unwrap_or(other);
@@ -423,13 +422,12 @@ fn node_status(arguments: &GetArguments, out: &mut Output) -> Result<ExitCode, F
                 .to_vec(),
             ];
             for status in statuses {
+                let state = status.sync_state(now);
+                let age = sluice_agent::format_age(status.age(now));
                 let error = [
-                    status.error.clone(),
-                    status
-                        .warning
-                        .clone()
-                        .map(|warning| format!("warning: {warning}")),
-                    status.route_error.clone().map(|error| format!("routes: {error}")),
+                    status.error,
+                    status.warning.map(|warning| format!("warning: {warning}")),
+                    status.route_error.map(|error| format!("routes: {error}")),
                 ]
                 .into_iter()
                 .flatten()
@@ -448,9 +446,9 @@ fn node_status(arguments: &GetArguments, out: &mut Output) -> Result<ExitCode, F
                 .collect::<Vec<_>>()
                 .join("; ");
                 rows.push(vec![
-                    status.node.clone(),
-                    status.sync_state(now).to_string(),
-                    sluice_agent::format_age(status.age(now)),
+                    status.node,
+                    state.to_string(),
+                    age,
                     status.programmed_revision.to_string(),
                     status.seen_revision.to_string(),
                     status.local_endpoints.to_string(),

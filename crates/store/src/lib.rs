@@ -229,8 +229,29 @@ pub(crate) fn check_condition(key: &str, condition: Condition, current: Option<R
 pub(crate) fn prefix_conflict(prefix: &str, after: Revision, key: &str, revision: Revision) -> StoreError {
     StoreError::Conflict {
         key: key.to_string(),
-        expected: format!("nothing under {prefix} written after revision {after}"),
+        expected: format!("{}{prefix} written after revision {after}", PREFIX_CONFLICT_TEXT),
         found: format!("revision {revision}"),
+    }
+}
+
+/// How a broken `NoWriteUnder` guard's conflict begins its `expected` text.
+const PREFIX_CONFLICT_TEXT: &str = "nothing under ";
+
+impl StoreError {
+    /// Whether this conflict came from one of `guards` (another writer changed what a check
+    /// read, so the caller should read and check again) rather than from a condition of one of
+    /// `operations` (a stale resource version, a key to delete that is gone).
+    pub fn broke_a_guard(&self, guards: &[Guard], operations: &[Operation]) -> bool {
+        let StoreError::Conflict { key, expected, .. } = self else {
+            return false;
+        };
+        let guarded = guards.iter().any(|guard| match guard {
+            Guard::Key { key: guarded, .. } => guarded == key,
+            Guard::NoWriteUnder { prefix, .. } => expected
+                .strip_prefix(PREFIX_CONFLICT_TEXT)
+                .is_some_and(|rest| rest.starts_with(prefix.as_str())),
+        });
+        guarded || !operations.iter().any(|operation| operation.key() == key)
     }
 }
 
