@@ -10,6 +10,7 @@
 
 pub mod calico;
 pub mod document;
+pub mod domain;
 pub mod kept;
 pub mod kubernetes;
 mod load;
