@@ -7,17 +7,28 @@
 //! applies transactions to it with nft's rules for add/create/flush/delete, for unit tests of
 //! what is rendered.
 //!
+//! [`SetElementWriter`] is the fast path for the elements of sets the ruleset declares (e.g.
+//! addresses learned from DNS, with a timeout each): one long-lived NETLINK_NETFILTER socket that
+//! sends each update as one nf_tables batch, with no process per update.
+//!
 //! [`tool`] finds and runs netfilter's command-line tools for the crates that need them.
 //!
 //! Architecture invariant: only this crate runs `nft`. It renders what it is given and knows
-//! nothing about policy.
+//! nothing about policy. It is the only writer of nftables: through `nft` for the ruleset, through
+//! netlink for set elements.
 #![forbid(unsafe_code)]
 
 mod backend;
+mod elements;
 mod fake;
+mod nfnetlink;
 mod objects;
 pub mod tool;
+mod writer;
 
 pub use backend::{Backend, CommandBackend, NftError, NftVersion};
+pub use elements::{ElementChange, ElementKey, ListedElement};
 pub use fake::FakeBackend;
+pub use nfnetlink::Culprit;
 pub use objects::*;
+pub use writer::{Operation, Refusal, SetElementError, SetElementWriter};
