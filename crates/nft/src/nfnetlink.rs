@@ -32,6 +32,7 @@ const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_CAPPED: u16 = 0x100;
 const NLM_F_ACK_TLVS: u16 = 0x200;
+const NLM_F_DUMP_INTR: u16 = 0x10;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLMSGERR_ATTR_MSG: u16 = 1;
@@ -320,6 +321,8 @@ pub(crate) enum Answer {
     Data {
         sequence: u32,
         message: u16,
+        /// NLM_F_DUMP_INTR: the ruleset changed while the dump ran, so it may be inconsistent.
+        interrupted: bool,
         attributes: Vec<u8>,
     },
 }
@@ -338,6 +341,7 @@ pub(crate) fn parse_answers(mut bytes: &[u8]) -> Result<Vec<Answer>, String> {
             message_type if message_type >> 8 == NFNL_SUBSYS_NFTABLES => Answer::Data {
                 sequence,
                 message: message_type & 0xff,
+                interrupted: buffer.flags() & NLM_F_DUMP_INTR != 0,
                 attributes: payload.get(NFGENMSG_LENGTH..).unwrap_or_default().to_vec(),
             },
             other => return Err(format!("unexpected netlink message type {other:#x}")),

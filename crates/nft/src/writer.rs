@@ -167,6 +167,15 @@ impl SetElementWriter {
                 match answer {
                     Answer::Data {
                         sequence: answered,
+                        interrupted: true,
+                        ..
+                    } if answered == sequence => {
+                        return Err(SetElementError::Protocol(format!(
+                            "set {set} of table {table} changed while it was listed; list it again"
+                        )));
+                    }
+                    Answer::Data {
+                        sequence: answered,
                         attributes,
                         ..
                     } if answered == sequence => {
@@ -312,7 +321,8 @@ impl Refusal {
             (EINVAL, _) => "invalid argument (a key that does not fit the set's type, or a timeout on a set \
                             declared without `flags timeout`)"
                 .into(),
-            (ENOSPC, _) => "the set is full (its `size`)".into(),
+            // What the kernel returns when a set holds its declared `size`.
+            (ENFILE, _) => "the set is full (its `size`)".into(),
             (EPERM, _) => "not permitted (writing nftables needs CAP_NET_ADMIN)".into(),
             (errno, _) => io::Error::from_raw_os_error(errno).to_string(),
         }
@@ -322,7 +332,7 @@ impl Refusal {
 const EPERM: i32 = 1;
 const ENOENT: i32 = 2;
 const EINVAL: i32 = 22;
-const ENOSPC: i32 = 28;
+const ENFILE: i32 = 23;
 
 impl fmt::Display for Refusal {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -350,5 +360,37 @@ impl fmt::Display for Refusal {
             write!(formatter, "; nothing in the batch was applied")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::Family;
+
+    #[test]
+    fn refusals_read_for_a_person() {
+        let whole = SetElementError::Refused(Box::new(Refusal::whole_batch(EPERM, None)));
+        assert_eq!(
+            whole.to_string(),
+            "the kernel refused the batch: not permitted (writing nftables needs CAP_NET_ADMIN) \
+             [Operation not permitted (os error 1)]; nothing in the batch was applied"
+        );
+        let element = Refusal {
+            errno: ENFILE,
+            operation: Operation::Adding,
+            table: Some(Table::new(Family::Inet, "sluice")),
+            set: Some("d1_v4".into()),
+            culprit: Culprit::Change(3),
+            key: Some("10.0.0.1 . 192.0.2.7".into()),
+            message: None,
+        };
+        assert!(!element.is_missing_set());
+        assert_eq!(
+            element.to_string(),
+            "the kernel refused adding to set d1_v4 of table inet sluice (change 3, element \
+             10.0.0.1 . 192.0.2.7): the set is full (its `size`) [Too many open files in system (os error 23)]; \
+             nothing in the batch was applied"
+        );
     }
 }

@@ -314,6 +314,29 @@ fn a_missing_set_or_table_is_a_clear_error_and_the_batch_applies_nothing() {
     assert_eq!(refusal.errno, 22, "{error}");
     assert!(error.to_string().contains("fd00::1 . 2001:db8::7"), "{error}");
 
+    // A set that holds its declared size refuses the element that would not fit, by key.
+    let declared = Command::new("ip")
+        .args(["netns", "exec", &namespace.0, "nft"])
+        .arg("add set inet sluice small { type ipv4_addr . ipv4_addr ; size 2 ; }")
+        .status()
+        .unwrap();
+    assert!(declared.success());
+    let three: Vec<ElementChange> = ["192.0.2.1", "192.0.2.2", "192.0.2.3"]
+        .into_iter()
+        .map(|learned| add("small", pair("10.0.0.1", learned), None))
+        .collect();
+    let error = writer.apply(&three).unwrap_err();
+    let SetElementError::Refused(refusal) = &error else {
+        panic!("{error}")
+    };
+    assert_eq!(
+        (refusal.errno, refusal.culprit),
+        (23, Culprit::Change(2)),
+        "{error}"
+    );
+    assert!(error.to_string().contains("the set is full"), "{error}");
+    assert!(writer.list(&table(), "small").unwrap().is_empty());
+
     let error = writer.list(&table(), "no_such_set").unwrap_err();
     assert!(error.to_string().contains("listing set no_such_set"), "{error}");
 }
