@@ -16,6 +16,7 @@
 mod cluster;
 pub mod config;
 mod datastore;
+pub mod dns;
 mod demo;
 pub mod probe;
 pub mod servers;
