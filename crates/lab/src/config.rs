@@ -217,7 +217,10 @@ impl LabFile {
         }
         check_name(&self.name).map_err(|message| Problem::at("name", message))?;
         if self.nodes.is_empty() || self.nodes.len() > MAX_NODES {
-            return Err(Problem::at("nodes", format!("a lab needs 1 to {MAX_NODES} nodes")));
+            return Err(Problem::at(
+                "nodes",
+                format!("a lab needs 1 to {MAX_NODES} nodes"),
+            ));
         }
         if self.outside.len() > MAX_OUTSIDE_HOSTS || self.pods.len() > MAX_PODS {
             return Err(Problem::anywhere(format!(
@@ -230,7 +233,10 @@ impl LabFile {
             sluice_api::meta::validate_subdomain_name(&node.name)
                 .map_err(|message| Problem::at(&field, format!("node `{}`: {message}", node.name)))?;
             if !node_names.insert(node.name.as_str()) {
-                return Err(Problem::at(&field, format!("node `{}` is listed twice", node.name)));
+                return Err(Problem::at(
+                    &field,
+                    format!("node `{}` is listed twice", node.name),
+                ));
             }
         }
         let mut hosts = BTreeSet::new();
@@ -310,9 +316,8 @@ impl LabFile {
             for (key, list) in lists {
                 for (position, name) in list.iter().enumerate() {
                     let field = format!("outside[{index}].{key}[{position}]");
-                    let pattern: DomainPattern = name
-                        .parse()
-                        .map_err(|message| Problem::at(&field, message))?;
+                    let pattern: DomainPattern =
+                        name.parse().map_err(|message| Problem::at(&field, message))?;
                     if pattern.is_wildcard() {
                         return Err(Problem::at(
                             &field,
@@ -324,7 +329,9 @@ impl LabFile {
                     if let Some(first) = seen.get(pattern.as_str()) {
                         return Err(Problem::at(
                             &field,
-                            format!("`{name}` is already given at {first}; each name belongs to one host, once"),
+                            format!(
+                                "`{name}` is already given at {first}; each name belongs to one host, once"
+                            ),
                         ));
                     }
                     seen.insert(pattern.as_str().to_string(), field);
@@ -395,10 +402,7 @@ impl Problem {
     }
 
     fn anywhere(message: String) -> Problem {
-        Problem {
-            field: None,
-            message,
-        }
+        Problem { field: None, message }
     }
 }
 
@@ -478,7 +482,10 @@ mod tests {
         let lab = LabFile::parse("lab.yaml", NAMED).unwrap();
         assert_eq!(lab.outside[0].names, ["api.partner.example"]);
         assert_eq!(lab.outside[0].cname, ["www.partner.example"]);
-        assert_eq!((lab.outside[0].dns_ttl(), lab.outside[1].dns_ttl()), (5, DEFAULT_DNS_TTL));
+        assert_eq!(
+            (lab.outside[0].dns_ttl(), lab.outside[1].dns_ttl()),
+            (5, DEFAULT_DNS_TTL)
+        );
         assert_eq!(lab.dns_address(), DEFAULT_DNS_ADDRESS);
         let moved = LabFile::parse("lab.yaml", &format!("{NAMED}dns: {{address: 192.0.2.53}}\n")).unwrap();
         assert_eq!(moved.dns_address(), Ipv4Addr::new(192, 0, 2, 53));
@@ -495,14 +502,23 @@ mod tests {
     fn bad_names_are_refused_where_they_stand() {
         let error = error_of(&NAMED.replace("names: [b.example]", "names: [b_x.example]"));
         assert!(error.starts_with("lab.yaml:10:50:"), "{error}");
-        assert!(error.contains("outside[1].names[0]: `b_x.example` contains `_`"), "{error}");
+        assert!(
+            error.contains("outside[1].names[0]: `b_x.example` contains `_`"),
+            "{error}"
+        );
         let error = error_of(&NAMED.replace("names: [b.example]", "names: ['*.example']"));
-        assert!(error.contains("outside[1].names[0]: `*.example` is a wildcard"), "{error}");
+        assert!(
+            error.contains("outside[1].names[0]: `*.example` is a wildcard"),
+            "{error}"
+        );
         let error = error_of(&NAMED.replace("names: [b.example]", "names: [b.example.]"));
         assert!(error.contains("trailing dot"), "{error}");
         let error = error_of(&NAMED.replace("cname: [www.partner.example]", "cname: ['www.*.example']"));
         assert!(error.starts_with("lab.yaml:8:"), "{error}");
-        assert!(error.contains("outside[0].cname[0]: `www.*.example` is a wildcard"), "{error}");
+        assert!(
+            error.contains("outside[0].cname[0]: `www.*.example` is a wildcard"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -510,31 +526,55 @@ mod tests {
         // Across hosts, whatever the case.
         let error = error_of(&NAMED.replace("names: [b.example]", "names: [Api.Partner.Example]"));
         assert!(
-            error.contains("outside[1].names[0]: `Api.Partner.Example` is already given at outside[0].names[0]"),
+            error.contains(
+                "outside[1].names[0]: `Api.Partner.Example` is already given at outside[0].names[0]"
+            ),
             "{error}"
         );
         // An alias that is also a name.
         let error = error_of(&NAMED.replace("cname: [www.partner.example]", "cname: [b.example]"));
-        assert!(error.contains("outside[1].names[0]: `b.example` is already given at outside[0].cname[0]"), "{error}");
+        assert!(
+            error.contains("outside[1].names[0]: `b.example` is already given at outside[0].cname[0]"),
+            "{error}"
+        );
         // Aliases need a name to point at.
         let error = error_of(&NAMED.replace("names: [b.example]", "cname: [c.example]"));
-        assert!(error.contains("outside[1].cname: outside host `other` has aliases but no `names`"), "{error}");
+        assert!(
+            error.contains("outside[1].cname: outside host `other` has aliases but no `names`"),
+            "{error}"
+        );
         let error = error_of(&NAMED.replace("ttl: 5", "ttl: 2147483648"));
-        assert!(error.contains("outside[0].ttl: a DNS TTL is at most 2147483647"), "{error}");
+        assert!(
+            error.contains("outside[0].ttl: a DNS TTL is at most 2147483647"),
+            "{error}"
+        );
     }
 
     #[test]
     fn the_dns_address_stays_off_the_lab_and_its_hosts_ports() {
-        for taken in ["127.0.0.53", "0.0.0.0", "224.0.0.1", "100.64.0.2", "100.64.1.0", "100.64.1.203"] {
+        for taken in [
+            "127.0.0.53",
+            "0.0.0.0",
+            "224.0.0.1",
+            "100.64.0.2",
+            "100.64.1.0",
+            "100.64.1.203",
+        ] {
             let error = error_of(&format!("{NAMED}dns: {{address: {taken}}}\n"));
             assert!(error.starts_with("lab.yaml:11:16:"), "{error}");
-            assert!(error.contains("dns.address: ") && error.contains("the default is 100.64.1.253"), "{error}");
+            assert!(
+                error.contains("dns.address: ") && error.contains("the default is 100.64.1.253"),
+                "{error}"
+            );
         }
         assert!(LabFile::parse("lab.yaml", &format!("{NAMED}dns: {{address: 100.64.1.204}}\n")).is_ok());
         let error = error_of(
             &format!("{NAMED}dns: {{address: 203.0.113.10}}\n").replace("tcp: [443]", "tcp: [443, 53]"),
         );
-        assert!(error.contains("outside[0]: outside host `partner` serves port 53 at 203.0.113.10"), "{error}");
+        assert!(
+            error.contains("outside[0]: outside host `partner` serves port 53 at 203.0.113.10"),
+            "{error}"
+        );
         let error = error_of(&format!("{NAMED}dns: {{addr: 192.0.2.1}}\n"));
         assert!(error.contains("dns.addr: unknown field `addr`"), "{error}");
     }

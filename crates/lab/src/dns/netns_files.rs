@@ -48,7 +48,8 @@ pub fn remove_all(paths: &LabPaths) -> Result<usize, String> {
         }
         let file = entry.path().join("resolv.conf");
         if file.exists() {
-            std::fs::remove_file(&file).map_err(|error| format!("cannot remove {}: {error}", file.display()))?;
+            std::fs::remove_file(&file)
+                .map_err(|error| format!("cannot remove {}: {error}", file.display()))?;
         }
         // Only an empty directory goes: anything else in it is not ours.
         if std::fs::remove_dir(entry.path()).is_ok() {

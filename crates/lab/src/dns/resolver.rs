@@ -80,7 +80,8 @@ impl std::fmt::Display for LookupError {
 
 /// The first `nameserver` of a resolv.conf file.
 pub fn nameserver_from(path: &Path) -> Result<IpAddr, String> {
-    let text = std::fs::read_to_string(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
     text.lines()
         .filter_map(|line| line.trim().strip_prefix("nameserver"))
         .filter_map(|rest| rest.trim().parse::<IpAddr>().ok())
@@ -100,9 +101,12 @@ pub fn query(
     let mut packet = Packet::new_query(id);
     packet.set_flags(PacketFlag::RECURSION_DESIRED);
     let qname = Name::new(name).map_err(|error| LookupError::Failed(format!("`{name}`: {error}")))?;
-    packet
-        .questions
-        .push(Question::new(qname, kind.qtype(), QCLASS::CLASS(CLASS::IN), false));
+    packet.questions.push(Question::new(
+        qname,
+        kind.qtype(),
+        QCLASS::CLASS(CLASS::IN),
+        false,
+    ));
     let message = packet
         .build_bytes_vec()
         .map_err(|error| LookupError::Failed(error.to_string()))?;
@@ -122,20 +126,31 @@ fn random_id() -> u16 {
 
 fn io_error(error: &std::io::Error, what: &str) -> LookupError {
     match error.kind() {
-        ErrorKind::TimedOut | ErrorKind::WouldBlock => LookupError::TimedOut(format!("no DNS reply ({what})")),
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => {
+            LookupError::TimedOut(format!("no DNS reply ({what})"))
+        }
         _ => LookupError::Failed(format!("{what}: {error}")),
     }
 }
 
-fn exchange_udp(server: SocketAddr, message: &[u8], id: u16, timeout: Duration) -> Result<Vec<u8>, LookupError> {
+fn exchange_udp(
+    server: SocketAddr,
+    message: &[u8],
+    id: u16,
+    timeout: Duration,
+) -> Result<Vec<u8>, LookupError> {
     let local: SocketAddr = match server {
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
     };
     let socket = UdpSocket::bind(local).map_err(|error| io_error(&error, "binding"))?;
     // Connected: only the server's datagrams arrive, and ICMP errors are reported.
-    socket.connect(server).map_err(|error| io_error(&error, "connecting"))?;
-    socket.send(message).map_err(|error| io_error(&error, "sending"))?;
+    socket
+        .connect(server)
+        .map_err(|error| io_error(&error, "connecting"))?;
+    socket
+        .send(message)
+        .map_err(|error| io_error(&error, "sending"))?;
     let deadline = Instant::now() + timeout;
     let mut buffer = vec![0_u8; 65_535];
     loop {
@@ -146,7 +161,9 @@ fn exchange_udp(server: SocketAddr, message: &[u8], id: u16, timeout: Duration) 
         socket
             .set_read_timeout(Some(left))
             .map_err(|error| io_error(&error, "waiting"))?;
-        let length = socket.recv(&mut buffer).map_err(|error| io_error(&error, "waiting"))?;
+        let length = socket
+            .recv(&mut buffer)
+            .map_err(|error| io_error(&error, "waiting"))?;
         // A datagram with another id is not our reply; keep waiting for ours.
         if length >= 2 && u16::from_be_bytes([buffer[0], buffer[1]]) == id {
             buffer.truncate(length);
@@ -156,7 +173,8 @@ fn exchange_udp(server: SocketAddr, message: &[u8], id: u16, timeout: Duration) 
 }
 
 fn exchange_tcp(server: SocketAddr, message: &[u8], timeout: Duration) -> Result<Vec<u8>, LookupError> {
-    let mut stream = TcpStream::connect_timeout(&server, timeout).map_err(|error| io_error(&error, "connecting"))?;
+    let mut stream =
+        TcpStream::connect_timeout(&server, timeout).map_err(|error| io_error(&error, "connecting"))?;
     stream
         .set_read_timeout(Some(timeout))
         .and_then(|()| stream.set_write_timeout(Some(timeout)))
@@ -164,7 +182,9 @@ fn exchange_tcp(server: SocketAddr, message: &[u8], timeout: Duration) -> Result
     let length = u16::try_from(message.len()).map_err(|_| LookupError::Failed("query too long".into()))?;
     let mut framed = length.to_be_bytes().to_vec();
     framed.extend_from_slice(message);
-    stream.write_all(&framed).map_err(|error| io_error(&error, "sending"))?;
+    stream
+        .write_all(&framed)
+        .map_err(|error| io_error(&error, "sending"))?;
     let mut prefix = [0_u8; 2];
     stream
         .read_exact(&mut prefix)
@@ -177,9 +197,12 @@ fn exchange_tcp(server: SocketAddr, message: &[u8], timeout: Duration) -> Result
 }
 
 fn read_reply(server: SocketAddr, name: &str, id: u16, reply: &[u8]) -> Result<Lookup, LookupError> {
-    let packet = Packet::parse(reply).map_err(|error| LookupError::Failed(format!("unreadable reply: {error}")))?;
+    let packet =
+        Packet::parse(reply).map_err(|error| LookupError::Failed(format!("unreadable reply: {error}")))?;
     if packet.id() != id || !packet.has_flags(PacketFlag::RESPONSE) {
-        return Err(LookupError::Failed("the reply is not an answer to this query".into()));
+        return Err(LookupError::Failed(
+            "the reply is not an answer to this query".into(),
+        ));
     }
     let records: Vec<Record> = packet
         .answers
@@ -213,7 +236,8 @@ fn read_reply(server: SocketAddr, name: &str, id: u16, reply: &[u8]) -> Result<L
 /// of the name the chain ends at.
 fn chain_addresses(name: &str, records: &[Record]) -> Vec<IpAddr> {
     let same = |left: &str, right: &str| {
-        left.trim_end_matches('.').eq_ignore_ascii_case(right.trim_end_matches('.'))
+        left.trim_end_matches('.')
+            .eq_ignore_ascii_case(right.trim_end_matches('.'))
     };
     let mut current = name.to_string();
     for _ in 0..MAX_CHAIN {

@@ -20,8 +20,8 @@ type Log = Arc<Mutex<Box<dyn Write + Send>>>;
 pub fn serve(address: IpAddr, port: u16, zone_file: &Path, log: Option<&Path>) -> Result<(), String> {
     let text = std::fs::read_to_string(zone_file)
         .map_err(|error| format!("cannot read {}: {error}", zone_file.display()))?;
-    let zone: Zone =
-        serde_json::from_str(&text).map_err(|error| format!("{} is unreadable: {error}", zone_file.display()))?;
+    let zone: Zone = serde_json::from_str(&text)
+        .map_err(|error| format!("{} is unreadable: {error}", zone_file.display()))?;
     let log: Log = Arc::new(Mutex::new(match log {
         Some(path) => Box::new(
             std::fs::OpenOptions::new()
@@ -34,7 +34,10 @@ pub fn serve(address: IpAddr, port: u16, zone_file: &Path, log: Option<&Path>) -
     }));
     let zone = Arc::new(zone);
     let (udp, tcp) = bind(address, port)?;
-    record(&log, &format!("serving DNS on {address}:{port}: {} names", zone.names.len()));
+    record(
+        &log,
+        &format!("serving DNS on {address}:{port}: {} names", zone.names.len()),
+    );
     let tcp_worker = {
         let (zone, log) = (zone.clone(), log.clone());
         std::thread::spawn(move || accept_loop(tcp, zone, log))
@@ -46,10 +49,10 @@ pub fn serve(address: IpAddr, port: u16, zone_file: &Path, log: Option<&Path>) -
 
 /// Both sockets first, so a port in use fails the start rather than a later lookup.
 pub fn bind(address: IpAddr, port: u16) -> Result<(UdpSocket, TcpListener), String> {
-    let udp =
-        UdpSocket::bind((address, port)).map_err(|error| format!("cannot listen on UDP {address}:{port}: {error}"))?;
-    let tcp =
-        TcpListener::bind((address, port)).map_err(|error| format!("cannot listen on TCP {address}:{port}: {error}"))?;
+    let udp = UdpSocket::bind((address, port))
+        .map_err(|error| format!("cannot listen on UDP {address}:{port}: {error}"))?;
+    let tcp = TcpListener::bind((address, port))
+        .map_err(|error| format!("cannot listen on TCP {address}:{port}: {error}"))?;
     Ok((udp, tcp))
 }
 

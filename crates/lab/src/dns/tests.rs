@@ -73,7 +73,10 @@ fn names_aliases_and_unknown_names_over_udp_and_tcp() {
         assert_eq!(lookup.addresses, [partner]);
 
         let lookup = ask(server, "www.partner.example", QueryType::Cname, transport);
-        assert_eq!(shown(&lookup), ["www.partner.example CNAME 7 api.partner.example"]);
+        assert_eq!(
+            shown(&lookup),
+            ["www.partner.example CNAME 7 api.partner.example"]
+        );
         assert!(lookup.addresses.is_empty());
 
         // The hosts are IPv4: a name without AAAA data is NODATA, not NXDOMAIN.
@@ -82,7 +85,10 @@ fn names_aliases_and_unknown_names_over_udp_and_tcp() {
         let lookup = ask(server, "dual.example", QueryType::Aaaa, transport);
         assert_eq!(shown(&lookup), ["dual.example AAAA 5 2001:db8::1"]);
         let lookup = ask(server, "www.partner.example", QueryType::Aaaa, transport);
-        assert_eq!(shown(&lookup), ["www.partner.example CNAME 7 api.partner.example"]);
+        assert_eq!(
+            shown(&lookup),
+            ["www.partner.example CNAME 7 api.partner.example"]
+        );
 
         let lookup = ask(server, "nope.partner.example", QueryType::A, transport);
         assert_eq!((lookup.rcode.as_str(), lookup.records.len()), ("NXDOMAIN", 0));
@@ -97,9 +103,14 @@ fn names_aliases_and_unknown_names_over_udp_and_tcp() {
 
 #[test]
 fn a_reply_too_long_for_udp_is_truncated_and_whole_over_tcp() {
-    let addresses: Vec<IpAddr> = (0..60_u8).map(|last| IpAddr::V4(Ipv4Addr::new(192, 0, 2, last))).collect();
+    let addresses: Vec<IpAddr> = (0..60_u8)
+        .map(|last| IpAddr::V4(Ipv4Addr::new(192, 0, 2, last)))
+        .collect();
     let zone = Zone {
-        names: BTreeMap::from([("many.example".to_string(), ZoneEntry::Addresses { ttl: 1, addresses })]),
+        names: BTreeMap::from([(
+            "many.example".to_string(),
+            ZoneEntry::Addresses { ttl: 1, addresses },
+        )]),
     };
     let (udp, tcp) = server(zone);
     let lookup = ask(udp, "many.example", QueryType::A, Transport::Udp);
@@ -120,7 +131,10 @@ fn a_silent_server_times_out() {
         Duration::from_millis(100),
     )
     .unwrap_err();
-    assert!(matches!(error, super::resolver::LookupError::TimedOut(_)), "{error:?}");
+    assert!(
+        matches!(error, super::resolver::LookupError::TimedOut(_)),
+        "{error:?}"
+    );
 }
 
 fn message(opcode: OPCODE, qtype: QTYPE, qclass: QCLASS, questions: usize) -> Vec<u8> {
@@ -150,19 +164,37 @@ fn what_the_server_refuses_or_does_not_implement() {
     let zone = zone();
     let a = QTYPE::TYPE(TYPE::A);
     let internet = QCLASS::CLASS(CLASS::IN);
-    assert_eq!(code_of(&zone, &message(OPCODE::StandardQuery, a, internet, 1)), Some(RCODE::NoError));
-    assert_eq!(code_of(&zone, &message(OPCODE::Update, a, internet, 1)), Some(RCODE::NotImplemented));
-    assert_eq!(code_of(&zone, &message(OPCODE::Notify, a, internet, 1)), Some(RCODE::NotImplemented));
     assert_eq!(
-        code_of(&zone, &message(OPCODE::StandardQuery, a, QCLASS::CLASS(CLASS::CH), 1)),
+        code_of(&zone, &message(OPCODE::StandardQuery, a, internet, 1)),
+        Some(RCODE::NoError)
+    );
+    assert_eq!(
+        code_of(&zone, &message(OPCODE::Update, a, internet, 1)),
+        Some(RCODE::NotImplemented)
+    );
+    assert_eq!(
+        code_of(&zone, &message(OPCODE::Notify, a, internet, 1)),
+        Some(RCODE::NotImplemented)
+    );
+    assert_eq!(
+        code_of(
+            &zone,
+            &message(OPCODE::StandardQuery, a, QCLASS::CLASS(CLASS::CH), 1)
+        ),
         Some(RCODE::Refused)
     );
     assert_eq!(
         code_of(&zone, &message(OPCODE::StandardQuery, QTYPE::AXFR, internet, 1)),
         Some(RCODE::Refused)
     );
-    assert_eq!(code_of(&zone, &message(OPCODE::StandardQuery, a, internet, 2)), Some(RCODE::FormatError));
-    assert_eq!(code_of(&zone, &message(OPCODE::StandardQuery, a, internet, 0)), Some(RCODE::FormatError));
+    assert_eq!(
+        code_of(&zone, &message(OPCODE::StandardQuery, a, internet, 2)),
+        Some(RCODE::FormatError)
+    );
+    assert_eq!(
+        code_of(&zone, &message(OPCODE::StandardQuery, a, internet, 0)),
+        Some(RCODE::FormatError)
+    );
     // Twelve bytes of header with a question count but no question: FORMERR.
     let mut broken = vec![0, 7, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
     assert_eq!(code_of(&zone, &broken), Some(RCODE::FormatError));
@@ -173,7 +205,10 @@ fn what_the_server_refuses_or_does_not_implement() {
     let query = message(OPCODE::StandardQuery, a, internet, 1);
     let mut response = Packet::parse(&query).unwrap();
     response.set_flags(PacketFlag::RESPONSE);
-    assert_eq!(zone.answer(&response.build_bytes_vec().unwrap(), Transport::Udp), None);
+    assert_eq!(
+        zone.answer(&response.build_bytes_vec().unwrap(), Transport::Udp),
+        None
+    );
 }
 
 #[test]

@@ -7,7 +7,9 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use simple_dns::rdata::{A, AAAA, CNAME, RData};
-use simple_dns::{CLASS, Name, OPCODE, Packet, PacketFlag, QCLASS, QTYPE, Question, RCODE, ResourceRecord, TYPE};
+use simple_dns::{
+    CLASS, Name, OPCODE, Packet, PacketFlag, QCLASS, QTYPE, Question, RCODE, ResourceRecord, TYPE,
+};
 
 use crate::config::LabFile;
 
@@ -135,12 +137,12 @@ impl Zone {
                 }
                 Some(ZoneEntry::Addresses { ttl, addresses }) => {
                     for address in addresses {
-                        let wanted = match (question.qtype, address) {
-                            (QTYPE::ANY, _) => true,
-                            (QTYPE::TYPE(TYPE::A), IpAddr::V4(_)) => true,
-                            (QTYPE::TYPE(TYPE::AAAA), IpAddr::V6(_)) => true,
-                            _ => false,
-                        };
+                        let wanted = matches!(
+                            (question.qtype, address),
+                            (QTYPE::ANY, _)
+                                | (QTYPE::TYPE(TYPE::A), IpAddr::V4(_))
+                                | (QTYPE::TYPE(TYPE::AAAA), IpAddr::V6(_))
+                        );
                         if wanted {
                             records.push(OwnedRecord {
                                 owner: owner.clone(),
