@@ -15,10 +15,13 @@ use sluice_lab::servers::LookupResult;
 use sluice_lab::{ConnectResult, ProbeOptions, ProbeReport};
 use support::{Lab, Test};
 
-const TESTS: [(&str, Test); 1] = [(
-    "pods_resolve_through_the_lab_dns_server_and_probe_by_name",
-    dns_in_the_lab,
-)];
+const TESTS: [(&str, Test); 2] = [
+    (
+        "pods_resolve_through_the_lab_dns_server_and_probe_by_name",
+        dns_in_the_lab,
+    ),
+    ("the_dns_server_may_share_an_outside_host_address", shared_host),
+];
 
 fn main() -> ExitCode {
     if let Some(code) = support::dispatch() {
@@ -90,6 +93,63 @@ fn dns_in_the_lab() -> Result<(), String> {
     } else {
         Err(format!("`lab down` left /etc/netns entries for {left:?}"))
     }
+}
+
+const SHARED_LAB: &str = r#"kind: Lab
+name: placeholder
+nodes:
+  - name: node-1
+outside:
+  - {name: resolver, address: 192.0.2.53, tcp: [443], names: [resolver.example]}
+manifests: [manifests/]
+dns: {address: 192.0.2.53}
+pods:
+  - {namespace: shop, name: client, node: node-1, labels: {app: client}}
+"#;
+
+/// `dns.address` on an outside host's address: the server runs on that host, beside its own
+/// service, and no extra host is made.
+fn shared_host() -> Result<(), String> {
+    if !support::is_root() {
+        println!("skipped: needs root to make network namespaces");
+        return Ok(());
+    }
+    let lab = Lab::up("dnsh", SHARED_LAB, &[("00.yaml", MANIFESTS.to_string())])?;
+    let outcome = (|| -> Result<(), String> {
+        let state = lab.state()?;
+        let dns = state.dns.clone().ok_or("no DNS server recorded")?;
+        if dns.host.as_deref() != Some("resolver") || dns.netns != lab.netns("resolver")? {
+            return Err(format!(
+                "the DNS server runs at {dns:?}, not on the host `resolver`"
+            ));
+        }
+        let lookup = resolve(&lab, &lab.netns("shop/client")?, &["--name", "resolver.example"])?;
+        if lookup["server"] != "192.0.2.53:53" || lookup["addresses"][0] != "192.0.2.53" {
+            return Err(format!("the lookup through the shared host read {lookup}"));
+        }
+        let report = sluice_lab::probe(
+            &lab.environment,
+            &lab.name,
+            &ProbeOptions {
+                against_explain: true,
+                services: Vec::new(),
+            },
+        )?;
+        let results: Vec<_> = report
+            .rows
+            .iter()
+            .map(|row| (row.domain.clone(), row.outcome.result))
+            .collect();
+        let wanted = vec![
+            (None, ConnectResult::Connected),
+            (Some("resolver.example".to_string()), ConnectResult::Connected),
+        ];
+        if report.disagreements() > 0 || results != wanted {
+            return Err(format!("probes: {results:?}\n{}", table(&report)));
+        }
+        Ok(())
+    })();
+    outcome.and(lab.finish())
 }
 
 /// `lab resolve` in the pod: no `--server`, so it asks the pod's resolv.conf nameserver.
