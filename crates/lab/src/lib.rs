@@ -1,11 +1,13 @@
 //! The lab: a real multi-node Sluice cluster made of network namespaces on one Linux machine.
 //! Nodes run the real agent, pods are wired by the real `sluice-cni`, outside hosts run small
-//! servers that report the source address they saw, and `lab probe --against-explain` checks
-//! that what `sluice explain` predicts is what real packets do.
+//! servers that report the source address they saw, a DNS server answers the outside hosts'
+//! names for the pods, and `lab probe --against-explain` checks that what `sluice explain`
+//! predicts is what real packets do.
 //!
 //! Architecture invariants: the lab changes nothing in the root network namespace (every
 //! interface, address, route and sysctl it sets is inside a namespace named `sl-<lab>-…`), and
-//! it cleans up after itself, also after a crash (`lab down` needs only the lab's name). It runs
+//! it cleans up after itself, also after a crash (`lab down` needs only the lab's name). The only
+//! files it writes outside its state directory are the pods' `/etc/netns/<pod>/resolv.conf`. It runs
 //! `ip` and its own helpers as processes and never speaks netlink (the CNI plugin owns that) or
 //! runs `nft` (the agent owns the nft table); it judges verdicts only through `sluice-policy`.
 //!
