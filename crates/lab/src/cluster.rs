@@ -28,15 +28,19 @@ use sluice_store::Store;
 use crate::Environment;
 use crate::config::{LabFile, PortProtocol};
 use crate::datastore;
+use crate::dns::netns_files;
+use crate::dns::zone::Zone;
 use crate::servers::ServiceProtocol;
 use crate::shell::{self, ip, ip_in, sysctl_in};
-use crate::state::{self, HostState, LabPaths, LabState, NodeState, PodState};
+use crate::state::{self, DnsState, HostState, LabPaths, LabState, NodeState, PodState};
 
 const FABRIC_ADDRESS: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 1);
 const UNDERLAY_INTERFACE: &str = "eth0";
 const POD_INTERFACE: &str = "eth0";
 const CNI_TIMEOUT: Duration = Duration::from_secs(20);
 const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The DNS server's process name (its log, pid and `.served` files).
+const DNS_PROCESS: &str = "dns";
 
 /// Node `index`'s underlay address, also its Node's InternalIP.
 pub(crate) fn node_address(index: usize) -> Ipv4Addr {
@@ -216,46 +220,7 @@ fn build(
                 spec: host.clone(),
             });
             paths.save(state)?;
-            let (fabric_end, host_end) = host_link(index);
-            let fabric_side = format!("h{index}");
-            fabric_link(&fabric, &fabric_side, "eth0", &netns)?;
-            ip_in(
-                &fabric,
-                &["address", "add", &format!("{fabric_end}/31"), "dev", &fabric_side],
-            )?;
-            ip_in(&fabric, &["link", "set", &fabric_side, "up"])?;
-            ip_in(
-                &fabric,
-                &[
-                    "route",
-                    "add",
-                    &format!("{}/32", host.address),
-                    "via",
-                    &host_end.to_string(),
-                ],
-            )?;
-            ip_in(
-                &netns,
-                &["address", "add", &format!("{host_end}/31"), "dev", "eth0"],
-            )?;
-            ip_in(
-                &netns,
-                &["address", "add", &format!("{}/32", host.address), "dev", "eth0"],
-            )?;
-            ip_in(&netns, &["link", "set", "eth0", "up"])?;
-            // Answers leave from the outside address, whichever socket sends them.
-            ip_in(
-                &netns,
-                &[
-                    "route",
-                    "add",
-                    "default",
-                    "via",
-                    &fabric_end.to_string(),
-                    "src",
-                    &host.address.to_string(),
-                ],
-            )?;
+            wire_outside_host(&fabric, index, &netns, host.address)?;
             // A host with no service only sends: it runs no server and no probe goes to it.
             if host_serves(host) {
                 let services = [
@@ -280,6 +245,7 @@ fn build(
         let serving = lab.outside.iter().filter(|host| host_serves(host)).count();
         println!("{} outside hosts, {serving} of them serving", lab.outside.len());
     }
+    start_dns(environment, paths, lab, state).map_err(|error| failed("the lab's DNS server", error))?;
 
     for (index, pod) in lab.pods.iter().enumerate() {
         (|| -> Result<(), String> {
@@ -289,6 +255,10 @@ fn build(
                 .cloned()
                 .ok_or_else(|| format!("pod {}/{} names an unknown node", pod.namespace, pod.name))?;
             add_netns(&netns)?;
+            let nameserver = state.dns.as_ref().map(|dns| dns.address);
+            if let Some(nameserver) = nameserver {
+                netns_files::write_resolv_conf(&netns, IpAddr::V4(nameserver))?;
+            }
             let mut record = PodState {
                 namespace: pod.namespace.clone(),
                 name: pod.name.clone(),
@@ -341,6 +311,99 @@ fn failed(what: &str, error: String) -> String {
     } else {
         format!("{what}: {error}")
     }
+}
+
+/// Links outside host `index` (its namespace made) to the fabric: a /31, its outside address,
+/// a route to it in the fabric and its default route back.
+fn wire_outside_host(fabric: &str, index: usize, netns: &str, address: Ipv4Addr) -> Result<(), String> {
+    let (fabric_end, host_end) = host_link(index);
+    let fabric_side = format!("h{index}");
+    fabric_link(fabric, &fabric_side, "eth0", netns)?;
+    ip_in(
+        fabric,
+        &["address", "add", &format!("{fabric_end}/31"), "dev", &fabric_side],
+    )?;
+    ip_in(fabric, &["link", "set", &fabric_side, "up"])?;
+    ip_in(
+        fabric,
+        &[
+            "route",
+            "add",
+            &format!("{address}/32"),
+            "via",
+            &host_end.to_string(),
+        ],
+    )?;
+    ip_in(
+        netns,
+        &["address", "add", &format!("{host_end}/31"), "dev", "eth0"],
+    )?;
+    ip_in(
+        netns,
+        &["address", "add", &format!("{address}/32"), "dev", "eth0"],
+    )?;
+    ip_in(netns, &["link", "set", "eth0", "up"])?;
+    // Answers leave from the outside address, whichever socket sends them.
+    ip_in(
+        netns,
+        &[
+            "route",
+            "add",
+            "default",
+            "via",
+            &fabric_end.to_string(),
+            "src",
+            &address.to_string(),
+        ],
+    )
+    .map(drop)
+}
+
+/// Starts the lab's DNS server: on the outside host with its address, else on a host of its
+/// own (the next host index, so `lab down` finds its namespace like any host's).
+fn start_dns(
+    environment: &Environment,
+    paths: &LabPaths,
+    lab: &LabFile,
+    state: &mut LabState,
+) -> Result<(), String> {
+    let address = lab.dns_address();
+    let shared = lab.outside.iter().position(|host| host.address == address);
+    let netns = match shared {
+        Some(index) => paths.host_netns(index),
+        None => {
+            let index = lab.outside.len();
+            let netns = paths.host_netns(index);
+            add_netns(&netns)?;
+            state.dns = Some(DnsState {
+                address,
+                netns: netns.clone(),
+                host: None,
+            });
+            paths.save(state)?;
+            let fabric = state.fabric.clone().ok_or("the fabric is not built")?;
+            wire_outside_host(&fabric, index, &netns, address)?;
+            netns
+        }
+    };
+    state.dns = Some(DnsState {
+        address,
+        netns: netns.clone(),
+        host: shared.map(|index| lab.outside[index].name.clone()),
+    });
+    paths.save(state)?;
+    let zone = Zone::from_lab(lab);
+    let zone_file = paths.directory.join("dns-zone.json");
+    let text = serde_json::to_string_pretty(&zone).map_err(|error| error.to_string())?;
+    std::fs::write(&zone_file, text)
+        .map_err(|error| format!("cannot write {}: {error}", zone_file.display()))?;
+    let mut command = shell::in_netns(&netns, &environment.sluice_binary);
+    command
+        .args(["lab", "dns-serve", "--address", &address.to_string(), "--zone"])
+        .arg(&zone_file);
+    wait_serving(command, paths, &netns, DNS_PROCESS)?;
+    println!("DNS server at {address} answering {} names", zone.names.len());
+    Ok(())
 }
 
 /// Whether an outside host offers any service (one without only sends).
@@ -431,7 +494,6 @@ fn start_server(
     address: IpAddr,
     services: &[(ServiceProtocol, Vec<u16>)],
 ) -> Result<(), String> {
-    let log = paths.log_file(process);
     let mut command = shell::in_netns(netns, &environment.sluice_binary);
     command.args(["lab", "serve", "--address", &address.to_string()]);
     for (protocol, ports) in services {
@@ -441,6 +503,17 @@ fn start_server(
                 .arg(port.to_string());
         }
     }
+    wait_serving(command, paths, netns, process)
+}
+
+/// Starts a server with `--log <its .served file>` added and waits until it says it serves.
+fn wait_serving(
+    mut command: std::process::Command,
+    paths: &LabPaths,
+    netns: &str,
+    process: &str,
+) -> Result<(), String> {
+    let log = paths.log_file(process);
     let served = log.with_extension("served");
     command.arg("--log").arg(&served);
     // The served-connections log path is unique to this lab and process.
@@ -727,15 +800,18 @@ pub fn down(environment: &Environment, name: &str) -> Result<(), String> {
             shell::quiet("ip", &["netns", "del", netns]) || !shell::list_netns().contains(netns)
         });
         if !deleted {
-            failures.push(netns.clone());
+            failures.push(format!("namespace {netns}"));
         }
+    }
+    if let Err(error) = netns_files::remove_all(&paths) {
+        failures.push(error);
     }
     if paths.directory.exists() {
         std::fs::remove_dir_all(&paths.directory)
             .map_err(|error| format!("cannot remove {}: {error}", paths.directory.display()))?;
     }
     if !failures.is_empty() {
-        return Err(format!("could not delete namespaces {}", failures.join(", ")));
+        return Err(format!("could not delete {}", failures.join(", ")));
     }
     println!(
         "lab {name} removed: {stopped} processes stopped, {} namespaces deleted",
@@ -836,12 +912,28 @@ pub fn status(environment: &Environment, name: &str) -> Result<bool, String> {
             );
         }
     }
+    if let Some(dns) = &state.dns {
+        let alive = state::live_pid(&paths.pid_file(DNS_PROCESS)).is_some();
+        healthy &= alive;
+        println!();
+        println!(
+            "DNS server {} in {} ({}): {}; pods resolve through it",
+            dns.address,
+            dns.netns,
+            match &dns.host {
+                Some(host) => format!("on outside host {host}"),
+                None => "a host of its own".to_string(),
+            },
+            if alive { "running" } else { "DOWN" }
+        );
+    }
     let missing: Vec<&str> = state
         .nodes
         .iter()
         .map(|node| node.netns.as_str())
         .chain(state.pods.iter().map(|pod| pod.netns.as_str()))
         .chain(state.hosts.iter().map(|host| host.netns.as_str()))
+        .chain(state.dns.iter().map(|dns| dns.netns.as_str()))
         .filter(|netns| !shell::list_netns().iter().any(|present| present == netns))
         .collect();
     if !missing.is_empty() {

@@ -1,11 +1,13 @@
 //! The lab: a real multi-node Sluice cluster made of network namespaces on one Linux machine.
 //! Nodes run the real agent, pods are wired by the real `sluice-cni`, outside hosts run small
-//! servers that report the source address they saw, and `lab probe --against-explain` checks
-//! that what `sluice explain` predicts is what real packets do.
+//! servers that report the source address they saw, a DNS server answers the outside hosts'
+//! names for the pods, and `lab probe --against-explain` checks that what `sluice explain`
+//! predicts is what real packets do.
 //!
 //! Architecture invariants: the lab changes nothing in the root network namespace (every
 //! interface, address, route and sysctl it sets is inside a namespace named `sl-<lab>-…`), and
-//! it cleans up after itself, also after a crash (`lab down` needs only the lab's name). It runs
+//! it cleans up after itself, also after a crash (`lab down` needs only the lab's name). The only
+//! files it writes outside its state directory are the pods' `/etc/netns/<pod>/resolv.conf`. It runs
 //! `ip` and its own helpers as processes and never speaks netlink (the CNI plugin owns that) or
 //! runs `nft` (the agent owns the nft table); it judges verdicts only through `sluice-policy`.
 //!
@@ -17,6 +19,7 @@ mod cluster;
 pub mod config;
 mod datastore;
 mod demo;
+pub mod dns;
 pub mod probe;
 pub mod servers;
 mod shell;
@@ -91,15 +94,46 @@ pub enum LabCommand {
         #[arg(long)]
         log: Option<PathBuf>,
     },
-    /// Connect once and print the outcome as JSON (run inside a pod's namespace).
+    /// Connect once and print the outcome as JSON (run inside a pod's namespace). With
+    /// `--name`, first resolve it through this namespace's resolv.conf server (UDP) and connect
+    /// at once to the first address.
     #[command(hide = true)]
     Connect {
         #[arg(long, value_enum)]
         protocol: ServiceProtocol,
+        #[arg(long, required_unless_present = "name", conflicts_with = "name")]
+        to: Option<IpAddr>,
         #[arg(long)]
-        to: IpAddr,
+        name: Option<String>,
         #[arg(long)]
         port: u16,
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
+    /// Answer the lab's DNS names on port 53, UDP and TCP (run inside an outside host's namespace).
+    #[command(hide = true)]
+    DnsServe {
+        #[arg(long)]
+        address: IpAddr,
+        /// The zone `lab up` wrote (JSON).
+        #[arg(long)]
+        zone: PathBuf,
+        #[arg(long)]
+        log: Option<PathBuf>,
+    },
+    /// Ask one DNS question and print the reply as JSON (run inside a pod's namespace).
+    #[command(hide = true)]
+    Resolve {
+        #[arg(long)]
+        name: String,
+        #[arg(long = "type", value_enum, default_value = "a")]
+        kind: dns::resolver::QueryType,
+        /// Over TCP instead of UDP.
+        #[arg(long)]
+        tcp: bool,
+        /// The server (default: the first nameserver of /etc/resolv.conf).
+        #[arg(long)]
+        server: Option<IpAddr>,
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
     },
@@ -207,14 +241,48 @@ pub fn run_in(command: LabCommand, environment: &Environment) -> Result<ExitCode
         LabCommand::Connect {
             protocol,
             to,
+            name,
             port,
             timeout_ms,
         } => {
             let timeout = Duration::from_millis(timeout_ms.clamp(1, 30_000));
-            let outcome = servers::connect(protocol, to, port, timeout);
+            let outcome = match (to, name) {
+                (Some(to), _) => servers::connect(protocol, to, port, timeout),
+                (None, Some(name)) => servers::connect_by_name(protocol, &name, port, timeout),
+                (None, None) => return Err("connect needs --to or --name".into()),
+            };
             println!(
                 "{}",
                 serde_json::to_string(&outcome).map_err(|error| error.to_string())?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::DnsServe { address, zone, log } => {
+            dns::server::serve(address, 53, &zone, log.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Resolve {
+            name,
+            kind,
+            tcp,
+            server,
+            timeout_ms,
+        } => {
+            let server = match server {
+                Some(server) => server,
+                None => dns::resolver::nameserver_from(Path::new("/etc/resolv.conf"))?,
+            };
+            let transport = if tcp {
+                dns::zone::Transport::Tcp
+            } else {
+                dns::zone::Transport::Udp
+            };
+            let timeout = Duration::from_millis(timeout_ms.clamp(1, 30_000));
+            let lookup = dns::resolver::query((server, 53).into(), &name, kind, transport, timeout)
+                .map_err(|error| format!("{name}: {error}"))?;
+            println!(
+                "{}",
+                serde_json::to_string(&lookup).map_err(|error| error.to_string())?
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -1,5 +1,6 @@
-//! `lab probe`: real connections from every pod to every other pod and every outside host,
-//! and, with `--against-explain`, the verdict `sluice explain` gives for each on the same store.
+//! `lab probe`: real connections from every pod to every other pod and every outside host (by
+//! address, and by each of its DNS names through the lab's DNS server), and, with
+//! `--against-explain`, the verdict `sluice explain` gives for each on the same store.
 
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -11,7 +12,7 @@ use sluice_policy::{Dataplane, Flow};
 use crate::Environment;
 use crate::cluster;
 use crate::datastore;
-use crate::servers::{ConnectOutcome, ConnectResult, ServiceProtocol};
+use crate::servers::{ConnectOutcome, ConnectResult, LookupResult, ServiceProtocol};
 use crate::shell;
 use crate::state::{LabPaths, LabState};
 
@@ -34,6 +35,11 @@ pub struct ProbeRow {
     pub from: String,
     pub from_address: IpAddr,
     pub to: String,
+    /// For a probe by name: the name resolved in the pod (one of the host's `names` or `cname`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// The destination's address; for a probe by name, the one the lab file gives the host,
+    /// which the lookup must return.
     pub to_address: IpAddr,
     pub protocol: ServiceProtocol,
     pub port: u16,
@@ -41,6 +47,10 @@ pub struct ProbeRow {
     /// What the destination should see as the source: the pod, or its node when the pod's pool
     /// masquerades traffic to outside every pool.
     pub expected_source: IpAddr,
+    /// For a probe by name, whether explain lets the pod's DNS query (UDP 53 to the lab's DNS
+    /// server) out; `explainAllows` is then that and the connection's verdict together.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explain_lookup_allows: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub explain_allows: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -52,6 +62,8 @@ impl ProbeRow {
         self.outcome.result == ConnectResult::Connected
     }
 
+    /// The connection's flow, the one explain judges. For a probe by name it goes to the
+    /// address the name resolves to; `domain` holds the name for a flow that can carry one.
     pub fn flow(&self) -> Flow {
         Flow {
             source: self.from_address,
@@ -62,6 +74,20 @@ impl ProbeRow {
             icmp_type: None,
             icmp_code: None,
         }
+    }
+
+    /// For a probe by name, the DNS query it makes first: UDP to port 53 of the lab's server.
+    pub fn lookup_flow(&self, dns_server: IpAddr) -> Option<Flow> {
+        self.domain.as_ref()?;
+        Some(Flow {
+            source: self.from_address,
+            destination: dns_server,
+            protocol: ServiceProtocol::Udp.ip_protocol(),
+            source_port: None,
+            destination_port: Some(53),
+            icmp_type: None,
+            icmp_code: None,
+        })
     }
 }
 
@@ -105,6 +131,8 @@ struct Planned<'a> {
     source_node: &'a str,
     source_address: IpAddr,
     to: String,
+    /// Connect by this name (resolved in the source's namespace) rather than by `to_address`.
+    domain: Option<String>,
     to_address: IpAddr,
     protocol: ServiceProtocol,
     port: u16,
@@ -122,6 +150,7 @@ pub fn probe(environment: &Environment, name: &str, options: &ProbeOptions) -> R
     let dataplane = sluice_policy::compile(&resources);
 
     let planned = plan(&state, options);
+    let dns_server = state.dns.as_ref().map(|dns| IpAddr::V4(dns.address));
     let outcomes: Mutex<Vec<Option<ConnectOutcome>>> = Mutex::new(vec![None; planned.len()]);
     let next = Mutex::new(0_usize);
     std::thread::scope(|scope| {
@@ -150,6 +179,7 @@ pub fn probe(environment: &Environment, name: &str, options: &ProbeOptions) -> R
                 result: ConnectResult::Error,
                 seen: None,
                 detail: Some("not run".into()),
+                lookup: None,
             });
             let node_address = state.node(probe.source_node).map(|node| IpAddr::V4(node.address));
             let expected_source =
@@ -158,18 +188,30 @@ pub fn probe(environment: &Environment, name: &str, options: &ProbeOptions) -> R
                 from: probe.from.clone(),
                 from_address: probe.source_address,
                 to: probe.to.clone(),
+                domain: probe.domain.clone(),
                 to_address: probe.to_address,
                 protocol: probe.protocol,
                 port: probe.port,
                 outcome,
                 expected_source,
+                explain_lookup_allows: None,
                 explain_allows: None,
                 disagreement: None,
             };
             if options.against_explain {
                 let allows = dataplane.evaluate(&row.flow()).allowed;
-                row.explain_allows = Some(allows);
-                row.disagreement = disagreement(&row, allows);
+                match dns_server.and_then(|server| row.lookup_flow(server)) {
+                    Some(lookup_flow) => {
+                        let lookup_allows = dataplane.evaluate(&lookup_flow).allowed;
+                        row.explain_lookup_allows = Some(lookup_allows);
+                        row.explain_allows = Some(lookup_allows && allows);
+                        row.disagreement = named_disagreement(&row, dns_server, lookup_allows, allows);
+                    }
+                    None => {
+                        row.explain_allows = Some(allows);
+                        row.disagreement = disagreement(&row, allows);
+                    }
+                }
             }
             row
         })
@@ -198,6 +240,7 @@ fn plan<'a>(state: &'a LabState, options: &ProbeOptions) -> Vec<Planned<'a>> {
                         source_node: &source.node,
                         source_address,
                         to: target.shown(),
+                        domain: None,
                         to_address,
                         protocol,
                         port,
@@ -218,10 +261,25 @@ fn plan<'a>(state: &'a LabState, options: &ProbeOptions) -> Vec<Planned<'a>> {
                         source_node: &source.node,
                         source_address,
                         to: host.spec.name.clone(),
+                        domain: None,
                         to_address: IpAddr::V4(host.spec.address),
                         protocol,
                         port,
                     });
+                    // Then by each name, which the pod resolves through the lab's DNS server.
+                    for name in host.spec.all_names() {
+                        planned.push(Planned {
+                            from: source.shown(),
+                            netns: &source.netns,
+                            source_node: &source.node,
+                            source_address,
+                            to: host.spec.name.clone(),
+                            domain: Some(name.clone()),
+                            to_address: IpAddr::V4(host.spec.address),
+                            protocol,
+                            port,
+                        });
+                    }
                 }
             }
         }
@@ -241,6 +299,7 @@ fn plan<'a>(state: &'a LabState, options: &ProbeOptions) -> Vec<Planned<'a>> {
                         source_node: &node.name,
                         source_address: IpAddr::V4(node.address),
                         to: target.shown(),
+                        domain: None,
                         to_address,
                         protocol,
                         port,
@@ -296,6 +355,55 @@ fn disagreement(row: &ProbeRow, explain_allows: bool) -> Option<String> {
     }
 }
 
+/// A probe by name is a lookup, then a connection. A lookup explain denies must go unanswered
+/// (silence, as for any drop); one explain allows must be answered by the lab's server with the
+/// host's address; then the connection is judged as any probe.
+fn named_disagreement(
+    row: &ProbeRow,
+    dns_server: Option<IpAddr>,
+    lookup_allows: bool,
+    connect_allows: bool,
+) -> Option<String> {
+    let domain = row.domain.as_deref().unwrap_or_default();
+    let server = dns_server.map(|server| server.to_string()).unwrap_or_default();
+    let Some(lookup) = &row.outcome.lookup else {
+        return Some(format!(
+            "the probe of {domain} made no lookup ({:?})",
+            row.outcome.detail
+        ));
+    };
+    if lookup.server != dns_server {
+        return Some(format!(
+            "the pod asked {:?} for {domain}, not the lab's DNS server {server}",
+            lookup.server
+        ));
+    }
+    let detail = lookup
+        .detail
+        .as_deref()
+        .map(|detail| format!(" ({detail})"))
+        .unwrap_or_default();
+    match (lookup_allows, lookup.result) {
+        (false, LookupResult::TimedOut) => None,
+        (false, _) => Some(format!(
+            "explain denies the lookup of {domain} (udp/53 to {server}), but it was not silent: {:?}{detail}",
+            lookup.result
+        )),
+        (true, LookupResult::Answered) => {
+            if lookup.addresses.first() != Some(&row.to_address) {
+                return Some(format!(
+                    "{domain} resolved to {:?}; the lab file gives {}",
+                    lookup.addresses, row.to_address
+                ));
+            }
+            disagreement(row, connect_allows)
+        }
+        (true, result) => Some(format!(
+            "explain allows the lookup of {domain} (udp/53 to {server}), but it came to {result:?}{detail}"
+        )),
+    }
+}
+
 fn describe(result: ConnectResult) -> &'static str {
     match result {
         ConnectResult::Connected => "connected",
@@ -308,13 +416,13 @@ fn describe(result: ConnectResult) -> &'static str {
 
 fn connect_from(environment: &Environment, probe: &Planned<'_>) -> ConnectOutcome {
     let mut command = shell::in_netns(probe.netns, &environment.sluice_binary);
+    let destination = match &probe.domain {
+        Some(name) => ["--name".to_string(), name.clone()],
+        None => ["--to".to_string(), probe.to_address.to_string()],
+    };
+    command.args(["lab", "connect", "--protocol", probe.protocol.name()]);
+    command.args(destination);
     command.args([
-        "lab",
-        "connect",
-        "--protocol",
-        probe.protocol.name(),
-        "--to",
-        &probe.to_address.to_string(),
         "--port",
         &probe.port.to_string(),
         "--timeout-ms",
@@ -324,6 +432,7 @@ fn connect_from(environment: &Environment, probe: &Planned<'_>) -> ConnectOutcom
         result: ConnectResult::Error,
         seen: None,
         detail: Some(detail),
+        lookup: None,
     };
     match shell::run_bounded(command, &[], PROBE_TIMEOUT * 4 + Duration::from_secs(2)) {
         Ok(output) => {
@@ -349,7 +458,10 @@ pub fn print_table(report: &ProbeReport, against_explain: bool) {
     let destinations: Vec<String> = report
         .rows
         .iter()
-        .map(|row| format!("{} {}", row.to, row.to_address))
+        .map(|row| match &row.domain {
+            Some(domain) => format!("{} {domain} {}", row.to, row.to_address),
+            None => format!("{} {}", row.to, row.to_address),
+        })
         .collect();
     let to_width = width(&mut destinations.iter().map(String::len), 2);
     print!(
@@ -423,6 +535,7 @@ mod tests {
             from: "prod/web".into(),
             from_address: "10.10.0.1".parse().unwrap(),
             to: "partner".into(),
+            domain: None,
             to_address: "203.0.113.10".parse().unwrap(),
             protocol: ServiceProtocol::Tcp,
             port: 443,
@@ -430,8 +543,10 @@ mod tests {
                 result,
                 seen: seen.map(|seen| seen.parse().unwrap()),
                 detail: None,
+                lookup: None,
             },
             expected_source: "100.64.0.10".parse().unwrap(),
+            explain_lookup_allows: None,
             explain_allows: None,
             disagreement: None,
         }
@@ -452,6 +567,58 @@ mod tests {
             disagreement(&row(ConnectResult::TimedOut, None), true)
                 .unwrap()
                 .contains("timed out")
+        );
+    }
+
+    fn named(result: ConnectResult, lookup: LookupResult, addresses: &[&str]) -> ProbeRow {
+        let mut row = row(
+            result,
+            (result == ConnectResult::Connected).then_some("100.64.0.10"),
+        );
+        row.domain = Some("api.partner.example".into());
+        row.outcome.lookup = Some(crate::servers::LookupOutcome {
+            result: lookup,
+            server: Some(DNS.parse().unwrap()),
+            addresses: addresses.iter().map(|address| address.parse().unwrap()).collect(),
+            detail: None,
+        });
+        row
+    }
+
+    const DNS: &str = "100.64.1.253";
+
+    #[test]
+    fn a_probe_by_name_agrees_only_when_lookup_and_connection_both_do() {
+        let server = Some(DNS.parse().unwrap());
+        let answered = |result| named(result, LookupResult::Answered, &["203.0.113.10"]);
+        // Lookup allowed and answered: the connection is judged as by address.
+        assert_eq!(
+            named_disagreement(&answered(ConnectResult::Connected), server, true, true),
+            None
+        );
+        assert_eq!(
+            named_disagreement(&answered(ConnectResult::TimedOut), server, true, false),
+            None
+        );
+        assert!(named_disagreement(&answered(ConnectResult::TimedOut), server, true, true).is_some());
+        // Lookup denied: only silence agrees.
+        let silent = named(ConnectResult::TimedOut, LookupResult::TimedOut, &[]);
+        assert_eq!(named_disagreement(&silent, server, false, true), None);
+        let problem = named_disagreement(&answered(ConnectResult::Connected), server, false, true).unwrap();
+        assert!(
+            problem.contains("explain denies the lookup of api.partner.example"),
+            "{problem}"
+        );
+        // Lookup allowed but unanswered, or answered wrongly, or asked of another server.
+        let problem = named_disagreement(&silent, server, true, true).unwrap();
+        assert!(problem.contains("explain allows the lookup"), "{problem}");
+        let wrong = named(ConnectResult::Connected, LookupResult::Answered, &["192.0.2.1"]);
+        let problem = named_disagreement(&wrong, server, true, true).unwrap();
+        assert!(problem.contains("the lab file gives 203.0.113.10"), "{problem}");
+        let problem = named_disagreement(&silent, Some("192.0.2.53".parse().unwrap()), false, true).unwrap();
+        assert!(
+            problem.contains("not the lab's DNS server 192.0.2.53"),
+            "{problem}"
         );
     }
 }

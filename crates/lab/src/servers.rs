@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::dns::resolver::{LookupError, QueryType, nameserver_from, query};
+use crate::dns::zone::Transport;
+
 /// How a service is spoken to.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, clap::ValueEnum,
@@ -49,6 +52,36 @@ pub struct ConnectOutcome {
     pub seen: Option<IpAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// For a connection by name: the lookup that came first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookup: Option<LookupOutcome>,
+}
+
+/// What resolving a name came to, before a connection by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LookupOutcome {
+    pub result: LookupResult,
+    /// The server asked (the first nameserver of the namespace's resolv.conf).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LookupResult {
+    /// NOERROR with at least one address.
+    Answered,
+    /// No reply in time: what a policy drop of the query looks like.
+    TimedOut,
+    /// A reply without an address (NXDOMAIN, NODATA, REFUSED, …).
+    NoAddress,
+    /// No query could be made, or it was refused on the way.
+    Failed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +103,7 @@ impl ConnectOutcome {
             result,
             seen: None,
             detail: Some(detail.to_string()),
+            lookup: None,
         }
     }
 
@@ -93,6 +127,7 @@ impl ConnectOutcome {
                 result: ConnectResult::Connected,
                 seen: Some(seen),
                 detail: None,
+                lookup: None,
             },
             Err(_) => ConnectOutcome::failed(ConnectResult::Error, format!("unexpected answer {text:?}")),
         }
@@ -154,6 +189,84 @@ pub fn connect(protocol: ServiceProtocol, to: IpAddr, port: u16, timeout: Durati
                 Err(error) => ConnectOutcome::from_error(&error),
             }
         }
+    }
+}
+
+/// Resolves `name` (A, over UDP) through the first nameserver of `/etc/resolv.conf` — inside a
+/// lab pod, the lab's DNS server — and connects to the first address at once: nothing sleeps
+/// between the answer and the first packet, as an application would behave.
+pub fn connect_by_name(
+    protocol: ServiceProtocol,
+    name: &str,
+    port: u16,
+    timeout: Duration,
+) -> ConnectOutcome {
+    let server = match nameserver_from(Path::new("/etc/resolv.conf")) {
+        Ok(server) => server,
+        Err(error) => {
+            return without_address(LookupOutcome {
+                result: LookupResult::Failed,
+                server: None,
+                addresses: Vec::new(),
+                detail: Some(error),
+            });
+        }
+    };
+    let lookup = match query(
+        SocketAddr::new(server, 53),
+        name,
+        QueryType::A,
+        Transport::Udp,
+        timeout,
+    ) {
+        Ok(lookup) => {
+            let result = if lookup.rcode == "NOERROR" && !lookup.addresses.is_empty() {
+                LookupResult::Answered
+            } else {
+                LookupResult::NoAddress
+            };
+            LookupOutcome {
+                result,
+                server: Some(server),
+                detail: (result != LookupResult::Answered)
+                    .then(|| format!("{} without an address", lookup.rcode)),
+                addresses: lookup.addresses,
+            }
+        }
+        Err(LookupError::TimedOut(detail)) => LookupOutcome {
+            result: LookupResult::TimedOut,
+            server: Some(server),
+            addresses: Vec::new(),
+            detail: Some(detail),
+        },
+        Err(LookupError::Failed(detail)) => LookupOutcome {
+            result: LookupResult::Failed,
+            server: Some(server),
+            addresses: Vec::new(),
+            detail: Some(detail),
+        },
+    };
+    let Some(first) = lookup.addresses.first().copied() else {
+        return without_address(lookup);
+    };
+    let mut outcome = connect(protocol, first, port, timeout);
+    outcome.lookup = Some(lookup);
+    outcome
+}
+
+/// A connection by name that never started: a lookup with no reply reads as a drop (silence),
+/// anything else as an error.
+fn without_address(lookup: LookupOutcome) -> ConnectOutcome {
+    let result = match lookup.result {
+        LookupResult::TimedOut => ConnectResult::TimedOut,
+        _ => ConnectResult::Error,
+    };
+    let detail = format!("lookup: {}", lookup.detail.as_deref().unwrap_or("no address"));
+    ConnectOutcome {
+        result,
+        seen: None,
+        detail: Some(detail),
+        lookup: Some(lookup),
     }
 }
 

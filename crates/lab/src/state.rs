@@ -23,6 +23,20 @@ pub struct LabState {
     pub nodes: Vec<NodeState>,
     pub hosts: Vec<HostState>,
     pub pods: Vec<PodState>,
+    /// The lab's DNS server, once it runs.
+    #[serde(default)]
+    pub dns: Option<DnsState>,
+}
+
+/// Where the lab's DNS server runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsState {
+    pub address: Ipv4Addr,
+    pub netns: String,
+    /// The outside host whose address it shares, if any; else it has a host of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -522,6 +522,7 @@ impl Lab {
             result: ConnectResult::Error,
             seen: None,
             detail: Some(detail),
+            lookup: None,
         };
         match output {
             Ok(output) => serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
