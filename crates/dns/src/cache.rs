@@ -66,9 +66,7 @@ pub fn from_bytes(bytes: &[u8], epoch: i64, now: Timestamp) -> Result<Vec<CacheE
     let file: CacheFile =
         serde_json::from_slice(bytes).map_err(|error| CacheError::Malformed(error.to_string()))?;
     if file.version != VERSION {
-        return Err(CacheError::Version {
-            found: file.version,
-        });
+        return Err(CacheError::Version { found: file.version });
     }
     if file.epoch != epoch {
         return Err(CacheError::Epoch {

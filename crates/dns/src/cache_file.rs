@@ -75,9 +75,11 @@ mod tests {
         assert!(write(&blocked, b"new").is_err());
         assert_eq!(read(&path).unwrap(), Some(b"old".to_vec()));
         assert!(
-            fs::read_dir(directory.path())
+            fs::read_dir(directory.path()).unwrap().all(|entry| !entry
                 .unwrap()
-                .all(|entry| !entry.unwrap().file_name().to_string_lossy().contains(".tmp-"))
+                .file_name()
+                .to_string_lossy()
+                .contains(".tmp-"))
         );
         assert!(write(&directory.path().join("missing/dns-cache.json"), b"x").is_err());
     }

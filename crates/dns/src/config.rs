@@ -51,7 +51,9 @@ impl FromStr for TrustedServer {
         }
         match text.parse::<SocketAddr>() {
             Ok(address) if address.port() != 0 => Ok(TrustedServer(address)),
-            Ok(_) => Err(format!("`{text}` has port 0; a DNS server listens on a real port")),
+            Ok(_) => Err(format!(
+                "`{text}` has port 0; a DNS server listens on a real port"
+            )),
             Err(_) => Err(format!(
                 "`{text}` is not a DNS server address; write `<ip>`, `<ipv4>:<port>` or `[<ipv6>]:<port>`"
             )),
@@ -81,7 +83,13 @@ mod tests {
             let server: TrustedServer = text.parse().unwrap();
             assert_eq!(server.0, expected.parse::<SocketAddr>().unwrap(), "{text}");
         }
-        for bad in ["", "k8s-service:kube-dns", "10.96.0.10:0", "fd00::10:53:x", "host:53"] {
+        for bad in [
+            "",
+            "k8s-service:kube-dns",
+            "10.96.0.10:0",
+            "fd00::10:53:x",
+            "host:53",
+        ] {
             assert!(bad.parse::<TrustedServer>().is_err(), "{bad}");
         }
     }

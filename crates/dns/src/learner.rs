@@ -181,10 +181,7 @@ impl Learner {
 
     /// Domain set elements the endpoints' interests imply now.
     pub fn elements(&self) -> usize {
-        self.endpoints
-            .values()
-            .map(|state| state.elements.len())
-            .sum()
+        self.endpoints.values().map(|state| state.elements.len()).sum()
     }
 
     /// Decides what to do with one queued packet (an IP packet, no link header) at `now`.
@@ -355,8 +352,7 @@ impl Learner {
     /// know (call [`Learner::set_endpoints`] first) and entries already expired are dropped.
     pub fn restore(&mut self, now: Timestamp, entries: Vec<CacheEntry>) -> Option<Batch> {
         let mut work = Work::default();
-        let mut by_endpoint: BTreeMap<String, Vec<(Arc<str>, IpAddr, Timestamp)>> =
-            BTreeMap::new();
+        let mut by_endpoint: BTreeMap<String, Vec<(Arc<str>, IpAddr, Timestamp)>> = BTreeMap::new();
         for entry in entries {
             by_endpoint.entry(entry.endpoint).or_default().push((
                 Arc::from(entry.name.as_str()),
@@ -541,22 +537,14 @@ impl Learner {
 
     /// Drops one mapping and the support it gave its elements. An element left without
     /// support leaves the kernel now if the kernel would keep it past `now`.
-    fn forget(
-        &mut self,
-        now: Timestamp,
-        key: &Arc<str>,
-        name: &Arc<str>,
-        address: IpAddr,
-        work: &mut Work,
-    ) {
+    fn forget(&mut self, now: Timestamp, key: &Arc<str>, name: &Arc<str>, address: IpAddr, work: &mut Work) {
         let Some(state) = self.endpoints.get_mut(key) else {
             return;
         };
         let Some(addresses) = state.names.get_mut(name) else {
             return;
         };
-        let Some(position) = addresses.iter().position(|learned| learned.address == address)
-        else {
+        let Some(position) = addresses.iter().position(|learned| learned.address == address) else {
             return;
         };
         let learned = addresses.swap_remove(position);
@@ -677,19 +665,19 @@ impl EndpointState {
         work: &mut Work,
     ) {
         for element in self.implied(name, address) {
-            let state = self
-                .elements
-                .entry(element.clone())
-                .or_insert(ElementState {
-                    supporters: 0,
-                    wanted: expires,
-                    programmed: None,
-                });
+            let state = self.elements.entry(element.clone()).or_insert(ElementState {
+                supporters: 0,
+                wanted: expires,
+                programmed: None,
+            });
             if new {
                 state.supporters += 1;
             }
             state.wanted = state.wanted.max(expires);
-            if state.programmed.is_some_and(|programmed| programmed >= state.wanted) {
+            if state
+                .programmed
+                .is_some_and(|programmed| programmed >= state.wanted)
+            {
                 continue;
             }
             let slot = work

@@ -33,7 +33,5 @@ pub mod time;
 pub use cache::{CacheEntry, CacheError};
 pub use config::{Config, TrustedServer};
 pub use endpoint::{Addition, Batch, BatchToken, Element, Endpoint, Interest};
-pub use learner::{
-    Counters, Decision, EndpointSnapshot, LearnedAddress, Learner, MINIMUM_LIFETIME_SECONDS,
-};
+pub use learner::{Counters, Decision, EndpointSnapshot, LearnedAddress, Learner, MINIMUM_LIFETIME_SECONDS};
 pub use time::Timestamp;

@@ -131,7 +131,7 @@ fn name_text(name: &str) -> String {
 mod tests {
     use super::*;
     use simple_dns::rdata::{A, AAAA, CNAME};
-    use simple_dns::{Name, Question, QCLASS, QTYPE, TYPE};
+    use simple_dns::{Name, QCLASS, QTYPE, Question, TYPE};
 
     fn a(name: &'static str, address: [u8; 4], ttl: u32) -> ResourceRecord<'static> {
         ResourceRecord::new(
@@ -249,15 +249,27 @@ mod tests {
     #[test]
     fn chains_longer_than_the_limit_stop() {
         const NAMES: [&str; 19] = [
-            "n0.example", "n1.example", "n2.example", "n3.example", "n4.example", "n5.example",
-            "n6.example", "n7.example", "n8.example", "n9.example", "n10.example", "n11.example",
-            "n12.example", "n13.example", "n14.example", "n15.example", "n16.example",
-            "n17.example", "n18.example",
+            "n0.example",
+            "n1.example",
+            "n2.example",
+            "n3.example",
+            "n4.example",
+            "n5.example",
+            "n6.example",
+            "n7.example",
+            "n8.example",
+            "n9.example",
+            "n10.example",
+            "n11.example",
+            "n12.example",
+            "n13.example",
+            "n14.example",
+            "n15.example",
+            "n16.example",
+            "n17.example",
+            "n18.example",
         ];
-        let mut records: Vec<_> = NAMES
-            .windows(2)
-            .map(|pair| cname(pair[0], pair[1], 30))
-            .collect();
+        let mut records: Vec<_> = NAMES.windows(2).map(|pair| cname(pair[0], pair[1], 30)).collect();
         records.push(a("n18.example", [192, 0, 2, 9], 30));
         let learned = facts(&reply("n0.example", records));
         let names: Vec<&str> = learned.iter().map(|(name, _, _)| name.as_str()).collect();

@@ -368,7 +368,12 @@ mod tests {
             ..flags(999)
         };
         streams.segment(0, connection(), syn, b"");
-        assert!(streams.segment(1, connection(), flags(1006), &bytes[6..]).completed.is_empty());
+        assert!(
+            streams
+                .segment(1, connection(), flags(1006), &bytes[6..])
+                .completed
+                .is_empty()
+        );
         let filler = streams.segment(2, connection(), flags(1000), &bytes[..6]);
         assert_eq!(bodies(&filler), vec![b"hello world".to_vec()]);
     }
