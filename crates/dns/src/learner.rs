@@ -511,7 +511,12 @@ impl Learner {
         let Some(state) = self.endpoints.get_mut(key) else {
             return;
         };
-        state.names.entry(name.clone()).or_default().push(Learned {
+        // Most names have one address: start at one slot, not Vec's usual four.
+        let addresses = state
+            .names
+            .entry(name.clone())
+            .or_insert_with(|| Vec::with_capacity(1));
+        addresses.push(Learned {
             address,
             expires,
             sequence,
@@ -712,7 +717,7 @@ impl EndpointState {
             }
         }
         for (element, state) in &elements {
-            if state.wanted > now && !state.programmed.is_some_and(|at| at >= state.wanted) {
+            if state.wanted > now && state.programmed.is_none_or(|at| at < state.wanted) {
                 work.additions
                     .insert((key.clone(), element.clone()), state.wanted);
             }
