@@ -435,7 +435,8 @@ impl Learner {
                     .into_iter()
                     .map(|Resolution { name, address, ttl }| {
                         let lifetime = (u64::from(ttl) + extra).max(MINIMUM_LIFETIME_SECONDS);
-                        (Arc::from(name.as_str()), address, now.plus_seconds(lifetime))
+                        let expires = now.plus_seconds(lifetime).whole_second_up();
+                        (Arc::from(name.as_str()), address, expires)
                     })
                     .collect();
                 Some(Arc::new(facts))

@@ -45,6 +45,15 @@ impl Timestamp {
         }
     }
 
+    /// The next whole second, or this one if it is whole. Expiries are rounded up so that
+    /// copies of one cached answer a fraction of a second apart (a resolver counts its TTLs
+    /// down in whole seconds) give one expiry, never shorter than the TTL.
+    pub const fn whole_second_up(self) -> Timestamp {
+        Timestamp {
+            unix_milliseconds: self.unix_milliseconds.div_ceil(1000).saturating_mul(1000),
+        }
+    }
+
     /// How long from `earlier` to `self`, zero if `earlier` is later.
     pub fn since(self, earlier: Timestamp) -> Duration {
         Duration::from_millis(self.unix_milliseconds.saturating_sub(earlier.unix_milliseconds))

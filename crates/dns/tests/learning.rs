@@ -271,6 +271,28 @@ fn expiry_is_ttl_plus_extra_ttl_and_at_least_two_seconds() {
 }
 
 #[test]
+fn copies_of_a_cached_answer_within_a_second_share_one_expiry() {
+    let mut learner = node(config());
+    let batch = hold(learner.decide(
+        at_milliseconds(300),
+        &udp(SERVER, POD_A_SOCKET, &partner_answer(30)),
+    ));
+    // Rounded up to the whole second: never shorter than the TTL.
+    assert_eq!(batch.additions[0].expires, at(31));
+    assert_eq!(batch.additions[0].timeout_milliseconds, 30_700);
+    learner.programmed(batch.token);
+    // The resolver's cache counts down in whole seconds.
+    for (milliseconds, ttl) in [(800, 30), (1_200, 29), (1_999, 29), (28_500, 2)] {
+        let packet = udp(SERVER, POD_A_SOCKET, &partner_answer(ttl));
+        assert_eq!(
+            learner.decide(at_milliseconds(milliseconds), &packet),
+            Decision::Pass,
+            "{milliseconds} ms, ttl {ttl}"
+        );
+    }
+}
+
+#[test]
 fn a_repeated_answer_only_extends() {
     let mut learner = node(config());
     let batch = hold(learner.decide(at(0), &udp(SERVER, POD_A_SOCKET, &partner_answer(60))));
