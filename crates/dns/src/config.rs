@@ -18,6 +18,9 @@ pub struct Config {
     pub extra_ttl_seconds: u32,
     /// Addresses kept per name per endpoint; the oldest learned goes first.
     pub addresses_per_name: usize,
+    /// Mappings (name, address) kept per endpoint; the endpoint's oldest learned goes first.
+    /// So one pod resolving endless names evicts its own mappings, not its neighbours'.
+    pub mappings_per_endpoint: usize,
     /// Mappings (endpoint, name, address) kept on the node; the oldest learned goes first.
     pub mappings_per_node: usize,
     /// Bounds on DNS-over-TCP reassembly.
@@ -30,6 +33,7 @@ impl Default for Config {
             trusted_servers: Vec::new(),
             extra_ttl_seconds: 0,
             addresses_per_name: 64,
+            mappings_per_endpoint: 10_000,
             mappings_per_node: 250_000,
             tcp: tcp::Limits::default(),
         }

@@ -65,6 +65,8 @@ pub struct Counters {
     pub batches_failed: u64,
     /// Mappings evicted because their name had too many addresses.
     pub evicted_per_name: u64,
+    /// Mappings evicted because their endpoint had too many.
+    pub evicted_per_endpoint: u64,
     /// Mappings evicted because the node had too many.
     pub evicted_per_node: u64,
     /// Mappings that reached their expiry.
@@ -111,6 +113,8 @@ pub struct Learner {
 struct EndpointState {
     endpoint: Endpoint,
     names: HashMap<Arc<str>, Vec<Learned>>,
+    /// Mappings in `names`.
+    mappings: usize,
     elements: HashMap<Element, ElementState>,
 }
 
@@ -304,6 +308,7 @@ impl Learner {
                     let state = EndpointState {
                         endpoint,
                         names: HashMap::new(),
+                        mappings: 0,
                         elements: HashMap::new(),
                     };
                     self.endpoints.insert(key, state);
@@ -508,10 +513,24 @@ impl Learner {
         if let Some(oldest) = oldest_of_name {
             self.counters.evicted_per_name += 1;
             self.forget(now, key, &name, oldest, work);
+        } else if state.mappings >= self.config.mappings_per_endpoint.max(1) {
+            // A scan of this endpoint's mappings: paid only by an endpoint at its cap.
+            let oldest = state
+                .names
+                .iter()
+                .flat_map(|(name, learned)| learned.iter().map(move |learned| (learned.sequence, name)))
+                .min_by_key(|(sequence, _)| *sequence)
+                .and_then(|(sequence, _)| self.order.get(&sequence))
+                .cloned();
+            if let Some(oldest) = oldest {
+                self.counters.evicted_per_endpoint += 1;
+                self.forget(now, key, &oldest.name, oldest.address, work);
+            }
         }
         let Some(state) = self.endpoints.get_mut(key) else {
             return;
         };
+        state.mappings += 1;
         // Most names have one address: start at one slot, not Vec's usual four.
         let addresses = state
             .names
@@ -554,6 +573,7 @@ impl Learner {
             return;
         };
         let learned = addresses.swap_remove(position);
+        state.mappings -= 1;
         if addresses.is_empty() {
             state.names.remove(name);
         }

@@ -341,6 +341,35 @@ fn addresses_per_name_are_capped_oldest_first_and_counted() {
 }
 
 #[test]
+fn an_endpoint_resolving_endless_names_evicts_only_its_own() {
+    let mut learner = node(Config {
+        mappings_per_endpoint: 3,
+        ..config()
+    });
+    let batch = hold(learner.decide(at(0), &udp(SERVER, POD_A_SOCKET, &partner_answer(60))));
+    learner.programmed(batch.token);
+    for index in 0..10 {
+        let name = format!("n{index}.s3.example");
+        let message = response(&name, &[(&name, &format!("198.51.100.{index}"), 60)]);
+        let batch = hold(learner.decide(at(1 + index), &udp(SERVER, "10.65.0.3:40000", &message)));
+        if index >= 3 {
+            // pod-b's own oldest programmed element makes room.
+            let evicted = format!("198.51.100.{}", index - 3);
+            assert_eq!(batch.removals.len(), 1, "{name}");
+            assert_eq!(batch.removals[0].address, ip(&evicted));
+            assert_eq!(batch.removals[0].endpoint_address, ip(POD_B));
+        }
+        learner.programmed(batch.token);
+    }
+    let snapshot = learner.snapshot();
+    assert_eq!(snapshot[0].names.len(), 1, "pod-a keeps what it learned");
+    let names: Vec<&String> = snapshot[1].names.keys().collect();
+    assert_eq!(names, ["n7.s3.example", "n8.s3.example", "n9.s3.example"]);
+    assert_eq!(learner.counters().evicted_per_endpoint, 7);
+    assert_eq!(learner.mappings(), 4);
+}
+
+#[test]
 fn mappings_per_node_are_capped_oldest_first_across_endpoints() {
     let mut learner = node(Config {
         mappings_per_node: 2,
