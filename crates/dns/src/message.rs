@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use simple_dns::rdata::RData;
-use simple_dns::{CLASS, OPCODE, Packet, PacketFlag, RCODE, ResourceRecord};
+use simple_dns::{CLASS, Name, OPCODE, Packet, PacketFlag, RCODE, ResourceRecord};
 
 /// The longest CNAME chain followed (resolvers give up at about this depth too).
 pub const MAXIMUM_CHAIN: usize = 16;
@@ -72,7 +72,9 @@ impl Records {
         if record.class != CLASS::IN || record.cache_flush {
             return;
         }
-        let owner = name_text(&record.name.to_string());
+        let Some(owner) = name_text(&record.name) else {
+            return;
+        };
         match &record.rdata {
             RData::A(a) => self
                 .addresses
@@ -84,11 +86,11 @@ impl Records {
                 .entry(owner)
                 .or_default()
                 .push((IpAddr::V6(Ipv6Addr::from(aaaa.address)), record.ttl)),
-            RData::CNAME(target) => self
-                .aliases
-                .entry(owner)
-                .or_default()
-                .push((name_text(&target.0.to_string()), record.ttl)),
+            RData::CNAME(target) => {
+                if let Some(target) = name_text(&target.0) {
+                    self.aliases.entry(owner).or_default().push((target, record.ttl));
+                }
+            }
             _ => {}
         }
     }
@@ -123,15 +125,32 @@ impl Records {
     }
 }
 
-fn name_text(name: &str) -> String {
-    name.trim_end_matches('.').to_ascii_lowercase()
+/// The name as text, lowercased, without the root's dot; `None` if a label holds anything but
+/// letters, digits, `-` and `_`. A label may hold any byte, dots included: the one label
+/// `api.partner.example` must never read as three, so such names are not learned at all
+/// (no domain pattern could name them anyway).
+fn name_text(name: &Name<'_>) -> Option<String> {
+    let mut text = String::new();
+    for label in name.as_bytes() {
+        let plain = label
+            .iter()
+            .all(|byte| byte.is_ascii_alphanumeric() || *byte == b'-' || *byte == b'_');
+        if label.is_empty() || !plain {
+            return None;
+        }
+        if !text.is_empty() {
+            text.push('.');
+        }
+        text.extend(label.iter().map(|byte| char::from(byte.to_ascii_lowercase())));
+    }
+    (!text.is_empty()).then_some(text)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use simple_dns::rdata::{A, AAAA, CNAME};
-    use simple_dns::{Name, QCLASS, QTYPE, Question, TYPE};
+    use simple_dns::{Label, QCLASS, QTYPE, Question, TYPE};
 
     fn a(name: &'static str, address: [u8; 4], ttl: u32) -> ResourceRecord<'static> {
         ResourceRecord::new(
@@ -311,6 +330,38 @@ mod tests {
         let bytes = answer.build_bytes_vec().unwrap();
         assert_eq!(resolve(&bytes[..bytes.len() - 2]), Err(Refusal::Unparsable));
         assert_eq!(resolve(b""), Err(Refusal::Unparsable));
+    }
+
+    #[test]
+    fn names_with_a_dot_or_other_bytes_inside_a_label_are_not_learned() {
+        // A zone may hold the one-label name `api.partner.example` (dots inside the label);
+        // as text it would pass for three labels, so neither it nor a chain through it counts.
+        let dotted = || {
+            Name::new_with_labels(&[
+                Label::new_unchecked(b"api.partner.example".as_slice()),
+                Label::new_unchecked(b"evil".as_slice()),
+            ])
+        };
+        let spaced = Name::new_with_labels(&[
+            Label::new_unchecked(b"a b".as_slice()),
+            Label::new_unchecked(b"evil".as_slice()),
+        ]);
+        let address = || RData::A(A::from(Ipv4Addr::new(203, 0, 113, 66)));
+        let records = vec![
+            ResourceRecord::new(dotted(), CLASS::IN, 30, address()),
+            ResourceRecord::new(spaced, CLASS::IN, 30, address()),
+            ResourceRecord::new(
+                Name::new_unchecked("x.evil"),
+                CLASS::IN,
+                30,
+                RData::CNAME(CNAME(dotted())),
+            ),
+            ResourceRecord::new(Name::new_unchecked("_srv.evil"), CLASS::IN, 30, address()),
+        ];
+        assert_eq!(
+            facts(&reply("x.evil", records)),
+            vec![fact("_srv.evil", "203.0.113.66", 30)]
+        );
     }
 
     #[test]
