@@ -4,9 +4,11 @@
 //! each message once, with the stream offset just past its last byte.
 //!
 //! A segment carrying bytes already seen (a retransmission, a duplicate) adds nothing, but is
-//! reported as *repeating* the messages whose last byte it carries: if the first copy was held
-//! and then dropped, the client gets the message from this copy, so the caller must decide
-//! again (from what it remembered of the message, see [`Streams::remember`]).
+//! reported as *repeating* every remembered message that ends after its first byte: if the
+//! first copy was held and then dropped, the client may complete those messages with this
+//! copy (it may already hold the bytes after it), so the caller must decide again, from what
+//! it remembered of each message (see [`Streams::remember`]). Deciding again costs nothing
+//! when the first decision was programmed: it passes.
 //!
 //! Memory is bounded: a message is at most 65,535 bytes, bytes ahead of a gap are kept up to
 //! [`Limits::ahead_bytes`], a stream remembers its last [`REMEMBERED_MESSAGES`] messages, and
@@ -181,9 +183,14 @@ impl<M: Clone> Streams<M> {
             self.streams.remove(&connection);
             return progress;
         }
-        for (message_end, memo) in &stream.remembered {
-            if offset < *message_end && *message_end <= end && *message_end <= stream.next {
-                progress.repeated.push(memo.clone());
+        // Bytes seen before, from `offset` on: the client may hold everything after them
+        // (segments it got beyond a gap), so any remembered message ending past `offset` may
+        // reach it with this copy.
+        if offset < stream.next {
+            for (message_end, memo) in &stream.remembered {
+                if offset < *message_end {
+                    progress.repeated.push(memo.clone());
+                }
             }
         }
         if offset <= stream.next {
@@ -343,9 +350,12 @@ mod tests {
         let again = streams.segment(1, connection(), flags(100), &bytes);
         assert!(again.completed.is_empty());
         assert_eq!(again.repeated, vec![1, 2]);
-        // A retransmission of only the first message's bytes repeats only the first.
+        // A retransmission of the first message's bytes repeats both: the client may hold the
+        // second already. One of the second message's bytes repeats only the second.
         let part = streams.segment(2, connection(), flags(100), &bytes[..5]);
-        assert_eq!(part.repeated, vec![1]);
+        assert_eq!(part.repeated, vec![1, 2]);
+        let part = streams.segment(2, connection(), flags(105), &bytes[5..7]);
+        assert_eq!(part.repeated, vec![2]);
         // A segment overlapping old and new bytes keeps only the new ones.
         let more = framed(&[b"three"]);
         let mut overlapping = bytes[5..].to_vec();

@@ -508,6 +508,31 @@ fn tcp_over_ipv6_with_a_gap_learns_when_the_gap_fills() {
 }
 
 #[test]
+fn a_dropped_gap_filler_is_held_again_when_retransmitted() {
+    let mut learner = node(config());
+    let client = "10.65.0.2:41005";
+    let stream = framed(&[&partner_answer(30)]);
+    assert_eq!(
+        learner.decide(at(0), &tcp(SERVER, client, 0, true, b"")),
+        Decision::Pass
+    );
+    // The message's tail arrives first and passes: the client cannot read it before the gap.
+    assert_eq!(
+        learner.decide(at(0), &tcp(SERVER, client, 11, false, &stream[10..])),
+        Decision::Pass
+    );
+    let filler = tcp(SERVER, client, 1, false, &stream[..10]);
+    let batch = hold(learner.decide(at(0), &filler));
+    learner.failed(batch.token);
+    // The server retransmits only the gap (the client acknowledged the tail selectively); the
+    // message ends beyond it, yet this copy completes it for the client: held again.
+    let again = hold(learner.decide(at(1), &filler));
+    assert_eq!(additions(&again), vec![row("partner", POD_A, "192.0.2.1", 29)]);
+    learner.programmed(again.token);
+    assert_eq!(learner.decide(at(2), &filler), Decision::Pass);
+}
+
+#[test]
 fn a_new_interest_programs_what_was_learned_and_a_removed_one_is_taken_out() {
     let mut learner = node(config());
     let logs = response("logs.example", &[("logs.example", "203.0.113.5", 60)]);
