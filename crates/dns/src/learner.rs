@@ -25,6 +25,8 @@ use crate::packet::{self, TransportKind};
 use crate::tcp::{Connection, Streams};
 use crate::time::Timestamp;
 
+/// How long the shell may hold a packet for its batch before dropping it (the client retries).
+pub const HOLD_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// The shortest life of a learned mapping, whatever the TTL says.
 pub const MINIMUM_LIFETIME_SECONDS: u64 = 2;
 /// Batches the shell has neither confirmed nor failed that are remembered; older ones are
@@ -37,7 +39,7 @@ pub enum Decision {
     /// Release it now; nothing to program.
     Pass,
     /// Program the batch, then release the packet; drop the packet if the batch fails or
-    /// takes longer than the hold allows (2 s). Either way answer with `programmed`/`failed`.
+    /// takes longer than [`HOLD_LIMIT`]. Either way answer with `programmed`/`failed`.
     Hold(Batch),
     /// Release it now and program the batch, which holds only removals (mappings evicted to
     /// make room for this response's).

@@ -28,8 +28,10 @@
 //!    - [`Decision::Pass`]: release it.
 //!    - [`Decision::Hold`]: program the batch (additions with their `timeout_milliseconds` as
 //!      the element timeout, and removals), then release the packet and call
-//!      [`Learner::programmed`]; if programming fails or takes longer than 2 s, drop the packet
-//!      and call [`Learner::failed`]. Never release it before the batch is in the kernel.
+//!      [`Learner::programmed`]; if programming fails or takes longer than [`HOLD_LIMIT`]
+//!      (2 s), drop the packet and call [`Learner::failed`] (even if the batch lands later:
+//!      believing less than the kernel holds only costs a repeated update). Never release
+//!      the packet before the batch is in the kernel.
 //!    - [`Decision::PassAndProgram`]: release it, program the batch (removals only), answer.
 //!
 //!    Every batch gets exactly one answer, and batches are programmed in the order given (a
@@ -75,5 +77,7 @@ pub mod time;
 pub use cache::{CacheEntry, CacheError};
 pub use config::{Config, TrustedServer};
 pub use endpoint::{Addition, Batch, BatchToken, Element, Endpoint, Interest};
-pub use learner::{Counters, Decision, EndpointSnapshot, LearnedAddress, Learner, MINIMUM_LIFETIME_SECONDS};
+pub use learner::{
+    Counters, Decision, EndpointSnapshot, HOLD_LIMIT, LearnedAddress, Learner, MINIMUM_LIFETIME_SECONDS,
+};
 pub use time::Timestamp;
