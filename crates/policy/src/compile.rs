@@ -380,8 +380,14 @@ fn compile_rules(
         .iter()
         .map(|(origin_index, rule)| {
             let (source, source_domains) = compile_peer(&rule.source, namespace, interner);
-            let (destination, destination_domains) = compile_peer(&rule.destination, namespace, interner);
+            let (mut destination, destination_domains) = compile_peer(&rule.destination, namespace, interner);
             let domains = rule_domains(rule, direction, source_domains, destination_domains, interner);
+            if domains.is_some_and(|domains| domains.usage == DomainUse::Only) {
+                // No address is known when compiling: the addresses a `domains` rule reaches
+                // are an empty set here (filled per endpoint from DNS by the node), so any
+                // reader of the IR that does not know names matches nothing, never everything.
+                destination.nets = Some(interner.add_set(IpSetSource::Nets, Vec::new()));
+            }
             CompiledRule {
                 origin_index: *origin_index,
                 action: rule.action,

@@ -350,14 +350,8 @@ impl Dataplane {
         slots: (Option<u32>, Option<u32>),
     ) -> Option<(&'a str, &'a sluice_api::domain::DomainPattern)> {
         let domains = rule.domains?;
-        let by_address = match domains.usage {
-            DomainUse::Only => false,
-            DomainUse::OrSelector => {
-                self.in_set(rule.destination.selector, flow.destination, slots.1) != Some(false)
-            }
-            DomainUse::Ignored => return None,
-        };
-        if by_address {
+        let addresses = alternative_to_name(rule)?;
+        if self.in_set(addresses, flow.destination, slots.1) != Some(false) {
             return None;
         }
         let domain = domain?;
@@ -380,20 +374,16 @@ impl Dataplane {
         let Some(domains) = rule.domains else {
             return true;
         };
+        let Some(addresses) = alternative_to_name(rule) else {
+            return true;
+        };
         let name_matches = || match name {
             NameTest::AssumeMatches => true,
             NameTest::Name(name) => {
                 name.is_some_and(|name| self.domain_sets[domains.set as usize].matching(name).is_some())
             }
         };
-        match domains.usage {
-            DomainUse::Only => name_matches(),
-            DomainUse::OrSelector => {
-                self.in_set(rule.destination.selector, flow.destination, slot) != Some(false)
-                    || name_matches()
-            }
-            DomainUse::Ignored => true,
-        }
+        self.in_set(addresses, flow.destination, slot) != Some(false) || name_matches()
     }
 
     /// `slots` are the endpoint address slots of source and destination, when they are pods.
@@ -426,25 +416,27 @@ impl Dataplane {
         {
             return false;
         }
-        // A network-set domain rule's selector is one of two alternatives: `domains_match`
-        // checks it.
-        let destination_selector_alone = rule
-            .domains
-            .is_none_or(|domains| domains.usage != DomainUse::OrSelector);
+        // In a domain rule, one destination address set is the alternative to the name:
+        // `domains_match` checks it.
+        let skip = match rule.domains.map(|domains| domains.usage) {
+            Some(DomainUse::Only) => Skip::Nets,
+            Some(DomainUse::OrSelector) => Skip::Selector,
+            _ => Skip::Nothing,
+        };
         self.peer_matches(
             &rule.source,
             flow.source,
             slots.0,
             flow.protocol,
             flow.source_port,
-            true,
+            Skip::Nothing,
         ) && self.peer_matches(
             &rule.destination,
             flow.destination,
             slots.1,
             flow.protocol,
             flow.destination_port,
-            destination_selector_alone,
+            skip,
         ) && self.domains_match(rule, flow, name, slots.1)
     }
 
@@ -455,12 +447,12 @@ impl Dataplane {
         slot: Option<u32>,
         protocol: u8,
         port: Option<u16>,
-        check_selector: bool,
+        skip: Skip,
     ) -> bool {
         let in_set = |id: Option<IpSetId>| self.in_set(id, address, slot);
-        if in_set(peer.nets) == Some(false)
+        if (skip != Skip::Nets && in_set(peer.nets) == Some(false))
             || in_set(peer.not_nets) == Some(true)
-            || (check_selector && in_set(peer.selector) == Some(false))
+            || (skip != Skip::Selector && in_set(peer.selector) == Some(false))
             || in_set(peer.not_selector) == Some(true)
         {
             return false;
@@ -476,6 +468,26 @@ impl Dataplane {
             return false;
         }
         true
+    }
+}
+
+/// A positive address set of a peer that a domain rule checks itself, as the alternative to
+/// the destination's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Skip {
+    Nothing,
+    Nets,
+    Selector,
+}
+
+/// The destination address set a domain rule's name is the alternative to: the (empty, until
+/// the node learns) `nets` of a `domains` rule, or the selector of a network-set domain rule.
+/// `None` when the rule's name plays no part.
+fn alternative_to_name(rule: &CompiledRule) -> Option<Option<IpSetId>> {
+    match rule.domains?.usage {
+        DomainUse::Only => Some(rule.destination.nets),
+        DomainUse::OrSelector => Some(rule.destination.selector),
+        DomainUse::Ignored => None,
     }
 }
 

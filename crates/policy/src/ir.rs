@@ -211,7 +211,9 @@ pub struct DomainMatch {
 #[serde(rename_all = "snake_case")]
 pub enum DomainUse {
     /// `destination.domains`: the destination must be reached by a name matching the set (and
-    /// the address be what that name resolved to); an address alone never matches.
+    /// the address be what that name resolved to); an address alone never matches. The rule's
+    /// `destination.nets` is an empty set standing for the addresses learned for those names
+    /// (none at compile time), with the name as its alternative.
     Only,
     /// `allowedEgressDomains` of the network sets the destination selector picks, in an egress
     /// Allow rule: the address is in the selector's set, or the name matches the domain set.

@@ -92,14 +92,20 @@ fn summarise(rule: &CompiledRule) -> RuleSummary {
     };
     let only_sets =
         |peer: &PeerMatch| peer.not_nets.is_none() && peer.not_selector.is_none() && peer.not_ports.is_none();
-    // A domain rule needs the destination's name checked, and a network-set domain rule's
-    // selector is no longer necessary (the name is the alternative).
+    // A domain rule needs the destination's name checked, and the address set the name is the
+    // alternative to (a `domains` rule's nets, a network-set domain rule's selector) is no
+    // longer necessary.
     let domains = rule.domains.map(|domains| domains.usage);
     let names_matter = matches!(domains, Some(DomainUse::Only | DomainUse::OrSelector));
     let destination_selector = if domains == Some(DomainUse::OrSelector) {
         None
     } else {
         rule.destination.selector
+    };
+    let destination_nets = if domains == Some(DomainUse::Only) {
+        None
+    } else {
+        rule.destination.nets
     };
     let exact = simple_ports
         && !names_matter
@@ -117,7 +123,7 @@ fn summarise(rule: &CompiledRule) -> RuleSummary {
         source_selector: set(rule.source.selector),
         source_nets: set(rule.source.nets),
         destination_selector: set(destination_selector),
-        destination_nets: set(rule.destination.nets),
+        destination_nets: set(destination_nets),
         destination_ports: rule.destination.ports.is_some(),
         destination_port_low,
         destination_port_high,

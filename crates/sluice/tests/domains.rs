@@ -235,3 +235,38 @@ fn flow_lines_carry_a_domain_beside_the_address() {
         "{stderr}"
     );
 }
+
+/// Until the node learns names, the kernel must allow nothing by a `domains` rule: its
+/// destination addresses are an empty set in the IR, so the ruleset has no rule or set element
+/// for its port. The same rule with `nets` instead shows the check can see one.
+#[test]
+fn a_domains_rule_programs_nothing_into_the_kernel_before_names_are_learned() {
+    let port_443_programmed = |manifest: &str| {
+        let resources = sluice_api::load_str("policy.yaml", manifest).unwrap();
+        let ruleset = sluice_dataplane::render(
+            &sluice_policy::compile(&resources),
+            &[sluice_dataplane::LocalEndpoint {
+                namespace: "prod".into(),
+                name: "web".into(),
+                interface: "slc0123456789ab".into(),
+            }],
+        );
+        let in_rules = ruleset
+            .chains
+            .values()
+            .flat_map(|chain| &chain.rules)
+            .any(|(text, _)| text.contains("443"));
+        let in_sets = ruleset
+            .sets
+            .values()
+            .flat_map(|set| &set.elements)
+            .any(|(element, _)| element.contains("443"));
+        in_rules || in_sets
+    };
+    assert!(!port_443_programmed(MANIFESTS));
+    let by_address = MANIFESTS.replace(
+        "domains: [api.partner.example, '*.s3.example']",
+        "nets: [203.0.113.0/24]",
+    );
+    assert!(port_443_programmed(&by_address));
+}
