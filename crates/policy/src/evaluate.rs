@@ -416,28 +416,43 @@ impl Dataplane {
         {
             return false;
         }
-        // In a domain rule, one destination address set is the alternative to the name:
-        // `domains_match` checks it.
-        let skip = match rule.domains.map(|domains| domains.usage) {
-            Some(DomainUse::Only) => Skip::Nets,
-            Some(DomainUse::OrSelector) => Skip::Selector,
-            _ => Skip::Nothing,
-        };
-        self.peer_matches(
+        let source = self.peer_matches(
             &rule.source,
             flow.source,
             slots.0,
             flow.protocol,
             flow.source_port,
             Skip::Nothing,
-        ) && self.peer_matches(
-            &rule.destination,
-            flow.destination,
-            slots.1,
-            flow.protocol,
-            flow.destination_port,
-            skip,
-        ) && self.domains_match(rule, flow, name, slots.1)
+        );
+        // Rules without domains (nearly all) take the path they took before domains existed.
+        let Some(domains) = rule.domains else {
+            return source
+                && self.peer_matches(
+                    &rule.destination,
+                    flow.destination,
+                    slots.1,
+                    flow.protocol,
+                    flow.destination_port,
+                    Skip::Nothing,
+                );
+        };
+        // In a domain rule, one destination address set is the alternative to the name:
+        // `domains_match` checks it.
+        let skip = match domains.usage {
+            DomainUse::Only => Skip::Nets,
+            DomainUse::OrSelector => Skip::Selector,
+            DomainUse::Ignored => Skip::Nothing,
+        };
+        source
+            && self.peer_matches(
+                &rule.destination,
+                flow.destination,
+                slots.1,
+                flow.protocol,
+                flow.destination_port,
+                skip,
+            )
+            && self.domains_match(rule, flow, name, slots.1)
     }
 
     fn peer_matches(
