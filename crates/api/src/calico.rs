@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::DomainPattern;
 use crate::meta::ObjectMeta;
 use crate::values::{Action, Cidr, PolicyType, Port, Protocol, SelectorText};
 
@@ -152,6 +153,10 @@ pub struct EntityRule {
     pub service_accounts: Option<ServiceAccountMatch>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub services: Option<ServiceMatch>,
+    /// Calico Enterprise's domain names: only in the destination of an egress Allow rule whose
+    /// destination has no `nets` and no `selector`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<DomainPattern>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -256,6 +261,10 @@ pub struct GlobalNetworkSet {
 pub struct NetworkSetSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nets: Vec<Cidr>,
+    /// Calico Enterprise's domain names, allowed to egress Allow rules whose
+    /// `destination.selector` picks the set; no effect in any other rule.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_egress_domains: Vec<DomainPattern>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -2,14 +2,15 @@
 //! manifests (which carry BGP peers, host endpoints, controller settings, …) apply as they are.
 //! Each is kept whole and given a warning that says what is not enforced.
 //!
-//! FelixConfiguration is typed here too: later features read its fields; until then every field
-//! is kept and the ones Sluice does not use are named in a warning.
+//! FelixConfiguration is typed here too: the DNS fields domain-name policy reads are typed and
+//! validated (`dns_configuration`); every other field is kept as written and named in a warning.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::dns_configuration::{CacheFile, GoDuration, TrustedServer};
 use crate::load::Kind;
 use crate::meta::ObjectMeta;
 
@@ -41,9 +42,28 @@ pub struct FelixConfiguration {
     pub spec: FelixConfigurationSpec,
 }
 
-/// Every field is kept as written; none changes what Sluice does yet.
+/// The fields Sluice reads, typed; every other field kept as written.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FelixConfigurationSpec {
+    #[serde(
+        default,
+        rename = "dnsTrustedServers",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub dns_trusted_servers: Option<Vec<TrustedServer>>,
+    #[serde(default, rename = "dnsCacheFile", skip_serializing_if = "Option::is_none")]
+    pub dns_cache_file: Option<CacheFile>,
+    #[serde(
+        default,
+        rename = "dnsCacheSaveInterval",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub dns_cache_save_interval: Option<GoDuration>,
+    #[serde(default, rename = "dnsCacheEpoch", skip_serializing_if = "Option::is_none")]
+    pub dns_cache_epoch: Option<i64>,
+    #[serde(default, rename = "dnsExtraTTL", skip_serializing_if = "Option::is_none")]
+    pub dns_extra_ttl: Option<GoDuration>,
+    /// Every other field, kept as written and not used.
     #[serde(flatten)]
     pub fields: BTreeMap<String, Value>,
 }
@@ -64,6 +84,17 @@ impl FelixConfiguration {
                 "metadata.name".to_string(),
                 format!(
                     "FelixConfiguration `{name}` applies to nothing: Calico and Sluice read `default` (every node) and `node.<node name>` (one node)"
+                ),
+            ));
+        }
+        if let Some(servers) = &self.spec.dns_trusted_servers
+            && let Some(index) = servers.iter().position(|server| server.address().is_none())
+        {
+            warnings.push((
+                format!("spec.dnsTrustedServers[{index}]"),
+                format!(
+                    "`{}` names a Kubernetes Service, which Sluice resolves only with a Kubernetes API backend (not built yet): it trusts no server; list the DNS server's address instead",
+                    servers[index]
                 ),
             ));
         }

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod calico;
+pub mod dns_configuration;
 pub mod document;
 pub mod domain;
 pub mod kept;

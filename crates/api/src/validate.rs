@@ -243,7 +243,47 @@ pub fn policy_spec(spec: &PolicySpec, global: bool, report: &mut Report) {
             );
         }
         for (index, rule) in rules.iter().enumerate() {
-            self::rule(rule, &format!("spec.{direction}[{index}]"), report);
+            let path = format!("spec.{direction}[{index}]");
+            self::rule(rule, &path, report);
+            domains(rule, direction == "egress", &path, report);
+        }
+    }
+}
+
+/// Where Calico Enterprise lets `domains` go (its EntityRule reference: "the parent Rule's
+/// `action` must be `Allow`, and `nets` and `selector` must both be left empty", egress only).
+fn domains(rule: &Rule, egress: bool, path: &str, report: &mut Report) {
+    const WHERE: &str = "domains may appear only in the destination of an egress Allow rule whose destination has no `nets` and no `selector`";
+    if !rule.source.domains.is_empty() {
+        report.error(
+            format!("{path}.source.domains"),
+            format!("a rule's source cannot match domain names; {WHERE}"),
+        );
+    }
+    if rule.destination.domains.is_empty() {
+        return;
+    }
+    let field = format!("{path}.destination.domains");
+    if !egress {
+        report.error(
+            &field,
+            format!("an ingress rule cannot match domain names; {WHERE}"),
+        );
+    } else if rule.action != Action::Allow {
+        report.error(
+            &field,
+            format!("a {} rule cannot match domain names; {WHERE}", rule.action),
+        );
+    }
+    for (set, name) in [
+        (!rule.destination.nets.is_empty(), "nets"),
+        (rule.destination.selector.is_set(), "selector"),
+    ] {
+        if set {
+            report.error(
+                &field,
+                format!("this destination also has `{name}`; {WHERE} (to allow both, write two rules)"),
+            );
         }
     }
 }

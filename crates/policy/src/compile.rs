@@ -12,6 +12,7 @@ use sluice_api::ResourceSet;
 use sluice_api::calico::{
     DEFAULT_TIER, DEFAULT_TIER_ORDER, EntityRule, KUBERNETES_POLICY_ORDER, PolicySpec, Rule,
 };
+use sluice_api::domain::DomainPattern;
 use sluice_api::values::{Action, PolicyType, Port};
 use sluice_selector::Selector;
 
@@ -47,10 +48,16 @@ pub fn compile(resources: &ResourceSet) -> Dataplane {
             reference: Box::new(definition.reference.clone()),
             ingress: compile_rules(
                 &definition.ingress,
+                PolicyType::Ingress,
                 definition.namespace.as_deref(),
                 &mut interner,
             ),
-            egress: compile_rules(&definition.egress, definition.namespace.as_deref(), &mut interner),
+            egress: compile_rules(
+                &definition.egress,
+                PolicyType::Egress,
+                definition.namespace.as_deref(),
+                &mut interner,
+            ),
         })
         .collect();
 
@@ -163,6 +170,7 @@ pub fn compile(resources: &ResourceSet) -> Dataplane {
     dataplane.rule_index = RuleIndex::new(&dataplane.policies);
     dataplane.ip_sets = interner.ip_sets;
     dataplane.named_port_sets = interner.named_port_sets;
+    dataplane.domain_sets = interner.domain_sets;
     dataplane
 }
 
@@ -364,24 +372,70 @@ fn entity_selector(entity: &EntityRule, policy_namespace: Option<&str>) -> Optio
 
 fn compile_rules(
     rules: &[(usize, Rule)],
+    direction: PolicyType,
     namespace: Option<&str>,
     interner: &mut Interner<'_>,
 ) -> Vec<CompiledRule> {
     rules
         .iter()
-        .map(|(origin_index, rule)| CompiledRule {
-            origin_index: *origin_index,
-            action: rule.action,
-            ip_version: rule.ip_version.or_else(|| implied_ip_version(rule)),
-            protocol: rule.protocol.map(|protocol| protocol.number()),
-            not_protocol: rule.not_protocol.map(|protocol| protocol.number()),
-            icmp: rule.icmp.and_then(icmp_match),
-            not_icmp: rule.not_icmp.and_then(icmp_match),
-            source: compile_peer(&rule.source, namespace, interner),
-            destination: compile_peer(&rule.destination, namespace, interner),
-            http: rule.http.is_some(),
+        .map(|(origin_index, rule)| {
+            let (source, source_domains) = compile_peer(&rule.source, namespace, interner);
+            let (mut destination, destination_domains) = compile_peer(&rule.destination, namespace, interner);
+            let domains = rule_domains(rule, direction, source_domains, destination_domains, interner);
+            if domains.is_some_and(|domains| domains.usage == DomainUse::Only) {
+                // No address is known when compiling: the addresses a `domains` rule reaches
+                // are an empty set here (filled per endpoint from DNS by the node), so any
+                // reader of the IR that does not know names matches nothing, never everything.
+                destination.nets = Some(interner.add_set(IpSetSource::Nets, Vec::new()));
+            }
+            CompiledRule {
+                origin_index: *origin_index,
+                action: rule.action,
+                ip_version: rule.ip_version.or_else(|| implied_ip_version(rule)),
+                protocol: rule.protocol.map(|protocol| protocol.number()),
+                not_protocol: rule.not_protocol.map(|protocol| protocol.number()),
+                icmp: rule.icmp.and_then(icmp_match),
+                not_icmp: rule.not_icmp.and_then(icmp_match),
+                source,
+                destination,
+                http: rule.http.is_some(),
+                domains,
+            }
         })
         .collect()
+}
+
+/// The domains a rule allows, as Calico Enterprise reads them: `destination.domains` in an
+/// egress Allow rule; else, in an egress Allow rule, the `allowedEgressDomains` of the network
+/// sets its destination selector picks; anywhere else network-set domains have no effect.
+fn rule_domains(
+    rule: &Rule,
+    direction: PolicyType,
+    source_domains: Vec<DomainPattern>,
+    destination_domains: Vec<DomainPattern>,
+    interner: &mut Interner<'_>,
+) -> Option<DomainMatch> {
+    let allowing = direction == PolicyType::Egress && rule.action == Action::Allow;
+    let (patterns, usage) = if allowing && !rule.destination.domains.is_empty() {
+        (rule.destination.domains.clone(), DomainUse::Only)
+    } else if allowing {
+        (destination_domains, DomainUse::OrSelector)
+    } else {
+        // Validation keeps `domains` out of these rules; a stored value that slipped past it
+        // still only ever widens an Allow, never this rule.
+        let mut all = source_domains;
+        all.extend(destination_domains);
+        all.extend(rule.destination.domains.iter().cloned());
+        all.extend(rule.source.domains.iter().cloned());
+        (all, DomainUse::Ignored)
+    };
+    if patterns.is_empty() {
+        return None;
+    }
+    Some(DomainMatch {
+        set: interner.domain_set(patterns),
+        usage,
+    })
 }
 
 /// The IP version a rule's CIDRs confine it to. Felix renders a rule only for the IP versions
@@ -396,12 +450,21 @@ fn implied_ip_version(rule: &Rule) -> Option<u8> {
         .next()
 }
 
-fn compile_peer(entity: &EntityRule, namespace: Option<&str>, interner: &mut Interner<'_>) -> PeerMatch {
+/// The side's matches, and the `allowedEgressDomains` of the network sets its selector picks.
+fn compile_peer(
+    entity: &EntityRule,
+    namespace: Option<&str>,
+    interner: &mut Interner<'_>,
+) -> (PeerMatch, Vec<DomainPattern>) {
     let selector = entity_selector(entity, namespace);
+    let domains = selector
+        .as_ref()
+        .map(|selector| interner.selector_domains(selector))
+        .unwrap_or_default();
     // felix rule_scanner.go: named ports are IP sets filtered by the positive selector (all()
     // when there is none); notSelector is used as written, not namespaced (rules.go).
     let port_selector = selector.clone().unwrap_or_else(Selector::all);
-    PeerMatch {
+    let peer = PeerMatch {
         nets: (!entity.nets.is_empty()).then(|| interner.nets(&entity.nets)),
         not_nets: (!entity.not_nets.is_empty()).then(|| interner.nets(&entity.not_nets)),
         selector: selector.map(|selector| interner.selector(&selector)),
@@ -413,7 +476,8 @@ fn compile_peer(entity: &EntityRule, namespace: Option<&str>, interner: &mut Int
         ports: (!entity.ports.is_empty()).then(|| Box::new(interner.ports(&entity.ports, &port_selector))),
         not_ports: (!entity.not_ports.is_empty())
             .then(|| Box::new(interner.ports(&entity.not_ports, &port_selector))),
-    }
+    };
+    (peer, domains)
 }
 
 /// Shares IP sets and named-port sets between rules that mean the same thing.
@@ -425,6 +489,12 @@ struct Interner<'a> {
     selector_sets: HashMap<String, IpSetId>,
     named_port_sets: Vec<NamedPortSet>,
     named_port_by_key: HashMap<(String, String), NamedPortSetId>,
+    domain_sets: Vec<DomainSet>,
+    domain_set_by_patterns: HashMap<Vec<DomainPattern>, DomainSetId>,
+    /// Canonical selector → the `allowedEgressDomains` of the network sets it picks.
+    selector_domains: HashMap<String, Vec<DomainPattern>>,
+    /// Whether any network set has `allowedEgressDomains` (most inputs have none).
+    any_domains: bool,
 }
 
 impl<'a> Interner<'a> {
@@ -437,7 +507,54 @@ impl<'a> Interner<'a> {
             selector_sets: HashMap::new(),
             named_port_sets: Vec::new(),
             named_port_by_key: HashMap::new(),
+            domain_sets: Vec::new(),
+            domain_set_by_patterns: HashMap::new(),
+            selector_domains: HashMap::new(),
+            any_domains: entities
+                .iter()
+                .any(|entity| !entity.allowed_egress_domains.is_empty()),
         }
+    }
+
+    /// The domain set of these patterns (sorted and deduplicated first), shared by every rule
+    /// with the same patterns.
+    fn domain_set(&mut self, mut patterns: Vec<DomainPattern>) -> DomainSetId {
+        patterns.sort();
+        patterns.dedup();
+        if let Some(id) = self.domain_set_by_patterns.get(&patterns) {
+            return *id;
+        }
+        let id = DomainSetId::try_from(self.domain_sets.len()).expect("fewer than 2^32 domain sets");
+        let name = (0..)
+            .map(|attempt| domain_set_name(&patterns, attempt))
+            .find(|name| self.domain_sets.iter().all(|set| &set.name != name))
+            .expect("some attempt gives an unused name");
+        self.domain_sets.push(DomainSet {
+            id,
+            name,
+            patterns: patterns.clone(),
+        });
+        self.domain_set_by_patterns.insert(patterns, id);
+        id
+    }
+
+    /// The `allowedEgressDomains` of the network sets a selector picks.
+    fn selector_domains(&mut self, selector: &Selector) -> Vec<DomainPattern> {
+        if !self.any_domains {
+            return Vec::new();
+        }
+        let canonical = selector.canonical();
+        if let Some(domains) = self.selector_domains.get(&canonical) {
+            return domains.clone();
+        }
+        let domains: Vec<DomainPattern> = self
+            .entities
+            .iter()
+            .filter(|entity| !entity.allowed_egress_domains.is_empty() && selector.matches(&entity.labels))
+            .flat_map(|entity| entity.allowed_egress_domains.iter().cloned())
+            .collect();
+        self.selector_domains.insert(canonical, domains.clone());
+        domains
     }
 
     fn add_set(&mut self, source: IpSetSource, mut members: Vec<IpNet>) -> IpSetId {

@@ -49,6 +49,8 @@ pub struct Entity {
     /// (name, protocol number, port) of the pod's named container ports.
     pub named_ports: Vec<(String, u8, u16)>,
     pub node: Option<String>,
+    /// A network set's `allowedEgressDomains`.
+    pub allowed_egress_domains: Vec<sluice_api::domain::DomainPattern>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +178,7 @@ pub fn build_entities(resources: &ResourceSet) -> (Vec<Entity>, Vec<String>) {
                 .node_name
                 .clone()
                 .or_else(|| record.map(|record| record.spec.node.clone())),
+            allowed_egress_domains: Vec::new(),
         });
     }
     // A workload endpoint with no pod object is an endpoint in its own right, labelled by its
@@ -211,6 +214,7 @@ pub fn build_entities(resources: &ResourceSet) -> (Vec<Entity>, Vec<String>) {
                 .map(|port| (port.name.clone(), port.protocol.number(), port.port))
                 .collect(),
             node: Some(endpoint.spec.node.clone()),
+            allowed_egress_domains: Vec::new(),
         });
     }
     for set in &resources.network_sets {
@@ -230,6 +234,7 @@ pub fn build_entities(resources: &ResourceSet) -> (Vec<Entity>, Vec<String>) {
             networks: set.spec.nets.iter().map(|net| net.0).collect(),
             named_ports: Vec::new(),
             node: None,
+            allowed_egress_domains: set.spec.allowed_egress_domains.clone(),
         });
     }
     for set in &resources.global_network_sets {
@@ -241,6 +246,7 @@ pub fn build_entities(resources: &ResourceSet) -> (Vec<Entity>, Vec<String>) {
             networks: set.spec.nets.iter().map(|net| net.0).collect(),
             named_ports: Vec::new(),
             node: None,
+            allowed_egress_domains: set.spec.allowed_egress_domains.clone(),
         });
     }
     (entities, skipped)

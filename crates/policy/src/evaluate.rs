@@ -71,16 +71,64 @@ pub struct Verdict {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum TraceStep {
-    Tier { tier: String },
-    NoRuleMatched { policy: PolicyId },
-    Logged { policy: PolicyId, rule_index: usize },
-    Passed { policy: PolicyId, rule_index: usize },
-    HttpRuleSkipped { policy: PolicyId, rule_index: usize },
-    TierPassed { tier: String },
+    Tier {
+        tier: String,
+    },
+    NoRuleMatched {
+        policy: PolicyId,
+    },
+    Logged {
+        policy: PolicyId,
+        rule_index: usize,
+    },
+    Passed {
+        policy: PolicyId,
+        rule_index: usize,
+    },
+    HttpRuleSkipped {
+        policy: PolicyId,
+        rule_index: usize,
+    },
+    TierPassed {
+        tier: String,
+    },
+    /// The rule matched by the destination's name (not its address): `pattern` allowed `domain`.
+    DomainMatched {
+        policy: PolicyId,
+        rule_index: usize,
+        domain: String,
+        pattern: String,
+    },
+    /// Everything but the destination's name matched: the flow had no name, or one the rule's
+    /// domains do not match.
+    DomainNotMatched {
+        policy: PolicyId,
+        rule_index: usize,
+        domain: Option<String>,
+    },
+    /// The rule's selectors pick network sets with `allowedEgressDomains`, which have no effect
+    /// in an ingress or a non-Allow rule.
+    DomainsIgnored {
+        policy: PolicyId,
+        rule_index: usize,
+    },
 }
 
 pub trait Tracer {
+    /// Whether steps are recorded at all: when not, the evaluator skips the work of finding
+    /// them.
+    const RECORDS: bool = true;
+
     fn step(&mut self, step: impl FnOnce() -> TraceStep);
+}
+
+/// How a rule's domain condition is checked.
+#[derive(Debug, Clone, Copy)]
+enum NameTest<'a> {
+    /// Against the flow's destination name, if it has one.
+    Name(Option<&'a str>),
+    /// As if the name matched: does everything else?
+    AssumeMatches,
 }
 
 /// Records nothing.
@@ -88,6 +136,8 @@ pub trait Tracer {
 pub struct NoTrace;
 
 impl Tracer for NoTrace {
+    const RECORDS: bool = false;
+
     #[inline]
     fn step(&mut self, _step: impl FnOnce() -> TraceStep) {}
 }
@@ -99,15 +149,23 @@ impl Tracer for Vec<TraceStep> {
 }
 
 impl Dataplane {
-    /// The verdict for a flow, recording nothing: the fast path for batches.
+    /// The verdict for a flow, recording nothing: the fast path for batches. The flow has no
+    /// destination name, so rules that allow only domain names do not match it.
     pub fn evaluate(&self, flow: &Flow) -> Verdict {
-        self.evaluate_traced(flow, &mut NoTrace, &mut NoTrace)
+        self.evaluate_traced(flow, None, &mut NoTrace, &mut NoTrace)
+    }
+
+    /// The verdict for a flow whose destination address was resolved from `destination_domain`
+    /// (the caller vouches for that pairing, as the DNS learner does in the kernel).
+    pub fn evaluate_with_domain(&self, flow: &Flow, destination_domain: Option<&str>) -> Verdict {
+        self.evaluate_traced(flow, destination_domain, &mut NoTrace, &mut NoTrace)
     }
 
     /// The verdict with the egress and ingress steps recorded.
     pub fn evaluate_traced<T: Tracer>(
         &self,
         flow: &Flow,
+        destination_domain: Option<&str>,
         egress_trace: &mut T,
         ingress_trace: &mut T,
     ) -> Verdict {
@@ -118,7 +176,14 @@ impl Dataplane {
             let endpoint = &self.endpoints[id];
             (
                 id,
-                self.evaluate_direction(endpoint, PolicyType::Egress, flow, slots, egress_trace),
+                self.evaluate_direction(
+                    endpoint,
+                    PolicyType::Egress,
+                    flow,
+                    destination_domain,
+                    slots,
+                    egress_trace,
+                ),
             )
         });
         // Return traffic of an allowed flow is allowed by conntrack; a flow is judged in the
@@ -130,7 +195,14 @@ impl Dataplane {
             }
             (
                 id,
-                self.evaluate_direction(endpoint, PolicyType::Ingress, flow, slots, ingress_trace),
+                self.evaluate_direction(
+                    endpoint,
+                    PolicyType::Ingress,
+                    flow,
+                    destination_domain,
+                    slots,
+                    ingress_trace,
+                ),
             )
         });
         let allowed = egress.is_none_or(|(_, decision)| decision.allows())
@@ -156,6 +228,7 @@ impl Dataplane {
         endpoint: &EndpointProgram,
         direction: PolicyType,
         flow: &Flow,
+        domain: Option<&str>,
         slots: (Option<u32>, Option<u32>),
         trace: &mut T,
     ) -> Decision {
@@ -170,12 +243,41 @@ impl Dataplane {
             for &policy in &tier.policies {
                 let summaries = self.rule_index.rules(policy, direction);
                 for (rule_index, summary) in summaries.iter().enumerate() {
+                    if T::RECORDS {
+                        let rule = &self.policies[policy].rules(direction)[rule_index];
+                        if rule
+                            .domains
+                            .is_some_and(|domains| domains.usage == DomainUse::Ignored)
+                        {
+                            trace.step(|| TraceStep::DomainsIgnored { policy, rule_index });
+                        }
+                    }
                     if !self.summary_matches(summary, flow, slots) {
                         continue;
                     }
                     let rule = &self.policies[policy].rules(direction)[rule_index];
-                    if !summary.exact && !self.rule_matches(rule, flow, slots) {
+                    if !summary.exact && !self.rule_matches(rule, flow, NameTest::Name(domain), slots) {
+                        if T::RECORDS
+                            && rule.domains.is_some()
+                            && self.rule_matches(rule, flow, NameTest::AssumeMatches, slots)
+                        {
+                            trace.step(|| TraceStep::DomainNotMatched {
+                                policy,
+                                rule_index,
+                                domain: domain.map(str::to_string),
+                            });
+                        }
                         continue;
+                    }
+                    if T::RECORDS
+                        && let Some((domain, pattern)) = self.matched_by_name(rule, flow, domain, slots)
+                    {
+                        trace.step(|| TraceStep::DomainMatched {
+                            policy,
+                            rule_index,
+                            domain: domain.to_string(),
+                            pattern: pattern.to_string(),
+                        });
                     }
                     if rule.http {
                         trace.step(|| TraceStep::HttpRuleSkipped { policy, rule_index });
@@ -239,8 +341,59 @@ impl Dataplane {
             && in_set(summary.source_nets, flow.source, slots.0)
     }
 
+    /// When a rule that matched did so by the destination's name: the name and the pattern.
+    fn matched_by_name<'a>(
+        &'a self,
+        rule: &CompiledRule,
+        flow: &Flow,
+        domain: Option<&'a str>,
+        slots: (Option<u32>, Option<u32>),
+    ) -> Option<(&'a str, &'a sluice_api::domain::DomainPattern)> {
+        let domains = rule.domains?;
+        let addresses = alternative_to_name(rule)?;
+        if self.in_set(addresses, flow.destination, slots.1) != Some(false) {
+            return None;
+        }
+        let domain = domain?;
+        Some((domain, self.domain_sets[domains.set as usize].matching(domain)?))
+    }
+
+    /// Whether the address is in the set (`None` when there is no set).
+    #[inline]
+    fn in_set(&self, id: Option<IpSetId>, address: IpAddr, slot: Option<u32>) -> Option<bool> {
+        id.map(|id| match slot {
+            Some(slot) => self.membership.contains(slot, id as usize),
+            None => self.ip_sets[id as usize].contains(address),
+        })
+    }
+
+    /// The rule's domain condition on the destination, beside its other matches. A name that
+    /// matches is what lets a `domains` rule match; a network-set domain rule matches by the
+    /// selector's addresses or by the name.
+    fn domains_match(&self, rule: &CompiledRule, flow: &Flow, name: NameTest<'_>, slot: Option<u32>) -> bool {
+        let Some(domains) = rule.domains else {
+            return true;
+        };
+        let Some(addresses) = alternative_to_name(rule) else {
+            return true;
+        };
+        let name_matches = || match name {
+            NameTest::AssumeMatches => true,
+            NameTest::Name(name) => {
+                name.is_some_and(|name| self.domain_sets[domains.set as usize].matching(name).is_some())
+            }
+        };
+        self.in_set(addresses, flow.destination, slot) != Some(false) || name_matches()
+    }
+
     /// `slots` are the endpoint address slots of source and destination, when they are pods.
-    fn rule_matches(&self, rule: &CompiledRule, flow: &Flow, slots: (Option<u32>, Option<u32>)) -> bool {
+    fn rule_matches(
+        &self,
+        rule: &CompiledRule,
+        flow: &Flow,
+        name: NameTest<'_>,
+        slots: (Option<u32>, Option<u32>),
+    ) -> bool {
         let family = if flow.destination.is_ipv4() { 4 } else { 6 };
         if rule.ip_version.is_some_and(|version| version != family)
             || rule.protocol.is_some_and(|protocol| protocol != flow.protocol)
@@ -263,19 +416,43 @@ impl Dataplane {
         {
             return false;
         }
-        self.peer_matches(
+        let source = self.peer_matches(
             &rule.source,
             flow.source,
             slots.0,
             flow.protocol,
             flow.source_port,
-        ) && self.peer_matches(
-            &rule.destination,
-            flow.destination,
-            slots.1,
-            flow.protocol,
-            flow.destination_port,
-        )
+            Skip::Nothing,
+        );
+        // Rules without domains (nearly all) take the path they took before domains existed.
+        let Some(domains) = rule.domains else {
+            return source
+                && self.peer_matches(
+                    &rule.destination,
+                    flow.destination,
+                    slots.1,
+                    flow.protocol,
+                    flow.destination_port,
+                    Skip::Nothing,
+                );
+        };
+        // In a domain rule, one destination address set is the alternative to the name:
+        // `domains_match` checks it.
+        let skip = match domains.usage {
+            DomainUse::Only => Skip::Nets,
+            DomainUse::OrSelector => Skip::Selector,
+            DomainUse::Ignored => Skip::Nothing,
+        };
+        source
+            && self.peer_matches(
+                &rule.destination,
+                flow.destination,
+                slots.1,
+                flow.protocol,
+                flow.destination_port,
+                skip,
+            )
+            && self.domains_match(rule, flow, name, slots.1)
     }
 
     fn peer_matches(
@@ -285,16 +462,12 @@ impl Dataplane {
         slot: Option<u32>,
         protocol: u8,
         port: Option<u16>,
+        skip: Skip,
     ) -> bool {
-        let in_set = |id: Option<IpSetId>| {
-            id.map(|id| match slot {
-                Some(slot) => self.membership.contains(slot, id as usize),
-                None => self.ip_sets[id as usize].contains(address),
-            })
-        };
-        if in_set(peer.nets) == Some(false)
+        let in_set = |id: Option<IpSetId>| self.in_set(id, address, slot);
+        if (skip != Skip::Nets && in_set(peer.nets) == Some(false))
             || in_set(peer.not_nets) == Some(true)
-            || in_set(peer.selector) == Some(false)
+            || (skip != Skip::Selector && in_set(peer.selector) == Some(false))
             || in_set(peer.not_selector) == Some(true)
         {
             return false;
@@ -310,6 +483,26 @@ impl Dataplane {
             return false;
         }
         true
+    }
+}
+
+/// A positive address set of a peer that a domain rule checks itself, as the alternative to
+/// the destination's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Skip {
+    Nothing,
+    Nets,
+    Selector,
+}
+
+/// The destination address set a domain rule's name is the alternative to: the (empty, until
+/// the node learns) `nets` of a `domains` rule, or the selector of a network-set domain rule.
+/// `None` when the rule's name plays no part.
+fn alternative_to_name(rule: &CompiledRule) -> Option<Option<IpSetId>> {
+    match rule.domains?.usage {
+        DomainUse::Only => Some(rule.destination.nets),
+        DomainUse::OrSelector => Some(rule.destination.selector),
+        DomainUse::Ignored => None,
     }
 }
 
@@ -431,6 +624,15 @@ mod tests {
                 .collect();
             format!("{{{}}}", fields.join(", "))
         };
+        // Some rules allow by name only (validation keeps nets and selector out of them).
+        if random.below(6) == 0 {
+            destination.retain(|field| field.starts_with("ports") || field.starts_with("notPorts"));
+            destination.push(
+                random
+                    .pick(&["domains: [a.example]", "domains: ['*.example', b.example]"])
+                    .to_string(),
+            );
+        }
         let extras: Vec<&str> = [protocol, not_protocol, icmp]
             .into_iter()
             .filter(|field| !field.is_empty())
@@ -453,7 +655,7 @@ mod tests {
     fn rule_summaries_never_change_a_match() {
         let mut random = Random(0x9e37_79b9_7f4a_7c15);
         let mut manifest = String::from(
-            "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: default, labels: {app: a}}\nspec: {containers: [{name: c, ports: [{name: http, containerPort: 8080}]}]}\nstatus: {podIP: 10.0.0.1}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b, namespace: default, labels: {app: b}}\nstatus: {podIP: 10.0.0.2}\n---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: generated}\nspec:\n  types: [Egress]\n  egress:\n",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: default, labels: {app: a}}\nspec: {containers: [{name: c, ports: [{name: http, containerPort: 8080}]}]}\nstatus: {podIP: 10.0.0.1}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b, namespace: default, labels: {app: b}}\nstatus: {podIP: 10.0.0.2}\n---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: {name: partners, labels: {app: b}}\nspec: {nets: [198.51.100.0/25], allowedEgressDomains: ['*.example']}\n---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: generated}\nspec:\n  types: [Egress]\n  egress:\n",
         );
         for _ in 0..400 {
             manifest.push_str(&random_rule(&mut random));
@@ -468,6 +670,7 @@ mod tests {
         assert_eq!(rules.len(), 400);
         let addresses = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "192.0.2.9", "198.51.100.1"];
         let mut exact_checks = 0;
+        let mut domain_matches = 0;
         for _ in 0..4000 {
             let protocol = [6, 17, 1, 132][random.below(4) as usize];
             let flow = Flow {
@@ -489,22 +692,31 @@ mod tests {
             };
             let slot = |address| dataplane.address_slots.get(&address).map(|(slot, _)| *slot);
             let slots = (slot(flow.source), slot(flow.destination));
+            let name =
+                [None, Some("a.example"), Some("x.b.example"), Some("c.test")][random.below(4) as usize];
             for (rule, summary) in rules.iter().zip(summaries) {
-                let full = dataplane.rule_matches(rule, &flow, slots);
+                let full = dataplane.rule_matches(rule, &flow, NameTest::Name(name), slots);
                 let quick = dataplane.summary_matches(summary, &flow, slots);
                 assert!(
                     quick || !full,
-                    "summary rejects a matching rule: {rule:?} {flow:?}"
+                    "summary rejects a matching rule: {rule:?} {flow:?} {name:?}"
                 );
                 if summary.exact {
                     exact_checks += 1;
-                    assert_eq!(quick, full, "exact summary disagrees: {rule:?} {flow:?}");
+                    assert_eq!(quick, full, "exact summary disagrees: {rule:?} {flow:?} {name:?}");
+                }
+                if full && rule.domains.is_some() {
+                    domain_matches += 1;
                 }
             }
         }
         assert!(
             exact_checks > 100_000,
             "too few exact summaries exercised: {exact_checks}"
+        );
+        assert!(
+            domain_matches > 1_000,
+            "too few domain rule matches exercised: {domain_matches}"
         );
     }
 }

@@ -26,6 +26,9 @@ pub struct RuleReference {
     /// Index into the resource's `spec.ingress` or `spec.egress` list.
     pub rule_index: usize,
     pub action: Action,
+    /// When the rule allowed the destination by its name: the domain pattern that matched it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain_pattern: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -44,9 +47,19 @@ pub struct DirectionExplanation {
 
 /// Evaluates a flow and explains the verdict.
 pub fn explain(dataplane: &Dataplane, flow: &Flow) -> Explanation {
+    explain_with_domain(dataplane, flow, None)
+}
+
+/// Evaluates a flow whose destination address was resolved from `destination_domain` and
+/// explains the verdict, naming the domain pattern that allowed it.
+pub fn explain_with_domain(
+    dataplane: &Dataplane,
+    flow: &Flow,
+    destination_domain: Option<&str>,
+) -> Explanation {
     let mut egress_steps = Vec::new();
     let mut ingress_steps = Vec::new();
-    let verdict = dataplane.evaluate_traced(flow, &mut egress_steps, &mut ingress_steps);
+    let verdict = dataplane.evaluate_traced(flow, destination_domain, &mut egress_steps, &mut ingress_steps);
     Explanation {
         verdict: if verdict.allowed { "allow" } else { "deny" },
         egress: verdict
@@ -82,6 +95,7 @@ pub fn rule_reference(
         direction: direction_name(direction),
         rule_index: rule.origin_index,
         action: rule.action,
+        domain_pattern: None,
     }
 }
 
@@ -102,6 +116,26 @@ impl std::fmt::Display for RuleReference {
             self.direction, self.rule_index, self.tier
         )
     }
+}
+
+/// A rule's domain patterns as `a, *.b` for sentences.
+fn domain_patterns(
+    dataplane: &Dataplane,
+    policy: PolicyId,
+    direction: PolicyType,
+    rule_index: usize,
+) -> String {
+    let rule = &dataplane.policies[policy].rules(direction)[rule_index];
+    rule.domains
+        .map(|domains| {
+            dataplane.domain_sets[domains.set as usize]
+                .patterns
+                .iter()
+                .map(|pattern| pattern.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
 }
 
 fn describe(
@@ -140,6 +174,48 @@ fn describe(
                 rule_text(*policy, *rule_index)
             ),
             TraceStep::TierPassed { tier } => format!("  end of tier {tier}: its default action is Pass"),
+            TraceStep::DomainMatched {
+                policy,
+                rule_index,
+                domain,
+                pattern,
+            } => format!(
+                "  {}: the destination name {domain} matches the domain pattern {pattern}",
+                rule_text(*policy, *rule_index)
+            ),
+            TraceStep::DomainNotMatched {
+                policy,
+                rule_index,
+                domain,
+            } => {
+                let patterns = domain_patterns(dataplane, *policy, direction, *rule_index);
+                match domain {
+                    None => format!(
+                        "  {}: allows this address only when reached by a name matching {patterns}, and this flow has no name; give the name the address was resolved from (`--to NAME --resolve NAME=ADDRESS`, or \"domain\" in a flow line)",
+                        rule_text(*policy, *rule_index)
+                    ),
+                    Some(domain) => format!(
+                        "  {}: allows only names matching {patterns}, and {domain} matches none of them",
+                        rule_text(*policy, *rule_index)
+                    ),
+                }
+            }
+            TraceStep::DomainsIgnored { policy, rule_index } => {
+                let action = dataplane.policies[*policy].rules(direction)[*rule_index].action;
+                let place = match (direction, action) {
+                    (PolicyType::Ingress, _) => "an ingress rule",
+                    (_, Action::Deny) => "a Deny rule",
+                    (_, Action::Pass) => "a Pass rule",
+                    (_, Action::Log) => "a Log rule",
+                    // Egress Allow rules use them; they are never marked ignored.
+                    (_, Action::Allow) => "this rule",
+                };
+                format!(
+                    "  {}: its selector picks network sets with allowedEgressDomains ({}), which have no effect in {place} (as in Calico); only their nets count",
+                    rule_text(*policy, *rule_index),
+                    domain_patterns(dataplane, *policy, direction, *rule_index),
+                )
+            }
         })
         .collect();
     let verb = if decision.allows() { "allowed" } else { "denied" };
@@ -147,8 +223,24 @@ fn describe(
         Decision::Rule {
             policy, rule_index, ..
         } => {
-            let reference = rule_reference(dataplane, policy, direction, rule_index);
-            (format!("{verb} by {reference}"), Some(reference))
+            let mut reference = rule_reference(dataplane, policy, direction, rule_index);
+            let by_name = steps.iter().rev().find_map(|step| match step {
+                TraceStep::DomainMatched {
+                    policy: matched_policy,
+                    rule_index: matched_rule,
+                    domain,
+                    pattern,
+                } if *matched_policy == policy && *matched_rule == rule_index => Some((domain, pattern)),
+                _ => None,
+            });
+            let reason = match by_name {
+                Some((domain, pattern)) => {
+                    reference.domain_pattern = Some(pattern.clone());
+                    format!("{verb} by {reference}, for the name {domain} (domain pattern {pattern})")
+                }
+                None => format!("{verb} by {reference}"),
+            };
+            (reason, Some(reference))
         }
         Decision::TierDefault { tier } => {
             let tier = &program.direction(direction).tiers[tier].name;

@@ -10,6 +10,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use ipnet::IpNet;
 use serde::Serialize;
+use sluice_api::domain::DomainPattern;
 use sluice_api::values::{Action, PolicyType};
 
 use crate::ip_set::NetworkLookup;
@@ -18,6 +19,7 @@ use crate::ip_set::NetworkLookup;
 /// and is bound by how many cache lines they span.
 pub type IpSetId = u32;
 pub type NamedPortSetId = u32;
+pub type DomainSetId = u32;
 pub type PolicyId = usize;
 pub type EndpointId = usize;
 
@@ -28,6 +30,8 @@ pub struct Dataplane {
     pub policies: Vec<CompiledPolicy>,
     pub ip_sets: Vec<IpSet>,
     pub named_port_sets: Vec<NamedPortSet>,
+    /// Distinct lists of domain patterns that egress Allow rules allow (see [`DomainSet`]).
+    pub domain_sets: Vec<DomainSet>,
     /// Every network named by a rule or a network set, for the connectivity matrix.
     pub external_networks: Vec<IpNet>,
     /// Workload pods left out because they have no address yet.
@@ -57,6 +61,25 @@ impl Dataplane {
         self.endpoint_by_name
             .get(&(namespace.to_string(), name.to_string()))
             .map(|id| &self.endpoints[*id])
+    }
+
+    /// The domain sets an endpoint's egress rules allow, by id: what the DNS learner must
+    /// learn for this endpoint (names matching a set's patterns, from the endpoint's own
+    /// lookups). Sets reached only from rules where they have no effect are left out.
+    pub fn domain_sets_for(&self, endpoint: EndpointId) -> Vec<&DomainSet> {
+        let mut ids: Vec<DomainSetId> = self.endpoints[endpoint]
+            .egress
+            .tiers
+            .iter()
+            .flat_map(|tier| &tier.policies)
+            .flat_map(|policy| &self.policies[*policy].egress)
+            .filter_map(|rule| rule.domains)
+            .filter(|domains| domains.usage != DomainUse::Ignored)
+            .map(|domains| domains.set)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter().map(|id| &self.domain_sets[id as usize]).collect()
     }
 }
 
@@ -173,6 +196,67 @@ pub struct CompiledRule {
     /// HTTP matches are parsed and validated but not enforced yet; a rule that has one never
     /// matches (such rules are Allow-only, so this fails closed).
     pub http: bool,
+    /// Domain names the rule's destination allows, and how (see [`DomainUse`]).
+    pub domains: Option<DomainMatch>,
+}
+
+/// A rule's domain set and what it means there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DomainMatch {
+    pub set: DomainSetId,
+    pub usage: DomainUse,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DomainUse {
+    /// `destination.domains`: the destination must be reached by a name matching the set (and
+    /// the address be what that name resolved to); an address alone never matches. The rule's
+    /// `destination.nets` is an empty set standing for the addresses learned for those names
+    /// (none at compile time), with the name as its alternative.
+    Only,
+    /// `allowedEgressDomains` of the network sets the destination selector picks, in an egress
+    /// Allow rule: the address is in the selector's set, or the name matches the domain set.
+    OrSelector,
+    /// `allowedEgressDomains` reached from an ingress or a non-Allow rule: no effect, as in
+    /// Calico; kept so that `explain` can say so.
+    Ignored,
+}
+
+/// A distinct, sorted list of domain patterns. The dataplane programs one kernel set per domain
+/// set (per endpoint), named after [`DomainSet::name`], filled with what each endpoint learned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DomainSet {
+    pub id: DomainSetId,
+    /// `d` and 15 hex digits of a hash of the patterns: the same patterns give the same name
+    /// in every compile, on every node.
+    pub name: String,
+    pub patterns: Vec<DomainPattern>,
+}
+
+impl DomainSet {
+    /// The first pattern that `name` matches.
+    pub fn matching(&self, name: &str) -> Option<&DomainPattern> {
+        self.patterns.iter().find(|pattern| pattern.matches(name))
+    }
+}
+
+/// The stable name of a domain set: FNV-1a (64-bit) of the patterns, one a line, in 60 bits.
+/// `attempt` > 0 rehashes on the (never yet seen) collision of two different lists.
+pub fn domain_set_name(patterns: &[DomainPattern], attempt: u32) -> String {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = OFFSET;
+    let attempt_text = attempt.to_string();
+    let bytes = patterns
+        .iter()
+        .flat_map(|pattern| pattern.as_str().bytes().chain([b'\n']))
+        .chain(attempt_text.bytes().filter(|_| attempt > 0));
+    for byte in bytes {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(PRIME);
+    }
+    format!("d{:015x}", hash >> 4)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

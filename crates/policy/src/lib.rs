@@ -23,5 +23,5 @@ mod prefilter;
 pub use compile::compile;
 pub use entities::{LABEL_NAMESPACE, LABEL_ORCHESTRATOR, LABEL_SERVICE_ACCOUNT};
 pub use evaluate::{Decision, Flow, NoTrace, TraceStep, Tracer, Verdict};
-pub use explain::{DirectionExplanation, Explanation, explain};
+pub use explain::{DirectionExplanation, Explanation, explain, explain_with_domain};
 pub use ir::Dataplane;

@@ -9,7 +9,7 @@
 
 use sluice_api::values::PolicyType;
 
-use crate::ir::{CompiledPolicy, CompiledRule, IpSetId, PeerMatch};
+use crate::ir::{CompiledPolicy, CompiledRule, DomainUse, IpSetId, PeerMatch};
 
 /// No set: the side is not restricted by this kind of match.
 pub const NO_SET: u32 = u32::MAX;
@@ -92,7 +92,23 @@ fn summarise(rule: &CompiledRule) -> RuleSummary {
     };
     let only_sets =
         |peer: &PeerMatch| peer.not_nets.is_none() && peer.not_selector.is_none() && peer.not_ports.is_none();
+    // A domain rule needs the destination's name checked, and the address set the name is the
+    // alternative to (a `domains` rule's nets, a network-set domain rule's selector) is no
+    // longer necessary.
+    let domains = rule.domains.map(|domains| domains.usage);
+    let names_matter = matches!(domains, Some(DomainUse::Only | DomainUse::OrSelector));
+    let destination_selector = if domains == Some(DomainUse::OrSelector) {
+        None
+    } else {
+        rule.destination.selector
+    };
+    let destination_nets = if domains == Some(DomainUse::Only) {
+        None
+    } else {
+        rule.destination.nets
+    };
     let exact = simple_ports
+        && !names_matter
         && rule.not_protocol.is_none()
         && rule.icmp.is_none()
         && rule.not_icmp.is_none()
@@ -106,8 +122,8 @@ fn summarise(rule: &CompiledRule) -> RuleSummary {
         exact,
         source_selector: set(rule.source.selector),
         source_nets: set(rule.source.nets),
-        destination_selector: set(rule.destination.selector),
-        destination_nets: set(rule.destination.nets),
+        destination_selector: set(destination_selector),
+        destination_nets: set(destination_nets),
         destination_ports: rule.destination.ports.is_some(),
         destination_port_low,
         destination_port_high,

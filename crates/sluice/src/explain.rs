@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use serde_json::{Value, json};
-use sluice_policy::{Dataplane, DirectionExplanation, Explanation, explain};
+use sluice_policy::{Dataplane, DirectionExplanation, Explanation, explain_with_domain};
 
 use crate::OutputFormat;
 use crate::diagnostics::resources_from;
@@ -24,16 +24,22 @@ pub struct ExplainArguments {
     /// The sender: a pod as namespace/name, or an IP address.
     #[arg(long, required_unless_present = "flows", conflicts_with = "flows")]
     from: Option<String>,
-    /// The receiver: a pod as namespace/name, or an IP address.
+    /// The receiver: a pod as namespace/name, an IP address, or a domain name given addresses
+    /// with --resolve.
     #[arg(long, required_unless_present = "flows", conflicts_with = "flows")]
     to: Option<String>,
+    /// NAME=ADDRESS[,ADDRESS]: the addresses a --to name resolved to (as curl's --resolve);
+    /// repeatable. Each address is explained.
+    #[arg(long, value_name = "NAME=ADDRESS[,ADDRESS]", value_parser = crate::resolve::parse_resolution, conflicts_with = "flows")]
+    resolve: Vec<crate::resolve::Resolution>,
     /// TCP, UDP, SCTP, ICMP, ICMPv6 or a protocol number.
     #[arg(long, default_value = "TCP")]
     protocol: String,
     /// Destination port (not needed for ICMP).
     #[arg(long)]
     port: Option<u16>,
-    /// A file of flows, one JSON object a line: {"from": "prod/web", "to": "203.0.113.7", "protocol": "TCP", "port": 443}.
+    /// A file of flows, one JSON object a line: {"from": "prod/web", "to": "203.0.113.7", "protocol": "TCP", "port": 443},
+    /// optionally with "domain": the name "to" was resolved from.
     #[arg(long)]
     flows: Option<PathBuf>,
     /// text: the trace (with --flows, one line a flow); json: one document (with --flows, an
@@ -48,42 +54,111 @@ pub fn run(arguments: &ExplainArguments, out: &mut Output) -> Result<ExitCode, F
     if let Some(path) = &arguments.flows {
         return run_batch(&dataplane, path, arguments.output, out);
     }
-    let request = FlowRequest {
-        from: arguments.from.clone().unwrap_or_default(),
-        to: arguments.to.clone().unwrap_or_default(),
-        protocol: Value::String(arguments.protocol.clone()),
-        port: arguments.port,
+    let to = arguments.to.clone().unwrap_or_default();
+    let from = arguments.from.clone().unwrap_or_default();
+    if crate::resolve::looks_like_name(&from) {
+        return Err(
+            format!("`{from}` is a name; the sender is a pod as namespace/name or an IP address").into(),
+        );
+    }
+    // A name is explained once per address it resolved to.
+    let (domain, destinations) = if crate::resolve::looks_like_name(&to) {
+        let name = crate::resolve::domain_name(&to)?;
+        let addresses = crate::resolve::addresses_of(&arguments.resolve, &name)?;
+        (Some(name), addresses.iter().map(ToString::to_string).collect())
+    } else {
+        if let Some(resolution) = arguments.resolve.first() {
+            return Err(format!(
+                "--resolve {} gives addresses for a name, but --to `{to}` is not that name",
+                resolution.name
+            )
+            .into());
+        }
+        (None, vec![to])
     };
-    let flow = request.to_flow(&dataplane)?;
-    let explanation = explain(&dataplane, &flow);
+    let mut explained = Vec::new();
+    for destination in destinations {
+        let mut request = FlowRequest {
+            from: from.clone(),
+            to: destination,
+            protocol: Value::String(arguments.protocol.clone()),
+            port: arguments.port,
+            domain: domain.clone(),
+        };
+        let flow = request.prepare(&dataplane)?;
+        let explanation = explain_with_domain(&dataplane, &flow, request.domain.as_deref());
+        explained.push((request, explanation));
+    }
+    let several = explained.len() > 1;
     match arguments.output {
         OutputFormat::Json | OutputFormat::Jsonl => {
-            let mut value = request_json(&request);
-            value["verdict"] = json!(explanation.verdict);
-            value["egress"] = json!(explanation.egress);
-            value["ingress"] = json!(explanation.ingress);
-            let text = if arguments.output == OutputFormat::Json {
-                serde_json::to_string_pretty(&value)
+            let values: Vec<Value> = explained
+                .iter()
+                .map(|(request, explanation)| {
+                    let mut value = request_json(request);
+                    value["verdict"] = json!(explanation.verdict);
+                    value["egress"] = json!(explanation.egress);
+                    value["ingress"] = json!(explanation.ingress);
+                    value
+                })
+                .collect();
+            let texts = if arguments.output == OutputFormat::Json {
+                // One address: one object, as without a name; several: an array.
+                let document = if several { json!(values) } else { values[0].clone() };
+                vec![serde_json::to_string_pretty(&document)]
             } else {
-                serde_json::to_string(&value)
+                values.iter().map(serde_json::to_string).collect()
+            };
+            for text in texts {
+                writeln!(out, "{}", text.map_err(|error| error.to_string())?)?;
             }
-            .map_err(|error| error.to_string())?;
-            writeln!(out, "{text}")?;
         }
         OutputFormat::Csv => {
             writeln!(out, "{}", csv_record(&CSV_HEADER))?;
-            writeln!(out, "{}", csv_row(&request, &explanation))?;
+            for (request, explanation) in &explained {
+                writeln!(out, "{}", csv_row(request, explanation))?;
+            }
         }
-        OutputFormat::Text => write_text(out, &request, &explanation)?,
+        OutputFormat::Text => {
+            if several {
+                let verdicts: Vec<&str> = explained
+                    .iter()
+                    .map(|(_, explanation)| explanation.verdict)
+                    .collect();
+                let name = domain.as_deref().unwrap_or_default();
+                if verdicts.iter().all(|verdict| *verdict == verdicts[0]) {
+                    writeln!(
+                        out,
+                        "{} for all {} addresses of {name}; each is explained below",
+                        verdicts[0].to_uppercase(),
+                        verdicts.len()
+                    )?;
+                } else {
+                    writeln!(
+                        out,
+                        "the {} addresses of {name} differ: some are allowed and some denied; each is explained below",
+                        verdicts.len()
+                    )?;
+                }
+                writeln!(out)?;
+            }
+            for (position, (request, explanation)) in explained.iter().enumerate() {
+                if position > 0 {
+                    writeln!(out)?;
+                }
+                write_text(out, request, explanation)?;
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// The columns of `-o csv`: the flow, the verdict, and the rule that decided (empty when none
 /// did).
-const CSV_HEADER: [&str; 12] = [
+const CSV_HEADER: [&str; 13] = [
     "from",
     "to",
+    "domain",
     "protocol",
     "port",
     "verdict",
@@ -102,6 +177,7 @@ fn csv_row(request: &FlowRequest, explanation: &Explanation) -> String {
     let mut fields = vec![
         request.from.clone(),
         request.to.clone(),
+        request.domain.clone().unwrap_or_default(),
         protocol_text(request),
         port,
         explanation.verdict.to_string(),
@@ -126,6 +202,9 @@ fn request_json(request: &FlowRequest) -> Value {
     if let Some(port) = request.port {
         value["port"] = json!(port);
     }
+    if let Some(domain) = &request.domain {
+        value["domain"] = json!(domain);
+    }
     value
 }
 
@@ -137,17 +216,21 @@ fn protocol_text(request: &FlowRequest) -> String {
         .unwrap_or_else(|| request.protocol.to_string())
 }
 
-/// `DENY prod/web -> 198.51.100.70 TCP port 443`.
+/// `DENY prod/web -> 198.51.100.70 TCP port 443`, or with a name
+/// `ALLOW prod/web -> api.partner.example (203.0.113.10) TCP port 443`.
 fn headline(request: &FlowRequest, explanation: &Explanation) -> String {
     let port = request
         .port
         .map(|port| format!(" port {port}"))
         .unwrap_or_default();
+    let to = match &request.domain {
+        Some(domain) => format!("{domain} ({})", request.to),
+        None => request.to.clone(),
+    };
     format!(
-        "{} {} -> {} {}{port}",
+        "{} {} -> {to} {}{port}",
         explanation.verdict.to_uppercase(),
         request.from,
-        request.to,
         protocol_text(request)
     )
 }
@@ -195,7 +278,7 @@ fn run_batch(
         }
         let parsed = serde_json::from_str::<FlowRequest>(&line)
             .map_err(|error| error.to_string())
-            .and_then(|request| request.to_flow(dataplane).map(|flow| (request, flow)));
+            .and_then(|mut request| request.prepare(dataplane).map(|flow| (request, flow)));
         match parsed {
             Ok(entry) => requests.push(entry),
             Err(message) => errors.push(format!("{}:{}: {message}", path.display(), index + 1)),
@@ -213,7 +296,7 @@ fn run_batch(
         OutputFormat::Text | OutputFormat::Jsonl => {}
     }
     for (position, (request, flow)) in requests.iter().enumerate() {
-        let explanation = explain(dataplane, flow);
+        let explanation = explain_with_domain(dataplane, flow, request.domain.as_deref());
         let side = deciding(&explanation);
         match output {
             OutputFormat::Text => {

@@ -16,6 +16,9 @@ pub struct FlowRequest {
     pub protocol: serde_json::Value,
     #[serde(default)]
     pub port: Option<u16>,
+    /// The name `to` was resolved from, for rules that allow domain names.
+    #[serde(default)]
+    pub domain: Option<String>,
 }
 
 fn default_protocol() -> serde_json::Value {
@@ -27,6 +30,11 @@ fn default_protocol() -> serde_json::Value {
 fn resolve(dataplane: &Dataplane, text: &str, family: Option<bool>) -> Result<IpAddr, String> {
     if let Ok(address) = text.parse::<IpAddr>() {
         return Ok(address);
+    }
+    if crate::resolve::looks_like_name(text) {
+        return Err(format!(
+            "`{text}` is a name: give the address it resolved to (\"to\" in a flow line, with the name in \"domain\"; on the command line, --resolve {text}=ADDRESS)"
+        ));
     }
     let Some((namespace, name)) = text.split_once('/') else {
         return Err(format!(
@@ -63,7 +71,11 @@ pub fn parse_protocol(value: &serde_json::Value) -> Result<Protocol, String> {
 }
 
 impl FlowRequest {
-    pub fn to_flow(&self, dataplane: &Dataplane) -> Result<Flow, String> {
+    /// Checks the request (lowercasing `domain` in place) and gives its flow.
+    pub fn prepare(&mut self, dataplane: &Dataplane) -> Result<Flow, String> {
+        if let Some(domain) = &self.domain {
+            self.domain = Some(crate::resolve::domain_name(domain)?);
+        }
         let protocol = parse_protocol(&self.protocol)?;
         let hint = self
             .from

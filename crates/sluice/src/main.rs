@@ -12,6 +12,7 @@ mod get;
 mod ipam;
 mod label_selector;
 mod output;
+mod resolve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
