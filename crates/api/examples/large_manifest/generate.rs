@@ -1,13 +1,8 @@
-//! Writes a large, valid manifest to standard output, the same bytes every run: the input for
-//! measuring what loading and validating costs (issue 8; see docs/benchmarks.md, "Loading a
-//! large manifest").
-//!
-//! `cargo run --release -p sluice-api --example large_manifest -- 20000 > /tmp/large.yaml`
-//! writes 20,000 policies (about 53 MB): Calico NetworkPolicies and GlobalNetworkPolicies with
-//! several rules each (selectors, nets, ports, ICMP), and Kubernetes NetworkPolicies, in a
-//! handful of namespaces.
+//! The large manifest: `write_manifest(count, out)` writes `count` policies, the same bytes
+//! every run. Shared by the example (`main.rs`) and the memory test
+//! (`crates/api/tests/load_memory.rs`).
 
-use std::io::{BufWriter, Write};
+use std::io::Write;
 
 /// A small deterministic generator (a 64-bit LCG), so the manifest is the same every run.
 struct Numbers(u64);
@@ -25,13 +20,11 @@ impl Numbers {
 const NAMESPACES: [&str; 6] = ["prod", "staging", "payments", "search", "batch", "edge"];
 const APPS: [&str; 8] = ["web", "api", "db", "cache", "queue", "worker", "auth", "billing"];
 
-fn main() -> std::io::Result<()> {
-    let count: usize = std::env::args()
-        .nth(1)
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(20_000);
+/// Writes a Namespace per namespace, then `count` policies: Calico NetworkPolicies and
+/// GlobalNetworkPolicies (each with 13 rules: selectors, nets, ports, ICMP) and Kubernetes
+/// NetworkPolicies, about 2.6 KB each.
+pub fn write_manifest(count: usize, out: &mut impl Write) -> std::io::Result<()> {
     let mut numbers = Numbers(8);
-    let mut out = BufWriter::new(std::io::stdout().lock());
     for namespace in NAMESPACES {
         writeln!(
             out,
@@ -41,15 +34,15 @@ fn main() -> std::io::Result<()> {
     for index in 0..count {
         let namespace = NAMESPACES[index % NAMESPACES.len()];
         match index % 4 {
-            0 | 1 => calico_policy(&mut out, &mut numbers, index, Some(namespace))?,
-            2 => calico_policy(&mut out, &mut numbers, index, None)?,
-            _ => kubernetes_policy(&mut out, &mut numbers, index, namespace)?,
+            0 | 1 => calico_policy(out, &mut numbers, index, Some(namespace))?,
+            2 => calico_policy(out, &mut numbers, index, None)?,
+            _ => kubernetes_policy(out, &mut numbers, index, namespace)?,
         }
         if index + 1 < count {
             writeln!(out, "---")?;
         }
     }
-    out.flush()
+    Ok(())
 }
 
 fn app(numbers: &mut Numbers) -> &'static str {
@@ -57,11 +50,7 @@ fn app(numbers: &mut Numbers) -> &'static str {
 }
 
 fn net(numbers: &mut Numbers) -> String {
-    format!(
-        "10.{}.{}.0/24",
-        numbers.next(256),
-        numbers.next(256)
-    )
+    format!("10.{}.{}.0/24", numbers.next(256), numbers.next(256))
 }
 
 fn calico_policy(
@@ -130,11 +119,10 @@ fn kubernetes_policy(
         let block = numbers.next(256);
         writeln!(
             out,
-            "    - from:\n        - podSelector:\n            matchLabels:\n              app: {}\n        - namespaceSelector:\n            matchLabels:\n              team: {}\n        - ipBlock:\n            cidr: {}\n            except:\n              - {}\n      ports:\n        - protocol: TCP\n          port: {}\n        - protocol: UDP\n          port: {}",
+            "    - from:\n        - podSelector:\n            matchLabels:\n              app: {}\n        - namespaceSelector:\n            matchLabels:\n              team: {}\n        - ipBlock:\n            cidr: 10.{block}.0.0/16\n            except:\n              - 10.{block}.{}.0/24\n      ports:\n        - protocol: TCP\n          port: {}\n        - protocol: UDP\n          port: {}",
             app(numbers),
             NAMESPACES[numbers.next(NAMESPACES.len() as u64) as usize],
-            format!("10.{block}.0.0/16"),
-            format!("10.{block}.{}.0/24", numbers.next(256)),
+            numbers.next(256),
             1 + numbers.next(10_000),
             1 + numbers.next(10_000),
         )?;
