@@ -5,7 +5,7 @@
 //! input is what keeps it); an incremental sync leaves it; the evaluator agrees.
 
 use std::fs::File;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -59,8 +59,8 @@ struct Topology {
 }
 
 impl Topology {
-    fn new() -> Topology {
-        let prefix = format!("sluicedom-{}", std::process::id());
+    fn new(purpose: &str) -> Topology {
+        let prefix = format!("sluicedom{purpose}-{}", std::process::id());
         let topology = Topology {
             pod: format!("{prefix}-pod"),
             node: format!("{prefix}-node"),
@@ -185,7 +185,7 @@ fn evaluator_allows(dataplane: &sluice_policy::Dataplane, name: Option<&str>) ->
 
 #[test]
 fn a_pod_reaches_a_learned_address_only_while_its_pair_is_in_the_domain_set() {
-    let topology = Topology::new();
+    let topology = Topology::new("set");
     let _listener = in_namespace(&topology.outside, || {
         TcpListener::bind(SocketAddr::new(OUTSIDE.parse::<IpAddr>().unwrap(), PORT)).expect("listen")
     });
@@ -279,4 +279,149 @@ fn a_pod_reaches_a_learned_address_only_while_its_pair_is_in_the_domain_set() {
         .expect("full rebuild");
     assert!(writer.list(&table, &kernel_set).unwrap().is_empty());
     assert!(!connects(&topology));
+}
+
+/// Counts, after the `dns-queue` chain, the packets to the pod that carry the hold mark, per
+/// source port (a table of the test's own, in the test's node namespace).
+fn install_mark_counter(topology: &Topology) {
+    let script = format!(
+        "add table inet probe\n\
+         add chain inet probe after {{ type filter hook postrouting priority 120 ; }}\n\
+         add rule inet probe after ip daddr {POD} udp sport 53 meta mark & {mark:#x} != 0 counter\n\
+         add rule inet probe after ip daddr {POD} udp sport 5353 meta mark & {mark:#x} != 0 counter\n",
+        mark = sluice_dataplane::domains::MARK_DNS_QUEUE
+    );
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &topology.node, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("nft runs");
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+/// The marked packets counted for source port 53 and 5353.
+fn marked(topology: &Topology) -> (u64, u64) {
+    let output = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &topology.node,
+            "nft",
+            "list",
+            "chain",
+            "inet",
+            "probe",
+            "after",
+        ])
+        .output()
+        .expect("nft runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let count = |port: &str| {
+        text.lines()
+            .find(|line| line.contains(&format!("udp sport {port} ")))
+            .and_then(|line| line.split("packets ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|number| number.parse().ok())
+            .unwrap_or_else(|| panic!("no counter for port {port} in {text}"))
+    };
+    (count("53"), count("5353"))
+}
+
+/// One query from the pod to the outside host's port; whether an answer came back.
+fn asks(topology: &Topology, port: u16) -> bool {
+    let server = SocketAddr::new(OUTSIDE.parse().unwrap(), port);
+    in_namespace(&topology.pod, || {
+        let socket = UdpSocket::bind("0.0.0.0:0").expect("bind");
+        socket.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        socket.send_to(b"query", server).expect("send");
+        let mut buffer = [0u8; 64];
+        socket.recv_from(&mut buffer).is_ok()
+    })
+}
+
+#[test]
+fn dns_responses_from_a_trusted_server_to_a_pod_with_domain_interests_are_marked_to_hold() {
+    let topology = Topology::new("mark");
+    let local = [LocalEndpoint {
+        namespace: "shop".into(),
+        name: "client".into(),
+        interface: INTERFACE.into(),
+    }];
+    // Echo servers on the outside host: port 53 trusted, port 5353 not.
+    let servers: Vec<UdpSocket> = in_namespace(&topology.outside, || {
+        [53, 5353]
+            .into_iter()
+            .map(|port| {
+                let socket = UdpSocket::bind(SocketAddr::new(OUTSIDE.parse().unwrap(), port)).expect("bind");
+                socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+                socket
+            })
+            .collect()
+    });
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        for server in &servers {
+            let stop = &stop;
+            scope.spawn(move || {
+                let mut buffer = [0u8; 512];
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok((length, peer)) = server.recv_from(&mut buffer) {
+                        let _ = server.send_to(&buffer[..length], peer);
+                    }
+                }
+            });
+        }
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // The pod may send UDP anywhere, and reach names under *.partner.example.
+            let manifests = MANIFESTS.replace(
+                "    - {action: Allow, protocol: TCP,",
+                "    - {action: Allow, protocol: UDP}\n    - {action: Allow, protocol: TCP,",
+            );
+            let dataplane =
+                sluice_policy::compile(&sluice_api::load_str("domains.yaml", &manifests).unwrap());
+            let dns = DnsRender {
+                trusted_servers: vec![SocketAddr::new(OUTSIDE.parse().unwrap(), 53)],
+                ..DnsRender::default()
+            };
+            let mut syncer =
+                Syncer::new(CommandBackend::in_namespace(&topology.node).expect("nft is installed"));
+            syncer
+                .sync(&render_with_dns(&dataplane, &local, &dns))
+                .expect("the kernel takes the ruleset");
+            install_mark_counter(&topology);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !asks(&topology, 53) {
+                assert!(Instant::now() < deadline, "the outside host never answered");
+            }
+            let (trusted, untrusted) = marked(&topology);
+            assert!(trusted >= 1, "a response from the trusted server was not marked");
+            assert!(asks(&topology, 5353));
+            assert_eq!(
+                marked(&topology),
+                (trusted, untrusted),
+                "an untrusted port was marked"
+            );
+            assert_eq!(untrusted, 0);
+
+            // The same pod without domain rules: its responses are not held.
+            let plain = sluice_policy::compile(
+                &sluice_api::load_str(
+                    "plain.yaml",
+                    &manifests.replace("domains: ['*.partner.example']", "nets: [192.0.2.0/24]"),
+                )
+                .unwrap(),
+            );
+            syncer
+                .sync(&render_with_dns(&plain, &local, &dns))
+                .expect("the kernel takes the ruleset");
+            assert!(asks(&topology, 53), "the response was not delivered");
+            assert_eq!(marked(&topology).0, trusted, "a pod without interests was marked");
+        }));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Err(panic) = result {
+            std::panic::resume_unwind(panic);
+        }
+    });
 }
