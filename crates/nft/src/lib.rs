@@ -19,7 +19,11 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+mod chain_messages;
+mod connection;
+mod dns_queue;
 mod elements;
+mod expressions;
 mod fake;
 mod nfnetlink;
 mod objects;
@@ -27,6 +31,10 @@ pub mod tool;
 mod writer;
 
 pub use backend::{Backend, CommandBackend, NftError, NftVersion};
+pub use dns_queue::{
+    DNS_QUEUE_FAMILIES, DNS_QUEUE_HOLD_CHAIN, DNS_QUEUE_TABLE, DnsQueue, DnsQueueError, DnsQueueTables,
+    QueueRefusal, QueueStep,
+};
 pub use elements::{ElementChange, ElementKey, ListedElement};
 pub use fake::FakeBackend;
 pub use nfnetlink::Culprit;

@@ -1,6 +1,7 @@
-//! The nf_tables netlink wire format for set elements, as bytes in and bytes out (no socket):
-//! a batch of NEWSETELEM/DELSETELEM messages between BATCH_BEGIN and BATCH_END, a GETSETELEM
-//! dump request, and the kernel's answers read back. Numbers are the kernel's uapi
+//! The nf_tables netlink wire format, as bytes in and bytes out (no socket): the message and
+//! attribute primitives, the kernel's answers read back, and for set elements a batch of
+//! NEWSETELEM/DELSETELEM messages between BATCH_BEGIN and BATCH_END and a GETSETELEM dump
+//! request (tables, chains and rules: `chain_messages`). Numbers are the kernel's uapi
 //! (`linux/netfilter/nfnetlink.h`, `linux/netfilter/nf_tables.h`, `linux/netlink.h`).
 
 use std::time::Duration;
@@ -11,8 +12,8 @@ use crate::elements::{ElementChange, ElementKey, ListedElement};
 use crate::objects::Family;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
-const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
-const NFNL_MSG_BATCH_END: u16 = 0x11;
+pub(crate) const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+pub(crate) const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
@@ -20,16 +21,16 @@ const NFT_MSG_DELSETELEM: u16 = 14;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
-const NFTA_LIST_ELEM: u16 = 1;
+pub(crate) const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
 const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
-const NFTA_DATA_VALUE: u16 = 1;
+pub(crate) const NFTA_DATA_VALUE: u16 = 1;
 
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_DUMP: u16 = 0x300;
-const NLM_F_CREATE: u16 = 0x400;
+pub(crate) const NLM_F_REQUEST: u16 = 0x1;
+pub(crate) const NLM_F_ACK: u16 = 0x4;
+pub(crate) const NLM_F_DUMP: u16 = 0x300;
+pub(crate) const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_CAPPED: u16 = 0x100;
 const NLM_F_ACK_TLVS: u16 = 0x200;
 const NLM_F_DUMP_INTR: u16 = 0x10;
@@ -46,7 +47,7 @@ const NFGENMSG_LENGTH: usize = 4;
 const ELEMENTS_PER_MESSAGE: usize = 512;
 
 /// nf_tables' protocol family numbers (NFPROTO_*).
-fn protocol_family(family: Family) -> u8 {
+pub(crate) fn protocol_family(family: Family) -> u8 {
     match family {
         Family::Inet => 1,
         Family::Ip => 2,
@@ -169,11 +170,11 @@ pub(crate) fn encode_list(family: Family, table: &str, set: &str, sequence: u32)
     bytes
 }
 
-fn nftables_type(message: u16) -> u16 {
+pub(crate) fn nftables_type(message: u16) -> u16 {
     (NFNL_SUBSYS_NFTABLES << 8) | message
 }
 
-fn control_message(bytes: &mut Vec<u8>, message_type: u16, sequence: u32) {
+pub(crate) fn control_message(bytes: &mut Vec<u8>, message_type: u16, sequence: u32) {
     // The batch messages name the subsystem in nfgenmsg.res_id, in network byte order.
     let start = begin_message(
         bytes,
@@ -247,7 +248,7 @@ fn element_message(
     })
 }
 
-fn begin_message(
+pub(crate) fn begin_message(
     bytes: &mut Vec<u8>,
     message_type: u16,
     flags: u16,
@@ -267,13 +268,13 @@ fn begin_message(
     start
 }
 
-fn end_message(bytes: &mut [u8], start: usize) {
+pub(crate) fn end_message(bytes: &mut [u8], start: usize) {
     let length = u32::try_from(bytes.len() - start).expect("a netlink message under 4 GiB");
     bytes[start..start + 4].copy_from_slice(&length.to_ne_bytes());
 }
 
 /// Appends one attribute, padded to 4 bytes; returns where it starts.
-fn put(bytes: &mut Vec<u8>, kind: u16, value: &[u8]) -> usize {
+pub(crate) fn put(bytes: &mut Vec<u8>, kind: u16, value: &[u8]) -> usize {
     let start = bytes.len();
     let length = u16::try_from(4 + value.len()).expect("an attribute under 64 KiB");
     bytes.extend_from_slice(&length.to_ne_bytes());
@@ -283,21 +284,21 @@ fn put(bytes: &mut Vec<u8>, kind: u16, value: &[u8]) -> usize {
     start
 }
 
-fn put_string(bytes: &mut Vec<u8>, kind: u16, value: &str) -> usize {
+pub(crate) fn put_string(bytes: &mut Vec<u8>, kind: u16, value: &str) -> usize {
     let mut terminated = Vec::with_capacity(value.len() + 1);
     terminated.extend_from_slice(value.as_bytes());
     terminated.push(0);
     put(bytes, kind, &terminated)
 }
 
-fn begin_nested(bytes: &mut Vec<u8>, kind: u16) -> usize {
+pub(crate) fn begin_nested(bytes: &mut Vec<u8>, kind: u16) -> usize {
     let start = bytes.len();
     bytes.extend_from_slice(&0u16.to_ne_bytes());
     bytes.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
     start
 }
 
-fn end_nested(bytes: &mut [u8], start: usize) {
+pub(crate) fn end_nested(bytes: &mut [u8], start: usize) {
     // Callers check the size of the one attribute that can grow large (the element list).
     let length = u16::try_from(bytes.len() - start).unwrap_or(u16::MAX);
     bytes[start..start + 2].copy_from_slice(&length.to_ne_bytes());

@@ -4,33 +4,18 @@
 //! in a set needs (docs/benchmarks.md has the numbers against `nft`).
 
 use std::fmt;
-use std::fs::File;
 use std::io;
 use std::time::Duration;
 
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
-use nix::sched::CloneFlags;
-use nix::sys::socket::{setsockopt, sockopt};
-use nix::sys::time::TimeVal;
-
+use crate::connection::{Connection, ConnectionError};
 use crate::elements::{ElementChange, ListedElement};
 use crate::nfnetlink::{self, Answer, Culprit};
 use crate::objects::Table;
 
-/// How long to wait for the kernel's answer. The kernel handles a batch inside the send
-/// call, so this bounds only a kernel that never answers.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Big enough for one datagram of a dump (the kernel fills up to 32 KiB per read).
-const RECEIVE_BUFFER: usize = 64 * 1024;
-
 /// Writes set elements of nf_tables sets over netlink.
 #[derive(Debug)]
 pub struct SetElementWriter {
-    socket: Socket,
-    namespace: Option<String>,
-    sequence: u32,
-    buffer: Vec<u8>,
+    connection: Connection,
 }
 
 impl SetElementWriter {
@@ -38,41 +23,8 @@ impl SetElementWriter {
     /// on a short-lived thread: the socket stays in that namespace whichever thread uses it,
     /// and the caller's thread never changes namespace).
     pub fn open(namespace: Option<&str>) -> Result<SetElementWriter, SetElementError> {
-        let socket = match namespace {
-            None => open_socket(),
-            Some(name) => {
-                let path = format!("/run/netns/{name}");
-                let file = File::open(&path).map_err(|error| SetElementError::Namespace {
-                    namespace: name.to_string(),
-                    reason: format!("opening {path}: {error}"),
-                })?;
-                std::thread::scope(|scope| {
-                    scope
-                        .spawn(move || {
-                            nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map_err(|errno| {
-                                SetElementError::Namespace {
-                                    namespace: name.to_string(),
-                                    reason: format!("setns: {errno}"),
-                                }
-                            })?;
-                            open_socket()
-                        })
-                        .join()
-                        .unwrap_or_else(|_| {
-                            Err(SetElementError::Namespace {
-                                namespace: name.to_string(),
-                                reason: "the thread entering it panicked".into(),
-                            })
-                        })
-                })
-            }
-        }?;
         Ok(SetElementWriter {
-            socket,
-            namespace: namespace.map(str::to_string),
-            // Any start works: answers are matched to this writer's own sequence numbers.
-            sequence: std::process::id().wrapping_mul(1 << 12),
-            buffer: Vec::with_capacity(RECEIVE_BUFFER),
+            connection: Connection::open(namespace)?,
         })
     }
 
@@ -82,88 +34,61 @@ impl SetElementWriter {
         if changes.is_empty() {
             return Ok(());
         }
+        let first_sequence = self.connection.next_sequence();
         let batch =
-            nfnetlink::encode_batch(changes, self.sequence).map_err(|error| SetElementError::Invalid {
+            nfnetlink::encode_batch(changes, first_sequence).map_err(|error| SetElementError::Invalid {
                 change: error.change,
                 reason: error.reason,
             })?;
-        self.sequence = self.sequence.wrapping_add(batch.messages.len() as u32 + 2);
-        self.socket
-            .send(&batch.bytes, 0)
-            .map_err(|error| self.io("sending a batch", error))?;
-
-        let mut unanswered: Vec<u32> = batch.messages.iter().map(|message| message.sequence).collect();
-        let mut refusal = None;
-        while !unanswered.is_empty() {
-            for answer in self.receive()? {
-                let (sequence, errno, offset, message) = match answer {
-                    Answer::Acknowledged { sequence } => (sequence, 0, None, None),
-                    Answer::Refused {
-                        sequence,
-                        errno,
-                        offset,
-                        message,
-                    } => (sequence, errno, offset, message),
-                    // Left over from an earlier call that gave up; not ours.
-                    Answer::Done { .. } | Answer::Data { .. } => continue,
-                };
-                if sequence == batch.begin_sequence && errno != 0 {
-                    // The batch as a whole was refused (no permission, or the commit failed).
-                    return Err(SetElementError::Refused(Box::new(Refusal::whole_batch(
-                        errno, message,
-                    ))));
-                }
-                let Some(position) = unanswered.iter().position(|pending| *pending == sequence) else {
-                    continue;
-                };
-                unanswered.swap_remove(position);
-                if errno != 0 && refusal.is_none() {
-                    let layout = batch
-                        .messages
-                        .iter()
-                        .find(|layout| layout.sequence == sequence)
-                        .expect("an answered sequence belongs to the batch");
-                    let change = &changes[layout.first_change];
-                    let culprit = layout.culprit(offset);
-                    let key = match culprit {
-                        Culprit::Change(index) => Some(changes[index].key().to_string()),
-                        _ => None,
-                    };
-                    refusal = Some(Refusal {
-                        errno,
-                        operation: if change.is_add() {
-                            Operation::Adding
-                        } else {
-                            Operation::Deleting
-                        },
-                        table: Some(change.table().clone()),
-                        set: Some(change.set().to_string()),
-                        culprit,
-                        key,
-                        message,
-                    });
-                }
-            }
+        self.connection.reserve_sequences(batch.messages.len() as u32 + 2);
+        let sequences: Vec<u32> = batch.messages.iter().map(|message| message.sequence).collect();
+        let Some(rejection) = self
+            .connection
+            .commit(&batch.bytes, batch.begin_sequence, &sequences)?
+        else {
+            return Ok(());
+        };
+        if rejection.sequence == batch.begin_sequence {
+            // The batch as a whole was refused (no permission, or the commit failed).
+            return Err(SetElementError::Refused(Box::new(Refusal::whole_batch(
+                rejection.errno,
+                rejection.message,
+            ))));
         }
-        // Acks arrive for every message even when the batch is aborted, so success is "no
-        // message refused", never "some message acknowledged".
-        match refusal {
-            Some(refusal) => Err(SetElementError::Refused(Box::new(refusal))),
-            None => Ok(()),
-        }
+        let layout = batch
+            .messages
+            .iter()
+            .find(|layout| layout.sequence == rejection.sequence)
+            .expect("a refused sequence belongs to the batch");
+        let change = &changes[layout.first_change];
+        let culprit = layout.culprit(rejection.offset);
+        let key = match culprit {
+            Culprit::Change(index) => Some(changes[index].key().to_string()),
+            _ => None,
+        };
+        Err(SetElementError::Refused(Box::new(Refusal {
+            errno: rejection.errno,
+            operation: if change.is_add() {
+                Operation::Adding
+            } else {
+                Operation::Deleting
+            },
+            table: Some(change.table().clone()),
+            set: Some(change.set().to_string()),
+            culprit,
+            key,
+            message: rejection.message,
+        })))
     }
 
     /// Every element of a set with its timeout and the time it has left.
     pub fn list(&mut self, table: &Table, set: &str) -> Result<Vec<ListedElement>, SetElementError> {
-        let sequence = self.sequence;
-        self.sequence = self.sequence.wrapping_add(1);
+        let sequence = self.connection.reserve_sequences(1);
         let request = nfnetlink::encode_list(table.family, &table.name, set, sequence);
-        self.socket
-            .send(&request, 0)
-            .map_err(|error| self.io("asking for a set's elements", error))?;
+        self.connection.send(&request, "asking for a set's elements")?;
         let mut elements = Vec::new();
         loop {
-            for answer in self.receive()? {
+            for answer in self.connection.receive()? {
                 match answer {
                     Answer::Data {
                         sequence: answered,
@@ -206,45 +131,27 @@ impl SetElementWriter {
             }
         }
     }
-
-    fn receive(&mut self) -> Result<Vec<Answer>, SetElementError> {
-        self.buffer.clear();
-        match self.socket.recv(&mut self.buffer, 0) {
-            Ok(length) if length > self.buffer.len() => Err(SetElementError::Protocol(format!(
-                "an answer of {length} bytes did not fit the {RECEIVE_BUFFER}-byte buffer"
-            ))),
-            Ok(_) => nfnetlink::parse_answers(&self.buffer).map_err(SetElementError::Protocol),
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                Err(SetElementError::Timeout(ANSWER_TIMEOUT))
-            }
-            Err(error) => Err(self.io("reading the kernel's answer", error)),
-        }
-    }
-
-    fn io(&self, doing: &'static str, source: io::Error) -> SetElementError {
-        SetElementError::Io {
-            doing,
-            namespace: self.namespace.clone(),
-            source,
-        }
-    }
 }
 
-fn open_socket() -> Result<Socket, SetElementError> {
-    let opening = |source| SetElementError::Io {
-        doing: "opening a NETLINK_NETFILTER socket",
-        namespace: None,
-        source,
-    };
-    let mut socket = Socket::new(NETLINK_NETFILTER).map_err(opening)?;
-    socket.bind_auto().map_err(opening)?;
-    socket.connect(&SocketAddr::new(0, 0)).map_err(opening)?;
-    // Extended ACKs say which attribute (table, set, element) the kernel refused.
-    socket.set_ext_ack(true).map_err(opening)?;
-    let timeout = TimeVal::new(ANSWER_TIMEOUT.as_secs() as i64, 0);
-    setsockopt(&socket, sockopt::ReceiveTimeout, &timeout)
-        .map_err(|errno| opening(io::Error::from(errno)))?;
-    Ok(socket)
+impl From<ConnectionError> for SetElementError {
+    fn from(error: ConnectionError) -> SetElementError {
+        match error {
+            ConnectionError::Namespace { namespace, reason } => {
+                SetElementError::Namespace { namespace, reason }
+            }
+            ConnectionError::Io {
+                doing,
+                namespace,
+                source,
+            } => SetElementError::Io {
+                doing,
+                namespace,
+                source,
+            },
+            ConnectionError::Timeout(limit) => SetElementError::Timeout(limit),
+            ConnectionError::Protocol(reason) => SetElementError::Protocol(reason),
+        }
+    }
 }
 
 /// Why set elements could not be written.
