@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sched::CloneFlags;
-use sluice_nft::{DnsQueue, DnsQueueTables};
+use sluice_nft::{Backend, CommandBackend, DnsQueue, DnsQueueTables, Family, Object, Table, Transaction};
 
 const MARK: u32 = 0x0002_0000;
 
@@ -100,10 +100,31 @@ fn installed_tables_are_listed_checked_repaired_and_removed() {
         "{ruleset}"
     );
 
+    let json = namespace.run(&["nft", "-j", "list", "ruleset"]);
+    assert!(serde_json::from_str::<serde_json::Value>(&json).is_ok(), "{json}");
+
+    // The dataplane's full rebuild (delete its own table and recreate it, through `nft -f`)
+    // never touches the queue table, and its listing of `inet sluice` reads as before.
+    let mut backend = CommandBackend::in_namespace(&namespace.0).expect("nft is installed");
+    let sluice = Table::new(Family::Inet, "sluice");
+    let mut rebuild = Transaction::new(sluice.clone());
+    rebuild.add(Object::Table);
+    backend.apply(&rebuild).unwrap();
+    let mut rebuild = Transaction::new(sluice.clone());
+    rebuild
+        .add(Object::Table)
+        .delete(Object::Table)
+        .add(Object::Table);
+    backend.apply(&rebuild).unwrap();
+    assert!(backend.list(&sluice).unwrap().is_some());
+    assert!(tables.is_installed(&queue()).unwrap());
+
     // Again: still one rule per table.
     tables.install(&queue()).unwrap();
     assert!(tables.is_installed(&queue()).unwrap());
-    assert_eq!(namespace.run(&["nft", "list", "ruleset"]), ruleset);
+    let listed = namespace.run(&["nft", "list", "table", "inet", "sluice-dns"]);
+    assert!(ruleset.contains(&listed), "{listed}\n---\n{ruleset}");
+    assert_eq!(listed.matches("queue num").count(), 1, "{listed}");
     // Another queue number, mark or priority is not what is installed.
     assert!(
         !tables
@@ -325,4 +346,16 @@ fn an_unmarked_packet_is_never_queued() {
     lab.send(b"plain", &lab.unmarked_v4);
     assert_eq!(received(&lab.unmarked_v4, WAIT).as_deref(), Some(&b"plain"[..]));
     assert!(queued(&mut listener, ABSENCE).is_none());
+}
+
+#[test]
+fn a_missing_namespace_is_named_in_the_error() {
+    let name = format!("sluicenfq-missing-{}", std::process::id());
+    let error = DnsQueueTables::open(Some(&name)).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "entering network namespace {name}: opening /run/netns/{name}: No such file or directory (os error 2)"
+        )
+    );
 }
