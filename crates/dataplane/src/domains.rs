@@ -10,7 +10,8 @@
 //! - `dns_clients_v4|v6`: addresses of local endpoints with domain interests; `dns_servers_v4|v6`
 //!   (`address . inet_service`): the trusted servers. The base chain `dns-queue` marks DNS
 //!   responses (UDP and TCP) from a trusted server to a client with [`MARK_DNS_QUEUE`]; the
-//!   queue tables ([`crate::dns_queue`]) send marked packets to the NFQUEUE the agent listens on.
+//!   queue table `inet sluice-dns` ([`sluice_nft::DnsQueueTables`], priority 120) sends marked
+//!   packets to the NFQUEUE the agent listens on.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};

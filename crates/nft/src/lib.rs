@@ -11,11 +11,15 @@
 //! addresses learned from DNS, with a timeout each): one long-lived NETLINK_NETFILTER socket that
 //! sends each update as one nf_tables batch, with no process per update.
 //!
+//! [`DnsQueueTables`] writes, over netlink too, the table `inet sluice-dns` that sends packets
+//! carrying a mark bit (DNS answers to hold) to an NFQUEUE through the xtables `NFQUEUE` target,
+//! for kernels without nftables' own `queue` expression.
+//!
 //! [`tool`] finds and runs netfilter's command-line tools for the crates that need them.
 //!
 //! Architecture invariant: only this crate runs `nft`. It renders what it is given and knows
 //! nothing about policy. It is the only writer of nftables: through `nft` for the ruleset, through
-//! netlink for set elements.
+//! netlink for set elements and the DNS queue table.
 #![forbid(unsafe_code)]
 
 mod backend;
