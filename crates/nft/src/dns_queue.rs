@@ -5,7 +5,8 @@
 //! Written over netlink because the `queue` statement needs the kernel's `nft_queue` expression,
 //! which kernels built without CONFIG_NFT_QUEUE lack; the xtables `NFQUEUE` target, reached
 //! through nft_compat (CONFIG_NFT_COMPAT), does the same, and only netlink can add it (the `nft`
-//! tool cannot write xtables targets; `nft list` prints it as `xt target "NFQUEUE"`). The rule:
+//! tool cannot write xtables targets; nft built with libxtables lists it translated, as
+//! `queue num N`, text that `nft -f` then refuses on such a kernel). The rule:
 //! `meta mark & MARK == MARK` → NFQUEUE revision 3 (queue N, one queue, no bypass: with no
 //! listener the kernel drops the packet and the client retries, fail closed).
 //!
