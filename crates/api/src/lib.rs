@@ -12,6 +12,7 @@ pub mod calico;
 pub mod dns_configuration;
 pub mod document;
 pub mod domain;
+pub mod egress;
 pub mod kept;
 pub mod kubernetes;
 mod load;
