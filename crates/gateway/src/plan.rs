@@ -212,6 +212,14 @@ pub fn compute(inputs: &Inputs, node: &str, previous: Option<&NodePlan>) -> Resu
         })
         .unwrap_or_default();
     let tables = allocate(&client_ids, &previous_tables, TABLE_RANGE)?;
+    let previous_clients: BTreeMap<&PodId, &ClientPlan> = previous
+        .map(|plan| {
+            plan.clients
+                .iter()
+                .map(|client| (&client.client, client))
+                .collect()
+        })
+        .unwrap_or_default();
 
     // The candidates and previous hops of every (client, gateway rule), then the two passes:
     // what each client keeps counts as usage before anyone takes a new gateway.
@@ -248,7 +256,7 @@ pub fn compute(inputs: &Inputs, node: &str, previous: Option<&NodePlan>) -> Resu
                 client: client_index,
                 rule: rule_index,
                 candidates,
-                previous: previous_hops(previous, &pod.id, rule.destination),
+                previous: previous_hops(previous_clients.get(&pod.id).copied(), rule.destination),
                 max_next_hops: *max_next_hops,
                 prefer_node_local: *prefer_node_local,
             });
@@ -354,9 +362,8 @@ impl Need {
 }
 
 /// The gateways a client had for a destination in the previous plan.
-fn previous_hops(previous: Option<&NodePlan>, client: &PodId, destination: IpNet) -> Vec<PodId> {
+fn previous_hops(previous: Option<&ClientPlan>, destination: IpNet) -> Vec<PodId> {
     previous
-        .and_then(|plan| plan.client(client))
         .and_then(|plan| plan.routes.iter().find(|route| route.destination == destination))
         .map(|route| match &route.action {
             RouteAction::Gateways(hops) => hops.iter().map(|hop| hop.gateway.clone()).collect(),
