@@ -493,7 +493,7 @@ fn only_clients_on_the_node_are_planned_and_tables_stay_put() {
     assert_eq!(clients, ["apps/b", "apps/c"]);
     assert_eq!(
         before.clients[0].table,
-        sluice_gateway::tables::TABLE_RANGE.start() + 0
+        *sluice_gateway::tables::TABLE_RANGE.start()
     );
     assert_eq!(before.clients[0].rule_priority, 100);
     // `a` arrives and sorts first: `b` and `c` keep their tables.

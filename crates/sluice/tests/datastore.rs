@@ -562,8 +562,15 @@ fn egress_gateway_policies_apply_list_and_delete() {
         listed.contains("10.0.0.0/8->normal, 0.0.0.0/0->egress-code == \"red\""),
         "{listed}"
     );
-    let exported = text(&store.sluice(&["get", "egressgatewaypolicy", "internet", "-o", "yaml"]).stdout);
-    assert!(exported.contains("gatewayPreference: PreferNodeLocal"), "{exported}");
+    let exported = text(
+        &store
+            .sluice(&["get", "egressgatewaypolicy", "internet", "-o", "yaml"])
+            .stdout,
+    );
+    assert!(
+        exported.contains("gatewayPreference: PreferNodeLocal"),
+        "{exported}"
+    );
     assert!(exported.contains("maxNextHops: 2"), "{exported}");
     let output = store.sluice(&["delete", "egressgatewaypolicy", "internet"]);
     assert!(output.status.success(), "{}", text(&output.stderr));
