@@ -611,8 +611,9 @@ impl Loader {
             Resource::EgressGatewayPolicy(policy) => vec![(
                 String::new(),
                 format!(
-                    "EgressGatewayPolicy {} is validated and stored, and `sluice-gateway` computes which gateways its clients get, but no node routes through egress gateways yet (the dataplane is not built)",
-                    policy.metadata.name
+                    "EgressGatewayPolicy {} is validated and stored, but not enforced: {}",
+                    policy.metadata.name,
+                    crate::kept::not_enforced_reason(Kind::EgressGatewayPolicy)
                 ),
             )],
             Resource::Kept(kept) => vec![(
