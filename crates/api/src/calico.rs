@@ -94,7 +94,7 @@ impl PolicySpec {
 }
 
 impl SelectorText {
-    fn is_unset(&self) -> bool {
+    pub(crate) fn is_unset(&self) -> bool {
         !self.is_set()
     }
 }

@@ -3,7 +3,8 @@
 //! Each is kept whole and given a warning that says what is not enforced.
 //!
 //! FelixConfiguration is typed here too: the DNS fields domain-name policy reads are typed and
-//! validated (`dns_configuration`); every other field is kept as written and named in a warning.
+//! validated (`dns_configuration`), and so are the egress gateway fields (`egress`); every other
+//! field is kept as written and named in a warning.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::dns_configuration::{CacheFile, GoDuration, TrustedServer};
+use crate::egress::EgressIpSupport;
 use crate::load::Kind;
 use crate::meta::ObjectMeta;
 
@@ -63,6 +65,34 @@ pub struct FelixConfigurationSpec {
     pub dns_cache_epoch: Option<i64>,
     #[serde(default, rename = "dnsExtraTTL", skip_serializing_if = "Option::is_none")]
     pub dns_extra_ttl: Option<GoDuration>,
+    #[serde(default, rename = "egressIPSupport", skip_serializing_if = "Option::is_none")]
+    pub egress_ip_support: Option<EgressIpSupport>,
+    #[serde(
+        default,
+        rename = "egressIPRoutingRulePriority",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub egress_ip_routing_rule_priority: Option<u32>,
+    #[serde(
+        default,
+        rename = "egressIPVXLANPort",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub egress_ip_vxlan_port: Option<u16>,
+    #[serde(default, rename = "egressIPVXLANVNI", skip_serializing_if = "Option::is_none")]
+    pub egress_ip_vxlan_vni: Option<u32>,
+    #[serde(
+        default,
+        rename = "egressGatewayPollInterval",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub egress_gateway_poll_interval: Option<GoDuration>,
+    #[serde(
+        default,
+        rename = "egressGatewayPollFailureCount",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub egress_gateway_poll_failure_count: Option<u32>,
     /// Every other field, kept as written and not used.
     #[serde(flatten)]
     pub fields: BTreeMap<String, Value>,
@@ -134,6 +164,9 @@ pub fn not_enforced_reason(kind: Kind) -> &'static str {
         Kind::KubeControllersConfiguration => "Sluice runs no kube-controllers",
         Kind::Profile => {
             "namespace and service account profiles come from Namespaces and ServiceAccounts; stored Profiles are not applied"
+        }
+        Kind::EgressGatewayPolicy => {
+            "`sluice-gateway` computes which gateways its clients get, but no node routes through egress gateways yet (the dataplane is not built)"
         }
         Kind::StagedNetworkPolicy | Kind::StagedGlobalNetworkPolicy | Kind::StagedKubernetesNetworkPolicy => {
             "staged policies are never enforced, and Sluice does not yet show what they would do"

@@ -1,6 +1,7 @@
 //! Typed resources: Kubernetes `v1` Namespace, Pod and ServiceAccount, `networking.k8s.io/v1`
 //! NetworkPolicy, and Calico `projectcalico.org/v3` NetworkPolicy, GlobalNetworkPolicy, Tier,
-//! NetworkSet, GlobalNetworkSet and IPPool, with Calico's defaults and validation.
+//! NetworkSet, GlobalNetworkSet and IPPool, with Calico's defaults and validation; Calico
+//! Enterprise's EgressGatewayPolicy and egress annotations (`egress`).
 //!
 //! This crate owns reading manifests (YAML or JSON, multi-document, directories, `kind: List`)
 //! and turning every bad input into a [`Diagnostic`] that names file, line, column and field.
@@ -12,6 +13,7 @@ pub mod calico;
 pub mod dns_configuration;
 pub mod document;
 pub mod domain;
+pub mod egress;
 pub mod kept;
 pub mod kubernetes;
 mod load;

@@ -16,6 +16,7 @@ use crate::calico::{
 use crate::document::{
     Document, FileError, Position, SyntaxError, for_each_document, for_each_document_in_file,
 };
+use crate::egress::EgressGatewayPolicy;
 use crate::kept::{FelixConfiguration, KeptResource};
 use crate::kubernetes::{KubernetesNetworkPolicy, Namespace, Node, Pod, ServiceAccount};
 use crate::meta::{ObjectMeta, Origin};
@@ -74,6 +75,7 @@ pub enum Kind {
     Node,
     WorkloadEndpoint,
     FelixConfiguration,
+    EgressGatewayPolicy,
     // Calico kinds stored and listed but not enforced (see `kept`).
     BgpConfiguration,
     BgpFilter,
@@ -92,7 +94,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [(&'static str, &'static str, Kind); 27] = [
+    pub const ALL: [(&'static str, &'static str, Kind); 28] = [
         ("v1", "Namespace", Kind::Namespace),
         ("v1", "Node", Kind::Node),
         ("v1", "Pod", Kind::Pod),
@@ -117,6 +119,11 @@ impl Kind {
             "projectcalico.org/v3",
             "FelixConfiguration",
             Kind::FelixConfiguration,
+        ),
+        (
+            "projectcalico.org/v3",
+            "EgressGatewayPolicy",
+            Kind::EgressGatewayPolicy,
         ),
         ("projectcalico.org/v3", "BGPConfiguration", Kind::BgpConfiguration),
         ("projectcalico.org/v3", "BGPFilter", Kind::BgpFilter),
@@ -263,6 +270,7 @@ pub struct ResourceSet {
     pub nodes: Vec<Node>,
     pub workload_endpoints: Vec<WorkloadEndpoint>,
     pub felix_configurations: Vec<FelixConfiguration>,
+    pub egress_gateway_policies: Vec<EgressGatewayPolicy>,
     /// Calico objects stored and listed but not enforced.
     pub kept: Vec<KeptResource>,
     /// What the inputs do that is allowed but worth saying (kinds and fields not enforced).
@@ -284,6 +292,7 @@ impl ResourceSet {
             + self.nodes.len()
             + self.workload_endpoints.len()
             + self.felix_configurations.len()
+            + self.egress_gateway_policies.len()
             + self.kept.len()
     }
 
@@ -558,6 +567,26 @@ impl Loader {
                 ),
             );
         }
+        // Calico's `net` validation refuses host bits; the parsed value is masked, so look at
+        // the text.
+        if kind == Kind::EgressGatewayPolicy
+            && let Some(rules) = document.value["spec"]["rules"].as_array()
+        {
+            for (index, rule) in rules.iter().enumerate() {
+                if let Some(text) = rule["destination"]["cidr"].as_str()
+                    && let Ok(network) = text.parse::<ipnet::IpNet>()
+                    && network != network.trunc()
+                {
+                    report.error(
+                        format!("spec.rules[{index}].destination.cidr"),
+                        format!(
+                            "destination CIDR is not strictly masked: `{text}` has address bits set past the prefix; write {}",
+                            network.trunc()
+                        ),
+                    );
+                }
+            }
+        }
         self.seen.insert(key, origin.clone());
         if let Some(tier) = value.tier_reference().filter(|tier| !tier.is_empty()) {
             let position = document.position_of("spec.tier");
@@ -577,6 +606,16 @@ impl Loader {
         validate::resource(&value, report);
         let warnings = match &value {
             Resource::FelixConfiguration(configuration) => configuration.warnings(),
+            Resource::Namespace(namespace) => egress_annotation_warnings(&namespace.metadata),
+            Resource::Pod(pod) => egress_annotation_warnings(&pod.metadata),
+            Resource::EgressGatewayPolicy(policy) => vec![(
+                String::new(),
+                format!(
+                    "EgressGatewayPolicy {} is validated and stored, but not enforced: {}",
+                    policy.metadata.name,
+                    crate::kept::not_enforced_reason(Kind::EgressGatewayPolicy)
+                ),
+            )],
             Resource::Kept(kept) => vec![(
                 String::new(),
                 format!(
@@ -640,6 +679,13 @@ impl Loader {
             Err(LoadErrors(self.errors))
         }
     }
+}
+
+/// Egress annotations that are allowed but have no effect.
+fn egress_annotation_warnings(metadata: &ObjectMeta) -> Vec<(String, String)> {
+    crate::egress::EgressAnnotations::read(metadata)
+        .map(|annotations| annotations.unused())
+        .unwrap_or_default()
 }
 
 /// Diagnostics at the positions of their field paths (the document's start for an empty path).
@@ -715,5 +761,6 @@ has_metadata!(
     NetworkPolicy,
     GlobalNetworkPolicy,
     FelixConfiguration,
+    EgressGatewayPolicy,
     KeptResource
 );

@@ -6,6 +6,7 @@ use serde_json::Value;
 use crate::calico::{
     GlobalNetworkPolicy, GlobalNetworkSet, IpPool, NetworkPolicy, NetworkSet, Tier, WorkloadEndpoint,
 };
+use crate::egress::EgressGatewayPolicy;
 use crate::kept::{FelixConfiguration, KeptBody, KeptResource};
 use crate::kubernetes::{KubernetesNetworkPolicy, Namespace, Node, Pod, ServiceAccount};
 use crate::load::{HasMetadata, Kind, ResourceSet};
@@ -30,6 +31,7 @@ pub enum Resource {
     IpPool(IpPool),
     WorkloadEndpoint(WorkloadEndpoint),
     FelixConfiguration(FelixConfiguration),
+    EgressGatewayPolicy(EgressGatewayPolicy),
     /// A Calico kind stored and listed but not enforced.
     Kept(KeptResource),
 }
@@ -50,6 +52,7 @@ macro_rules! each_kind {
             Resource::IpPool($binding) => $body,
             Resource::WorkloadEndpoint($binding) => $body,
             Resource::FelixConfiguration($binding) => $body,
+            Resource::EgressGatewayPolicy($binding) => $body,
             Resource::Kept($binding) => $body,
         }
     };
@@ -71,6 +74,7 @@ impl Resource {
             Resource::IpPool(_) => Kind::IpPool,
             Resource::WorkloadEndpoint(_) => Kind::WorkloadEndpoint,
             Resource::FelixConfiguration(_) => Kind::FelixConfiguration,
+            Resource::EgressGatewayPolicy(_) => Kind::EgressGatewayPolicy,
             Resource::Kept(kept) => kept.kind,
         }
     }
@@ -198,6 +202,7 @@ pub(crate) fn deserialize(
         Kind::IpPool => typed(body, Resource::IpPool),
         Kind::WorkloadEndpoint => typed(body, Resource::WorkloadEndpoint),
         Kind::FelixConfiguration => typed(body, Resource::FelixConfiguration),
+        Kind::EgressGatewayPolicy => typed(body, Resource::EgressGatewayPolicy),
         kept => serde_path_to_error::deserialize(body).map(|body: KeptBody| {
             Resource::Kept(KeptResource {
                 kind: kept,
@@ -243,6 +248,7 @@ impl ResourceSet {
             Resource::IpPool(value) => self.ip_pools.push(value),
             Resource::WorkloadEndpoint(value) => self.workload_endpoints.push(value),
             Resource::FelixConfiguration(value) => self.felix_configurations.push(value),
+            Resource::EgressGatewayPolicy(value) => self.egress_gateway_policies.push(value),
             Resource::Kept(value) => self.kept.push(value),
         }
     }
@@ -282,6 +288,11 @@ impl ResourceSet {
             self.felix_configurations
                 .into_iter()
                 .map(Resource::FelixConfiguration),
+        );
+        resources.extend(
+            self.egress_gateway_policies
+                .into_iter()
+                .map(Resource::EgressGatewayPolicy),
         );
         resources.extend(self.kept.into_iter().map(Resource::Kept));
         resources

@@ -63,13 +63,16 @@ pub fn resource(resource: &crate::Resource, report: &mut Report) {
         Resource::Tier(value) => tier(value, report),
         Resource::IpPool(pool) => ip_pool(pool, report),
         Resource::WorkloadEndpoint(endpoint) => workload_endpoint(endpoint, report),
-        Resource::Namespace(_)
-        | Resource::ServiceAccount(_)
+        Resource::Namespace(namespace) => egress_annotations(&namespace.metadata, report),
+        Resource::EgressGatewayPolicy(policy) => report.errors.extend(crate::egress::policy_errors(policy)),
+        Resource::FelixConfiguration(configuration) => {
+            report.errors.extend(crate::egress::felix_errors(&configuration.spec))
+        }
+        Resource::ServiceAccount(_)
         | Resource::Node(_)
         | Resource::NetworkSet(_)
         | Resource::GlobalNetworkSet(_)
         // Kept whole and not acted on; their fields are Calico's to validate.
-        | Resource::FelixConfiguration(_)
         | Resource::Kept(_) => {}
     }
 }
@@ -91,7 +94,15 @@ pub fn workload_endpoint(endpoint: &crate::calico::WorkloadEndpoint, report: &mu
     }
 }
 
+/// The `egress.projectcalico.org/*` annotations of a Namespace or Pod.
+fn egress_annotations(metadata: &ObjectMeta, report: &mut Report) {
+    if let Err(errors) = crate::egress::EgressAnnotations::read(metadata) {
+        report.errors.extend(errors);
+    }
+}
+
 pub fn pod(pod: &Pod, report: &mut Report) {
+    egress_annotations(&pod.metadata, report);
     for (index, entry) in pod.status.pod_ips.iter().enumerate() {
         if pod
             .status

@@ -22,7 +22,9 @@ mod kubernetes;
 mod prefilter;
 
 pub use compile::compile;
-pub use entities::{LABEL_NAMESPACE, LABEL_ORCHESTRATOR, LABEL_SERVICE_ACCOUNT};
+pub use entities::{
+    Entity, EntityKind, LABEL_NAMESPACE, LABEL_ORCHESTRATOR, LABEL_SERVICE_ACCOUNT, build_entities,
+};
 pub use evaluate::{Decision, Flow, NoTrace, TraceStep, Tracer, Verdict};
 pub use explain::{DirectionExplanation, Explanation, explain, explain_with_domain};
 pub use family::{FamilyPair, IpFamily, families_text, family_pairs};

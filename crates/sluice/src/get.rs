@@ -321,6 +321,31 @@ fn columns(kind: Kind, resource: Option<&Resource>, wide: bool) -> Vec<(String, 
                 );
             }
         }
+        (Kind::EgressGatewayPolicy, policy) => {
+            let rules = policy.and_then(|resource| match resource {
+                Resource::EgressGatewayPolicy(policy) => Some(&policy.spec.rules),
+                _ => None,
+            });
+            // Per rule: destination -> the gateway selector, or `normal` (no gateway).
+            push(
+                "RULES",
+                rules
+                    .map(|rules| {
+                        rules
+                            .iter()
+                            .map(|rule| {
+                                let via = rule.gateway.as_ref().map_or_else(
+                                    || "normal".to_string(),
+                                    |gateway| gateway.selector.selector().to_string(),
+                                );
+                                format!("{}->{via}", rule.destination_cidr())
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default(),
+            );
+        }
         (Kind::Pod, pod) => {
             let pod = pod.and_then(|resource| match resource {
                 Resource::Pod(pod) => Some(pod),

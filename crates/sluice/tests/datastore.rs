@@ -540,3 +540,52 @@ fn calico_kinds_that_are_not_enforced_apply_with_a_warning_and_are_listed() {
     let output = store.sluice(&["apply", "-f", &again]);
     assert!(output.status.success(), "{}", text(&output.stderr));
 }
+
+#[test]
+fn egress_gateway_policies_apply_list_and_delete() {
+    let store = Datastore::new("egress-gateway-policy");
+    let policy = store.file(
+        "egress.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: EgressGatewayPolicy\nmetadata: {name: internet}\nspec:\n  rules:\n  - destination: {cidr: 10.0.0.0/8}\n    description: cluster-adjacent, no gateway\n  - gateway: {selector: egress-code == 'red', maxNextHops: 2}\n    gatewayPreference: PreferNodeLocal\n",
+    );
+    let output = store.sluice(&["apply", "-f", &policy]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    // Applied, but said plainly that nothing routes through gateways yet.
+    assert!(
+        text(&output.stderr).contains("no node routes through egress gateways yet"),
+        "{}",
+        text(&output.stderr)
+    );
+    let listed = text(&store.sluice(&["get", "egressgatewaypolicies"]).stdout);
+    assert!(listed.contains("internet"), "{listed}");
+    assert!(
+        listed.contains("10.0.0.0/8->normal, 0.0.0.0/0->egress-code == \"red\""),
+        "{listed}"
+    );
+    let exported = text(
+        &store
+            .sluice(&["get", "egressgatewaypolicy", "internet", "-o", "yaml"])
+            .stdout,
+    );
+    assert!(
+        exported.contains("gatewayPreference: PreferNodeLocal"),
+        "{exported}"
+    );
+    assert!(exported.contains("maxNextHops: 2"), "{exported}");
+    let output = store.sluice(&["delete", "egressgatewaypolicy", "internet"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let listed = text(&store.sluice(&["get", "egressgatewaypolicies"]).stdout);
+    assert!(!listed.contains("internet"), "{listed}");
+    // A bad policy writes nothing and names its field.
+    let bad = store.file(
+        "bad.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: EgressGatewayPolicy\nmetadata: {name: bad}\nspec:\n  rules:\n  - gateway: {namespaceSelector: all()}\n",
+    );
+    let output = store.sluice(&["apply", "-f", &bad]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("spec.rules[0].gateway.selector"),
+        "{}",
+        text(&output.stderr)
+    );
+}

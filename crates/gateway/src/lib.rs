@@ -1,0 +1,24 @@
+//! Egress gateways, the pure core: given the pods, namespaces, EgressGatewayPolicies and
+//! FelixConfiguration of a cluster and the health of each gateway, which gateways each client
+//! pod on one node gets, per destination CIDR, as a desired state (`NodePlan`) that a shell
+//! programs as policy-routing rules and tables.
+//!
+//! No I/O, no clock, no threads: health and the previous plan (for stable tables and hops) are
+//! inputs. The dataplane that programs a plan, the health prober and `sluice gateway` (the
+//! program a gateway pod runs) are not built yet.
+//!
+//! Modules, one job each: `model` (the inputs), `facts` (inputs from a `ResourceSet`),
+//! `choice` (which annotations or policy a client follows), `hops` (which gateways, least used
+//! first), `tables` (stable routing table ids), `plan` (the node's desired state).
+#![forbid(unsafe_code)]
+
+pub mod choice;
+pub mod facts;
+pub mod hops;
+pub mod model;
+pub mod plan;
+pub mod tables;
+
+pub use choice::{Choice, Scope};
+pub use model::{GatewayHealth, Inputs, Namespace, Pod, PodId};
+pub use plan::{ClientPlan, Hop, NodePlan, PlanError, Route, RouteAction, compute};
