@@ -1,0 +1,425 @@
+//! The DNS shell: owns the NFQUEUE socket (on its own thread) and the netlink set-element
+//! writer, and drives the learning core. The queue thread decides each queued DNS answer and
+//! releases it only after the batch it implies is in the kernel (dropping it when programming
+//! fails or exceeds [`HOLD_LIMIT`]); the agent's loop tells the learner the node's endpoints
+//! after each policy program, expires mappings, saves the cache file and publishes what was
+//! learned. Both sides share the learner and the writer behind one mutex, so batches reach the
+//! kernel in the order the learner gave them.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use sluice_dataplane::LocalEndpoint;
+use sluice_dns::{Batch, CacheEntry, Decision, Endpoint, HOLD_LIMIT, Interest, Learner, Timestamp};
+use sluice_nft::SetElementWriter;
+use sluice_policy::Dataplane;
+use sluice_store::{Condition, Operation, Store};
+
+use super::configuration::DnsSettings;
+use super::kernel;
+use super::queue_socket::{QueueSocket, QueuedPacket, Verdict};
+use super::record::{DnsCacheRecord, dns_cache_key};
+use crate::metrics::Metrics;
+
+/// How often mappings are expired.
+const EXPIRE_INTERVAL: Duration = Duration::from_secs(1);
+/// The learned snapshot is published at most this often (and only when it changed).
+const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the queue thread waits for a packet before it checks whether to stop: bounds
+/// how long stopping takes.
+const QUEUE_READ_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// What the queue thread and the agent's loop share.
+struct Shared {
+    learner: Learner,
+    writer: SetElementWriter,
+    /// Something was learned, expired or forgotten since the last publication.
+    changed: bool,
+}
+
+impl Shared {
+    /// Programs a batch and tells the learner how it went.
+    fn program(&mut self, batch: Batch) -> Result<(), String> {
+        let result = kernel::program(&mut self.writer, &batch);
+        match &result {
+            Ok(()) => self.learner.programmed(batch.token),
+            Err(error) => {
+                tracing::warn!(%error, "could not program learned DNS mappings");
+                self.learner.failed(batch.token);
+            }
+        }
+        self.changed = true;
+        result
+    }
+}
+
+/// The agent's DNS shell for one node.
+pub struct DnsShell {
+    node: String,
+    settings: DnsSettings,
+    queue: u16,
+    shared: Arc<Mutex<Shared>>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    /// Read from the cache file at start, restored after the first endpoints are known.
+    restore: Option<Vec<CacheEntry>>,
+    last_expire: Instant,
+    last_save: Instant,
+    last_publish: Instant,
+    /// The learner's eviction count at the last tick, for the metric's increments.
+    evictions_seen: u64,
+}
+
+impl std::fmt::Debug for DnsShell {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("DnsShell")
+            .field("node", &self.node)
+            .field("queue", &self.queue)
+            .finish()
+    }
+}
+
+impl DnsShell {
+    /// Opens the set-element writer and reads the cache file; the queue is bound after the
+    /// first policy program (until then queued answers wait or are dropped, never passed
+    /// untaught).
+    pub fn new(
+        node: &str,
+        settings: DnsSettings,
+        queue: u16,
+        metrics: Arc<Metrics>,
+    ) -> Result<DnsShell, String> {
+        let writer = SetElementWriter::open(None).map_err(|error| error.to_string())?;
+        for server in &settings.unresolved {
+            tracing::warn!(
+                %server,
+                "this trusted DNS server names a Kubernetes Service, which Sluice cannot resolve yet: it trusts no server; pass --dns-trusted-server or set dnsTrustedServers to addresses"
+            );
+        }
+        let restore = read_cache(&settings);
+        let shared = Shared {
+            learner: Learner::new(settings.learner_config()),
+            writer,
+            changed: true,
+        };
+        Ok(DnsShell {
+            node: node.to_string(),
+            settings,
+            queue,
+            shared: Arc::new(Mutex::new(shared)),
+            metrics,
+            stop: Arc::new(AtomicBool::new(false)),
+            thread: None,
+            restore: Some(restore),
+            last_expire: Instant::now(),
+            last_save: Instant::now(),
+            last_publish: Instant::now() - PUBLISH_INTERVAL,
+            evictions_seen: 0,
+        })
+    }
+
+    pub fn settings(&self) -> &DnsSettings {
+        &self.settings
+    }
+
+    /// After a ruleset reached the kernel: tells the learner the node's endpoints and their
+    /// interests, restores the cache file's mappings the first time, re-adds everything after
+    /// a full rebuild, and starts the queue thread once. `settings` is the configuration now
+    /// in force; when what the learner reads of it changed, the learner is rebuilt from its
+    /// own mappings.
+    pub fn after_policy(
+        &mut self,
+        dataplane: &Dataplane,
+        local: &[LocalEndpoint],
+        settings: DnsSettings,
+        full_rebuild: bool,
+    ) {
+        let endpoints = endpoints(dataplane, local);
+        let now = Timestamp::from_system_time(SystemTime::now());
+        let reconfigure = settings.learner_config() != self.settings.learner_config();
+        self.settings = settings;
+        {
+            let mut shared = lock(&self.shared);
+            if reconfigure {
+                tracing::info!("the DNS configuration changed; keeping what was learned");
+                let entries = shared.learner.cache_entries();
+                shared.learner = Learner::new(self.settings.learner_config());
+                self.restore.get_or_insert_with(Vec::new).extend(entries);
+            }
+            if let Some(batch) = shared.learner.set_endpoints(now, endpoints) {
+                let _ = shared.program(batch);
+            }
+            if let Some(entries) = self.restore.take() {
+                if let Some(batch) = shared.learner.restore(now, entries) {
+                    let _ = shared.program(batch);
+                }
+            }
+            if full_rebuild && let Some(batch) = shared.learner.resync(now) {
+                let _ = shared.program(batch);
+            }
+            self.metrics.dns.mappings.set(shared.learner.mappings() as i64);
+        }
+        if self.thread.is_none() {
+            self.start_queue();
+        }
+    }
+
+    /// Binds the queue here (so answers queued from now on are decided; when binding fails,
+    /// the thread keeps trying) and starts the thread that reads it.
+    fn start_queue(&mut self) {
+        let socket = match QueueSocket::bind(self.queue, QUEUE_READ_TIMEOUT) {
+            Ok(socket) => {
+                tracing::info!(
+                    queue = self.queue,
+                    "holding DNS answers in the queue until their addresses are programmed"
+                );
+                Some(socket)
+            }
+            Err(error) => {
+                tracing::error!(queue = self.queue, %error, "cannot bind the DNS queue; answers to pods with domain rules are dropped until it binds");
+                None
+            }
+        };
+        let shared = self.shared.clone();
+        let stop = self.stop.clone();
+        let metrics = self.metrics.clone();
+        let queue = self.queue;
+        let spawned = std::thread::Builder::new()
+            .name("dns-queue".into())
+            .spawn(move || run_queue(queue, socket, &shared, &stop, &metrics));
+        match spawned {
+            Ok(thread) => self.thread = Some(thread),
+            Err(error) => tracing::error!(%error, "cannot start the DNS queue thread"),
+        }
+    }
+
+    /// When [`DnsShell::tick`] next has work.
+    pub fn next_due(&self) -> Instant {
+        (self.last_expire + EXPIRE_INTERVAL).min(self.last_save + self.settings.cache_save_interval)
+    }
+
+    /// Expires mappings each second, saves the cache file every `dnsCacheSaveInterval` and
+    /// publishes the learned snapshot when it changed (at most once a second).
+    pub fn tick(&mut self, store: &dyn Store) {
+        let now = Instant::now();
+        if now >= self.last_expire + EXPIRE_INTERVAL {
+            self.last_expire = now;
+            let mut shared = lock(&self.shared);
+            let before = shared.learner.mappings();
+            if let Some(batch) = shared
+                .learner
+                .expire(Timestamp::from_system_time(SystemTime::now()))
+            {
+                let _ = shared.program(batch);
+            }
+            let counters = shared.learner.counters();
+            let evictions =
+                counters.evicted_per_name + counters.evicted_per_endpoint + counters.evicted_per_node;
+            self.metrics
+                .dns
+                .evictions
+                .inc_by(evictions.saturating_sub(self.evictions_seen));
+            self.evictions_seen = evictions;
+            self.metrics.dns.mappings.set(shared.learner.mappings() as i64);
+            shared.changed |= shared.learner.mappings() != before;
+        }
+        if now >= self.last_save + self.settings.cache_save_interval {
+            self.last_save = now;
+            self.save();
+        }
+        if now >= self.last_publish + PUBLISH_INTERVAL {
+            self.publish(store);
+        }
+    }
+
+    fn publish(&mut self, store: &dyn Store) {
+        let snapshot = {
+            let mut shared = lock(&self.shared);
+            if !shared.changed {
+                return;
+            }
+            shared.changed = false;
+            shared.learner.snapshot()
+        };
+        self.last_publish = Instant::now();
+        let record = DnsCacheRecord::from_snapshot(&self.node, snapshot);
+        let write = [Operation::Put {
+            key: dns_cache_key(&self.node),
+            value: serde_json::to_vec(&record).expect("the record serializes"),
+            condition: Condition::Any,
+        }];
+        if let Err(error) = store.commit(&write) {
+            self.metrics.datastore_errors.inc();
+            tracing::warn!(%error, "could not publish the learned DNS mappings");
+            lock(&self.shared).changed = true;
+        }
+    }
+
+    /// Writes the cache file (atomically: a whole old file or a whole new one).
+    pub fn save(&self) {
+        let entries = lock(&self.shared).learner.cache_entries();
+        let bytes = sluice_dns::cache::to_bytes(self.settings.cache_epoch, &entries);
+        if let Err(error) = sluice_dns::cache_file::write(&self.settings.cache_file, &bytes) {
+            tracing::warn!(file = %self.settings.cache_file.display(), %error, "could not save the DNS cache file");
+        }
+    }
+
+    /// Stops the queue thread (within the queue's read timeout and one batch) and saves the
+    /// cache file. Answers queued after this are dropped until an agent binds the queue
+    /// again; the learned elements stay in the kernel until their timeouts.
+    pub fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.save();
+    }
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    // A panic while holding the lock leaves the learner consistent enough to go on: every
+    // operation on it is a whole step.
+    shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn read_cache(settings: &DnsSettings) -> Vec<CacheEntry> {
+    let path: &Path = &settings.cache_file;
+    let now = Timestamp::from_system_time(SystemTime::now());
+    match sluice_dns::cache_file::read(path) {
+        Ok(None) => Vec::new(),
+        Ok(Some(bytes)) => match sluice_dns::cache::from_bytes(&bytes, settings.cache_epoch, now) {
+            Ok(entries) => {
+                tracing::info!(file = %path.display(), entries = entries.len(), "read the DNS cache file");
+                entries
+            }
+            Err(error) => {
+                tracing::warn!(file = %path.display(), %error, "ignoring the DNS cache file");
+                Vec::new()
+            }
+        },
+        Err(error) => {
+            tracing::warn!(file = %path.display(), %error, "cannot read the DNS cache file");
+            Vec::new()
+        }
+    }
+}
+
+/// The learner's view of the node's programmed endpoints: addresses, and the domain sets
+/// their egress rules allow.
+pub fn endpoints(dataplane: &Dataplane, local: &[LocalEndpoint]) -> Vec<Endpoint> {
+    local
+        .iter()
+        .filter_map(|endpoint| dataplane.endpoint_by_name(&endpoint.namespace, &endpoint.name))
+        .map(|program| Endpoint {
+            key: program.display_name(),
+            addresses: program.addresses.clone(),
+            interests: dataplane
+                .domain_sets_for(program.id)
+                .into_iter()
+                .map(|set| Interest {
+                    set: set.name.clone(),
+                    patterns: set.patterns.clone(),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// The queue thread: binds the queue (retrying while another process holds it) and decides
+/// every packet until `stop`.
+fn run_queue(
+    queue: u16,
+    mut socket: Option<QueueSocket>,
+    shared: &Mutex<Shared>,
+    stop: &AtomicBool,
+    metrics: &Metrics,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let Some(bound) = socket.as_mut() else {
+            match QueueSocket::bind(queue, QUEUE_READ_TIMEOUT) {
+                Ok(bound) => {
+                    tracing::info!(
+                        queue,
+                        "holding DNS answers in the queue until their addresses are programmed"
+                    );
+                    socket = Some(bound);
+                }
+                Err(error) => {
+                    tracing::error!(queue, %error, "cannot bind the DNS queue; answers to pods with domain rules are dropped until it binds");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+            continue;
+        };
+        match bound.receive() {
+            Ok(Some(packet)) => handle(bound, packet, shared, metrics),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%error, "reading the DNS queue");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// Decides one packet and gives its verdict.
+fn handle(socket: &mut QueueSocket, packet: QueuedPacket, shared: &Mutex<Shared>, metrics: &Metrics) {
+    let started = Instant::now();
+    let mut shared = lock(shared);
+    let decision = shared
+        .learner
+        .decide(Timestamp::from_system_time(SystemTime::now()), &packet.payload);
+    let verdict = match decision {
+        Decision::Pass => {
+            metrics.dns.answers_passed.inc();
+            Verdict::Accept
+        }
+        Decision::PassAndProgram(batch) => {
+            metrics.dns.answers_passed.inc();
+            // Release first: the batch only removes (evicted mappings).
+            send_verdict(socket, packet.id, Verdict::Accept);
+            let _ = shared.program(batch);
+            return;
+        }
+        Decision::Hold(batch) => {
+            let token = batch.token;
+            let programmed = kernel::program(&mut shared.writer, &batch);
+            let waited = started.elapsed();
+            shared.changed = true;
+            match programmed {
+                Ok(()) if waited <= HOLD_LIMIT => {
+                    shared.learner.programmed(token);
+                    metrics.dns.answers_held.inc();
+                    metrics.dns.hold_seconds.observe(waited.as_secs_f64());
+                    Verdict::Accept
+                }
+                outcome => {
+                    if let Err(error) = outcome {
+                        tracing::warn!(%error, "dropping a DNS answer whose addresses could not be programmed");
+                    } else {
+                        tracing::warn!(
+                            ?waited,
+                            "dropping a DNS answer whose addresses took too long to program"
+                        );
+                    }
+                    shared.learner.failed(token);
+                    metrics.dns.answers_dropped.inc();
+                    Verdict::Drop
+                }
+            }
+        }
+    };
+    drop(shared);
+    send_verdict(socket, packet.id, verdict);
+}
+
+fn send_verdict(socket: &mut QueueSocket, id: u32, verdict: Verdict) {
+    if let Err(error) = socket.verdict(id, verdict) {
+        tracing::warn!(%error, id, "could not give a queued DNS answer its verdict");
+    }
+}
