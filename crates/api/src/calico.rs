@@ -117,8 +117,10 @@ pub struct Rule {
     pub source: EntityRule,
     #[serde(default)]
     pub destination: EntityRule,
+    /// Boxed, as the rarely set matches below: a policy holds many rules, and an unset box is
+    /// one pointer (loading a 50 MB manifest, issue 8).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http: Option<HttpMatch>,
+    pub http: Option<Box<HttpMatch>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<RuleMetadata>,
 }
@@ -150,9 +152,9 @@ pub struct EntityRule {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_ports: Vec<Port>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service_accounts: Option<ServiceAccountMatch>,
+    pub service_accounts: Option<Box<ServiceAccountMatch>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub services: Option<ServiceMatch>,
+    pub services: Option<Box<ServiceMatch>>,
     /// Calico Enterprise's domain names: only in the destination of an egress Allow rule whose
     /// destination has no `nets` and no `selector`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

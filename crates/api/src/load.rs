@@ -13,7 +13,9 @@ use crate::calico::{
     DEFAULT_TIER, GlobalNetworkPolicy, GlobalNetworkSet, IpPool, NetworkPolicy, NetworkSet, Tier,
     WorkloadEndpoint,
 };
-use crate::document::{Document, Position, parse_documents};
+use crate::document::{
+    Document, FileError, Position, SyntaxError, for_each_document, for_each_document_in_file,
+};
 use crate::kept::{FelixConfiguration, KeptResource};
 use crate::kubernetes::{KubernetesNetworkPolicy, Namespace, Node, Pod, ServiceAccount};
 use crate::meta::{ObjectMeta, Origin};
@@ -340,27 +342,30 @@ impl Loader {
             }
             return;
         }
-        match std::fs::read_to_string(path) {
-            Ok(text) => self.add_str(&display, &text),
-            Err(error) => self.file_error(&display, format!("cannot read file: {error}")),
+        // Read from disk, a document at a time: neither the text nor the documents are held.
+        match for_each_document_in_file(path, |document| self.add_document(&display, &document)) {
+            Ok(()) => {}
+            Err(FileError::Read(error)) => self.file_error(&display, format!("cannot read file: {error}")),
+            Err(FileError::Syntax(error)) => self.syntax_error(&display, error),
         }
     }
 
     pub fn add_str(&mut self, file: &str, text: &str) {
-        match parse_documents(text) {
-            Ok(documents) => {
-                for document in documents {
-                    self.add_document(file, &document);
-                }
-            }
-            Err(error) => self.errors.push(Diagnostic {
-                file: file.to_string(),
-                line: error.position.line,
-                column: error.position.column,
-                field: String::new(),
-                message: format!("YAML syntax error: {}", error.message),
-            }),
+        // One document at a time: memory holds the resources, not every document's tree.
+        match for_each_document(text, |document| self.add_document(file, &document)) {
+            Ok(()) => {}
+            Err(error) => self.syntax_error(file, error),
         }
+    }
+
+    fn syntax_error(&mut self, file: &str, error: SyntaxError) {
+        self.errors.push(Diagnostic {
+            file: file.to_string(),
+            line: error.position.line,
+            column: error.position.column,
+            field: String::new(),
+            message: format!("YAML syntax error: {}", error.message),
+        });
     }
 
     fn file_error(&mut self, file: &str, message: String) {

@@ -428,6 +428,14 @@ fn wire_links(
     netlink::write_sysctl(&format!("ipv4/conf/{host_interface}/proxy_arp"), "1").map_err(netlink_error)?;
     netlink::write_sysctl(&format!("ipv4/conf/{host_interface}/forwarding"), "1").map_err(netlink_error)?;
     netlink::write_sysctl(&format!("ipv4/neigh/{host_interface}/proxy_delay"), "0").map_err(netlink_error)?;
+    // The host end's link-local address is the pod's IPv6 gateway, the same on every host veth
+    // and alone on its link: duplicate address detection would only hold it tentative (the
+    // gateway unanswered, the pod's first IPv6 packets lost) for a second or two. Set before
+    // the pod end comes up, which is when the kernel adds the address.
+    if std::path::Path::new(&format!("/proc/sys/net/ipv6/conf/{host_interface}")).exists() {
+        netlink::write_sysctl(&format!("ipv6/conf/{host_interface}/accept_dad"), "0")
+            .map_err(netlink_error)?;
+    }
 
     let (pod_link, addresses, default_routes) = netlink::in_namespace(Path::new(netns), move |pod| {
         let link = pod.link(interface_name)?.ok_or_else(|| NetlinkError {

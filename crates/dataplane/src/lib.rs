@@ -11,13 +11,15 @@
 #![forbid(unsafe_code)]
 
 pub mod conntrack;
+pub mod domains;
 pub mod netlink;
 mod render;
 pub mod routes;
 mod sync;
 
+pub use domains::{DnsRender, LearnedElement, domain_set_name};
 pub use render::{
-    ChainState, INTERFACE_PREFIX, LocalEndpoint, Ruleset, SetState, TABLE_NAME, programmable_endpoints,
-    render,
+    ChainState, DynamicElement, INTERFACE_PREFIX, IpFamily, LocalEndpoint, Ruleset, SetState, TABLE_NAME,
+    programmable_endpoints, render, render_with_dns,
 };
 pub use sync::{SyncReport, Syncer, ensure_fail_closed};

@@ -26,7 +26,9 @@ use ipnet::IpNet;
 use sluice_api::values::{Action, PolicyType};
 use sluice_nft::{BaseChain, Set};
 use sluice_policy::Dataplane;
-use sluice_policy::ir::{CompiledRule, EndpointProgram, IpSetSource, PeerMatch, PortMatch};
+use sluice_policy::ir::{CompiledRule, DomainUse, EndpointProgram, IpSetSource, PeerMatch, PortMatch};
+
+use crate::domains::{DeclaredDomainSets, DnsRender, domain_set_name, render_domains};
 
 pub const TABLE_NAME: &str = "sluice";
 /// Host-side interfaces of pods start with this (the CNI plugin names them so); a packet on
@@ -104,6 +106,27 @@ pub struct SetState {
 pub struct Ruleset {
     pub chains: BTreeMap<String, ChainState>,
     pub sets: BTreeMap<String, SetState>,
+    /// Sets (declared in `sets`, with no rendered elements) whose elements someone else adds
+    /// and expires: the domain sets the agent fills over netlink. An incremental sync never
+    /// touches their elements; a full rebuild, which replaces the table, writes these back with
+    /// their remaining timeouts, so what was learned stays allowed across it.
+    pub dynamic_sets: BTreeMap<String, BTreeSet<DynamicElement>>,
+}
+
+/// An element of a dynamic set with the time it has left.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DynamicElement {
+    /// The key in nft syntax, e.g. `10.0.0.1 . 192.0.2.7`.
+    pub key: String,
+    pub timeout: std::time::Duration,
+}
+
+impl DynamicElement {
+    /// The element as an nft set element with its timeout, e.g. `10.0.0.1 . 192.0.2.7 timeout
+    /// 1500ms`.
+    pub fn text(&self) -> String {
+        format!("{} timeout {}ms", self.key, self.timeout.as_millis().max(1))
+    }
 }
 
 impl Ruleset {
@@ -145,38 +168,47 @@ impl Hasher for Fnv64 {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Family {
+/// An address family: IPv4 or IPv6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IpFamily {
     V4,
     V6,
 }
 
-impl Family {
-    fn index(self) -> usize {
-        match self {
-            Family::V4 => 0,
-            Family::V6 => 1,
+impl IpFamily {
+    pub fn of(address: IpAddr) -> IpFamily {
+        if address.is_ipv4() {
+            IpFamily::V4
+        } else {
+            IpFamily::V6
         }
     }
 
-    fn suffix(self) -> &'static str {
+    pub(crate) fn index(self) -> usize {
         match self {
-            Family::V4 => "v4",
-            Family::V6 => "v6",
+            IpFamily::V4 => 0,
+            IpFamily::V6 => 1,
         }
     }
 
-    fn address_keyword(self) -> &'static str {
+    pub(crate) fn suffix(self) -> &'static str {
         match self {
-            Family::V4 => "ip",
-            Family::V6 => "ip6",
+            IpFamily::V4 => "v4",
+            IpFamily::V6 => "v6",
+        }
+    }
+
+    pub(crate) fn address_keyword(self) -> &'static str {
+        match self {
+            IpFamily::V4 => "ip",
+            IpFamily::V6 => "ip6",
         }
     }
 
     fn contains(self, network: &IpNet) -> bool {
         matches!(
             (self, network),
-            (Family::V4, IpNet::V4(_)) | (Family::V6, IpNet::V6(_))
+            (IpFamily::V4, IpNet::V4(_)) | (IpFamily::V6, IpNet::V6(_))
         )
     }
 }
@@ -217,8 +249,15 @@ fn reference(elements: Vec<String>, declaration: Set, ruleset: &mut Ruleset) -> 
     Reference::Named(name)
 }
 
-/// Renders the IR for the endpoints local to this node.
+/// Renders the IR for the endpoints local to this node, with no DNS learning input: domain
+/// sets are declared empty and no server is trusted.
 pub fn render(ir: &Dataplane, local: &[LocalEndpoint]) -> Ruleset {
+    render_with_dns(ir, local, &DnsRender::default())
+}
+
+/// Renders the IR for the endpoints local to this node, with the DNS learner's trusted servers,
+/// queue and learned elements (see [`crate::domains`]).
+pub fn render_with_dns(ir: &Dataplane, local: &[LocalEndpoint], dns: &DnsRender) -> Ruleset {
     let (local, _) = programmable_endpoints(local);
     let local = local.as_slice();
     let mut ruleset = Ruleset::default();
@@ -266,14 +305,14 @@ pub fn render(ir: &Dataplane, local: &[LocalEndpoint]) -> Ruleset {
     // Families that local endpoints have addresses in: a pod without an IPv6 address neither
     // sends IPv6 (anti-spoofing drops it) nor receives routed IPv6, so IPv6 rules for it
     // would be dead weight.
-    let families: Vec<Family> = [Family::V4, Family::V6]
+    let families: Vec<IpFamily> = [IpFamily::V4, IpFamily::V6]
         .into_iter()
         .filter(|family| {
             local_programs.iter().any(|(_, program)| {
                 program
                     .addresses
                     .iter()
-                    .any(|address| address.is_ipv4() == (*family == Family::V4))
+                    .any(|address| address.is_ipv4() == (*family == IpFamily::V4))
             })
         })
         .collect();
@@ -287,7 +326,7 @@ pub fn render(ir: &Dataplane, local: &[LocalEndpoint]) -> Ruleset {
                 .filter(|network| family.contains(network))
                 .map(network_text)
                 .collect();
-            let key_type = if family == Family::V4 {
+            let key_type = if family == IpFamily::V4 {
                 "ipv4_addr"
             } else {
                 "ipv6_addr"
@@ -302,7 +341,7 @@ pub fn render(ir: &Dataplane, local: &[LocalEndpoint]) -> Ruleset {
     for &set_id in &used_port_sets {
         let set = &ir.named_port_sets[set_id];
         for &family in &families {
-            let key_type = if family == Family::V4 {
+            let key_type = if family == IpFamily::V4 {
                 "ipv4_addr . inet_proto . inet_service"
             } else {
                 "ipv6_addr . inet_proto . inet_service"
@@ -318,16 +357,19 @@ pub fn render(ir: &Dataplane, local: &[LocalEndpoint]) -> Ruleset {
             let elements = set
                 .members
                 .iter()
-                .filter(|(address, _, _)| address.is_ipv4() == (family == Family::V4))
+                .filter(|(address, _, _)| address.is_ipv4() == (family == IpFamily::V4))
                 .map(|(address, protocol, port)| format!("{address} . {protocol} . {port}"))
                 .collect();
             port_references[set_id][family.index()] = reference(elements, declaration, &mut ruleset);
         }
     }
+    let programs: Vec<&EndpointProgram> = local_programs.iter().map(|(_, program)| *program).collect();
+    let domain_sets = render_domains(ir, &programs, dns, &mut ruleset);
     let renderer = RuleRenderer {
         addresses: &address_references,
         ports: &port_references,
         families: &families,
+        domain_sets: &domain_sets,
     };
     // Each policy's rules rendered once per direction; tier chains below inline them.
     let mut rendered = RenderedPolicies::new();
@@ -347,7 +389,7 @@ pub fn render(ir: &Dataplane, local: &[LocalEndpoint]) -> Ruleset {
                     texts.push((text, Some(truncate(&comment, 120))));
                 }
                 // Merging needs one family: nodes with IPv6 pods keep rule-by-rule chains.
-                let lookup = (families == [Family::V4])
+                let lookup = (families == [IpFamily::V4])
                     .then(|| lookup_of(ir, rule, direction))
                     .flatten();
                 policy_rules.push(RenderedRule { texts, lookup });
@@ -466,8 +508,8 @@ fn render_nat(ir: &Dataplane, ruleset: &mut Ruleset) {
         .collect();
     let all_pools: Vec<IpNet> = ir.pools.iter().map(|pool| pool.cidr).collect();
     let mut rules = Vec::new();
-    for family in [Family::V4, Family::V6] {
-        let key_type = if family == Family::V4 {
+    for family in [IpFamily::V4, IpFamily::V6] {
+        let key_type = if family == IpFamily::V4 {
             "ipv4_addr"
         } else {
             "ipv6_addr"
@@ -537,7 +579,7 @@ fn set_description(source: &IpSetSource) -> String {
 
 /// A comment or log prefix of at most `limit` bytes (nft counts bytes: comments are limited to
 /// 128), cut at a character boundary, with double quotes made single.
-fn truncate(text: &str, limit: usize) -> String {
+pub(crate) fn truncate(text: &str, limit: usize) -> String {
     let mut text = text.replace('"', "'");
     if text.len() > limit {
         let mut cut = limit;
@@ -609,6 +651,9 @@ fn overlaps(left: &(IpNet, u8, (u16, u16)), right: &(IpNet, u8, (u16, u16))) -> 
 /// source for ingress; the own side may only restrict destination ports (ingress).
 fn lookup_of(ir: &Dataplane, rule: &CompiledRule, direction: PolicyType) -> Option<Lookup> {
     if !matches!(rule.action, Action::Allow | Action::Deny)
+        || rule
+            .domains
+            .is_some_and(|domains| domains.usage != DomainUse::Ignored)
         || rule.http
         || rule.icmp.is_some()
         || rule.not_icmp.is_some()
@@ -682,15 +727,15 @@ fn endpoint_rules(
     let mut rules = vec![(format!("meta mark set meta mark & {:#010x}", !MARK_ACCEPT), None)];
     if direction == PolicyType::Egress {
         // Anti-spoofing: a pod sends only from its own addresses.
-        for family in [Family::V4, Family::V6] {
+        for family in [IpFamily::V4, IpFamily::V6] {
             let own: Vec<String> = program
                 .addresses
                 .iter()
-                .filter(|address| address.is_ipv4() == (family == Family::V4))
+                .filter(|address| address.is_ipv4() == (family == IpFamily::V4))
                 .map(IpAddr::to_string)
                 .collect();
             let keyword = family.address_keyword();
-            let nfproto = if family == Family::V4 { "ipv4" } else { "ipv6" };
+            let nfproto = if family == IpFamily::V4 { "ipv4" } else { "ipv6" };
             let rule = match own.as_slice() {
                 [] => format!("meta nfproto {nfproto} drop"),
                 // One address as a plain comparison: an anonymous set per endpoint would add to
@@ -833,7 +878,17 @@ struct RuleRenderer<'a> {
     /// Per named-port set, likewise.
     ports: &'a [[Reference; 2]],
     /// The families local endpoints use.
-    families: &'a [Family],
+    families: &'a [IpFamily],
+    /// The domain sets declared for this node.
+    domain_sets: &'a DeclaredDomainSets,
+}
+
+/// Which destination address set of a domain rule the name is the alternative to (as the
+/// evaluator's `alternative_to_name`), and the domain set that stands for the name.
+#[derive(Clone, Copy)]
+struct NameAlternative<'a> {
+    replaces: DomainUse,
+    set: &'a str,
 }
 
 /// A match on a set: `Some(None)` holds always (nothing to write), `None` never holds.
@@ -867,38 +922,65 @@ impl RuleRenderer<'_> {
         for &family in self.families {
             if rule
                 .ip_version
-                .is_some_and(|version| version != if family == Family::V4 { 4 } else { 6 })
+                .is_some_and(|version| version != if family == IpFamily::V4 { 4 } else { 6 })
             {
                 continue;
             }
-            let Some(common) = self.common_matches(rule, family) else {
-                continue;
-            };
-            let source_ports = self.port_alternatives(&rule.source, family, "saddr", "sport");
-            let destination_ports = self.port_alternatives(&rule.destination, family, "daddr", "dport");
-            for source in &source_ports {
-                for destination in &destination_ports {
-                    let parts: Vec<&str> = common
-                        .iter()
-                        .chain(source)
-                        .chain(destination)
-                        .map(String::as_str)
-                        .collect();
-                    rendered.push(format!("{} {action}", parts.join(" ")));
+            // A domain rule matches by its address set or by the learned pair: two nft rules
+            // with the same verdict, the address form first.
+            let name = self.name_alternative(rule);
+            for alternative in std::iter::once(None).chain(name.map(Some)) {
+                let Some(common) = self.common_matches(rule, family, alternative) else {
+                    continue;
+                };
+                let source_ports = self.port_alternatives(&rule.source, family, "saddr", "sport");
+                let destination_ports = self.port_alternatives(&rule.destination, family, "daddr", "dport");
+                for source in &source_ports {
+                    for destination in &destination_ports {
+                        let parts: Vec<&str> = common
+                            .iter()
+                            .chain(source)
+                            .chain(destination)
+                            .map(String::as_str)
+                            .collect();
+                        rendered.push(format!("{} {action}", parts.join(" ")));
+                    }
                 }
             }
         }
         rendered
     }
 
+    /// The name form of a domain rule: `None` for other rules, for ignored domains, for a rule
+    /// whose alternative set is absent (its addresses always match, as in the evaluator) and
+    /// for a domain set this node does not declare (no local endpoint uses it in egress).
+    fn name_alternative(&self, rule: &CompiledRule) -> Option<NameAlternative<'_>> {
+        let domains = rule.domains?;
+        let alternative = match domains.usage {
+            DomainUse::Only => rule.destination.nets,
+            DomainUse::OrSelector => rule.destination.selector,
+            DomainUse::Ignored => return None,
+        };
+        alternative?;
+        Some(NameAlternative {
+            replaces: domains.usage,
+            set: self.domain_sets.get(&domains.set)?,
+        })
+    }
+
     /// Matches that do not depend on port alternatives; `None` if the rule cannot match this
     /// family.
-    fn common_matches(&self, rule: &CompiledRule, family: Family) -> Option<Vec<String>> {
+    fn common_matches(
+        &self,
+        rule: &CompiledRule,
+        family: IpFamily,
+        name: Option<NameAlternative<'_>>,
+    ) -> Option<Vec<String>> {
         let mut parts = vec![format!(
             "meta nfproto {}",
-            if family == Family::V4 { "ipv4" } else { "ipv6" }
+            if family == IpFamily::V4 { "ipv4" } else { "ipv6" }
         )];
-        let icmp_protocol = if family == Family::V4 { 1 } else { 58 };
+        let icmp_protocol = if family == IpFamily::V4 { 1 } else { 58 };
         if let Some(protocol) = rule.protocol {
             if matches!(protocol, 1 | 58) && protocol != icmp_protocol {
                 return None;
@@ -908,7 +990,7 @@ impl RuleRenderer<'_> {
         if let Some(protocol) = rule.not_protocol {
             parts.push(format!("meta l4proto != {protocol}"));
         }
-        let icmp_keyword = if family == Family::V4 { "icmp" } else { "icmpv6" };
+        let icmp_keyword = if family == IpFamily::V4 { "icmp" } else { "icmpv6" };
         if let Some(icmp) = &rule.icmp {
             if let Some(icmp_type) = icmp.icmp_type {
                 parts.push(format!("{icmp_keyword} type {icmp_type}"));
@@ -930,9 +1012,21 @@ impl RuleRenderer<'_> {
         let keyword = family.address_keyword();
         for (peer, direction) in [(&rule.source, "saddr"), (&rule.destination, "daddr")] {
             let prefix = format!("{keyword} {direction}");
+            let replaced =
+                |usage: DomainUse| direction == "daddr" && name.is_some_and(|name| name.replaces == usage);
+            let nets = if replaced(DomainUse::Only) {
+                None
+            } else {
+                peer.nets
+            };
+            let selector = if replaced(DomainUse::OrSelector) {
+                None
+            } else {
+                peer.selector
+            };
             for (id, negate) in [
-                (peer.nets, false),
-                (peer.selector, false),
+                (nets, false),
+                (selector, false),
                 (peer.not_nets, true),
                 (peer.not_selector, true),
             ] {
@@ -945,6 +1039,13 @@ impl RuleRenderer<'_> {
                 }
             }
         }
+        if let Some(name) = name {
+            // The pair's first half is the endpoint's own address: egress rules only.
+            parts.push(format!(
+                "{keyword} saddr . {keyword} daddr @{}",
+                domain_set_name(name.set, family)
+            ));
+        }
         Some(parts)
     }
 
@@ -953,7 +1054,7 @@ impl RuleRenderer<'_> {
     /// set of one.
     fn named_port_match(
         &self,
-        family: Family,
+        family: IpFamily,
         address: &str,
         port: &str,
         id: u32,
@@ -979,7 +1080,7 @@ impl RuleRenderer<'_> {
     fn port_alternatives(
         &self,
         peer: &PeerMatch,
-        family: Family,
+        family: IpFamily,
         address: &str,
         port: &str,
     ) -> Vec<Vec<String>> {

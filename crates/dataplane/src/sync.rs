@@ -92,13 +92,17 @@ impl<B: Backend> Syncer<B> {
             }
             for set in desired.sets.values().filter(maps_last(maps)) {
                 match applied.sets.get(&set.declaration.name) {
-                    None => add_set(&mut transaction, set),
+                    None => {
+                        add_set(&mut transaction, set);
+                        add_dynamic_elements(&mut transaction, desired, set);
+                    }
                     Some(existing) if existing.declaration != set.declaration => {
                         // A changed declaration cannot be altered in place; rebuild the set.
                         // Rules using it are rewritten below because their chains reference
                         // the same name.
                         transaction.flush(Object::Set(existing.declaration.clone()));
                         add_elements(&mut transaction, set, set.elements.iter());
+                        add_dynamic_elements(&mut transaction, desired, set);
                     }
                     Some(existing) => {
                         let removed: BTreeSet<_> = existing.elements.difference(&set.elements).collect();
@@ -145,6 +149,7 @@ fn append_creation(transaction: &mut Transaction, desired: &Ruleset) {
     transaction.add(Object::Table);
     for set in desired.sets.values().filter(|set| !set.declaration.is_map()) {
         add_set(transaction, set);
+        add_dynamic_elements(transaction, desired, set);
     }
     for (name, chain) in &desired.chains {
         transaction.add(Object::Chain(chain_object(name, chain)));
@@ -205,6 +210,23 @@ fn add_elements<'a>(
 ) {
     for (key, value) in elements {
         transaction.add(Object::Element(element(&set.declaration.name, key, value)));
+    }
+}
+
+/// The elements someone else added to a dynamic set, written back when the set is (re)created:
+/// in the same transaction as the table that replaces the old one, so no packet sees the set
+/// without them.
+fn add_dynamic_elements(transaction: &mut Transaction, desired: &Ruleset, set: &SetState) {
+    for element in desired
+        .dynamic_sets
+        .get(&set.declaration.name)
+        .into_iter()
+        .flatten()
+    {
+        transaction.add(Object::Element(Element::new(
+            set.declaration.name.clone(),
+            element.text(),
+        )));
     }
 }
 

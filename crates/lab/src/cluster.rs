@@ -204,6 +204,10 @@ fn build(
                 &["route", "add", "default", "via", &FABRIC_ADDRESS.to_string()],
             )?;
             sysctl_in(&netns, "net.ipv4.ip_forward=1")?;
+            // A node routes its pods' IPv6 too (the kernel forwards IPv6 only when `all` says so).
+            if ipv6_available() {
+                sysctl_in(&netns, "net.ipv6.conf.all.forwarding=1")?;
+            }
             start_agent(environment, paths, state, index, &[])?;
             Ok(())
         })()
@@ -280,7 +284,7 @@ fn build(
                     paths,
                     &netns,
                     &format!("pod-{}-{}", pod.namespace, pod.name),
-                    IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    server_address(&record.addresses),
                     &services,
                 )?;
             }
@@ -404,6 +408,21 @@ fn start_dns(
     wait_serving(command, paths, &netns, DNS_PROCESS)?;
     println!("DNS server at {address} answering {} names", zone.names.len());
     Ok(())
+}
+
+/// Where a pod's servers listen: every address of both families (a dual-stack socket) when the
+/// pod has an IPv6 address, else every IPv4 address.
+fn server_address(addresses: &[IpAddr]) -> IpAddr {
+    if addresses.iter().any(IpAddr::is_ipv6) {
+        IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    }
+}
+
+/// Whether the kernel has IPv6 (it can be built or booted without it).
+fn ipv6_available() -> bool {
+    std::path::Path::new("/proc/sys/net/ipv6").exists()
 }
 
 /// Whether an outside host offers any service (one without only sends).

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::Serialize;
-use sluice_policy::{Dataplane, Flow};
+use sluice_policy::{Dataplane, Flow, family_pairs};
 
 use crate::Environment;
 use crate::cluster;
@@ -51,6 +51,11 @@ pub struct ProbeRow {
     /// server) out; `explainAllows` is then that and the connection's verdict together.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub explain_lookup_allows: Option<bool>,
+    /// The two peers share no IP family (an IPv4-only and an IPv6-only pod): the probe is sent
+    /// to the destination's address anyway, and can only find no route; explain has no
+    /// verdict to give (`explain_allows` stays empty).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_common_family: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub explain_allows: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -136,6 +141,24 @@ struct Planned<'a> {
     to_address: IpAddr,
     protocol: ServiceProtocol,
     port: u16,
+    no_common_family: bool,
+}
+
+/// The address pairs a probe from `sources` to `destinations` uses: one per IP family both
+/// have, as explain and connectivity pair them; with none in common, one pair of their first
+/// addresses, marked, to show that no packet gets through.
+fn probe_pairs(sources: &[IpAddr], destinations: &[IpAddr]) -> Vec<(IpAddr, IpAddr, bool)> {
+    let pairs = family_pairs(sources, destinations);
+    if pairs.is_empty() {
+        return match (sources.first(), destinations.first()) {
+            (Some(source), Some(destination)) => vec![(*source, *destination, true)],
+            _ => Vec::new(),
+        };
+    }
+    pairs
+        .into_iter()
+        .map(|pair| (pair.source, pair.destination, false))
+        .collect()
 }
 
 /// Runs the probe matrix of a lab.
@@ -195,11 +218,16 @@ pub fn probe(environment: &Environment, name: &str, options: &ProbeOptions) -> R
                 outcome,
                 expected_source,
                 explain_lookup_allows: None,
+                no_common_family: probe.no_common_family,
                 explain_allows: None,
                 disagreement: None,
             };
-            if options.against_explain {
-                let allows = dataplane.evaluate(&row.flow()).allowed;
+            if options.against_explain && row.no_common_family {
+                row.disagreement = unroutable_disagreement(&row);
+            } else if options.against_explain {
+                let allows = dataplane
+                    .evaluate_with_domain(&row.flow(), row.domain.as_deref())
+                    .allowed;
                 match dns_server.and_then(|server| row.lookup_flow(server)) {
                     Some(lookup_flow) => {
                         let lookup_allows = dataplane.evaluate(&lookup_flow).allowed;
@@ -225,67 +253,78 @@ fn plan<'a>(state: &'a LabState, options: &ProbeOptions) -> Vec<Planned<'a>> {
     };
     let mut planned = Vec::new();
     for source in &state.pods {
-        let Some(source_address) = source.addresses.iter().copied().find(IpAddr::is_ipv4) else {
-            continue;
-        };
         for target in state.pods.iter().filter(|pod| pod.shown() != source.shown()) {
-            let Some(to_address) = target.addresses.iter().copied().find(IpAddr::is_ipv4) else {
-                continue;
-            };
-            for (protocol, ports) in cluster::pod_services(target) {
-                for port in ports.into_iter().filter(|port| wanted(protocol, *port)) {
-                    planned.push(Planned {
-                        from: source.shown(),
-                        netns: &source.netns,
-                        source_node: &source.node,
-                        source_address,
-                        to: target.shown(),
-                        domain: None,
-                        to_address,
-                        protocol,
-                        port,
-                    });
+            for (source_address, to_address, no_common_family) in
+                probe_pairs(&source.addresses, &target.addresses)
+            {
+                for (protocol, ports) in cluster::pod_services(target) {
+                    for port in ports.into_iter().filter(|port| wanted(protocol, *port)) {
+                        planned.push(Planned {
+                            from: source.shown(),
+                            netns: &source.netns,
+                            source_node: &source.node,
+                            source_address,
+                            to: target.shown(),
+                            domain: None,
+                            to_address,
+                            protocol,
+                            port,
+                            no_common_family,
+                        });
+                    }
                 }
             }
         }
         for host in &state.hosts {
-            for (protocol, ports) in [
-                (ServiceProtocol::Tcp, &host.spec.tcp),
-                (ServiceProtocol::Udp, &host.spec.udp),
-                (ServiceProtocol::Http, &host.spec.http),
-            ] {
-                for port in ports.iter().copied().filter(|port| wanted(protocol, *port)) {
-                    planned.push(Planned {
-                        from: source.shown(),
-                        netns: &source.netns,
-                        source_node: &source.node,
-                        source_address,
-                        to: host.spec.name.clone(),
-                        domain: None,
-                        to_address: IpAddr::V4(host.spec.address),
-                        protocol,
-                        port,
-                    });
-                    // Then by each name, which the pod resolves through the lab's DNS server.
-                    for name in host.spec.all_names() {
+            let host_address = [IpAddr::V4(host.spec.address)];
+            for (source_address, to_address, no_common_family) in
+                probe_pairs(&source.addresses, &host_address)
+            {
+                for (protocol, ports) in [
+                    (ServiceProtocol::Tcp, &host.spec.tcp),
+                    (ServiceProtocol::Udp, &host.spec.udp),
+                    (ServiceProtocol::Http, &host.spec.http),
+                ] {
+                    for port in ports.iter().copied().filter(|port| wanted(protocol, *port)) {
                         planned.push(Planned {
                             from: source.shown(),
                             netns: &source.netns,
                             source_node: &source.node,
                             source_address,
                             to: host.spec.name.clone(),
-                            domain: Some(name.clone()),
-                            to_address: IpAddr::V4(host.spec.address),
+                            domain: None,
+                            to_address,
                             protocol,
                             port,
+                            no_common_family,
                         });
+                        // Then by each name, which the pod resolves through the lab's DNS
+                        // server (an A record: only over IPv4).
+                        if no_common_family {
+                            continue;
+                        }
+                        for name in host.spec.all_names() {
+                            planned.push(Planned {
+                                from: source.shown(),
+                                netns: &source.netns,
+                                source_node: &source.node,
+                                source_address,
+                                to: host.spec.name.clone(),
+                                domain: Some(name.clone()),
+                                to_address,
+                                protocol,
+                                port,
+                                no_common_family: false,
+                            });
+                        }
                     }
                 }
             }
         }
     }
     // Host processes: each node to every pod, its own (not policed by the pod's ingress, as in
-    // Calico) and other nodes' (forwarded, so policed).
+    // Calico) and other nodes' (forwarded, so policed). Lab nodes have only an IPv4 address, so
+    // they probe pods' IPv4 addresses.
     for node in &state.nodes {
         for target in &state.pods {
             let Some(to_address) = target.addresses.iter().copied().find(IpAddr::is_ipv4) else {
@@ -303,6 +342,7 @@ fn plan<'a>(state: &'a LabState, options: &ProbeOptions) -> Vec<Planned<'a>> {
                         to_address,
                         protocol,
                         port,
+                        no_common_family: false,
                     });
                 }
             }
@@ -323,6 +363,18 @@ fn expected_source(
     match (in_pool(source), in_pool(destination), node) {
         (Some(pool), None, Some(node)) if pool.nat_outgoing => node,
         _ => source,
+    }
+}
+
+/// Peers with no common IP family: explain says no packet passes, and the only agreeing
+/// outcome is that the sender has no route of the destination's family.
+fn unroutable_disagreement(row: &ProbeRow) -> Option<String> {
+    match row.outcome.result {
+        ConnectResult::Unreachable => None,
+        result => Some(format!(
+            "explain says the two share no IP family, but the probe {} rather than finding no route",
+            describe(result)
+        )),
     }
 }
 
@@ -489,6 +541,8 @@ pub fn print_table(report: &ProbeReport, against_explain: bool) {
         );
         if let Some(allows) = row.explain_allows {
             print!("  {}", if allows { "allow" } else { "deny" });
+        } else if against_explain && row.no_common_family {
+            print!("  no common IP family");
         }
         if let Some(problem) = &row.disagreement {
             print!("  <- DISAGREES: {problem}");
@@ -522,6 +576,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn probes_go_once_per_shared_family_or_once_marked_when_none() {
+        let parse = |texts: &[&str]| {
+            texts
+                .iter()
+                .map(|text| text.parse().unwrap())
+                .collect::<Vec<IpAddr>>()
+        };
+        let dual = parse(&["10.0.0.1", "fd00::1"]);
+        let four = parse(&["10.0.0.2"]);
+        let six = parse(&["fd00::2"]);
+        assert_eq!(probe_pairs(&dual, &dual).len(), 2);
+        assert_eq!(probe_pairs(&six, &dual), [(six[0], dual[1], false)]);
+        assert_eq!(probe_pairs(&four, &six), [(four[0], six[0], true)]);
+        assert_eq!(probe_pairs(&six, &four), [(six[0], four[0], true)]);
+        let unroutable = ProbeRow {
+            no_common_family: true,
+            ..row(ConnectResult::Unreachable, None)
+        };
+        assert_eq!(unroutable_disagreement(&unroutable), None);
+        let through = ProbeRow {
+            no_common_family: true,
+            ..row(ConnectResult::Connected, Some("10.0.0.2"))
+        };
+        assert!(
+            unroutable_disagreement(&through)
+                .unwrap()
+                .contains("no IP family")
+        );
+    }
+    #[test]
     fn services_parse_with_clear_errors() {
         assert_eq!(parse_service("TCP/443"), Ok((ServiceProtocol::Tcp, 443)));
         assert_eq!(parse_service("http/80"), Ok((ServiceProtocol::Http, 80)));
@@ -547,6 +631,7 @@ mod tests {
             },
             expected_source: "100.64.0.10".parse().unwrap(),
             explain_lookup_allows: None,
+            no_common_family: false,
             explain_allows: None,
             disagreement: None,
         }

@@ -350,7 +350,9 @@ fn answer_stream(
     let timeout = Some(Duration::from_secs(2));
     stream.set_read_timeout(timeout)?;
     stream.set_write_timeout(timeout)?;
-    let seen = peer.map(|peer| peer.ip().to_string()).unwrap_or_default();
+    let seen = peer
+        .map(|peer| seen_address(&peer).to_string())
+        .unwrap_or_default();
     if protocol == ServiceProtocol::Http {
         // Read the request head (bounded) before answering, as an HTTP server does.
         let mut request = Vec::new();
@@ -374,6 +376,12 @@ fn answer_stream(
     stream.shutdown(Shutdown::Write)
 }
 
+/// The peer's address as the sender owns it: a dual-stack socket (a pod server bound to `::`)
+/// sees an IPv4 peer as `::ffff:a.b.c.d`.
+fn seen_address(peer: &SocketAddr) -> IpAddr {
+    peer.ip().to_canonical()
+}
+
 fn echo_loop(socket: UdpSocket, log: Log) {
     let port = socket
         .local_addr()
@@ -385,7 +393,7 @@ fn echo_loop(socket: UdpSocket, log: Log) {
             continue;
         };
         record(&log, &format!("udp {port} from {peer}"));
-        let _ = socket.send_to(format!("{}\n", peer.ip()).as_bytes(), peer);
+        let _ = socket.send_to(format!("{}\n", seen_address(&peer)).as_bytes(), peer);
     }
 }
 

@@ -72,13 +72,15 @@ impl<T: Labels + ?Sized> Labels for &T {
 /// [`with_label_prefix`](Selector::with_label_prefix)).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Selector {
-    root: Expression,
+    /// Boxed: a selector is a field of every policy rule, mostly unset, and the box keeps an
+    /// `Option<Selector>` one pointer wide.
+    root: Box<Expression>,
 }
 
 impl Selector {
     /// Wraps a tree that already satisfies the normalisation invariants.
     pub(crate) fn from_normalised(root: Expression) -> Selector {
-        Selector { root }
+        Selector { root: Box::new(root) }
     }
 
     /// Parses a selector. The empty (or blank: spaces and tabs only)
@@ -120,7 +122,7 @@ impl Selector {
         if other.is_all() {
             return self.clone();
         }
-        Selector::from_normalised(ast::conjoin(vec![self.root.clone(), other.root.clone()]))
+        Selector::from_normalised(ast::conjoin(vec![(*self.root).clone(), (*other.root).clone()]))
     }
 
     /// `key == "value"`, built as a tree so that any value works, also one holding both `'`
@@ -143,12 +145,12 @@ impl Selector {
 
     /// `!self`, cancelling a double negation as parsing `!(self)` would.
     pub fn negated(&self) -> Selector {
-        Selector::from_normalised(ast::negate(self.root.clone()))
+        Selector::from_normalised(ast::negate((*self.root).clone()))
     }
 
     /// Whether this is exactly `all()` (also the result of parsing "").
     pub fn is_all(&self) -> bool {
-        self.root == Expression::All
+        *self.root == Expression::All
     }
 
     /// Whether `global()` occurs anywhere in the selector.
@@ -193,8 +195,8 @@ impl Selector {
         replacement_for_global: &Selector,
     ) -> Selector {
         let root = self.root.map_leaves(&mut |leaf| match leaf {
-            Expression::All => replacement_for_all.root.clone(),
-            Expression::Global => replacement_for_global.root.clone(),
+            Expression::All => (*replacement_for_all.root).clone(),
+            Expression::Global => (*replacement_for_global.root).clone(),
             other => other.clone(),
         });
         Selector::from_normalised(root)

@@ -8,7 +8,7 @@ use clap::Args;
 use ipnet::IpNet;
 use serde_json::json;
 use sluice_api::values::Protocol;
-use sluice_policy::{Dataplane, Flow};
+use sluice_policy::{Dataplane, Flow, IpFamily, family_pairs};
 
 use crate::OutputFormat;
 use crate::diagnostics::resources_from;
@@ -33,9 +33,71 @@ pub struct ConnectivityArguments {
 
 struct Target {
     label: String,
-    address: IpAddr,
+    /// A pod's addresses (either family), or the one address an external range is probed at.
+    addresses: Vec<IpAddr>,
     /// An external range, probed at one address inside it.
     external: bool,
+}
+
+/// One pair and port: the verdict of each IP family the two share.
+struct Cell {
+    /// Per shared family (IPv4 first): the destination address and whether it is allowed.
+    families: Vec<(IpFamily, IpAddr, bool)>,
+}
+
+impl Cell {
+    fn new(
+        dataplane: &Dataplane,
+        source: &Target,
+        target: &Target,
+        protocol: Protocol,
+        port: Option<u16>,
+    ) -> Cell {
+        Cell {
+            families: family_pairs(&source.addresses, &target.addresses)
+                .into_iter()
+                .map(|pair| {
+                    let verdict = allowed(dataplane, pair.source, pair.destination, protocol, port);
+                    (pair.family, pair.destination, verdict)
+                })
+                .collect(),
+        }
+    }
+
+    /// Allowed over every family the two share (and they share one).
+    fn allowed(&self) -> bool {
+        !self.families.is_empty() && self.families.iter().all(|(_, _, allowed)| *allowed)
+    }
+
+    /// `allow`, `deny`, `ipv4-only` or `ipv6-only` (allowed over that family, denied over the
+    /// other), or `no-common-family`.
+    fn verdict(&self) -> &'static str {
+        let allowed: Vec<IpFamily> = self
+            .families
+            .iter()
+            .filter(|(_, _, allowed)| *allowed)
+            .map(|(family, _, _)| *family)
+            .collect();
+        match (self.families.len(), allowed.as_slice()) {
+            (0, _) => "no-common-family",
+            (_, []) => "deny",
+            (total, _) if allowed.len() == total => "allow",
+            (_, [IpFamily::V4]) => "ipv4-only",
+            _ => "ipv6-only",
+        }
+    }
+
+    /// The matrix symbol: `.` allowed, `X` denied, `4`/`6` allowed over that family only,
+    /// `-` no common family.
+    fn symbol(&self) -> &'static str {
+        match self.verdict() {
+            "allow" => ".",
+            "deny" => "X",
+            "ipv4-only" => "4",
+            "ipv6-only" => "6",
+            _ => "-",
+        }
+    }
 }
 
 pub fn run(arguments: &ConnectivityArguments, out: &mut Output) -> Result<ExitCode, Failure> {
@@ -49,12 +111,11 @@ pub fn run(arguments: &ConnectivityArguments, out: &mut Output) -> Result<ExitCo
     let mut sources: Vec<Target> = dataplane
         .endpoints
         .iter()
-        .filter_map(|endpoint| {
-            Some(Target {
-                label: endpoint.display_name(),
-                address: *endpoint.addresses.first()?,
-                external: false,
-            })
+        .filter(|endpoint| !endpoint.addresses.is_empty())
+        .map(|endpoint| Target {
+            label: endpoint.display_name(),
+            addresses: endpoint.addresses.clone(),
+            external: false,
         })
         .collect();
     sources.sort_by(|left, right| left.label.cmp(&right.label));
@@ -62,33 +123,30 @@ pub fn run(arguments: &ConnectivityArguments, out: &mut Output) -> Result<ExitCo
         .iter()
         .map(|source| Target {
             label: source.label.clone(),
-            address: source.address,
+            addresses: source.addresses.clone(),
             external: false,
         })
         .collect();
     for network in &dataplane.external_networks {
         let address = representative(network);
         if dataplane.endpoint_by_address(address).is_none()
-            && !targets.iter().any(|target| target.address == address)
+            && !targets.iter().any(|target| target.addresses.contains(&address))
         {
             targets.push(Target {
                 label: network.to_string(),
-                address,
+                addresses: vec![address],
                 external: true,
             });
         }
     }
     let mut matrices = Vec::new();
     for (protocol, port) in &probes {
-        let rows: Vec<Vec<bool>> = sources
+        let rows: Vec<Vec<Cell>> = sources
             .iter()
             .map(|source| {
                 targets
                     .iter()
-                    .map(|target| {
-                        source.address.is_ipv4() == target.address.is_ipv4()
-                            && allowed(&dataplane, source.address, target.address, *protocol, *port)
-                    })
+                    .map(|target| Cell::new(&dataplane, source, target, *protocol, *port))
                     .collect()
             })
             .collect();
@@ -99,8 +157,12 @@ pub fn run(arguments: &ConnectivityArguments, out: &mut Output) -> Result<ExitCo
         OutputFormat::Json => {
             let value = json!({
                 "from": sources.iter().map(|source| &source.label).collect::<Vec<_>>(),
-                "to": targets.iter().map(|target| json!({"name": target.label, "address": target.address})).collect::<Vec<_>>(),
-                "matrices": matrices.iter().map(|(label, rows)| json!({"port": label, "allowed": rows})).collect::<Vec<_>>(),
+                "to": targets.iter().map(|target| json!({"name": target.label, "address": target.addresses[0], "addresses": target.addresses})).collect::<Vec<_>>(),
+                "matrices": matrices.iter().map(|(label, rows)| json!({
+                    "port": label,
+                    "allowed": rows.iter().map(|row| row.iter().map(Cell::allowed).collect::<Vec<_>>()).collect::<Vec<_>>(),
+                    "verdicts": rows.iter().map(|row| row.iter().map(Cell::verdict).collect::<Vec<_>>()).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
             });
             let text = serde_json::to_string_pretty(&value).map_err(|error| error.to_string())?;
             writeln!(out, "{text}")?;
@@ -115,16 +177,28 @@ pub fn run(arguments: &ConnectivityArguments, out: &mut Output) -> Result<ExitCo
             }
             for (label, rows) in &matrices {
                 for (source, row) in sources.iter().zip(rows) {
-                    for (target, allowed) in targets.iter().zip(row) {
-                        let verdict = if *allowed { "allow" } else { "deny" };
-                        let address = target.address.to_string();
-                        let line = if arguments.output == OutputFormat::Csv {
-                            csv_record(&[label, &source.label, &target.label, &address, verdict])
+                    for (target, cell) in targets.iter().zip(row) {
+                        // A line per family the two share; one saying so when they share none.
+                        let lines: Vec<(IpAddr, &str)> = if cell.families.is_empty() {
+                            vec![(target.addresses[0], "no-common-family")]
                         } else {
-                            json!({"port": label, "from": source.label, "to": target.label, "to_address": address, "verdict": verdict})
-                                .to_string()
+                            cell.families
+                                .iter()
+                                .map(|(_, address, allowed)| {
+                                    (*address, if *allowed { "allow" } else { "deny" })
+                                })
+                                .collect()
                         };
-                        writeln!(out, "{line}")?;
+                        for (address, verdict) in lines {
+                            let address = address.to_string();
+                            let line = if arguments.output == OutputFormat::Csv {
+                                csv_record(&[label, &source.label, &target.label, &address, verdict])
+                            } else {
+                                json!({"port": label, "from": source.label, "to": target.label, "to_address": address, "verdict": verdict})
+                                    .to_string()
+                            };
+                            writeln!(out, "{line}")?;
+                        }
                     }
                 }
             }
@@ -203,20 +277,32 @@ fn write_text(
     out: &mut Output,
     sources: &[Target],
     targets: &[Target],
-    matrices: &[(String, Vec<Vec<bool>>)],
+    matrices: &[(String, Vec<Vec<Cell>>)],
 ) -> Result<(), Failure> {
     let width = sources.iter().map(|source| source.label.len()).max().unwrap_or(0);
     let number_width = targets.len().to_string().len();
     for (label, rows) in matrices {
-        writeln!(out, "{label}: rows send, columns receive; . allowed, X denied")?;
+        let symbols: Vec<Vec<&str>> = rows
+            .iter()
+            .map(|row| row.iter().map(Cell::symbol).collect())
+            .collect();
+        let seen = |symbol: &str| symbols.iter().flatten().any(|cell| *cell == symbol);
+        let mut legend = String::from(". allowed, X denied");
+        if seen("4") || seen("6") {
+            legend.push_str(", 4 or 6 allowed over IPv4 or IPv6 only (denied over the other)");
+        }
+        if seen("-") {
+            legend.push_str(", - no common IP family");
+        }
+        writeln!(out, "{label}: rows send, columns receive; {legend}")?;
         let header: Vec<String> = (1..=targets.len())
             .map(|index| format!("{index:>number_width$}"))
             .collect();
         writeln!(out, "{:width$}  {}", "", header.join(" "))?;
-        for (source, row) in sources.iter().zip(rows) {
+        for (source, row) in sources.iter().zip(&symbols) {
             let cells: Vec<String> = row
                 .iter()
-                .map(|allowed| format!("{:>number_width$}", if *allowed { "." } else { "X" }))
+                .map(|symbol| format!("{symbol:>number_width$}"))
                 .collect();
             writeln!(out, "{:width$}  {}", source.label, cells.join(" "))?;
         }
@@ -230,7 +316,7 @@ fn write_text(
                 "{:>number_width$}  {} (probed at {})",
                 index + 1,
                 target.label,
-                target.address
+                target.addresses[0]
             )?;
         } else {
             writeln!(out, "{:>number_width$}  {}", index + 1, target.label)?;

@@ -6,11 +6,11 @@ use std::process::ExitCode;
 
 use clap::Args;
 use serde_json::{Value, json};
-use sluice_policy::{Dataplane, DirectionExplanation, Explanation, explain_with_domain};
+use sluice_policy::{Dataplane, DirectionExplanation, Explanation, FamilyPair, explain_with_domain};
 
 use crate::OutputFormat;
 use crate::diagnostics::resources_from;
-use crate::flows::FlowRequest;
+use crate::flows::{FlowRequest, ResolvedFlows};
 use crate::output::{Failure, Output, csv_record};
 
 #[derive(Debug, Args)]
@@ -76,7 +76,7 @@ pub fn run(arguments: &ExplainArguments, out: &mut Output) -> Result<ExitCode, F
         }
         (None, vec![to])
     };
-    let mut explained = Vec::new();
+    let mut requests = Vec::new();
     for destination in destinations {
         let mut request = FlowRequest {
             from: from.clone(),
@@ -85,23 +85,17 @@ pub fn run(arguments: &ExplainArguments, out: &mut Output) -> Result<ExitCode, F
             port: arguments.port,
             domain: domain.clone(),
         };
-        let flow = request.prepare(&dataplane)?;
-        let explanation = explain_with_domain(&dataplane, &flow, request.domain.as_deref());
-        explained.push((request, explanation));
+        let flows = request.prepare_flows(&dataplane)?;
+        requests.push((request, flows));
     }
-    let several = explained.len() > 1;
+    let answers: Vec<Answer> = requests
+        .iter()
+        .map(|(request, flows)| Answer::new(&dataplane, request, flows.clone()))
+        .collect();
+    let several = answers.len() > 1;
     match arguments.output {
         OutputFormat::Json | OutputFormat::Jsonl => {
-            let values: Vec<Value> = explained
-                .iter()
-                .map(|(request, explanation)| {
-                    let mut value = request_json(request);
-                    value["verdict"] = json!(explanation.verdict);
-                    value["egress"] = json!(explanation.egress);
-                    value["ingress"] = json!(explanation.ingress);
-                    value
-                })
-                .collect();
+            let values: Vec<Value> = answers.iter().map(|answer| answer.json(true)).collect();
             let texts = if arguments.output == OutputFormat::Json {
                 // One address: one object, as without a name; several: an array.
                 let document = if several { json!(values) } else { values[0].clone() };
@@ -115,16 +109,15 @@ pub fn run(arguments: &ExplainArguments, out: &mut Output) -> Result<ExitCode, F
         }
         OutputFormat::Csv => {
             writeln!(out, "{}", csv_record(&CSV_HEADER))?;
-            for (request, explanation) in &explained {
-                writeln!(out, "{}", csv_row(request, explanation))?;
+            for answer in &answers {
+                for row in answer.csv_rows() {
+                    writeln!(out, "{row}")?;
+                }
             }
         }
         OutputFormat::Text => {
             if several {
-                let verdicts: Vec<&str> = explained
-                    .iter()
-                    .map(|(_, explanation)| explanation.verdict)
-                    .collect();
+                let verdicts: Vec<&str> = answers.iter().map(Answer::verdict).collect();
                 let name = domain.as_deref().unwrap_or_default();
                 if verdicts.iter().all(|verdict| *verdict == verdicts[0]) {
                     writeln!(
@@ -142,20 +135,215 @@ pub fn run(arguments: &ExplainArguments, out: &mut Output) -> Result<ExitCode, F
                 }
                 writeln!(out)?;
             }
-            for (position, (request, explanation)) in explained.iter().enumerate() {
+            for (position, answer) in answers.iter().enumerate() {
                 if position > 0 {
                     writeln!(out)?;
                 }
-                write_text(out, request, explanation)?;
+                answer.write_text(out)?;
             }
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The columns of `-o csv`: the flow, the verdict, and the rule that decided (empty when none
-/// did).
-const CSV_HEADER: [&str; 13] = [
+/// The verdict of two peers that share no IP family: no packet of either family can pass.
+const NO_COMMON_FAMILY: &str = "no-common-family";
+/// The verdict when the families the peers share get different verdicts.
+const MIXED: &str = "mixed";
+
+/// A request's explanations: one per IP family both sides have.
+struct Answer<'a> {
+    request: &'a FlowRequest,
+    families: Vec<(FamilyPair, Explanation)>,
+    /// Why there is no family to explain, when there is none.
+    no_common_family: Option<String>,
+    /// One family explained though a side has both: the only family the other side has.
+    only_shared_family: bool,
+}
+
+impl<'a> Answer<'a> {
+    fn new(dataplane: &Dataplane, request: &'a FlowRequest, resolved: ResolvedFlows) -> Answer<'a> {
+        Answer {
+            request,
+            no_common_family: resolved.no_common_family(request),
+            only_shared_family: resolved.either_dual_stack && resolved.flows.len() == 1,
+            families: resolved
+                .flows
+                .iter()
+                .map(|(pair, flow)| {
+                    (
+                        *pair,
+                        explain_with_domain(dataplane, flow, request.domain.as_deref()),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// `allow` or `deny` when every shared family agrees, `mixed` when they differ,
+    /// `no-common-family` when there is none.
+    fn verdict(&self) -> &'static str {
+        let mut verdicts = self.families.iter().map(|(_, explanation)| explanation.verdict);
+        match verdicts.next() {
+            None => NO_COMMON_FAMILY,
+            Some(first) if verdicts.all(|verdict| verdict == first) => first,
+            Some(_) => MIXED,
+        }
+    }
+
+    /// Whether every family was decided for the same reasons, so one trace tells them all.
+    fn one_story(&self) -> bool {
+        let story = |explanation: &Explanation| {
+            [&explanation.egress, &explanation.ingress].map(|side| {
+                side.as_ref()
+                    .map(|side| (side.reason.clone(), side.steps.clone()))
+            })
+        };
+        let mut stories = self.families.iter().map(|(_, explanation)| story(explanation));
+        let first = stories.next();
+        stories.all(|other| Some(&other) == first.as_ref())
+    }
+
+    /// `DENY prod/web -> 198.51.100.70 TCP port 443`, with the families when there are two.
+    fn headline(&self) -> String {
+        let flow = flow_text(self.request);
+        match self.families.as_slice() {
+            [] => format!("NO COMMON IP FAMILY {flow}"),
+            [(pair, explanation)] if self.only_shared_family => format!(
+                "{} {flow} (over {}, the only IP family both have)",
+                explanation.verdict.to_uppercase(),
+                pair.family
+            ),
+            [(_, explanation)] => format!("{} {flow}", explanation.verdict.to_uppercase()),
+            families if self.verdict() == MIXED => {
+                let each: Vec<String> = families
+                    .iter()
+                    .map(|(pair, explanation)| {
+                        format!("{} {}", pair.family, explanation.verdict.to_uppercase())
+                    })
+                    .collect();
+                format!("MIXED {flow}: {}", each.join(", "))
+            }
+            _ => format!("{} {flow} (IPv4 and IPv6 agree)", self.verdict().to_uppercase()),
+        }
+    }
+
+    fn write_text(&self, out: &mut Output) -> Result<(), Failure> {
+        writeln!(out, "{}", self.headline())?;
+        if let Some(reason) = &self.no_common_family {
+            writeln!(out)?;
+            writeln!(out, "{reason}")?;
+            return Ok(());
+        }
+        let several = self.families.len() > 1 && !self.one_story();
+        let shown = if several {
+            &self.families[..]
+        } else {
+            &self.families[..1]
+        };
+        for (pair, explanation) in shown {
+            if several {
+                writeln!(out)?;
+                writeln!(
+                    out,
+                    "over {} ({} -> {}): {}",
+                    pair.family,
+                    pair.source,
+                    pair.destination,
+                    explanation.verdict.to_uppercase()
+                )?;
+            }
+            write_trace(out, explanation)?;
+        }
+        Ok(())
+    }
+
+    /// One line: the headline and what decided.
+    fn line(&self) -> String {
+        let reasons: Vec<String> = if let Some(reason) = &self.no_common_family {
+            vec![reason.clone()]
+        } else if self.families.len() > 1 && !self.one_story() {
+            self.families
+                .iter()
+                .map(|(pair, explanation)| format!("{}: {}", pair.family, reason_of(explanation)))
+                .collect()
+        } else {
+            self.families
+                .first()
+                .map(|(_, explanation)| reason_of(explanation).to_string())
+                .into_iter()
+                .collect()
+        };
+        format!("{}: {}", self.headline(), reasons.join("; "))
+    }
+
+    /// The request with its verdict; `full` carries every step (one flow), otherwise the
+    /// deciding reason and rule (batches). With one family the directions are also at the top,
+    /// as they were before families were told apart.
+    fn json(&self, full: bool) -> Value {
+        let mut value = request_json(self.request);
+        value["verdict"] = json!(self.verdict());
+        if let Some(reason) = &self.no_common_family {
+            value["reason"] = json!(reason);
+        }
+        let families: Vec<Value> = self
+            .families
+            .iter()
+            .map(|(pair, explanation)| {
+                let mut family = json!({
+                    "family": pair.family,
+                    "from_address": pair.source,
+                    "to_address": pair.destination,
+                    "verdict": explanation.verdict,
+                });
+                add_explanation(&mut family, explanation, full);
+                family
+            })
+            .collect();
+        if let [(pair, explanation)] = self.families.as_slice() {
+            value["family"] = json!(pair.family);
+            add_explanation(&mut value, explanation, full);
+        }
+        value["families"] = json!(families);
+        value
+    }
+
+    /// A row per family (a single row saying so when there is none).
+    fn csv_rows(&self) -> Vec<String> {
+        if let Some(reason) = &self.no_common_family {
+            let mut fields = vec![
+                self.request.from.clone(),
+                self.request.to.clone(),
+                self.request.domain.clone().unwrap_or_default(),
+                protocol_text(self.request),
+                port_text(self.request),
+                NO_COMMON_FAMILY.to_string(),
+                reason.clone(),
+            ];
+            fields.extend(std::iter::repeat_n(String::new(), 7));
+            return vec![csv_record(&fields)];
+        }
+        self.families
+            .iter()
+            .map(|(pair, explanation)| csv_row(self.request, pair, explanation))
+            .collect()
+    }
+}
+
+fn add_explanation(value: &mut Value, explanation: &Explanation, full: bool) {
+    if full {
+        value["egress"] = json!(explanation.egress);
+        value["ingress"] = json!(explanation.ingress);
+    } else {
+        let side = deciding(explanation);
+        value["reason"] = json!(side.map(|side| &side.reason));
+        value["rule"] = json!(side.and_then(|side| side.rule.as_ref()));
+    }
+}
+
+/// The columns of `-o csv`: the flow, the verdict, the rule that decided (empty when none
+/// did), and the IP family (a row each when the peers share both).
+const CSV_HEADER: [&str; 14] = [
     "from",
     "to",
     "domain",
@@ -169,17 +357,17 @@ const CSV_HEADER: [&str; 13] = [
     "rule_tier",
     "rule_direction",
     "rule_index",
+    "family",
 ];
 
-fn csv_row(request: &FlowRequest, explanation: &Explanation) -> String {
+fn csv_row(request: &FlowRequest, pair: &FamilyPair, explanation: &Explanation) -> String {
     let side = deciding(explanation);
-    let port = request.port.map(|port| port.to_string()).unwrap_or_default();
     let mut fields = vec![
         request.from.clone(),
         request.to.clone(),
         request.domain.clone().unwrap_or_default(),
         protocol_text(request),
-        port,
+        port_text(request),
         explanation.verdict.to_string(),
         side.map(|side| side.reason.clone()).unwrap_or_default(),
     ];
@@ -194,6 +382,7 @@ fn csv_row(request: &FlowRequest, explanation: &Explanation) -> String {
         ]),
         None => fields.extend(std::iter::repeat_n(String::new(), 6)),
     }
+    fields.push(pair.family.to_string());
     csv_record(&fields)
 }
 
@@ -216,9 +405,13 @@ fn protocol_text(request: &FlowRequest) -> String {
         .unwrap_or_else(|| request.protocol.to_string())
 }
 
-/// `DENY prod/web -> 198.51.100.70 TCP port 443`, or with a name
-/// `ALLOW prod/web -> api.partner.example (203.0.113.10) TCP port 443`.
-fn headline(request: &FlowRequest, explanation: &Explanation) -> String {
+fn port_text(request: &FlowRequest) -> String {
+    request.port.map(|port| port.to_string()).unwrap_or_default()
+}
+
+/// `prod/web -> 198.51.100.70 TCP port 443`, or with a name
+/// `prod/web -> api.partner.example (203.0.113.10) TCP port 443`.
+fn flow_text(request: &FlowRequest) -> String {
     let port = request
         .port
         .map(|port| format!(" port {port}"))
@@ -227,16 +420,10 @@ fn headline(request: &FlowRequest, explanation: &Explanation) -> String {
         Some(domain) => format!("{domain} ({})", request.to),
         None => request.to.clone(),
     };
-    format!(
-        "{} {} -> {to} {}{port}",
-        explanation.verdict.to_uppercase(),
-        request.from,
-        protocol_text(request)
-    )
+    format!("{} -> {to} {}{port}", request.from, protocol_text(request))
 }
 
-fn write_text(out: &mut Output, request: &FlowRequest, explanation: &Explanation) -> Result<(), Failure> {
-    writeln!(out, "{}", headline(request, explanation))?;
+fn write_trace(out: &mut Output, explanation: &Explanation) -> Result<(), Failure> {
     for side in [&explanation.egress, &explanation.ingress].into_iter().flatten() {
         writeln!(out)?;
         writeln!(out, "{} of {}: {}", side.direction, side.endpoint, side.reason)?;
@@ -251,6 +438,10 @@ fn write_text(out: &mut Output, request: &FlowRequest, explanation: &Explanation
 }
 
 const NO_POLICY: &str = "neither side is a pod in the inputs, so no policy applies";
+
+fn reason_of(explanation: &Explanation) -> &str {
+    deciding(explanation).map_or(NO_POLICY, |side| side.reason.as_str())
+}
 
 /// The side that decided: the denying side if any, else the receiving side.
 fn deciding(explanation: &Explanation) -> Option<&DirectionExplanation> {
@@ -278,7 +469,7 @@ fn run_batch(
         }
         let parsed = serde_json::from_str::<FlowRequest>(&line)
             .map_err(|error| error.to_string())
-            .and_then(|mut request| request.prepare(dataplane).map(|flow| (request, flow)));
+            .and_then(|mut request| request.prepare_flows(dataplane).map(|flows| (request, flows)));
         match parsed {
             Ok(entry) => requests.push(entry),
             Err(message) => errors.push(format!("{}:{}: {message}", path.display(), index + 1)),
@@ -295,29 +486,25 @@ fn run_batch(
         OutputFormat::Json => writeln!(out, "[")?,
         OutputFormat::Text | OutputFormat::Jsonl => {}
     }
-    for (position, (request, flow)) in requests.iter().enumerate() {
-        let explanation = explain_with_domain(dataplane, flow, request.domain.as_deref());
-        let side = deciding(&explanation);
+    for (position, (request, flows)) in requests.iter().enumerate() {
+        let answer = Answer::new(dataplane, request, flows.clone());
         match output {
-            OutputFormat::Text => {
-                let reason = side.map_or(NO_POLICY, |side| side.reason.as_str());
-                writeln!(out, "{}: {reason}", headline(request, &explanation))?;
-            }
-            OutputFormat::Csv => writeln!(out, "{}", csv_row(request, &explanation))?,
-            OutputFormat::Json | OutputFormat::Jsonl => {
-                let mut value = request_json(request);
-                value["verdict"] = json!(explanation.verdict);
-                value["reason"] = json!(side.map(|side| &side.reason));
-                value["rule"] = json!(side.and_then(|side| side.rule.as_ref()));
-                if output == OutputFormat::Jsonl {
-                    let text = serde_json::to_string(&value).map_err(|error| error.to_string())?;
-                    writeln!(out, "{text}")?;
-                } else {
-                    // One array, streamed: an element per flow, indented as serde_json would.
-                    let text = serde_json::to_string_pretty(&value).map_err(|error| error.to_string())?;
-                    let separator = if position + 1 < requests.len() { "," } else { "" };
-                    writeln!(out, "  {}{separator}", text.replace('\n', "\n  "))?;
+            OutputFormat::Text => writeln!(out, "{}", answer.line())?,
+            OutputFormat::Csv => {
+                for row in answer.csv_rows() {
+                    writeln!(out, "{row}")?;
                 }
+            }
+            OutputFormat::Jsonl => {
+                let text = serde_json::to_string(&answer.json(false)).map_err(|error| error.to_string())?;
+                writeln!(out, "{text}")?;
+            }
+            OutputFormat::Json => {
+                // One array, streamed: an element per flow, indented as serde_json would.
+                let text =
+                    serde_json::to_string_pretty(&answer.json(false)).map_err(|error| error.to_string())?;
+                let separator = if position + 1 < requests.len() { "," } else { "" };
+                writeln!(out, "  {}{separator}", text.replace('\n', "\n  "))?;
             }
         }
     }

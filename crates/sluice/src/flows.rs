@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 use sluice_api::values::Protocol;
-use sluice_policy::{Dataplane, Flow};
+use sluice_policy::{Dataplane, FamilyPair, Flow, families_text, family_pairs};
 
 /// A flow as a person writes it: `ns/pod` or an address on each side.
 #[derive(Debug, Clone, Deserialize)]
@@ -25,11 +25,10 @@ fn default_protocol() -> serde_json::Value {
     serde_json::Value::String("TCP".to_string())
 }
 
-/// Resolves `ns/pod` or an address. A pod with addresses of both families gives the one that
-/// matches `family` when asked.
-fn resolve(dataplane: &Dataplane, text: &str, family: Option<bool>) -> Result<IpAddr, String> {
+/// The addresses of `ns/pod` (all of them, either family) or of an address (itself).
+fn resolve(dataplane: &Dataplane, text: &str) -> Result<Vec<IpAddr>, String> {
     if let Ok(address) = text.parse::<IpAddr>() {
-        return Ok(address);
+        return Ok(vec![address]);
     }
     if crate::resolve::looks_like_name(text) {
         return Err(format!(
@@ -48,13 +47,34 @@ fn resolve(dataplane: &Dataplane, text: &str, family: Option<bool>) -> Result<Ip
             format!("no pod {text} in the inputs")
         }
     })?;
-    endpoint
-        .addresses
-        .iter()
-        .find(|address| family.is_none_or(|is_v4| address.is_ipv4() == is_v4))
-        .or(endpoint.addresses.first())
-        .copied()
-        .ok_or_else(|| format!("pod {text} has no address"))
+    if endpoint.addresses.is_empty() {
+        return Err(format!("pod {text} has no address"));
+    }
+    Ok(endpoint.addresses.clone())
+}
+
+/// A request turned into flows: one per IP family both sides have (IPv4 first), none when
+/// they share no family.
+#[derive(Debug, Clone)]
+pub struct ResolvedFlows {
+    pub flows: Vec<(FamilyPair, Flow)>,
+    /// What the sender and the receiver have (`IPv4 only`, …), for the no-common-family verdict.
+    pub from_families: &'static str,
+    pub to_families: &'static str,
+    /// Whether either side has both families (so a single flow is a choice worth naming).
+    pub either_dual_stack: bool,
+}
+
+impl ResolvedFlows {
+    /// The sentence for two peers that share no IP family, if they do not.
+    pub fn no_common_family(&self, request: &FlowRequest) -> Option<String> {
+        self.flows.is_empty().then(|| {
+            format!(
+                "{} has {} and {} has {}: they share no IP family, so no packet can pass between them",
+                request.from, self.from_families, request.to, self.to_families
+            )
+        })
+    }
 }
 
 pub fn parse_protocol(value: &serde_json::Value) -> Result<Protocol, String> {
@@ -71,47 +91,51 @@ pub fn parse_protocol(value: &serde_json::Value) -> Result<Protocol, String> {
 }
 
 impl FlowRequest {
-    /// Checks the request (lowercasing `domain` in place) and gives its flow.
-    pub fn prepare(&mut self, dataplane: &Dataplane) -> Result<Flow, String> {
+    /// Checks the request (lowercasing `domain` in place) and gives its flows, one per IP
+    /// family both ends have.
+    pub fn prepare_flows(&mut self, dataplane: &Dataplane) -> Result<ResolvedFlows, String> {
         if let Some(domain) = &self.domain {
             self.domain = Some(crate::resolve::domain_name(domain)?);
         }
         let protocol = parse_protocol(&self.protocol)?;
-        let hint = self
-            .from
-            .parse::<IpAddr>()
-            .ok()
-            .or_else(|| self.to.parse::<IpAddr>().ok());
-        let family = hint.map(|address| address.is_ipv4());
-        let source = resolve(dataplane, &self.from, family)?;
-        let destination = resolve(dataplane, &self.to, Some(source.is_ipv4()))?;
-        if source.is_ipv4() != destination.is_ipv4() {
-            return Err(format!(
-                "{} and {} are of different IP families",
-                self.from, self.to
-            ));
-        }
+        let sources = resolve(dataplane, &self.from)?;
+        let destinations = resolve(dataplane, &self.to)?;
         if protocol.supports_ports() && self.port.is_none() {
             return Err(format!("a {protocol} flow needs a port"));
         }
-        // An ICMP flow without more detail is a ping: echo request.
-        let icmp_type = match protocol.number() {
-            1 => Some(8),
-            58 => Some(128),
-            _ => None,
+        let flows = family_pairs(&sources, &destinations)
+            .into_iter()
+            .map(|pair| {
+                // An ICMP flow without more detail is a ping: echo request.
+                let icmp_type = match protocol.number() {
+                    1 => Some(8),
+                    58 => Some(128),
+                    _ => None,
+                };
+                let flow = Flow {
+                    source: pair.source,
+                    destination: pair.destination,
+                    protocol: protocol.number(),
+                    source_port: None,
+                    destination_port: if protocol.supports_ports() {
+                        self.port
+                    } else {
+                        None
+                    },
+                    icmp_type,
+                    icmp_code: icmp_type.map(|_| 0),
+                };
+                (pair, flow)
+            })
+            .collect();
+        let dual_stack = |addresses: &[IpAddr]| {
+            addresses.iter().any(IpAddr::is_ipv4) && addresses.iter().any(IpAddr::is_ipv6)
         };
-        Ok(Flow {
-            source,
-            destination,
-            protocol: protocol.number(),
-            source_port: None,
-            destination_port: if protocol.supports_ports() {
-                self.port
-            } else {
-                None
-            },
-            icmp_type,
-            icmp_code: icmp_type.map(|_| 0),
+        Ok(ResolvedFlows {
+            either_dual_stack: dual_stack(&sources) || dual_stack(&destinations),
+            flows,
+            from_families: families_text(&sources),
+            to_families: families_text(&destinations),
         })
     }
 }
