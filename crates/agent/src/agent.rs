@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use sluice_api::resource::RESOURCE_PREFIX;
 use sluice_api::{Resource, ResourceSet};
 use sluice_dataplane::routes::{NetlinkRoutes, RouteBackend};
-use sluice_dataplane::{LocalEndpoint, Syncer, programmable_endpoints, render};
+use sluice_dataplane::{LocalEndpoint, Syncer, programmable_endpoints, render, render_with_dns};
 use sluice_ipam::layout::BLOCK_PREFIX;
 use sluice_nft::Backend;
 use sluice_store::{Change, Condition, Operation, Revision, Store, StoreError, Watch};
@@ -350,7 +350,19 @@ impl<B: Backend> Agent<B> {
             self.skipped_endpoints = skipped;
         }
         self.check_node_is_known();
-        let ruleset = render(&dataplane, &local);
+        let configurations = self.felix_configurations();
+        let ruleset = match &mut self.dns {
+            Some(dns) => {
+                let settings =
+                    crate::dns::configuration::settings(&configurations, &self.config.node, &self.dns_flags);
+                render_with_dns(
+                    &dataplane,
+                    &local,
+                    &dns.before_render(&dataplane, &local, settings),
+                )
+            }
+            None => render(&dataplane, &local),
+        };
         let rendered = Instant::now();
         self.counts = Counts {
             local_endpoints: local.len(),
@@ -395,19 +407,15 @@ impl<B: Backend> Agent<B> {
                 self.metrics.rules.set(ruleset.rule_count() as i64);
                 self.metrics.set_elements.set(ruleset.element_count() as i64);
                 self.metrics.local_endpoints.set(local.len() as i64);
-                if self.dns.is_some() {
-                    let settings = crate::dns::configuration::settings(
-                        &self.felix_configurations(),
-                        &self.config.node,
-                        &self.dns_flags,
-                    );
-                    if let Some(dns) = &mut self.dns {
-                        dns.after_policy(&dataplane, &local, settings, report.full);
-                    }
+                if let Some(dns) = &mut self.dns {
+                    dns.after_sync(true, report.full);
                 }
                 Ok(())
             }
             Err(error) => {
+                if let Some(dns) = &mut self.dns {
+                    dns.after_sync(false, false);
+                }
                 self.metrics.sync_errors.inc();
                 let message = error.to_string();
                 tracing::error!(revision = self.revision, error = %message, "the kernel refused the ruleset; the previous one stays in force");

@@ -23,6 +23,7 @@ mod elements;
 mod fake;
 mod nfnetlink;
 mod objects;
+mod queue_table;
 pub mod tool;
 mod writer;
 
@@ -31,4 +32,5 @@ pub use elements::{ElementChange, ElementKey, ListedElement};
 pub use fake::FakeBackend;
 pub use nfnetlink::Culprit;
 pub use objects::*;
+pub use queue_table::QueueTable;
 pub use writer::{Operation, Refusal, SetElementError, SetElementWriter};

@@ -26,10 +26,10 @@ const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
 const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
 const NFTA_DATA_VALUE: u16 = 1;
 
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
+pub(crate) const NLM_F_REQUEST: u16 = 0x1;
+pub(crate) const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
-const NLM_F_CREATE: u16 = 0x400;
+pub(crate) const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_CAPPED: u16 = 0x100;
 const NLM_F_ACK_TLVS: u16 = 0x200;
 const NLM_F_DUMP_INTR: u16 = 0x10;
@@ -169,11 +169,11 @@ pub(crate) fn encode_list(family: Family, table: &str, set: &str, sequence: u32)
     bytes
 }
 
-fn nftables_type(message: u16) -> u16 {
+pub(crate) fn nftables_type(message: u16) -> u16 {
     (NFNL_SUBSYS_NFTABLES << 8) | message
 }
 
-fn control_message(bytes: &mut Vec<u8>, message_type: u16, sequence: u32) {
+pub(crate) fn control_message(bytes: &mut Vec<u8>, message_type: u16, sequence: u32) {
     // The batch messages name the subsystem in nfgenmsg.res_id, in network byte order.
     let start = begin_message(
         bytes,
@@ -247,7 +247,7 @@ fn element_message(
     })
 }
 
-fn begin_message(
+pub(crate) fn begin_message(
     bytes: &mut Vec<u8>,
     message_type: u16,
     flags: u16,
@@ -267,13 +267,13 @@ fn begin_message(
     start
 }
 
-fn end_message(bytes: &mut [u8], start: usize) {
+pub(crate) fn end_message(bytes: &mut [u8], start: usize) {
     let length = u32::try_from(bytes.len() - start).expect("a netlink message under 4 GiB");
     bytes[start..start + 4].copy_from_slice(&length.to_ne_bytes());
 }
 
 /// Appends one attribute, padded to 4 bytes; returns where it starts.
-fn put(bytes: &mut Vec<u8>, kind: u16, value: &[u8]) -> usize {
+pub(crate) fn put(bytes: &mut Vec<u8>, kind: u16, value: &[u8]) -> usize {
     let start = bytes.len();
     let length = u16::try_from(4 + value.len()).expect("an attribute under 64 KiB");
     bytes.extend_from_slice(&length.to_ne_bytes());
@@ -283,21 +283,21 @@ fn put(bytes: &mut Vec<u8>, kind: u16, value: &[u8]) -> usize {
     start
 }
 
-fn put_string(bytes: &mut Vec<u8>, kind: u16, value: &str) -> usize {
+pub(crate) fn put_string(bytes: &mut Vec<u8>, kind: u16, value: &str) -> usize {
     let mut terminated = Vec::with_capacity(value.len() + 1);
     terminated.extend_from_slice(value.as_bytes());
     terminated.push(0);
     put(bytes, kind, &terminated)
 }
 
-fn begin_nested(bytes: &mut Vec<u8>, kind: u16) -> usize {
+pub(crate) fn begin_nested(bytes: &mut Vec<u8>, kind: u16) -> usize {
     let start = bytes.len();
     bytes.extend_from_slice(&0u16.to_ne_bytes());
     bytes.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
     start
 }
 
-fn end_nested(bytes: &mut [u8], start: usize) {
+pub(crate) fn end_nested(bytes: &mut [u8], start: usize) {
     // Callers check the size of the one attribute that can grow large (the element list).
     let length = u16::try_from(bytes.len() - start).unwrap_or(u16::MAX);
     bytes[start..start + 2].copy_from_slice(&length.to_ne_bytes());

@@ -16,6 +16,7 @@ use nix::sys::time::TimeVal;
 use crate::elements::{ElementChange, ListedElement};
 use crate::nfnetlink::{self, Answer, Culprit};
 use crate::objects::Table;
+use crate::queue_table::QueueTable;
 
 /// How long to wait for the kernel's answer. The kernel handles a batch inside the send
 /// call, so this bounds only a kernel that never answers.
@@ -147,6 +148,53 @@ impl SetElementWriter {
         }
         // Acks arrive for every message even when the batch is aborted, so success is "no
         // message refused", never "some message acknowledged".
+        match refusal {
+            Some(refusal) => Err(SetElementError::Refused(Box::new(refusal))),
+            None => Ok(()),
+        }
+    }
+
+    /// Creates (or replaces) the table that sends marked packets to an NFQUEUE (see
+    /// [`QueueTable`]), in one transaction.
+    pub fn install_queue_table(&mut self, table: &QueueTable) -> Result<(), SetElementError> {
+        let begin = self.sequence;
+        let (bytes, mut unanswered) = crate::queue_table::encode(table, begin);
+        self.sequence = self.sequence.wrapping_add(unanswered.len() as u32 + 2);
+        self.socket
+            .send(&bytes, 0)
+            .map_err(|error| self.io("sending the queue table", error))?;
+        let mut refusal = None;
+        while !unanswered.is_empty() {
+            for answer in self.receive()? {
+                let (sequence, errno, message) = match answer {
+                    Answer::Acknowledged { sequence } => (sequence, 0, None),
+                    Answer::Refused {
+                        sequence,
+                        errno,
+                        message,
+                        ..
+                    } => (sequence, errno, message),
+                    Answer::Done { .. } | Answer::Data { .. } => continue,
+                };
+                if sequence == begin && errno != 0 {
+                    return Err(SetElementError::Refused(Box::new(Refusal::whole_batch(
+                        errno, message,
+                    ))));
+                }
+                unanswered.retain(|pending| *pending != sequence);
+                if errno != 0 && refusal.is_none() {
+                    refusal = Some(Refusal {
+                        errno,
+                        operation: Operation::Committing,
+                        table: None,
+                        set: None,
+                        culprit: Culprit::Unknown,
+                        key: None,
+                        message,
+                    });
+                }
+            }
+        }
         match refusal {
             Some(refusal) => Err(SetElementError::Refused(Box::new(refusal))),
             None => Ok(()),

@@ -12,9 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use sluice_dataplane::LocalEndpoint;
+use sluice_dataplane::domains::{DNS_QUEUE_PRIORITY, MARK_DNS_QUEUE};
+use sluice_dataplane::{DnsRender, LearnedElement, LocalEndpoint};
 use sluice_dns::{Batch, CacheEntry, Decision, Endpoint, HOLD_LIMIT, Interest, Learner, Timestamp};
-use sluice_nft::SetElementWriter;
+use sluice_nft::{QueueTable, SetElementWriter};
 use sluice_policy::Dataplane;
 use sluice_store::{Condition, Operation, Store};
 
@@ -24,6 +25,8 @@ use super::queue_socket::{QueueSocket, QueuedPacket, Verdict};
 use super::record::{DnsCacheRecord, dns_cache_key};
 use crate::metrics::Metrics;
 
+/// The table (families `ip` and `ip6`) whose chain sends marked DNS answers to the queue.
+pub const QUEUE_TABLE: &str = "sluice-dns-queue";
 /// How often mappings are expired.
 const EXPIRE_INTERVAL: Duration = Duration::from_secs(1);
 /// The learned snapshot is published at most this often (and only when it changed).
@@ -65,13 +68,17 @@ pub struct DnsShell {
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
-    /// Read from the cache file at start, restored after the first endpoints are known.
+    /// Read from the cache file at start, restored once the first endpoints are known.
     restore: Option<Vec<CacheEntry>>,
+    /// The learner's batches for the ruleset being synced, programmed after it.
+    waiting: Vec<Batch>,
     last_expire: Instant,
     last_save: Instant,
     last_publish: Instant,
     /// The learner's eviction count at the last tick, for the metric's increments.
     evictions_seen: u64,
+    /// The table sending marked answers to the queue is in the kernel.
+    queue_table_installed: bool,
 }
 
 impl std::fmt::Debug for DnsShell {
@@ -116,10 +123,12 @@ impl DnsShell {
             stop: Arc::new(AtomicBool::new(false)),
             thread: None,
             restore: Some(restore),
+            waiting: Vec::new(),
             last_expire: Instant::now(),
             last_save: Instant::now(),
             last_publish: Instant::now() - PUBLISH_INTERVAL,
             evictions_seen: 0,
+            queue_table_installed: false,
         })
     }
 
@@ -127,45 +136,100 @@ impl DnsShell {
         &self.settings
     }
 
-    /// After a ruleset reached the kernel: tells the learner the node's endpoints and their
-    /// interests, restores the cache file's mappings the first time, re-adds everything after
-    /// a full rebuild, and starts the queue thread once. `settings` is the configuration now
-    /// in force; when what the learner reads of it changed, the learner is rebuilt from its
-    /// own mappings.
-    pub fn after_policy(
+    /// Before a ruleset is rendered: tells the learner the node's endpoints and their
+    /// interests (and, the first time, what the cache file holds), and returns what the
+    /// renderer needs: the trusted servers, the queue, and every learned pair with the time it
+    /// has left, so that a full rebuild (the first sync of a restarted agent included) holds
+    /// them in the same transaction. The learner's batches wait for [`DnsShell::after_sync`]
+    /// (the sets they fill may be new in this ruleset). When what the learner reads of the
+    /// configuration changed, it is rebuilt from its own mappings.
+    pub fn before_render(
         &mut self,
         dataplane: &Dataplane,
         local: &[LocalEndpoint],
         settings: DnsSettings,
-        full_rebuild: bool,
-    ) {
+    ) -> DnsRender {
         let endpoints = endpoints(dataplane, local);
         let now = Timestamp::from_system_time(SystemTime::now());
         let reconfigure = settings.learner_config() != self.settings.learner_config();
         self.settings = settings;
+        let mut shared = lock(&self.shared);
+        if reconfigure {
+            tracing::info!("the DNS configuration changed; keeping what was learned");
+            let entries = shared.learner.cache_entries();
+            shared.learner = Learner::new(self.settings.learner_config());
+            self.restore.get_or_insert_with(Vec::new).extend(entries);
+        }
+        self.waiting.extend(shared.learner.set_endpoints(now, endpoints));
+        if let Some(entries) = self.restore.take() {
+            self.waiting.extend(shared.learner.restore(now, entries));
+        }
+        let learned = shared
+            .learner
+            .wanted_elements(now)
+            .into_iter()
+            .map(|(element, expires)| LearnedElement {
+                set: element.set,
+                endpoint: element.endpoint_address,
+                destination: element.address,
+                remaining: expires.since(now),
+            })
+            .collect();
+        DnsRender {
+            trusted_servers: self.settings.trusted_servers.clone(),
+            queue: self.queue,
+            learned,
+        }
+    }
+
+    /// After the sync of the ruleset [`DnsShell::before_render`] prepared: programs the
+    /// learner's waiting batches (or, when the kernel refused the ruleset, reports them
+    /// failed), confirms everything after a full rebuild, and starts the queue (once).
+    pub fn after_sync(&mut self, synced: bool, full_rebuild: bool) {
+        let now = Timestamp::from_system_time(SystemTime::now());
         {
             let mut shared = lock(&self.shared);
-            if reconfigure {
-                tracing::info!("the DNS configuration changed; keeping what was learned");
-                let entries = shared.learner.cache_entries();
-                shared.learner = Learner::new(self.settings.learner_config());
-                self.restore.get_or_insert_with(Vec::new).extend(entries);
-            }
-            if let Some(batch) = shared.learner.set_endpoints(now, endpoints) {
-                let _ = shared.program(batch);
-            }
-            if let Some(entries) = self.restore.take() {
-                if let Some(batch) = shared.learner.restore(now, entries) {
+            for batch in std::mem::take(&mut self.waiting) {
+                if synced {
                     let _ = shared.program(batch);
+                } else {
+                    shared.learner.failed(batch.token);
                 }
             }
-            if full_rebuild && let Some(batch) = shared.learner.resync(now) {
+            if synced
+                && full_rebuild
+                && let Some(batch) = shared.learner.resync(now)
+            {
                 let _ = shared.program(batch);
             }
             self.metrics.dns.mappings.set(shared.learner.mappings() as i64);
         }
+        if !synced {
+            return;
+        }
         if self.thread.is_none() {
             self.start_queue();
+        }
+        if !self.queue_table_installed {
+            self.install_queue_table();
+        }
+    }
+
+    /// The table that sends answers the ruleset marked to the queue; installed after the
+    /// queue is bound, so that no marked answer waits for a listener that is not there yet.
+    fn install_queue_table(&mut self) {
+        let table = QueueTable {
+            name: QUEUE_TABLE.to_string(),
+            priority: DNS_QUEUE_PRIORITY + 1,
+            mark: MARK_DNS_QUEUE,
+            queue: self.queue,
+        };
+        match lock(&self.shared).writer.install_queue_table(&table) {
+            Ok(()) => self.queue_table_installed = true,
+            Err(error) => tracing::error!(
+                %error,
+                "cannot install the table that holds DNS answers in the queue; answers pass unheld and teach nothing, so domain rules allow nothing new"
+            ),
         }
     }
 
