@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use sluice_dataplane::domains::{DNS_QUEUE_PRIORITY, MARK_DNS_QUEUE};
-use sluice_dataplane::{DnsRender, LearnedElement, LocalEndpoint};
+use sluice_dataplane::{DnsRender, IpFamily, LearnedElement, LocalEndpoint, domain_set_name};
 use sluice_dns::{Batch, CacheEntry, Decision, Endpoint, HOLD_LIMIT, Interest, Learner, Timestamp};
 use sluice_nft::{QueueTable, SetElementWriter};
 use sluice_policy::Dataplane;
@@ -72,6 +72,10 @@ pub struct DnsShell {
     restore: Option<Vec<CacheEntry>>,
     /// The learner's batches for the ruleset being synced, programmed after it.
     waiting: Vec<Batch>,
+    /// Pairs found in the kernel's domain sets at start (a previous agent's, perhaps newer
+    /// than the cache file it last saved, e.g. after kill -9), with their expiry: written back
+    /// by every full rebuild until they expire, so a restart never loses what was allowed.
+    carried: Option<Vec<(LearnedElement, Timestamp)>>,
     last_expire: Instant,
     last_save: Instant,
     last_publish: Instant,
@@ -124,6 +128,7 @@ impl DnsShell {
             thread: None,
             restore: Some(restore),
             waiting: Vec::new(),
+            carried: None,
             last_expire: Instant::now(),
             last_save: Instant::now(),
             last_publish: Instant::now() - PUBLISH_INTERVAL,
@@ -164,17 +169,29 @@ impl DnsShell {
         if let Some(entries) = self.restore.take() {
             self.waiting.extend(shared.learner.restore(now, entries));
         }
-        let learned = shared
-            .learner
-            .wanted_elements(now)
-            .into_iter()
+        let carried = self
+            .carried
+            .get_or_insert_with(|| kernel_elements(&mut shared.writer, dataplane, now));
+        carried.retain(|(_, expires)| *expires > now);
+        let mut learned: Vec<LearnedElement> = carried
+            .iter()
             .map(|(element, expires)| LearnedElement {
-                set: element.set,
-                endpoint: element.endpoint_address,
-                destination: element.address,
                 remaining: expires.since(now),
+                ..element.clone()
             })
             .collect();
+        learned.extend(
+            shared
+                .learner
+                .wanted_elements(now)
+                .into_iter()
+                .map(|(element, expires)| LearnedElement {
+                    set: element.set,
+                    endpoint: element.endpoint_address,
+                    destination: element.address,
+                    remaining: expires.since(now),
+                }),
+        );
         DnsRender {
             trusted_servers: self.settings.trusted_servers.clone(),
             queue: self.queue,
@@ -371,6 +388,49 @@ fn read_cache(settings: &DnsSettings) -> Vec<CacheEntry> {
             Vec::new()
         }
     }
+}
+
+/// The pairs in the kernel's sets of the policy's domain sets now, with their expiry (sets
+/// not in the kernel, as on a fresh node, have none).
+fn kernel_elements(
+    writer: &mut SetElementWriter,
+    dataplane: &Dataplane,
+    now: Timestamp,
+) -> Vec<(LearnedElement, Timestamp)> {
+    let table = sluice_nft::Table::new(sluice_nft::Family::Inet, sluice_dataplane::TABLE_NAME);
+    let mut found = Vec::new();
+    for set in &dataplane.domain_sets {
+        for family in [IpFamily::V4, IpFamily::V6] {
+            let Ok(elements) = writer.list(&table, &domain_set_name(&set.name, family)) else {
+                continue;
+            };
+            for element in elements {
+                let (sluice_nft::ElementKey::Pair(endpoint, destination), Some(left)) =
+                    (element.key, element.expires)
+                else {
+                    continue;
+                };
+                let expires = Timestamp::from_unix_milliseconds(
+                    now.unix_milliseconds()
+                        .saturating_add(u64::try_from(left.as_millis()).unwrap_or(u64::MAX)),
+                );
+                let learned = LearnedElement {
+                    set: set.name.clone(),
+                    endpoint,
+                    destination,
+                    remaining: left,
+                };
+                found.push((learned, expires));
+            }
+        }
+    }
+    if !found.is_empty() {
+        tracing::info!(
+            pairs = found.len(),
+            "keeping the learned pairs found in the kernel"
+        );
+    }
+    found
 }
 
 /// The learner's view of the node's programmed endpoints: addresses, and the domain sets
