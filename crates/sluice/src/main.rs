@@ -6,6 +6,7 @@ mod apply;
 mod connectivity;
 mod datastore;
 mod diagnostics;
+mod dnscache;
 mod explain;
 mod flows;
 mod get;
