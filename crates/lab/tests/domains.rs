@@ -222,6 +222,30 @@ fn names_in(lab: &Lab) -> Result<(), String> {
         &by_name(lab, &client, "api.partner.example", 443),
         Connected,
     );
+    // The agent publishes what each pod learned (`sluice get dnscache`), within a second or so.
+    let store = lab.store()?;
+    let published = support::wait_until(Duration::from_secs(5), || {
+        store
+            .get(&sluice_agent::dns::dns_cache_key("node-1"))
+            .ok()
+            .flatten()
+            .and_then(|value| serde_json::from_slice::<sluice_agent::dns::DnsCacheRecord>(&value.value).ok())
+            .is_some_and(|record| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs();
+                record.addresses("shop/client", "api.partner.example", now) == [address("203.0.113.10")]
+                    && record
+                        .addresses("shop/other", "api.partner.example", now)
+                        .is_empty()
+            })
+    });
+    if !published {
+        checks
+            .0
+            .push("the agent did not publish the client's lookup of api.partner.example".into());
+    }
     // Now the pod may reach that address without asking again (until the TTL runs out)...
     checks.expect(
         "client -> partner by address, after its lookup",
