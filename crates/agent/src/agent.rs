@@ -8,11 +8,12 @@ use std::time::{Duration, Instant, SystemTime};
 use sluice_api::resource::RESOURCE_PREFIX;
 use sluice_api::{Resource, ResourceSet};
 use sluice_dataplane::routes::{NetlinkRoutes, RouteBackend};
-use sluice_dataplane::{LocalEndpoint, Syncer, programmable_endpoints, render};
+use sluice_dataplane::{LocalEndpoint, Syncer, programmable_endpoints, render, render_with_dns};
 use sluice_ipam::layout::BLOCK_PREFIX;
 use sluice_nft::Backend;
 use sluice_store::{Change, Condition, Operation, Revision, Store, StoreError, Watch};
 
+use crate::dns::{DnsFlags, DnsShell};
 use crate::metrics::Metrics;
 use crate::routing::Routing;
 use crate::status::{HEARTBEAT_INTERVAL, NodeStatus, status_key};
@@ -63,6 +64,9 @@ pub struct Agent<B: Backend> {
     syncer: Syncer<B>,
     /// `None` when the agent programs no routes.
     routing: Option<Routing>,
+    /// `None` when the agent learns nothing from DNS (tests with a fake kernel).
+    dns: Option<DnsShell>,
+    dns_flags: DnsFlags,
     metrics: Arc<Metrics>,
     /// The datastore's resources by key, kept current by the watch.
     resources: BTreeMap<String, Resource>,
@@ -103,6 +107,8 @@ impl<B: Backend> Agent<B> {
             store,
             syncer: Syncer::new(backend),
             routing: None,
+            dns: None,
+            dns_flags: DnsFlags::default(),
             metrics,
             resources: BTreeMap::new(),
             policy_dirty: true,
@@ -128,6 +134,31 @@ impl<B: Backend> Agent<B> {
     pub fn with_routes(mut self, backend: Box<dyn RouteBackend>) -> Self {
         self.routing = Some(Routing::new(backend, self.config.route_refresh_interval));
         self
+    }
+
+    /// Learns domain names from DNS answers held in the kernel's queue and programs what was
+    /// learned (see [`DnsShell`]); `flags` fill what FelixConfiguration leaves unset.
+    pub fn with_dns(mut self, flags: DnsFlags) -> Result<Self, String> {
+        let settings = crate::dns::configuration::settings(&[], &self.config.node, &flags);
+        self.dns = Some(DnsShell::new(
+            &self.config.node,
+            settings,
+            flags.queue,
+            self.metrics.clone(),
+        )?);
+        self.dns_flags = flags;
+        Ok(self)
+    }
+
+    /// The FelixConfigurations in the datastore.
+    fn felix_configurations(&self) -> Vec<sluice_api::kept::FelixConfiguration> {
+        self.resources
+            .values()
+            .filter_map(|resource| match resource {
+                Resource::FelixConfiguration(configuration) => Some(configuration.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Reads every resource and block again (at start, and when the watch fell too far behind).
@@ -273,7 +304,15 @@ impl<B: Backend> Agent<B> {
         } else if now >= self.heartbeat_due() {
             self.write_status(false);
         }
-        let policy = self.policy_due().min(self.heartbeat_due());
+        if let Some(dns) = &mut self.dns
+            && now >= dns.next_due()
+        {
+            dns.tick(self.store.as_ref());
+        }
+        let mut policy = self.policy_due().min(self.heartbeat_due());
+        if let Some(dns) = &self.dns {
+            policy = policy.min(dns.next_due());
+        }
         self.routing
             .as_ref()
             .map_or(policy, |routing| policy.min(routing.next_due()))
@@ -311,7 +350,19 @@ impl<B: Backend> Agent<B> {
             self.skipped_endpoints = skipped;
         }
         self.check_node_is_known();
-        let ruleset = render(&dataplane, &local);
+        let configurations = self.felix_configurations();
+        let ruleset = match &mut self.dns {
+            Some(dns) => {
+                let settings =
+                    crate::dns::configuration::settings(&configurations, &self.config.node, &self.dns_flags);
+                render_with_dns(
+                    &dataplane,
+                    &local,
+                    &dns.before_render(&dataplane, &local, settings),
+                )
+            }
+            None => render(&dataplane, &local),
+        };
         let rendered = Instant::now();
         self.counts = Counts {
             local_endpoints: local.len(),
@@ -356,9 +407,15 @@ impl<B: Backend> Agent<B> {
                 self.metrics.rules.set(ruleset.rule_count() as i64);
                 self.metrics.set_elements.set(ruleset.element_count() as i64);
                 self.metrics.local_endpoints.set(local.len() as i64);
+                if let Some(dns) = &mut self.dns {
+                    dns.after_sync(true, report.full);
+                }
                 Ok(())
             }
             Err(error) => {
+                if let Some(dns) = &mut self.dns {
+                    dns.after_sync(false, false);
+                }
                 self.metrics.sync_errors.inc();
                 let message = error.to_string();
                 tracing::error!(revision = self.revision, error = %message, "the kernel refused the ruleset; the previous one stays in force");
@@ -484,6 +541,9 @@ impl<B: Backend> Agent<B> {
                 next_due = self.run_due_work();
             }
         }
+        if let Some(dns) = &mut self.dns {
+            dns.shutdown();
+        }
         self.write_status(true);
     }
 
@@ -510,7 +570,12 @@ struct Counts {
 /// Runs an agent with the real `nft` (and, unless told not to, netlink routes) in the
 /// process's own network namespace until SIGTERM or SIGINT, then returns `Ok` having stopped
 /// the HTTP server and written a last status record; the ruleset and routes stay.
-pub fn run(config: AgentConfig, store: Arc<dyn Store>, metrics_address: Option<&str>) -> Result<(), String> {
+pub fn run(
+    config: AgentConfig,
+    store: Arc<dyn Store>,
+    metrics_address: Option<&str>,
+    dns: Option<DnsFlags>,
+) -> Result<(), String> {
     // First, so a signal that comes during start-up stops the agent cleanly too.
     let stop = Arc::new(AtomicBool::new(false));
     crate::shutdown::stop_on_signals(stop.clone())?;
@@ -534,6 +599,9 @@ pub fn run(config: AgentConfig, store: Arc<dyn Store>, metrics_address: Option<&
     if program_routes {
         let routes = NetlinkRoutes::open().map_err(|error| error.to_string())?;
         agent = agent.with_routes(Box::new(routes));
+    }
+    if let Some(flags) = dns {
+        agent = agent.with_dns(flags)?;
     }
     agent.run_until(&stop);
     if let Some(server) = server {

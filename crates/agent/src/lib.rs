@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+pub mod dns;
 mod metrics;
 mod routing;
 mod shutdown;

@@ -26,7 +26,65 @@ pub struct Metrics {
     pub route_errors: Counter,
     pub full_syncs: Counter,
     pub datastore_errors: Counter,
+    pub dns: DnsMetrics,
     healthy: AtomicBool,
+}
+
+/// What the DNS shell reports: mappings learned, answers by fate, evictions, and how long a
+/// held answer waited for its batch.
+#[derive(Debug)]
+pub struct DnsMetrics {
+    pub mappings: Gauge,
+    pub answers_passed: Counter,
+    pub answers_held: Counter,
+    pub answers_dropped: Counter,
+    pub evictions: Counter,
+    pub hold_seconds: Histogram,
+}
+
+impl DnsMetrics {
+    fn new(registry: &mut Registry) -> DnsMetrics {
+        let metrics = DnsMetrics {
+            mappings: Gauge::default(),
+            answers_passed: Counter::default(),
+            answers_held: Counter::default(),
+            answers_dropped: Counter::default(),
+            evictions: Counter::default(),
+            // From 50 µs: a held answer normally waits well under a millisecond.
+            hold_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+        };
+        registry.register(
+            "dns_mappings",
+            "Name to address mappings learned from DNS answers, over all local endpoints",
+            metrics.mappings.clone(),
+        );
+        registry.register(
+            "dns_answers_passed",
+            "DNS answers released at once (they changed nothing in the kernel)",
+            metrics.answers_passed.clone(),
+        );
+        registry.register(
+            "dns_answers_held",
+            "DNS answers held until their addresses were in the domain sets, then released",
+            metrics.answers_held.clone(),
+        );
+        registry.register(
+            "dns_answers_dropped",
+            "DNS answers dropped because their addresses could not be programmed in time",
+            metrics.answers_dropped.clone(),
+        );
+        registry.register(
+            "dns_evictions",
+            "Learned mappings evicted to keep within the per-name, per-endpoint and per-node caps",
+            metrics.evictions.clone(),
+        );
+        registry.register(
+            "dns_hold_seconds",
+            "How long a held DNS answer waited for its batch to be programmed",
+            metrics.hold_seconds.clone(),
+        );
+        metrics
+    }
 }
 
 impl Metrics {
@@ -51,6 +109,7 @@ impl Metrics {
             route_errors: Counter::default(),
             full_syncs: Counter::default(),
             datastore_errors: Counter::default(),
+            dns: DnsMetrics::new(&mut registry),
             healthy: AtomicBool::new(false),
             registry: Mutex::new(Registry::default()),
         };

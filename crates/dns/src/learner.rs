@@ -377,6 +377,21 @@ impl Learner {
         self.batch(now, work)
     }
 
+    /// Every element the endpoints' mappings imply that lives past `now`, with its expiry:
+    /// what a full rebuild of the table writes back so that it loses nothing learned. Call
+    /// [`Learner::resync`] after that rebuild, so the learner believes them programmed.
+    pub fn wanted_elements(&self, now: Timestamp) -> Vec<(Element, Timestamp)> {
+        let mut elements: Vec<(Element, Timestamp)> = self
+            .endpoints
+            .values()
+            .flat_map(|state| &state.elements)
+            .filter(|(_, state)| state.wanted > now)
+            .map(|(element, state)| (element.clone(), state.wanted))
+            .collect();
+        elements.sort();
+        elements
+    }
+
     /// Every mapping held, for the cache file.
     pub fn cache_entries(&self) -> Vec<CacheEntry> {
         let mut entries: Vec<CacheEntry> = self

@@ -159,6 +159,7 @@ fn build(
         written.len()
     );
 
+    state.trusted_dns = Some(lab.dns_address());
     let fabric = paths.fabric_netns();
     (|| -> Result<(), String> {
         add_netns(&fabric)?;
@@ -467,6 +468,13 @@ fn start_agent(
     let node = &state.nodes[index];
     let mut command = shell::in_netns(&node.netns, &environment.sluice_binary);
     command.args(["agent", "--node", &node.name, "--datastore", &state.datastore]);
+    // The agents learn names from the lab's DNS server, each keeping its cache file in the
+    // lab's state directory (so a restarted agent finds what it learned).
+    if let Some(address) = state.trusted_dns {
+        let cache_file = paths.directory.join(format!("dns-cache-{}.json", node.name));
+        command.arg("--dns-trusted-server").arg(format!("{address}:53"));
+        command.arg("--dns-cache-file").arg(cache_file);
+    }
     command.envs(variables.iter().copied());
     let process = format!("agent-{}", node.name);
     shell::spawn_background(

@@ -26,6 +26,9 @@ pub struct LabState {
     /// The lab's DNS server, once it runs.
     #[serde(default)]
     pub dns: Option<DnsState>,
+    /// The DNS server the agents trust (`--dns-trusted-server`): the lab's, known before it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_dns: Option<Ipv4Addr>,
 }
 
 /// Where the lab's DNS server runs.

@@ -32,6 +32,11 @@ pub struct ExplainArguments {
     /// repeatable. Each address is explained.
     #[arg(long, value_name = "NAME=ADDRESS[,ADDRESS]", value_parser = crate::resolve::parse_resolution, conflicts_with = "flows")]
     resolve: Vec<crate::resolve::Resolution>,
+    /// With a --to name and no --resolve, reading the datastore: take the addresses the
+    /// sender learned for the name from this node's agent (default: the sending pod's node),
+    /// as `sluice get dnscache` shows them.
+    #[arg(long, conflicts_with = "flows")]
+    node: Option<String>,
     /// TCP, UDP, SCTP, ICMP, ICMPv6 or a protocol number.
     #[arg(long, default_value = "TCP")]
     protocol: String,
@@ -46,6 +51,45 @@ pub struct ExplainArguments {
     /// array); jsonl: one object a line; csv: a header, then a row a flow.
     #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
     output: OutputFormat,
+}
+
+/// The addresses the sending pod learned for `name`, from its node's published DNS cache.
+fn learned_addresses(
+    dataplane: &Dataplane,
+    arguments: &ExplainArguments,
+    from: &str,
+    name: &str,
+) -> Result<Vec<std::net::IpAddr>, String> {
+    let sender = match from.parse::<std::net::IpAddr>() {
+        Ok(address) => dataplane.endpoint_by_address(address),
+        Err(_) => from
+            .split_once('/')
+            .and_then(|(namespace, pod)| dataplane.endpoint_by_name(namespace, pod)),
+    }
+    .ok_or_else(|| {
+        format!(
+            "`{name}` is a name: a node's learned DNS cache gives its addresses only for a sending pod, and `{from}` is none; give --resolve {name}=ADDRESS[,ADDRESS]"
+        )
+    })?;
+    let node = arguments
+        .node
+        .clone()
+        .or_else(|| sender.node.clone())
+        .ok_or_else(|| {
+            format!(
+                "{} has no node; give --node or --resolve {name}=ADDRESS",
+                sender.display_name()
+            )
+        })?;
+    let store = arguments.datastore.open()?;
+    let addresses = crate::dnscache::learned_addresses(store.as_ref(), &node, &sender.display_name(), name)?;
+    if addresses.is_empty() {
+        return Err(format!(
+            "node {node}'s agent has no address of `{name}` learned for {} (not resolved by it, or expired; see `sluice get dnscache --node {node}`); give --resolve {name}=ADDRESS[,ADDRESS]",
+            sender.display_name()
+        ));
+    }
+    Ok(addresses)
 }
 
 pub fn run(arguments: &ExplainArguments, out: &mut Output) -> Result<ExitCode, Failure> {
@@ -64,7 +108,11 @@ pub fn run(arguments: &ExplainArguments, out: &mut Output) -> Result<ExitCode, F
     // A name is explained once per address it resolved to.
     let (domain, destinations) = if crate::resolve::looks_like_name(&to) {
         let name = crate::resolve::domain_name(&to)?;
-        let addresses = crate::resolve::addresses_of(&arguments.resolve, &name)?;
+        let addresses = if arguments.resolve.is_empty() && arguments.paths.is_empty() {
+            learned_addresses(&dataplane, arguments, &from, &name)?
+        } else {
+            crate::resolve::addresses_of(&arguments.resolve, &name)?
+        };
         (Some(name), addresses.iter().map(ToString::to_string).collect())
     } else {
         if let Some(resolution) = arguments.resolve.first() {

@@ -31,7 +31,7 @@ pub struct GetArguments {
     /// calicoctl), globalnetworkpolicy, tier, networkset, globalnetworkset, ippool,
     /// workloadendpoint, or networkpolicy.networking.k8s.io (also networkpolicies.networking.k8s.io
     /// and knp) for Kubernetes NetworkPolicy; and nodestatus for what each node's agent last
-    /// programmed.
+    /// programmed; dnscache for what each node's agent learned from DNS (`--node`).
     kind: String,
     /// One object by name.
     name: Option<String>,
@@ -47,6 +47,9 @@ pub struct GetArguments {
     selector: Option<String>,
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     output: GetFormat,
+    /// dnscache: only this node's (also given as the NAME).
+    #[arg(long)]
+    node: Option<String>,
     #[command(flatten)]
     datastore: DatastoreArguments,
 }
@@ -114,6 +117,19 @@ pub fn run(arguments: &GetArguments, out: &mut Output) -> Result<ExitCode, Failu
                 .into());
         }
         return node_status(arguments, out);
+    }
+    if matches!(arguments.kind.to_lowercase().as_str(), "dnscache" | "dnscaches") {
+        if arguments.selector.is_some() {
+            return Err("dnscache has no labels, so -l cannot select among them"
+                .to_string()
+                .into());
+        }
+        let store = arguments.datastore.open()?;
+        let node = arguments.node.as_deref().or(arguments.name.as_deref());
+        return crate::dnscache::run(store.as_ref(), node, arguments.output, out);
+    }
+    if arguments.node.is_some() {
+        return Err("--node selects the node of `get dnscache`".to_string().into());
     }
     let kind = parse_kind(&arguments.kind)?;
     let store = arguments.datastore.open()?;
@@ -196,7 +212,7 @@ pub fn qualified_kind(kind: Kind) -> String {
     }
 }
 
-fn write_document(out: &mut Output, value: &Value, format: GetFormat) -> Result<(), Failure> {
+pub(crate) fn write_document(out: &mut Output, value: &Value, format: GetFormat) -> Result<(), Failure> {
     if format == GetFormat::Json {
         let text = serde_json::to_string_pretty(value).map_err(|error| error.to_string())?;
         writeln!(out, "{text}")

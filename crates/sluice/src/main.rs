@@ -6,6 +6,7 @@ mod apply;
 mod connectivity;
 mod datastore;
 mod diagnostics;
+mod dnscache;
 mod explain;
 mod flows;
 mod get;
@@ -120,8 +121,28 @@ struct AgentArguments {
     /// needs the nodes on one link, and blackholes the node's own blocks.
     #[arg(long)]
     no_routes: bool,
+    /// A DNS server whose answers teach the agent domain names (`ADDR` for port 53, or
+    /// `ADDR:PORT`, `[IPV6]:PORT`); repeatable. Used when no FelixConfiguration sets
+    /// `dnsTrustedServers`, whose default (Calico's, the kube-dns Service) Sluice cannot
+    /// resolve yet, so without either no server is trusted.
+    #[arg(long = "dns-trusted-server", value_name = "ADDR[:PORT]", value_parser = parse_trusted_server)]
+    dns_trusted_servers: Vec<std::net::SocketAddr>,
+    /// Where to keep learned DNS mappings across restarts, when no FelixConfiguration sets
+    /// `dnsCacheFile` (default /run/sluice/dns-cache.json).
+    #[arg(long, value_name = "PATH")]
+    dns_cache_file: Option<std::path::PathBuf>,
+    /// The NFQUEUE number DNS answers wait in until their addresses are programmed.
+    #[arg(long, value_name = "N", default_value_t = sluice_agent::dns::DEFAULT_QUEUE)]
+    dns_queue: u16,
+    /// Learn nothing from DNS: domain rules then allow no address.
+    #[arg(long)]
+    no_dns: bool,
     #[command(flatten)]
     datastore: datastore::DatastoreArguments,
+}
+
+fn parse_trusted_server(text: &str) -> Result<std::net::SocketAddr, String> {
+    text.parse::<sluice_dns::TrustedServer>().map(|server| server.0)
 }
 
 fn run_agent(arguments: &AgentArguments) -> Result<ExitCode, String> {
@@ -138,7 +159,12 @@ fn run_agent(arguments: &AgentArguments) -> Result<ExitCode, String> {
     let mut config = sluice_agent::AgentConfig::new(arguments.node.clone());
     config.resync_interval = std::time::Duration::from_secs(arguments.resync_seconds);
     config.program_routes = !arguments.no_routes;
-    sluice_agent::run(config, store, arguments.metrics_address.as_deref())?;
+    let dns = (!arguments.no_dns).then(|| sluice_agent::dns::DnsFlags {
+        trusted_servers: arguments.dns_trusted_servers.clone(),
+        cache_file: arguments.dns_cache_file.clone(),
+        queue: arguments.dns_queue,
+    });
+    sluice_agent::run(config, store, arguments.metrics_address.as_deref(), dns)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -63,7 +63,7 @@ pub fn addresses_of(resolutions: &[Resolution], name: &str) -> Result<Vec<IpAddr
     }
     if addresses.is_empty() {
         return Err(format!(
-            "`{name}` is a name, and Sluice does not resolve names here (reading a node's learned DNS cache comes with the agent); give --resolve {name}=ADDRESS[,ADDRESS]"
+            "`{name}` is a name, and these manifests say nothing of what it resolved to (reading the datastore, a node's learned DNS cache does); give --resolve {name}=ADDRESS[,ADDRESS]"
         ));
     }
     Ok(addresses)

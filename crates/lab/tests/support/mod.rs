@@ -32,6 +32,10 @@ enum Helper {
         node: String,
         #[arg(long)]
         datastore: String,
+        #[arg(long = "dns-trusted-server")]
+        dns_trusted_servers: Vec<SocketAddr>,
+        #[arg(long)]
+        dns_cache_file: Option<PathBuf>,
     },
     Lab {
         #[command(subcommand)]
@@ -117,7 +121,12 @@ pub fn dispatch() -> Option<ExitCode> {
         return None;
     }
     let result = match Helper::parse() {
-        Helper::Agent { node, datastore } => sluice_store::open(&datastore)
+        Helper::Agent {
+            node,
+            datastore,
+            dns_trusted_servers,
+            dns_cache_file,
+        } => sluice_store::open(&datastore)
             .map_err(|error| error.to_string())
             .and_then(|store| {
                 tracing_subscriber::fmt()
@@ -127,7 +136,12 @@ pub fn dispatch() -> Option<ExitCode> {
                     .init();
                 let metrics = std::env::var(METRICS_VARIABLE).ok();
                 let config = sluice_agent::AgentConfig::new(node);
-                sluice_agent::run(config, Arc::from(store), metrics.as_deref())
+                let dns = sluice_agent::dns::DnsFlags {
+                    trusted_servers: dns_trusted_servers,
+                    cache_file: dns_cache_file,
+                    ..Default::default()
+                };
+                sluice_agent::run(config, Arc::from(store), metrics.as_deref(), Some(dns))
             }),
         Helper::Lab { command } => {
             let here = std::env::current_exe().unwrap_or_default();
