@@ -136,7 +136,7 @@ fn ruleset(set: &str, queue_answers: bool) -> String {
         String::new()
     };
     format!(
-        "flush ruleset\ntable inet sluice {{\n set {set}_v4 {{ type ipv4_addr . ipv4_addr; flags timeout; }}\n chain forward {{\n type filter hook forward priority 0; policy drop;\n ct state established,related accept\n udp dport 53 accept\n ip saddr . ip daddr @{set}_v4 accept\n }}\n{mark}}}\n"
+        "flush ruleset\ntable inet sluice {{\n set {set}_v4 {{ type ipv4_addr . ipv4_addr; flags timeout; }}\n chain forward {{\n type filter hook forward priority 0; policy drop;\n ct state established,related accept\n udp dport 53 accept\n ip saddr . ip daddr @{set}_v4 accept\n tcp flags & (syn | ack) == syn counter comment \"denied\"\n }}\n{mark}}}\n"
     )
 }
 
@@ -174,15 +174,22 @@ fn serve_dns(stop: Arc<AtomicBool>) {
     }
 }
 
-fn serve_tcp(stop: Arc<AtomicBool>) {
-    let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 443)).expect("binds 443");
-    listener.set_nonblocking(true).expect("non-blocking");
+/// Accepts without pause (a full accept queue would drop SYNs and pass for a policy drop);
+/// blocked in `accept`, it ends with the process.
+fn serve_tcp(_stop: Arc<AtomicBool>) {
+    use nix::sys::socket::{AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, bind, listen, socket};
+    // A deep accept queue: std's 128 overflows when a thousand connections arrive at once.
+    let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::empty(), None).expect("a socket");
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn::new(0, 0, 0, 0, 443),
+    )
+    .expect("binds 443");
+    listen(&fd, Backlog::new(4096).expect("a backlog")).expect("listens");
+    let listener = TcpListener::from(fd);
     let mut open = Vec::new();
-    while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((stream, _)) => open.push(stream),
-            Err(_) => std::thread::sleep(Duration::from_millis(1)),
-        }
+    for stream in listener.incoming().flatten() {
+        open.push(stream);
     }
 }
 
@@ -269,6 +276,15 @@ fn main() {
     ip(&server, "link set sbd-s up");
     ip(&server, "route add default via 10.71.0.1");
     ip(&server, "route add local 198.18.0.0/16 dev lo");
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        &server,
+        "sysctl",
+        "-qw",
+        "net.core.somaxconn=4096",
+    ]);
     nft(
         &server,
         "table inet count {\n chain input {\n type filter hook input priority 0\n tcp dport 443 tcp flags & (syn | ack) == syn counter\n }\n}\n",
@@ -328,6 +344,7 @@ fn main() {
     let workers: Vec<_> = (0..100)
         .map(|_| {
             let (pod, next, connected) = (pod.clone(), next.clone(), connected.clone());
+            let started = started;
             std::thread::spawn(move || {
                 enter(&pod);
                 loop {
@@ -341,9 +358,17 @@ fn main() {
                         continue;
                     };
                     let target = SocketAddr::new(IpAddr::V4(address), 443);
+                    let connecting = Instant::now();
                     match TcpStream::connect_timeout(&target, Duration::from_secs(5)) {
                         Ok(_) => {
                             connected.fetch_add(1, Ordering::Relaxed);
+                            if connecting.elapsed() > Duration::from_millis(500) {
+                                eprintln!(
+                                    "slow connect #{index} {name} after {:?} from start: {:?}",
+                                    started.elapsed(),
+                                    connecting.elapsed()
+                                );
+                            }
                         }
                         Err(error) => eprintln!("{name} ({address}): {error}"),
                     }
@@ -355,14 +380,45 @@ fn main() {
         worker.join().expect("a worker");
     }
     let burst = started.elapsed();
+    let denied = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args([
+                "netns", "exec", &node, "nft", "list", "chain", "inet", "sluice", "forward",
+            ])
+            .output()
+            .expect("nft")
+            .stdout,
+    )
+    .lines()
+    .filter(|line| line.contains("denied"))
+    .map(str::trim)
+    .collect::<Vec<_>>()
+    .join(" ");
+    let listen = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &server,
+                "nstat",
+                "-az",
+                "TcpExtListenDrops",
+                "TcpExtListenOverflows",
+                "TcpExtTCPReqQFullDrop",
+            ])
+            .output()
+            .expect("nstat")
+            .stdout,
+    )
+    .into_owned();
+    eprintln!("node: {denied}\nserver: {listen}");
     let syns = syns_seen(&server) - syns_before;
     let connected = connected.load(Ordering::Relaxed);
 
     drop(shell);
     stop.store(true, Ordering::Relaxed);
-    for server in servers {
-        let _ = server.join();
-    }
+    // The DNS server stops; the TCP acceptor stays blocked until the process ends.
+    drop(servers);
 
     println!("DNS lookup through the node, {rounds} lookups each (p50 / p99):");
     println!(
