@@ -344,7 +344,6 @@ fn main() {
     let workers: Vec<_> = (0..100)
         .map(|_| {
             let (pod, next, connected) = (pod.clone(), next.clone(), connected.clone());
-            let started = started;
             std::thread::spawn(move || {
                 enter(&pod);
                 loop {
