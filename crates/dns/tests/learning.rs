@@ -668,3 +668,16 @@ fn the_snapshot_serializes_per_endpoint_name_addresses_and_expiry() {
         ])
     );
 }
+
+/// What a full rebuild writes back: every element wanted and still alive, confirmed or not
+/// (an unconfirmed one was learned from a trusted answer all the same), never an expired one.
+#[test]
+fn wanted_elements_are_what_a_full_rebuild_writes_back() {
+    let mut learner = node(config());
+    let _ = hold(learner.decide(at(0), &udp(SERVER, POD_A_SOCKET, &partner_answer(60))));
+    let wanted = learner.wanted_elements(at(1));
+    assert_eq!(wanted.len(), 1);
+    assert_eq!(wanted[0].0.address, ip("192.0.2.1"));
+    assert_eq!(wanted[0].1, at(60));
+    assert!(learner.wanted_elements(at(60)).is_empty());
+}

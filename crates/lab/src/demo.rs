@@ -129,6 +129,30 @@ pub fn demo(sluice_binary: &Path, cni_binary: &Path) -> Result<ExitCode, String>
         println!();
         print_explanation(&sluice_policy::explain(&report.dataplane, &row.flow()));
     }
+    // A name a domain rule does not list, from a pod whose rules allow others by name.
+    let by_name = report.rows.iter().find(|row| {
+        row.domain.is_some()
+            && !row.allowed()
+            && row.explain_lookup_allows == Some(true)
+            && report
+                .rows
+                .iter()
+                .any(|other| other.from == row.from && other.domain.is_some() && other.allowed())
+    });
+    if let Some(row) = by_name {
+        let name = row.domain.as_deref().unwrap_or_default();
+        println!();
+        println!(
+            "Why was {} -> {name} denied when other names are allowed? (sluice explain --from {} --to {name} --resolve {name}={} --port {})",
+            row.from, row.from, row.to_address, row.port
+        );
+        println!();
+        print_explanation(&sluice_policy::explain_with_domain(
+            &report.dataplane,
+            &row.flow(),
+            Some(name),
+        ));
+    }
     let disagreements = report.disagreements();
     if disagreements > 0 {
         return Err(format!("{disagreements} probe(s) disagreed with explain"));

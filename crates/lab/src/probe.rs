@@ -2,6 +2,7 @@
 //! address, and by each of its DNS names through the lab's DNS server), and, with
 //! `--against-explain`, the verdict `sluice explain` gives for each on the same store.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -174,25 +175,17 @@ pub fn probe(environment: &Environment, name: &str, options: &ProbeOptions) -> R
 
     let planned = plan(&state, options);
     let dns_server = state.dns.as_ref().map(|dns| IpAddr::V4(dns.address));
+    // What the pods learned before this run, for probes by address (read before any probe by
+    // name teaches more): the kernel allows a pod an address it resolved for an allowed name.
+    let learned = learned_names(store.as_ref());
     let outcomes: Mutex<Vec<Option<ConnectOutcome>>> = Mutex::new(vec![None; planned.len()]);
-    let next = Mutex::new(0_usize);
-    std::thread::scope(|scope| {
-        for _ in 0..PARALLEL_PROBES.min(planned.len()) {
-            scope.spawn(|| {
-                loop {
-                    let index = {
-                        let mut next = next.lock().expect("probe queue");
-                        let index = *next;
-                        *next += 1;
-                        index
-                    };
-                    let Some(probe) = planned.get(index) else { break };
-                    let outcome = connect_from(environment, probe);
-                    outcomes.lock().expect("probe outcomes")[index] = Some(outcome);
-                }
-            });
-        }
-    });
+    // Probes by address first, then by name: a probe by name teaches its pod the address,
+    // which would let a concurrent probe by address through.
+    let (by_address, by_name): (Vec<usize>, Vec<usize>) =
+        (0..planned.len()).partition(|index| planned[*index].domain.is_none());
+    for phase in [by_address, by_name] {
+        run_probes(environment, &planned, &phase, &outcomes);
+    }
     let outcomes = outcomes.into_inner().expect("probe outcomes");
     let rows = planned
         .iter()
@@ -227,7 +220,13 @@ pub fn probe(environment: &Environment, name: &str, options: &ProbeOptions) -> R
             } else if options.against_explain {
                 let allows = dataplane
                     .evaluate_with_domain(&row.flow(), row.domain.as_deref())
-                    .allowed;
+                    .allowed
+                    || (row.domain.is_none()
+                        && learned
+                            .get(&(row.from.clone(), row.to_address))
+                            .into_iter()
+                            .flatten()
+                            .any(|name| dataplane.evaluate_with_domain(&row.flow(), Some(name)).allowed));
                 match dns_server.and_then(|server| row.lookup_flow(server)) {
                     Some(lookup_flow) => {
                         let lookup_allows = dataplane.evaluate(&lookup_flow).allowed;
@@ -245,6 +244,65 @@ pub fn probe(environment: &Environment, name: &str, options: &ProbeOptions) -> R
         })
         .collect();
     Ok(ProbeReport { rows, dataplane })
+}
+
+/// Runs the planned probes of `indices`, a few at a time.
+fn run_probes(
+    environment: &Environment,
+    planned: &[Planned<'_>],
+    indices: &[usize],
+    outcomes: &Mutex<Vec<Option<ConnectOutcome>>>,
+) {
+    let next = Mutex::new(0_usize);
+    std::thread::scope(|scope| {
+        for _ in 0..PARALLEL_PROBES.min(indices.len()) {
+            scope.spawn(|| {
+                loop {
+                    let position = {
+                        let mut next = next.lock().expect("probe queue");
+                        let position = *next;
+                        *next += 1;
+                        position
+                    };
+                    let Some(index) = indices.get(position).copied() else {
+                        break;
+                    };
+                    let outcome = connect_from(environment, &planned[index]);
+                    outcomes.lock().expect("probe outcomes")[index] = Some(outcome);
+                }
+            });
+        }
+    });
+}
+
+/// The names each pod (`namespace/name`) learned for each address, unexpired, from every
+/// node's published DNS cache.
+fn learned_names(store: &dyn sluice_store::Store) -> BTreeMap<(String, IpAddr), Vec<String>> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let mut learned: BTreeMap<(String, IpAddr), Vec<String>> = BTreeMap::new();
+    let values = store
+        .list(sluice_agent::dns::DNS_CACHE_PREFIX)
+        .map(|(values, _)| values)
+        .unwrap_or_default();
+    for value in values {
+        let Ok(record) = serde_json::from_slice::<sluice_agent::dns::DnsCacheRecord>(&value.value) else {
+            continue;
+        };
+        for endpoint in record.endpoints {
+            for (name, addresses) in endpoint.names {
+                for address in addresses.iter().filter(|address| address.expires > now) {
+                    learned
+                        .entry((endpoint.endpoint.clone(), address.address))
+                        .or_default()
+                        .push(name.clone());
+                }
+            }
+        }
+    }
+    learned
 }
 
 fn plan<'a>(state: &'a LabState, options: &ProbeOptions) -> Vec<Planned<'a>> {

@@ -37,12 +37,20 @@ fn key(element: &Element) -> ElementKey {
     ElementKey::Pair(element.endpoint_address, element.address)
 }
 
-/// Programs a batch: the additions in one transaction (all or nothing), then the removals,
-/// which may name elements the kernel already timed out, so that they never fail the batch.
+/// Additions per transaction: one netlink send carries a whole transaction, and a socket's
+/// send buffer (about 200 KiB by default) holds some 3,000 elements; a held answer's batch is
+/// a handful, a restored cache file's may be 100,000.
+const ADDITIONS_PER_TRANSACTION: usize = 2000;
+
+/// Programs a batch: the additions in transactions of at most [`ADDITIONS_PER_TRANSACTION`]
+/// (one, all or nothing, for any answer's batch), then the removals, which may name elements
+/// the kernel already timed out, so that they never fail the batch. When a later transaction
+/// fails the batch fails, and what the earlier ones added stays until its timeout (learned
+/// from a trusted answer all the same).
 pub fn program(writer: &mut SetElementWriter, batch: &Batch) -> Result<(), String> {
-    writer
-        .apply(&additions(batch))
-        .map_err(|error| error.to_string())?;
+    for chunk in additions(batch).chunks(ADDITIONS_PER_TRANSACTION) {
+        writer.apply(chunk).map_err(|error| error.to_string())?;
+    }
     remove(writer, &batch.removals);
     Ok(())
 }
