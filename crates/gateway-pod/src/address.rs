@@ -14,9 +14,7 @@ pub struct InterfaceAddresses {
 impl InterfaceAddresses {
     /// The address health is served on: IPv4 when there is one.
     pub fn primary(&self) -> Option<IpAddr> {
-        self.ipv4
-            .map(IpAddr::V4)
-            .or(self.ipv6.map(IpAddr::V6))
+        self.ipv4.map(IpAddr::V4).or(self.ipv6.map(IpAddr::V6))
     }
 }
 
@@ -35,7 +33,9 @@ pub fn read(interface: &str) -> Result<InterfaceAddresses, String> {
     let addresses = parse(&String::from_utf8_lossy(&output.stdout))
         .map_err(|error| format!("reading the addresses of {interface}: {error}"))?;
     if addresses.primary().is_none() {
-        return Err(format!("interface {interface} has no global IPv4 or IPv6 address"));
+        return Err(format!(
+            "interface {interface} has no global IPv4 or IPv6 address"
+        ));
     }
     Ok(addresses)
 }
@@ -44,7 +44,10 @@ pub fn read(interface: &str) -> Result<InterfaceAddresses, String> {
 pub fn parse(json: &str) -> Result<InterfaceAddresses, String> {
     let links: serde_json::Value =
         serde_json::from_str(json).map_err(|error| format!("unreadable `ip -j` output: {error}"))?;
-    let mut addresses = InterfaceAddresses { ipv4: None, ipv6: None };
+    let mut addresses = InterfaceAddresses {
+        ipv4: None,
+        ipv6: None,
+    };
     let entries = links
         .as_array()
         .into_iter()

@@ -10,8 +10,8 @@ pub struct GatewayArguments {
     /// The pod's interface: forwarded traffic leaves through it with its address.
     #[arg(long, default_value = "eth0")]
     pub interface: String,
-    /// Do not source-NAT: the gateway's IPPool has natOutgoing and the node NATs. The lab and
-    /// the agent pass this from the pool; the gateway cannot see the pool itself.
+    /// Do not source-NAT: the gateway's IPPool has natOutgoing and the node NATs. Whoever
+    /// starts the gateway passes it (the gateway cannot see its pool); default: SNAT.
     #[arg(long)]
     pub no_snat: bool,
     /// The port of `/readiness` and `/liveness` (the pod's named port `health`), served on the
@@ -33,7 +33,9 @@ pub struct GatewayArguments {
 }
 
 fn parse_seconds(text: &str) -> Result<f64, String> {
-    let seconds: f64 = text.parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
     if !(0.01..=3600.0).contains(&seconds) {
         return Err(format!("{seconds} s is outside 0.01 to 3600 seconds"));
     }

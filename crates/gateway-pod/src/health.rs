@@ -15,7 +15,10 @@ pub struct HealthServer {
 
 impl std::fmt::Debug for HealthServer {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("HealthServer").field("address", &self.address).finish()
+        formatter
+            .debug_struct("HealthServer")
+            .field("address", &self.address)
+            .finish()
     }
 }
 
@@ -33,8 +36,8 @@ pub fn answer(path: &str, ready: bool) -> (u16, &'static str) {
 impl HealthServer {
     /// Serves from a thread of its own until stopped.
     pub fn serve(address: SocketAddr, readiness: Arc<Mutex<Readiness>>) -> Result<HealthServer, String> {
-        let server =
-            tiny_http::Server::http(address).map_err(|error| format!("cannot serve health on {address}: {error}"))?;
+        let server = tiny_http::Server::http(address)
+            .map_err(|error| format!("cannot serve health on {address}: {error}"))?;
         let bound = server.server_addr().to_ip().unwrap_or(address);
         let server = Arc::new(server);
         let serving = Arc::clone(&server);

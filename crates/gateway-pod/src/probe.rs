@@ -33,7 +33,9 @@ impl HttpTarget {
             None => (rest, "/"),
         };
         if authority.is_empty() || authority.contains('@') {
-            return Err(format!("HTTP probe {url:?}: needs a host (and no user information)"));
+            return Err(format!(
+                "HTTP probe {url:?}: needs a host (and no user information)"
+            ));
         }
         Ok(HttpTarget {
             url: url.to_string(),
@@ -98,10 +100,14 @@ fn ping(address: IpAddr, timeout: Duration) -> Result<(), String> {
 
 fn get(target: &HttpTarget, timeout: Duration) -> Result<(), String> {
     let address = target.socket_address()?;
-    let mut stream =
-        TcpStream::connect_timeout(&address, timeout).map_err(|error| format!("connecting to {address}: {error}"))?;
-    stream.set_read_timeout(Some(timeout)).map_err(|error| error.to_string())?;
-    stream.set_write_timeout(Some(timeout)).map_err(|error| error.to_string())?;
+    let mut stream = TcpStream::connect_timeout(&address, timeout)
+        .map_err(|error| format!("connecting to {address}: {error}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|error| error.to_string())?;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(|error| error.to_string())?;
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: sluice-gateway\r\nConnection: close\r\n\r\n",
         target.path, target.authority
@@ -121,7 +127,8 @@ fn get(target: &HttpTarget, timeout: Duration) -> Result<(), String> {
         }
         received.extend_from_slice(&buffer[..count]);
     }
-    let status = status_code(&received).ok_or_else(|| format!("{} answered no HTTP status line", target.url))?;
+    let status =
+        status_code(&received).ok_or_else(|| format!("{} answered no HTTP status line", target.url))?;
     if (200..300).contains(&status) {
         Ok(())
     } else {
@@ -146,15 +153,25 @@ mod tests {
         let target = HttpTarget::parse("http://192.0.2.1:8080/health").unwrap();
         assert_eq!(target.authority, "192.0.2.1:8080");
         assert_eq!(target.path, "/health");
-        assert_eq!(target.socket_address().unwrap(), "192.0.2.1:8080".parse().unwrap());
+        assert_eq!(
+            target.socket_address().unwrap(),
+            "192.0.2.1:8080".parse().unwrap()
+        );
         let bare = HttpTarget::parse("http://[2001:db8::1]").unwrap();
         assert_eq!(bare.path, "/");
-        assert_eq!(bare.socket_address().unwrap(), "[2001:db8::1]:80".parse().unwrap());
+        assert_eq!(
+            bare.socket_address().unwrap(),
+            "[2001:db8::1]:80".parse().unwrap()
+        );
     }
 
     #[test]
     fn refuses_https_and_hostless_urls() {
-        assert!(HttpTarget::parse("https://example.com/").unwrap_err().contains("only http://"));
+        assert!(
+            HttpTarget::parse("https://example.com/")
+                .unwrap_err()
+                .contains("only http://")
+        );
         assert!(HttpTarget::parse("http:///path").is_err());
     }
 
@@ -166,7 +183,10 @@ mod tests {
 
     #[test]
     fn an_http_probe_succeeds_on_2xx_and_fails_otherwise() {
-        for (answer, expected) in [("HTTP/1.0 200 OK\r\n\r\n", true), ("HTTP/1.0 503 No\r\n\r\n", false)] {
+        for (answer, expected) in [
+            ("HTTP/1.0 200 OK\r\n\r\n", true),
+            ("HTTP/1.0 503 No\r\n\r\n", false),
+        ] {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let port = listener.local_addr().unwrap().port();
             let server = std::thread::spawn(move || {

@@ -24,7 +24,9 @@ pub fn run(arguments: &GatewayArguments) -> Result<(), String> {
     let stop = Arc::new(AtomicBool::new(false));
     stop_on_signals(Arc::clone(&stop))?;
     let addresses = address::read(&arguments.interface)?;
-    let primary = addresses.primary().expect("address::read refuses an interface without one");
+    let primary = addresses
+        .primary()
+        .expect("address::read refuses an interface without one");
     tracing::info!(interface = %arguments.interface, ipv4 = ?addresses.ipv4, ipv6 = ?addresses.ipv6, "gateway starting");
 
     let probes = arguments.probes();
@@ -34,7 +36,10 @@ pub fn run(arguments: &GatewayArguments) -> Result<(), String> {
         has(ProbeKind::Icmp),
         has(ProbeKind::Http),
     )));
-    let server = HealthServer::serve(SocketAddr::new(primary, arguments.health_port), Arc::clone(&readiness))?;
+    let server = HealthServer::serve(
+        SocketAddr::new(primary, arguments.health_port),
+        Arc::clone(&readiness),
+    )?;
     tracing::info!(address = %server.address(), "serving /readiness and /liveness");
 
     let backend = match set_up(arguments, &addresses) {
@@ -67,7 +72,8 @@ pub fn run(arguments: &GatewayArguments) -> Result<(), String> {
         let _ = thread.join();
     }
     if let Some(mut backend) = backend {
-        snat::remove(&mut backend).map_err(|error| format!("removing table inet {}: {error}", snat::TABLE_NAME))?;
+        snat::remove(&mut backend)
+            .map_err(|error| format!("removing table inet {}: {error}", snat::TABLE_NAME))?;
         tracing::info!(table = snat::TABLE_NAME, "removed the source NAT table");
     }
     tracing::info!("gateway stopped");
@@ -103,7 +109,10 @@ fn probe_until_stopped(
         let started = Instant::now();
         let result = probe.run(timeout);
         if result.is_ok() {
-            readiness.lock().expect("not poisoned").record_success(probe.kind(), Instant::now());
+            readiness
+                .lock()
+                .expect("not poisoned")
+                .record_success(probe.kind(), Instant::now());
         }
         // Log changes only: a probe runs every interval.
         if last_ok != Some(result.is_ok()) {
@@ -123,8 +132,8 @@ fn probe_until_stopped(
 /// The agent's way: the first SIGTERM or SIGINT asks to stop (the table is then removed); a
 /// second ends the process at once.
 fn stop_on_signals(stop: Arc<AtomicBool>) -> Result<(), String> {
-    let mut signals =
-        Signals::new([SIGTERM, SIGINT]).map_err(|error| format!("cannot handle SIGTERM and SIGINT: {error}"))?;
+    let mut signals = Signals::new([SIGTERM, SIGINT])
+        .map_err(|error| format!("cannot handle SIGTERM and SIGINT: {error}"))?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {

@@ -22,19 +22,34 @@ pub fn table() -> Table {
 pub fn install_transaction(interface: &str, addresses: &InterfaceAddresses) -> Transaction {
     let mut transaction = Transaction::new(table());
     // Add then delete: a leftover table from a killed gateway goes, in the same transaction.
-    transaction.add(Object::Table).delete(Object::Table).add(Object::Table);
-    transaction.add(Object::Chain(Chain::base(CHAIN, "nat", "postrouting", SRCNAT_PRIORITY, None)));
+    transaction
+        .add(Object::Table)
+        .delete(Object::Table)
+        .add(Object::Table);
+    transaction.add(Object::Chain(Chain::base(
+        CHAIN,
+        "nat",
+        "postrouting",
+        SRCNAT_PRIORITY,
+        None,
+    )));
     let interface = interface.replace('"', "");
     if let Some(address) = addresses.ipv4 {
         transaction.add(Object::Rule(
-            Rule::new(CHAIN, format!("oifname \"{interface}\" ip saddr != {address} snat ip to {address}"))
-                .with_comment("forwarded IPv4 leaves with the gateway's address"),
+            Rule::new(
+                CHAIN,
+                format!("oifname \"{interface}\" ip saddr != {address} snat ip to {address}"),
+            )
+            .with_comment("forwarded IPv4 leaves with the gateway's address"),
         ));
     }
     if let Some(address) = addresses.ipv6 {
         transaction.add(Object::Rule(
-            Rule::new(CHAIN, format!("oifname \"{interface}\" ip6 saddr != {address} snat ip6 to {address}"))
-                .with_comment("forwarded IPv6 leaves with the gateway's address"),
+            Rule::new(
+                CHAIN,
+                format!("oifname \"{interface}\" ip6 saddr != {address} snat ip6 to {address}"),
+            )
+            .with_comment("forwarded IPv6 leaves with the gateway's address"),
         ));
     }
     transaction
@@ -47,7 +62,11 @@ pub fn remove_transaction() -> Transaction {
     transaction
 }
 
-pub fn install(backend: &mut CommandBackend, interface: &str, addresses: &InterfaceAddresses) -> Result<(), NftError> {
+pub fn install(
+    backend: &mut CommandBackend,
+    interface: &str,
+    addresses: &InterfaceAddresses,
+) -> Result<(), NftError> {
     backend.apply(&install_transaction(interface, addresses))
 }
 
@@ -68,8 +87,14 @@ mod tests {
         let text = install_transaction("eth0", &addresses).render();
         assert!(text.contains("add table inet sluice-gateway\ndelete table inet sluice-gateway\nadd table inet sluice-gateway\n"), "{text}");
         assert!(text.contains("type nat hook postrouting priority 100"), "{text}");
-        assert!(text.contains("oifname \"eth0\" ip saddr != 10.10.0.5 snat ip to 10.10.0.5"), "{text}");
-        assert!(text.contains("oifname \"eth0\" ip6 saddr != fd00::5 snat ip6 to fd00::5"), "{text}");
+        assert!(
+            text.contains("oifname \"eth0\" ip saddr != 10.10.0.5 snat ip to 10.10.0.5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("oifname \"eth0\" ip6 saddr != fd00::5 snat ip6 to fd00::5"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -33,19 +33,75 @@ impl Topology {
             run("ip", &["-n", &topology.name(role), "link", "set", "lo", "up"]);
         }
         let node = topology.name("node");
-        for (role, device, subnet) in [("client", "vc", "10.77.1"), ("gateway", "vg", "10.77.2"), ("outside", "vo", "10.77.3")] {
+        for (role, device, subnet) in [
+            ("client", "vc", "10.77.1"),
+            ("gateway", "vg", "10.77.2"),
+            ("outside", "vo", "10.77.3"),
+        ] {
             let namespace = topology.name(role);
-            run("ip", &["-n", &node, "link", "add", device, "type", "veth", "peer", "name", "eth0", "netns", &namespace]);
-            run("ip", &["-n", &node, "address", "add", &format!("{subnet}.1/24"), "dev", device]);
+            run(
+                "ip",
+                &[
+                    "-n", &node, "link", "add", device, "type", "veth", "peer", "name", "eth0", "netns",
+                    &namespace,
+                ],
+            );
+            run(
+                "ip",
+                &[
+                    "-n",
+                    &node,
+                    "address",
+                    "add",
+                    &format!("{subnet}.1/24"),
+                    "dev",
+                    device,
+                ],
+            );
             run("ip", &["-n", &node, "link", "set", device, "up"]);
-            run("ip", &["-n", &namespace, "address", "add", &format!("{subnet}.2/24"), "dev", "eth0"]);
+            run(
+                "ip",
+                &[
+                    "-n",
+                    &namespace,
+                    "address",
+                    "add",
+                    &format!("{subnet}.2/24"),
+                    "dev",
+                    "eth0",
+                ],
+            );
             run("ip", &["-n", &namespace, "link", "set", "eth0", "up"]);
-            run("ip", &["-n", &namespace, "route", "add", "default", "via", &format!("{subnet}.1")]);
+            run(
+                "ip",
+                &[
+                    "-n",
+                    &namespace,
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &format!("{subnet}.1"),
+                ],
+            );
         }
-        run("ip", &["netns", "exec", &node, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        run(
+            "ip",
+            &["netns", "exec", &node, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
+        );
         // The agent's part, by hand: the client's traffic goes to its gateway.
-        run("ip", &["-n", &node, "rule", "add", "from", CLIENT, "iif", "vc", "lookup", "100", "priority", "100"]);
-        run("ip", &["-n", &node, "route", "add", "default", "via", GATEWAY, "table", "100"]);
+        run(
+            "ip",
+            &[
+                "-n", &node, "rule", "add", "from", CLIENT, "iif", "vc", "lookup", "100", "priority", "100",
+            ],
+        );
+        run(
+            "ip",
+            &[
+                "-n", &node, "route", "add", "default", "via", GATEWAY, "table", "100",
+            ],
+        );
         topology
     }
 
@@ -68,26 +124,52 @@ impl Topology {
     /// A TCP server on the outside host, and counters of what reaches it from the gateway's and
     /// the client's addresses.
     fn start_outside(&mut self) {
-        self.spawn_in("outside", &["gateway", "--no-snat", "--health-port", OUTSIDE_PORT]);
+        self.spawn_in(
+            "outside",
+            &["gateway", "--no-snat", "--health-port", OUTSIDE_PORT],
+        );
         let outside = self.name("outside");
         let nft = |command: &str| run("ip", &["netns", "exec", &outside, "nft", command]);
         nft("add table inet sluicegwp-watch");
         nft("add chain inet sluicegwp-watch input { type filter hook input priority 0 ; }");
-        nft(&format!("add rule inet sluicegwp-watch input ip saddr {GATEWAY} counter comment \"from-gateway\""));
-        nft(&format!("add rule inet sluicegwp-watch input ip saddr {CLIENT} counter comment \"from-client\""));
+        nft(&format!(
+            "add rule inet sluicegwp-watch input ip saddr {GATEWAY} counter comment \"from-gateway\""
+        ));
+        nft(&format!(
+            "add rule inet sluicegwp-watch input ip saddr {CLIENT} counter comment \"from-client\""
+        ));
     }
 
     /// Packets the outside host received from `address`.
     fn outside_received_from(&self, address: &str) -> u64 {
-        let comment = if address == GATEWAY { "from-gateway" } else { "from-client" };
+        let comment = if address == GATEWAY {
+            "from-gateway"
+        } else {
+            "from-client"
+        };
         let output = Command::new("ip")
-            .args(["netns", "exec", &self.name("outside"), "nft", "list", "table", "inet", "sluicegwp-watch"])
+            .args([
+                "netns",
+                "exec",
+                &self.name("outside"),
+                "nft",
+                "list",
+                "table",
+                "inet",
+                "sluicegwp-watch",
+            ])
             .output()
             .unwrap();
         let listing = text(&output.stdout);
-        let line = listing.lines().find(|line| line.contains(comment)).expect("the counter rule");
+        let line = listing
+            .lines()
+            .find(|line| line.contains(comment))
+            .expect("the counter rule");
         let words: Vec<&str> = line.split_whitespace().collect();
-        let position = words.iter().position(|word| *word == "packets").expect("a packet count");
+        let position = words
+            .iter()
+            .position(|word| *word == "packets")
+            .expect("a packet count");
         words[position + 1].parse().unwrap()
     }
 
@@ -100,7 +182,19 @@ impl Topology {
     /// Whether one ping from the client to the outside host is answered.
     fn client_pings_outside(&self) -> bool {
         Command::new("ip")
-            .args(["netns", "exec", &self.name("client"), "ping", "-n", "-q", "-c", "1", "-W", "1", OUTSIDE])
+            .args([
+                "netns",
+                "exec",
+                &self.name("client"),
+                "ping",
+                "-n",
+                "-q",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                OUTSIDE,
+            ])
             .stdout(Stdio::null())
             .status()
             .unwrap()
@@ -113,7 +207,16 @@ impl Topology {
             "exec 3<>/dev/tcp/{address}/{port} && printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' >&3 && head -n 1 <&3"
         );
         let output = Command::new("ip")
-            .args(["netns", "exec", &self.name(role), "timeout", "2", "bash", "-c", &script])
+            .args([
+                "netns",
+                "exec",
+                &self.name(role),
+                "timeout",
+                "2",
+                "bash",
+                "-c",
+                &script,
+            ])
             .output()
             .unwrap();
         text(&output.stdout).split_whitespace().nth(1)?.parse().ok()
@@ -126,7 +229,16 @@ impl Topology {
 
     fn gateway_table(&self) -> Output {
         Command::new("ip")
-            .args(["netns", "exec", &self.name("gateway"), "nft", "list", "table", "inet", "sluice-gateway"])
+            .args([
+                "netns",
+                "exec",
+                &self.name("gateway"),
+                "nft",
+                "list",
+                "table",
+                "inet",
+                "sluice-gateway",
+            ])
             .output()
             .unwrap()
     }
@@ -140,7 +252,10 @@ impl Topology {
             if let Some(status) = child.try_wait().unwrap() {
                 break status;
             }
-            assert!(Instant::now() < deadline, "the gateway did not exit within 10 s of SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "the gateway did not exit within 10 s of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         let mut log = String::new();
@@ -166,7 +281,11 @@ impl Drop for Topology {
 
 fn run(program: &str, arguments: &[&str]) {
     let output = Command::new(program).args(arguments).output().unwrap();
-    assert!(output.status.success(), "{program} {arguments:?}: {}", text(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{program} {arguments:?}: {}",
+        text(&output.stderr)
+    );
 }
 
 fn text(output: &[u8]) -> String {
@@ -199,31 +318,59 @@ fn the_outside_sees_the_gateway_address_and_sigterm_removes_the_table() {
     topology.start_outside();
     let gateway = topology.start_gateway(&[]);
     // No probes: ready once forwarding and SNAT are in place.
-    wait_for("the gateway to be ready", || topology.health("/readiness") == Some(200));
+    wait_for("the gateway to be ready", || {
+        topology.health("/readiness") == Some(200)
+    });
     assert_eq!(topology.health("/liveness"), Some(200));
     assert_eq!(topology.health("/metrics"), Some(404));
     let table = topology.gateway_table();
     assert!(table.status.success(), "{}", text(&table.stderr));
-    assert!(text(&table.stdout).contains(&format!("snat ip to {GATEWAY}")), "{}", text(&table.stdout));
+    assert!(
+        text(&table.stdout).contains(&format!("snat ip to {GATEWAY}")),
+        "{}",
+        text(&table.stdout)
+    );
     let forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
     let in_gateway = Command::new("ip")
-        .args(["netns", "exec", &topology.name("gateway"), "sysctl", "-n", "net.ipv4.ip_forward"])
+        .args([
+            "netns",
+            "exec",
+            &topology.name("gateway"),
+            "sysctl",
+            "-n",
+            "net.ipv4.ip_forward",
+        ])
         .output()
         .unwrap();
     assert_eq!(text(&in_gateway.stdout).trim(), "1");
 
     // Replies come back through the gateway (conntrack undoes the SNAT): ICMP and TCP work.
-    wait_for("the outside host to answer through the gateway", || topology.client_pings_outside());
-    assert_eq!(topology.get("client", OUTSIDE, OUTSIDE_PORT, "/liveness"), Some(200));
+    wait_for("the outside host to answer through the gateway", || {
+        topology.client_pings_outside()
+    });
+    assert_eq!(
+        topology.get("client", OUTSIDE, OUTSIDE_PORT, "/liveness"),
+        Some(200)
+    );
     assert!(topology.outside_received_from(GATEWAY) > 0);
-    assert_eq!(topology.outside_received_from(CLIENT), 0, "the outside must never see the client's address");
+    assert_eq!(
+        topology.outside_received_from(CLIENT),
+        0,
+        "the outside must never see the client's address"
+    );
 
     let (status, log) = topology.terminate(gateway);
     assert!(status.success(), "exit {status}: {log}");
     assert!(log.contains("removed the source NAT table"), "{log}");
-    assert!(!topology.gateway_table().status.success(), "the table must be gone after SIGTERM");
+    assert!(
+        !topology.gateway_table().status.success(),
+        "the table must be gone after SIGTERM"
+    );
     // The root namespace's forwarding setting was not touched by the gateway.
-    assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(), forwarding);
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        forwarding
+    );
 }
 
 #[test]
@@ -235,10 +382,20 @@ fn with_no_snat_the_gateway_forwards_with_the_client_address_and_has_no_table() 
     let mut topology = Topology::new("nosnat");
     topology.start_outside();
     let gateway = topology.start_gateway(&["--no-snat"]);
-    wait_for("the gateway to be ready", || topology.health("/readiness") == Some(200));
-    assert!(!topology.gateway_table().status.success(), "--no-snat installs no table");
-    wait_for("the outside host to answer through the gateway", || topology.client_pings_outside());
-    assert_eq!(topology.get("client", OUTSIDE, OUTSIDE_PORT, "/liveness"), Some(200));
+    wait_for("the gateway to be ready", || {
+        topology.health("/readiness") == Some(200)
+    });
+    assert!(
+        !topology.gateway_table().status.success(),
+        "--no-snat installs no table"
+    );
+    wait_for("the outside host to answer through the gateway", || {
+        topology.client_pings_outside()
+    });
+    assert_eq!(
+        topology.get("client", OUTSIDE, OUTSIDE_PORT, "/liveness"),
+        Some(200)
+    );
     assert!(topology.outside_received_from(CLIENT) > 0);
     assert_eq!(topology.outside_received_from(GATEWAY), 0);
     let (status, log) = topology.terminate(gateway);
@@ -260,21 +417,50 @@ fn readiness_follows_the_icmp_probe() {
         "--probe-timeout",
         "1",
     ]);
-    wait_for("the health endpoint", || topology.health("/liveness") == Some(200));
+    wait_for("the health endpoint", || {
+        topology.health("/liveness") == Some(200)
+    });
     // The target does not exist yet: never a success, so never ready.
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(topology.health("/readiness"), Some(503));
 
     let outside = topology.name("outside");
-    run("ip", &["-n", &outside, "address", "add", &format!("{PROBE_TARGET}/24"), "dev", "eth0"]);
-    wait_for("ready once the target answers", || topology.health("/readiness") == Some(200));
+    run(
+        "ip",
+        &[
+            "-n",
+            &outside,
+            "address",
+            "add",
+            &format!("{PROBE_TARGET}/24"),
+            "dev",
+            "eth0",
+        ],
+    );
+    wait_for("ready once the target answers", || {
+        topology.health("/readiness") == Some(200)
+    });
 
-    run("ip", &["-n", &outside, "address", "del", &format!("{PROBE_TARGET}/24"), "dev", "eth0"]);
+    run(
+        "ip",
+        &[
+            "-n",
+            &outside,
+            "address",
+            "del",
+            &format!("{PROBE_TARGET}/24"),
+            "dev",
+            "eth0",
+        ],
+    );
     wait_for("not ready once the target has been silent for the window", || {
         topology.health("/readiness") == Some(503)
     });
     assert_eq!(topology.health("/liveness"), Some(200));
     let (status, log) = topology.terminate(gateway);
     assert!(status.success(), "exit {status}: {log}");
-    assert!(log.contains("probe fails") && log.contains("probe succeeds"), "{log}");
+    assert!(
+        log.contains("probe fails") && log.contains("probe succeeds"),
+        "{log}"
+    );
 }
