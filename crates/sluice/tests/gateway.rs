@@ -464,3 +464,113 @@ fn readiness_follows_the_icmp_probe() {
         "{log}"
     );
 }
+
+#[test]
+fn readiness_needs_every_configured_probe_kind_and_http_counts_2xx_only() {
+    if !is_root() {
+        println!("skipped: network namespaces need root");
+        return;
+    }
+    let mut topology = Topology::new("http");
+    topology.start_outside();
+    let fast = ["--probe-interval", "0.2", "--probe-timeout", "1"];
+    // The outside's /liveness answers 200, its /nothing 404: only the first is a success.
+    let good = format!("http://{OUTSIDE}:{OUTSIDE_PORT}/liveness");
+    let bad = format!("http://{OUTSIDE}:{OUTSIDE_PORT}/nothing");
+    let mut arguments = vec!["--http-probe", &bad, "--icmp-probe", OUTSIDE];
+    arguments.extend_from_slice(&fast);
+    let gateway = topology.start_gateway(&arguments);
+    wait_for("the health endpoint", || {
+        topology.health("/liveness") == Some(200)
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        topology.health("/readiness"),
+        Some(503),
+        "ICMP succeeds but HTTP never does"
+    );
+    let (status, log) = topology.terminate(gateway);
+    assert!(status.success(), "exit {status}: {log}");
+    assert!(log.contains("answered 404"), "{log}");
+
+    let mut arguments = vec![
+        "--http-probe",
+        &bad,
+        "--http-probe",
+        &good,
+        "--icmp-probe",
+        OUTSIDE,
+    ];
+    arguments.extend_from_slice(&fast);
+    let gateway = topology.start_gateway(&arguments);
+    wait_for("ready: one HTTP probe and the ICMP probe succeed", || {
+        topology.health("/readiness") == Some(200)
+    });
+    let (status, log) = topology.terminate(gateway);
+    assert!(status.success(), "exit {status}: {log}");
+}
+
+#[test]
+fn a_gateway_killed_without_cleanup_is_replaced_by_the_next_one() {
+    if !is_root() {
+        println!("skipped: network namespaces need root");
+        return;
+    }
+    let mut topology = Topology::new("restart");
+    topology.start_outside();
+    let first = topology.start_gateway(&[]);
+    wait_for("the first gateway to be ready", || {
+        topology.health("/readiness") == Some(200)
+    });
+    // SIGKILL: no cleanup, the table stays behind.
+    topology.processes[first].kill().unwrap();
+    topology.processes[first].wait().unwrap();
+    assert!(
+        topology.gateway_table().status.success(),
+        "a killed gateway leaves its table"
+    );
+
+    let second = topology.start_gateway(&[]);
+    wait_for("the second gateway to be ready", || {
+        topology.health("/readiness") == Some(200)
+    });
+    let listing = text(&topology.gateway_table().stdout);
+    assert_eq!(
+        listing.matches("snat ip to").count(),
+        1,
+        "the leftover is replaced, not added to:\n{listing}"
+    );
+    wait_for("the outside host to answer through the gateway", || {
+        topology.client_pings_outside()
+    });
+    assert_eq!(topology.outside_received_from(CLIENT), 0);
+    let (status, log) = topology.terminate(second);
+    assert!(status.success(), "exit {status}: {log}");
+    assert!(!topology.gateway_table().status.success());
+}
+
+#[test]
+fn an_interface_without_an_address_is_a_clear_error() {
+    if !is_root() {
+        println!("skipped: network namespaces need root");
+        return;
+    }
+    let topology = Topology::new("noaddr");
+    let output = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &topology.name("gateway"),
+            env!("CARGO_BIN_EXE_sluice"),
+        ])
+        .args(["gateway", "--interface", "lo"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let error = text(&output.stderr);
+    assert!(
+        error.contains("interface lo has no global IPv4 or IPv6 address"),
+        "{error}"
+    );
+    assert!(!topology.gateway_table().status.success(), "nothing installed");
+}
