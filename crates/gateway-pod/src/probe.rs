@@ -83,11 +83,11 @@ impl Probe {
 }
 
 fn ping(address: IpAddr, timeout: Duration) -> Result<(), String> {
-    // -W waits for the reply, -w bounds the whole run; both take seconds with a fraction.
+    // One echo and -W (seconds, a fraction allowed) for its reply. No -w: with -c it would
+    // keep ping waiting up to its whole-second deadline, longer than a sub-second timeout.
     let seconds = format!("{:.3}", timeout.as_secs_f64().max(0.001));
-    let whole_seconds = timeout.as_secs().max(1).to_string();
     let output = Command::new("ping")
-        .args(["-n", "-q", "-c", "1", "-W", &seconds, "-w", &whole_seconds])
+        .args(["-n", "-q", "-c", "1", "-W", &seconds])
         .arg(address.to_string())
         .output()
         .map_err(|error| format!("cannot run ping (install iputils-ping): {error}"))?;
