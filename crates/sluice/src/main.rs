@@ -61,6 +61,10 @@ enum Command {
     /// Run the node agent: watch the datastore and program this node's kernel. SIGTERM or
     /// SIGINT stops it (exit 0) and leaves the ruleset and routes in place, which fails closed.
     Agent(AgentArguments),
+    /// Run an egress gateway inside its pod's network namespace: forward, source-NAT what it
+    /// forwards to the pod's address (table inet sluice-gateway), probe upstream targets and
+    /// serve /readiness and /liveness. SIGTERM or SIGINT removes the table and exits 0.
+    Gateway(sluice_gateway_pod::GatewayArguments),
 }
 
 /// `-o` of `explain` and `connectivity`: each honours all four.
@@ -88,6 +92,7 @@ fn main() -> ExitCode {
         Command::Get(arguments) => get::run(&arguments, &mut out),
         Command::Delete(arguments) => apply::delete(&arguments).map_err(Failure::from),
         Command::Agent(arguments) => run_agent(&arguments).map_err(Failure::from),
+        Command::Gateway(arguments) => run_gateway(&arguments).map_err(Failure::from),
         Command::Ipam(command) => ipam::run(&command, &mut out),
         Command::Lab(command) => binaries()
             .and_then(|(sluice, cni)| sluice_lab::run(command, &sluice, &cni))
@@ -145,7 +150,9 @@ fn parse_trusted_server(text: &str) -> Result<std::net::SocketAddr, String> {
     text.parse::<sluice_dns::TrustedServer>().map(|server| server.0)
 }
 
-fn run_agent(arguments: &AgentArguments) -> Result<ExitCode, String> {
+/// Logs of the long-running commands (agent, gateway) go to standard error, `info` unless
+/// RUST_LOG says otherwise.
+fn start_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -155,6 +162,16 @@ fn run_agent(arguments: &AgentArguments) -> Result<ExitCode, String> {
         // Colour codes only for a terminal, not in log files and journals.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+fn run_gateway(arguments: &sluice_gateway_pod::GatewayArguments) -> Result<ExitCode, String> {
+    start_logging();
+    sluice_gateway_pod::run(arguments)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_agent(arguments: &AgentArguments) -> Result<ExitCode, String> {
+    start_logging();
     let store = std::sync::Arc::from(arguments.datastore.open()?);
     let mut config = sluice_agent::AgentConfig::new(arguments.node.clone());
     config.resync_interval = std::time::Duration::from_secs(arguments.resync_seconds);
