@@ -4,19 +4,18 @@
 //! a ping (ICMP echo, type 8 code 0) and a TCP connection to an outside host, and each must be
 //! what the evaluator says for the same flow.
 
-use std::fs::File;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nix::sched::CloneFlags;
 use sluice_api::calico::IcmpFields;
 use sluice_dataplane::{LocalEndpoint, Syncer, render};
 use sluice_nft::CommandBackend;
 use sluice_policy::Flow;
+use support::{OUTSIDE, POD, Topology, in_namespace};
 
-const POD: &str = "10.61.0.5";
-const OUTSIDE: &str = "192.0.2.2";
+mod support;
+
 const PORT: u16 = 8080;
 const INTERFACE: &str = "slcicmptest";
 
@@ -52,118 +51,6 @@ spec:
     - {{action: Allow, {rule}}}
 "#
     )
-}
-
-/// Three namespaces, deleted on drop.
-struct Topology {
-    pod: String,
-    node: String,
-    outside: String,
-}
-
-impl Topology {
-    fn new() -> Topology {
-        let prefix = format!("sluiceicmp-{}", std::process::id());
-        let topology = Topology {
-            pod: format!("{prefix}-pod"),
-            node: format!("{prefix}-node"),
-            outside: format!("{prefix}-out"),
-        };
-        for namespace in [&topology.pod, &topology.node, &topology.outside] {
-            ip(&["netns", "add", namespace]);
-            ip(&["-n", namespace, "link", "set", "lo", "up"]);
-        }
-        let (pod, node, outside) = (&topology.pod, &topology.node, &topology.outside);
-        ip(&[
-            "-n", node, "link", "add", INTERFACE, "type", "veth", "peer", "name", "eth0", "netns", pod,
-        ]);
-        ip(&[
-            "-n", node, "link", "add", "uplink", "type", "veth", "peer", "name", "eth0", "netns", outside,
-        ]);
-        for (namespace, link) in [
-            (node, INTERFACE),
-            (node, "uplink"),
-            (pod, "eth0"),
-            (outside, "eth0"),
-        ] {
-            ip(&["-n", namespace, "link", "set", link, "up"]);
-        }
-        sysctl(node, "net.ipv4.ip_forward=1");
-        sysctl(node, &format!("net.ipv4.conf.{INTERFACE}.proxy_arp=1"));
-        ip(&["-n", pod, "address", "add", &format!("{POD}/32"), "dev", "eth0"]);
-        ip(&[
-            "-n",
-            pod,
-            "route",
-            "add",
-            "169.254.1.1",
-            "dev",
-            "eth0",
-            "scope",
-            "link",
-        ]);
-        ip(&[
-            "-n",
-            pod,
-            "route",
-            "add",
-            "default",
-            "via",
-            "169.254.1.1",
-            "dev",
-            "eth0",
-        ]);
-        ip(&["-n", node, "route", "add", &format!("{POD}/32"), "dev", INTERFACE]);
-        ip(&["-n", node, "address", "add", "192.0.2.1/24", "dev", "uplink"]);
-        ip(&[
-            "-n",
-            outside,
-            "address",
-            "add",
-            &format!("{OUTSIDE}/24"),
-            "dev",
-            "eth0",
-        ]);
-        ip(&["-n", outside, "route", "add", "10.61.0.0/16", "via", "192.0.2.1"]);
-        // Proxy ARP answers for 169.254.1.1 only if the node routes it out another interface.
-        ip(&["-n", node, "route", "add", "default", "via", OUTSIDE]);
-        topology
-    }
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        for namespace in [&self.pod, &self.node, &self.outside] {
-            let _ = Command::new("ip").args(["netns", "delete", namespace]).status();
-        }
-    }
-}
-
-fn ip(arguments: &[&str]) {
-    let output = Command::new("ip").args(arguments).output().expect("ip runs");
-    assert!(
-        output.status.success(),
-        "ip {arguments:?}: {} (needs root)",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-fn sysctl(namespace: &str, setting: &str) {
-    ip(&["netns", "exec", namespace, "sysctl", "-qw", setting]);
-}
-
-/// Runs `work` on a thread inside the namespace; sockets made there stay in it.
-fn in_namespace<T: Send>(namespace: &str, work: impl FnOnce() -> T + Send) -> T {
-    let file = File::open(format!("/run/netns/{namespace}")).expect("namespace exists");
-    std::thread::scope(|scope| {
-        scope
-            .spawn(move || {
-                nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
-                work()
-            })
-            .join()
-            .expect("namespace thread")
-    })
 }
 
 /// One echo request from the pod; a missing `ping` fails the test rather than skipping a check.
@@ -212,7 +99,7 @@ fn flow(protocol: u8) -> Flow {
 
 #[test]
 fn the_kernel_and_the_evaluator_agree_on_protocol_and_icmp_matches() {
-    let topology = Topology::new();
+    let topology = Topology::new("sluiceicmp", INTERFACE);
     let _listener = in_namespace(&topology.outside, || {
         TcpListener::bind(SocketAddr::new(OUTSIDE.parse::<IpAddr>().unwrap(), PORT)).expect("listen")
     });

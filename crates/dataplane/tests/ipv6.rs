@@ -4,14 +4,15 @@
 //! over IPv6; another TCP port is denied by the tier's default, and a datagram from a spoofed
 //! IPv6 source is dropped while the same datagram from the pod's own address arrives.
 
-use std::fs::File;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nix::sched::CloneFlags;
 use sluice_dataplane::{LocalEndpoint, Syncer, render};
 use sluice_nft::CommandBackend;
+use support::{in_namespace, ip};
+
+mod support;
 
 const POD_V6: &str = "fd00:61::5";
 const OUTSIDE_V6: &str = "fd64::2";
@@ -189,29 +190,6 @@ impl Drop for Topology {
             let _ = Command::new("ip").args(["netns", "delete", namespace]).status();
         }
     }
-}
-
-fn ip(arguments: &[&str]) {
-    let output = Command::new("ip").args(arguments).output().expect("ip runs");
-    assert!(
-        output.status.success(),
-        "ip {arguments:?}: {} (needs root)",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// Runs `work` on a thread inside the namespace; sockets made there stay in it.
-fn in_namespace<T: Send>(namespace: &str, work: impl FnOnce() -> T + Send) -> T {
-    let file = File::open(format!("/run/netns/{namespace}")).expect("namespace exists");
-    std::thread::scope(|scope| {
-        scope
-            .spawn(move || {
-                nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
-                work()
-            })
-            .join()
-            .expect("namespace thread")
-    })
 }
 
 fn connects(topology: &Topology, port: u16, timeout: Duration) -> bool {
