@@ -9,6 +9,9 @@
 //! of its own, re-runs itself inside it and deletes it at the end. Without `--bench` (e.g.
 //! `cargo test --benches`) it sends a few datagrams only.
 
+#[path = "../support/own_namespace.rs"]
+mod own_namespace;
+
 use std::net::UdpSocket;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -24,33 +27,8 @@ const QUEUE: DnsQueue = DnsQueue {
 };
 const STOP: &[u8] = b"stop";
 
-struct Namespace(String);
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "delete", &self.0]).status();
-    }
-}
-
 fn main() {
-    if std::env::var_os(INSIDE).is_none() {
-        let namespace = Namespace(format!("sluicebench-nfq-{}", std::process::id()));
-        let created = Command::new("ip").args(["netns", "add", &namespace.0]).status();
-        assert!(
-            created.is_ok_and(|status| status.success()),
-            "creating network namespace {} (needs root)",
-            namespace.0
-        );
-        let status = Command::new("ip")
-            .args(["netns", "exec", &namespace.0])
-            .arg(std::env::current_exe().expect("the bench binary"))
-            .args(std::env::args().skip(1))
-            .env(INSIDE, "1")
-            .status()
-            .expect("ip netns exec runs");
-        drop(namespace);
-        std::process::exit(status.code().unwrap_or(1));
-    }
+    own_namespace::enter(INSIDE, "nfq");
     let quick = !std::env::args().any(|argument| argument == "--bench");
     let datagrams = if quick { 50 } else { 20_000 };
     run(&["ip", "link", "set", "lo", "up"], None);

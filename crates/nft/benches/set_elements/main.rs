@@ -11,8 +11,10 @@
 
 mod nft_process;
 
+#[path = "../support/own_namespace.rs"]
+mod own_namespace;
+
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sluice_nft::{
@@ -26,33 +28,8 @@ const TIMEOUT: Duration = Duration::from_secs(3600);
 /// One way of applying an update.
 type Method<'a> = Box<dyn FnMut(&[ElementChange]) -> Result<(), String> + 'a>;
 
-struct Namespace(String);
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "delete", &self.0]).status();
-    }
-}
-
 fn main() {
-    if std::env::var_os(INSIDE).is_none() {
-        let namespace = Namespace(format!("sluicebench-elements-{}", std::process::id()));
-        let created = Command::new("ip").args(["netns", "add", &namespace.0]).status();
-        assert!(
-            created.is_ok_and(|status| status.success()),
-            "creating network namespace {} (needs root)",
-            namespace.0
-        );
-        let status = Command::new("ip")
-            .args(["netns", "exec", &namespace.0])
-            .arg(std::env::current_exe().expect("the bench binary"))
-            .args(std::env::args().skip(1))
-            .env(INSIDE, "1")
-            .status()
-            .expect("ip netns exec runs");
-        drop(namespace);
-        std::process::exit(status.code().unwrap_or(1));
-    }
+    own_namespace::enter(INSIDE, "elements");
     let quick = !std::env::args().any(|argument| argument == "--bench");
     let updates = if quick { 20 } else { 1000 };
     declare_sets();
