@@ -46,6 +46,8 @@ fn inputs() -> Inputs {
             addresses: vec![format!("10.9.0.{}", gateway + 1).parse().expect("an address")],
             node: Some(format!("gateway-node-{}", gateway % 4)),
             annotations: EgressAnnotations::default(),
+            health_port: Some(8080),
+            deleting: false,
         });
         inputs.health.insert(id, GatewayHealth::Ready);
     }
@@ -80,6 +82,8 @@ fn inputs() -> Inputs {
                     ],
                     node: Some(format!("node-{node}")),
                     annotations: EgressAnnotations::default(),
+                    health_port: Some(8080),
+                    deleting: false,
                 });
             }
         }

@@ -4,12 +4,12 @@
 //! programs as policy-routing rules and tables.
 //!
 //! No I/O, no clock, no threads: health and the previous plan (for stable tables and hops) are
-//! inputs. The dataplane that programs a plan, the health prober and `sluice gateway` (the
-//! program a gateway pod runs) are not built yet.
+//! inputs. `sluice gateway` (the program a gateway pod runs) is `sluice-gateway-pod`.
 //!
 //! Modules, one job each: `model` (the inputs), `facts` (inputs from a `ResourceSet`),
 //! `choice` (which annotations or policy a client follows), `hops` (which gateways, least used
-//! first), `tables` (stable routing table ids), `plan` (the node's desired state).
+//! first), `tables` (stable routing table ids), `plan` (the node's desired state), `tunnel`
+//! (the VXLAN device's name and the gateways' MAC addresses, shared by both ends).
 #![forbid(unsafe_code)]
 
 pub mod choice;
@@ -18,7 +18,8 @@ pub mod hops;
 pub mod model;
 pub mod plan;
 pub mod tables;
+pub mod tunnel;
 
 pub use choice::{Choice, Scope};
 pub use model::{GatewayHealth, Inputs, Namespace, Pod, PodId};
-pub use plan::{ClientPlan, Hop, NodePlan, PlanError, Route, RouteAction, compute};
+pub use plan::{ClientPlan, GatewayTarget, Hop, NodePlan, PlanError, Route, RouteAction, compute};

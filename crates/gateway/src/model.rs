@@ -41,6 +41,10 @@ pub struct Pod {
     /// `None` for a pod not scheduled yet: it is neither a client nor a usable gateway.
     pub node: Option<String>,
     pub annotations: EgressAnnotations,
+    /// The pod's named TCP port `health`, where a gateway answers `/readiness`.
+    pub health_port: Option<u16>,
+    /// Its `deletionTimestamp` is set: a gateway being deleted drains.
+    pub deleting: bool,
 }
 
 /// A namespace's egress annotations (its labels reach pods as `pcns.*`).

@@ -27,6 +27,9 @@ pub struct NodePlan {
     pub configuration: EgressConfiguration,
     /// In client order.
     pub clients: Vec<ClientPlan>,
+    /// Every gateway some local client's rule may pick, whatever its health, in name order:
+    /// what the node's health prober checks.
+    pub gateways: Vec<GatewayTarget>,
     /// What was ignored and why, one line each, naming the pod.
     pub warnings: Vec<String>,
 }
@@ -71,6 +74,18 @@ pub struct Hop {
     pub gateway: PodId,
     pub address: IpAddr,
     pub node: String,
+    pub health: GatewayHealth,
+}
+
+/// A gateway the node's prober checks: `/readiness` on `health_port` at `address`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayTarget {
+    pub gateway: PodId,
+    pub address: IpAddr,
+    pub node: String,
+    /// The pod's named port `health`; `None` when it has none (it can never be probed ready).
+    pub health_port: Option<u16>,
+    pub deleting: bool,
     pub health: GatewayHealth,
 }
 
@@ -262,6 +277,20 @@ pub fn compute(inputs: &Inputs, node: &str, previous: Option<&NodePlan>) -> Resu
             });
         }
     }
+    let mut targets: BTreeMap<PodId, GatewayTarget> = BTreeMap::new();
+    for candidate in needs.iter().flat_map(|need| need.candidates.iter()) {
+        targets.entry(candidate.id.clone()).or_insert_with(|| {
+            let pod = inputs.pods.iter().find(|pod| pod.id == candidate.id);
+            GatewayTarget {
+                gateway: candidate.id.clone(),
+                address: candidate.address,
+                node: candidate.node.clone(),
+                health_port: pod.and_then(|pod| pod.health_port),
+                deleting: pod.is_some_and(|pod| pod.deleting),
+                health: candidate.health,
+            }
+        });
+    }
     let mut usage: BTreeMap<PodId, usize> = BTreeMap::new();
     let kept: Vec<Vec<usize>> = needs
         .iter()
@@ -334,6 +363,7 @@ pub fn compute(inputs: &Inputs, node: &str, previous: Option<&NodePlan>) -> Resu
         node: node.to_string(),
         configuration,
         clients: plans,
+        gateways: targets.into_values().collect(),
         warnings,
     })
 }

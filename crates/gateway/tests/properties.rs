@@ -83,6 +83,8 @@ fn build(gateways: &[GatewaySpec], clients: &[ClientSpec], earlier: bool) -> Inp
             addresses: vec![format!("10.0.2.{}", index + 1).parse().unwrap()],
             node: Some(NODES[spec.node].to_string()),
             annotations: EgressAnnotations::default(),
+            health_port: Some(8080),
+            deleting: false,
         });
         let health = if earlier { spec.earlier_health } else { spec.health };
         if let Some(health) = health {
@@ -104,6 +106,8 @@ fn build(gateways: &[GatewaySpec], clients: &[ClientSpec], earlier: bool) -> Inp
                 policy: None,
                 max_next_hops: Some(spec.max_next_hops),
             },
+            health_port: None,
+            deleting: false,
         });
     }
     inputs
