@@ -5,6 +5,7 @@
 //! only when support is enabled at all.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -37,6 +38,42 @@ pub enum Choice {
     Policy { scope: Scope, name: String },
     /// A policy named but not defined: all egress dropped, as in Calico.
     MissingPolicy { scope: Scope, name: String },
+}
+
+impl Choice {
+    /// The EgressGatewayPolicy it names, existing or not.
+    pub fn policy(&self) -> Option<&str> {
+        match self {
+            Choice::Policy { name, .. } | Choice::MissingPolicy { name, .. } => Some(name),
+            Choice::None | Choice::Selector { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(match self {
+            Scope::Pod => "pod",
+            Scope::Namespace => "namespace",
+        })
+    }
+}
+
+/// What `sluice get egress` says chose a client's gateways.
+impl fmt::Display for Choice {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Choice::None => formatter.write_str("none"),
+            Choice::Selector { scope, .. } => write!(formatter, "{scope} annotations"),
+            Choice::Policy { scope, name } => write!(formatter, "policy {name} ({scope} annotation)"),
+            Choice::MissingPolicy { scope, name } => {
+                write!(
+                    formatter,
+                    "policy {name} ({scope} annotation; no such policy: all egress dropped)"
+                )
+            }
+        }
+    }
 }
 
 /// The client's choice and why annotations were ignored, if they were.
