@@ -27,7 +27,86 @@ pub struct Metrics {
     pub full_syncs: Counter,
     pub datastore_errors: Counter,
     pub dns: DnsMetrics,
+    pub gateway: GatewayMetrics,
     healthy: AtomicBool,
+}
+
+/// What the egress gateway shell reports: health changes and failovers, the clients and
+/// gateways it routes, probe round trips and routing trouble.
+#[derive(Debug)]
+pub struct GatewayMetrics {
+    pub health_changes: Counter,
+    pub failovers: Counter,
+    pub clients: Gauge,
+    pub gateways_ready: Gauge,
+    pub gateways_not_ready: Gauge,
+    pub probe_seconds: Histogram,
+    pub probe_failures: Counter,
+    pub program_seconds: Histogram,
+    pub routing_errors: Counter,
+}
+
+impl GatewayMetrics {
+    fn new(registry: &mut Registry) -> GatewayMetrics {
+        let metrics = GatewayMetrics {
+            health_changes: Counter::default(),
+            failovers: Counter::default(),
+            clients: Gauge::default(),
+            gateways_ready: Gauge::default(),
+            gateways_not_ready: Gauge::default(),
+            // From 50 µs: a probe on one machine or one rack answers in well under a millisecond.
+            probe_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            probe_failures: Counter::default(),
+            program_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
+            routing_errors: Counter::default(),
+        };
+        registry.register(
+            "egress_gateway_health_changes",
+            "Times a probed egress gateway's health changed (ready, not ready, draining)",
+            metrics.health_changes.clone(),
+        );
+        registry.register(
+            "egress_gateway_failovers",
+            "Times a ready egress gateway failed its probes and was taken out of every client's table",
+            metrics.failovers.clone(),
+        );
+        registry.register(
+            "egress_gateway_clients",
+            "Local client pods with an egress gateway routing table",
+            metrics.clients.clone(),
+        );
+        registry.register(
+            "egress_gateways_ready",
+            "Probed egress gateways that answer their health port",
+            metrics.gateways_ready.clone(),
+        );
+        registry.register(
+            "egress_gateways_not_ready",
+            "Probed egress gateways that do not answer (or were never probed ready)",
+            metrics.gateways_not_ready.clone(),
+        );
+        registry.register(
+            "egress_gateway_probe_seconds",
+            "Round trip of successful egress gateway health probes",
+            metrics.probe_seconds.clone(),
+        );
+        registry.register(
+            "egress_gateway_probe_failures",
+            "Egress gateway health probes that failed",
+            metrics.probe_failures.clone(),
+        );
+        registry.register(
+            "egress_gateway_program_seconds",
+            "Time to plan and program the egress gateway rules, tables and tunnel after a change",
+            metrics.program_seconds.clone(),
+        );
+        registry.register(
+            "egress_gateway_routing_errors",
+            "Egress gateway routing syncs the kernel refused in part",
+            metrics.routing_errors.clone(),
+        );
+        metrics
+    }
 }
 
 /// What the DNS shell reports: mappings learned, answers by fate, evictions, and how long a
@@ -110,6 +189,7 @@ impl Metrics {
             full_syncs: Counter::default(),
             datastore_errors: Counter::default(),
             dns: DnsMetrics::new(&mut registry),
+            gateway: GatewayMetrics::new(&mut registry),
             healthy: AtomicBool::new(false),
             registry: Mutex::new(Registry::default()),
         };

@@ -7,13 +7,15 @@
 //! inputs. `sluice gateway` (the program a gateway pod runs) is `sluice-gateway-pod`.
 //!
 //! Modules, one job each: `model` (the inputs), `facts` (inputs from a `ResourceSet`),
-//! `choice` (which annotations or policy a client follows), `hops` (which gateways, least used
+//! `choice` (which annotations or policy a client follows), `health` (a gateway's health from
+//! its probes), `hops` (which gateways, least used
 //! first), `tables` (stable routing table ids), `plan` (the node's desired state), `tunnel`
 //! (the VXLAN device's name and the gateways' MAC addresses, shared by both ends).
 #![forbid(unsafe_code)]
 
 pub mod choice;
 pub mod facts;
+pub mod health;
 pub mod hops;
 pub mod model;
 pub mod plan;
@@ -21,5 +23,6 @@ pub mod tables;
 pub mod tunnel;
 
 pub use choice::{Choice, Scope};
+pub use health::{HealthTracker, ProbeOutcome};
 pub use model::{GatewayHealth, Inputs, Namespace, Pod, PodId};
 pub use plan::{ClientPlan, GatewayTarget, Hop, NodePlan, PlanError, Route, RouteAction, compute};
