@@ -20,6 +20,7 @@ pub mod config;
 mod datastore;
 mod demo;
 pub mod dns;
+pub mod egress;
 pub mod probe;
 pub mod servers;
 mod shell;

@@ -13,6 +13,7 @@ use sluice_policy::{Dataplane, Flow, family_pairs};
 use crate::Environment;
 use crate::cluster;
 use crate::datastore;
+use crate::egress::{EgressExpectation, expectation};
 use crate::servers::{ConnectOutcome, ConnectResult, LookupResult, ServiceProtocol};
 use crate::shell;
 use crate::state::{LabPaths, LabState};
@@ -48,6 +49,11 @@ pub struct ProbeRow {
     /// What the destination should see as the source: the pod, or its node when the pod's pool
     /// masquerades traffic to outside every pool.
     pub expected_source: IpAddr,
+    /// When the source pod's traffic to the destination is routed through egress gateways:
+    /// the gateways and their addresses (the only sources the peer may see), or that it has
+    /// none (`unreachable`, `drop`: the probe must not connect).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress: Option<EgressExpectation>,
     /// For a probe by name, whether explain lets the pod's DNS query (UDP 53 to the lab's DNS
     /// server) out; `explainAllows` is then that and the connection's verdict together.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -178,6 +184,18 @@ pub fn probe(environment: &Environment, name: &str, options: &ProbeOptions) -> R
     // What the pods learned before this run, for probes by address (read before any probe by
     // name teaches more): the kernel allows a pod an address it resolved for an allowed name.
     let learned = learned_names(store.as_ref());
+    let egress_records = crate::egress::read_records(store.as_ref());
+    let in_cluster: Vec<ipnet::IpNet> = dataplane
+        .pools
+        .iter()
+        .map(|pool| pool.cidr)
+        .chain(
+            state
+                .nodes
+                .iter()
+                .map(|node| ipnet::IpNet::from(IpAddr::V4(node.address))),
+        )
+        .collect();
     let outcomes: Mutex<Vec<Option<ConnectOutcome>>> = Mutex::new(vec![None; planned.len()]);
     // Probes by address first, then by name: a probe by name teaches its pod the address,
     // which would let a concurrent probe by address through.
@@ -198,8 +216,11 @@ pub fn probe(environment: &Environment, name: &str, options: &ProbeOptions) -> R
                 lookup: None,
             });
             let node_address = state.node(probe.source_node).map(|node| IpAddr::V4(node.address));
-            let expected_source =
-                expected_source(&dataplane, probe.source_address, probe.to_address, node_address);
+            let egress = expectation(&egress_records, &probe.from, probe.to_address, &in_cluster);
+            let expected_source = match egress.as_ref().and_then(|egress| egress.sources.first()) {
+                Some(gateway) => *gateway,
+                None => expected_source(&dataplane, probe.source_address, probe.to_address, node_address),
+            };
             let mut row = ProbeRow {
                 from: probe.from.clone(),
                 from_address: probe.source_address,
@@ -210,6 +231,7 @@ pub fn probe(environment: &Environment, name: &str, options: &ProbeOptions) -> R
                 port: probe.port,
                 outcome,
                 expected_source,
+                egress,
                 explain_lookup_allows: None,
                 no_common_family: probe.no_common_family,
                 explain_allows: None,
@@ -229,10 +251,19 @@ pub fn probe(environment: &Environment, name: &str, options: &ProbeOptions) -> R
                             .any(|name| dataplane.evaluate_with_domain(&row.flow(), Some(name)).allowed));
                 match dns_server.and_then(|server| row.lookup_flow(server)) {
                     Some(lookup_flow) => {
-                        let lookup_allows = dataplane.evaluate(&lookup_flow).allowed;
+                        // A lookup leaves through the client's gateways too: with none to
+                        // take, it cannot be answered whatever policy says.
+                        let lookup_routed = dns_server
+                            .and_then(|server| expectation(&egress_records, &row.from, server, &in_cluster))
+                            .is_none_or(|egress| egress.routed());
+                        let lookup_allows = dataplane.evaluate(&lookup_flow).allowed && lookup_routed;
                         row.explain_lookup_allows = Some(lookup_allows);
                         row.explain_allows = Some(lookup_allows && allows);
-                        row.disagreement = named_disagreement(&row, dns_server, lookup_allows, allows);
+                        row.disagreement = if !lookup_routed {
+                            unroutable_lookup_disagreement(&row)
+                        } else {
+                            named_disagreement(&row, dns_server, lookup_allows, allows)
+                        };
                     }
                     None => {
                         row.explain_allows = Some(allows);
@@ -443,7 +474,38 @@ fn disagreement(row: &ProbeRow, explain_allows: bool) -> Option<String> {
         .as_deref()
         .map(|detail| format!(" ({detail})"))
         .unwrap_or_default();
+    if explain_allows && let Some(egress) = row.egress.as_ref().filter(|egress| !egress.routed()) {
+        // Explain allows, but the client's gateways are gone (unreachable) or its policy does
+        // not exist (dropped): nothing may leave, and never with another source.
+        return match row.outcome.result {
+            ConnectResult::Connected => Some(format!(
+                "egress gateways say {} (no gateway to take), but the connection succeeded; the peer saw {}",
+                egress.route,
+                row.outcome
+                    .seen
+                    .map(|seen| seen.to_string())
+                    .unwrap_or_else(|| "nothing".into())
+            )),
+            _ => None,
+        };
+    }
     match (explain_allows, row.outcome.result) {
+        (true, ConnectResult::Connected) if row.egress.is_some() => {
+            let egress = row.egress.as_ref().expect("checked");
+            match row.outcome.seen {
+                Some(seen) if !egress.sources.contains(&seen) => Some(format!(
+                    "the peer saw {seen} as the source; expected one of the egress gateways {} ({})",
+                    egress.gateways.join(", "),
+                    egress
+                        .sources
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+                _ => None,
+            }
+        }
         (true, ConnectResult::Connected) => match row.outcome.seen {
             Some(seen) if seen != row.expected_source => Some(format!(
                 "the peer saw {seen} as the source; expected {}",
@@ -462,6 +524,18 @@ fn disagreement(row: &ProbeRow, explain_allows: bool) -> Option<String> {
             "explain denies, but the probe {} rather than timing out{detail}",
             describe(result)
         )),
+    }
+}
+
+/// A lookup from a pod whose gateways are all gone (or whose policy does not exist): it must
+/// get no answer, whether by timing out or by an unreachable error.
+fn unroutable_lookup_disagreement(row: &ProbeRow) -> Option<String> {
+    match &row.outcome.lookup {
+        Some(lookup) if lookup.result == LookupResult::Answered => Some(format!(
+            "the pod's egress gateways say nothing may leave, but its lookup of {} was answered",
+            row.domain.as_deref().unwrap_or_default()
+        )),
+        _ => None,
     }
 }
 
@@ -602,6 +676,12 @@ pub fn print_table(report: &ProbeReport, against_explain: bool) {
         } else if against_explain && row.no_common_family {
             print!("  no common IP family");
         }
+        if let Some(egress) = &row.egress {
+            match egress.routed() {
+                true => print!("  via egress gateways {}", egress.gateways.join(", ")),
+                false => print!("  egress: {}", egress.route),
+            }
+        }
         if let Some(problem) = &row.disagreement {
             print!("  <- DISAGREES: {problem}");
         }
@@ -688,6 +768,7 @@ mod tests {
                 lookup: None,
             },
             expected_source: "100.64.0.10".parse().unwrap(),
+            egress: None,
             explain_lookup_allows: None,
             no_common_family: false,
             explain_allows: None,
@@ -763,5 +844,49 @@ mod tests {
             problem.contains("not the lab's DNS server 192.0.2.53"),
             "{problem}"
         );
+    }
+
+    fn through_gateways(route: &str) -> Option<EgressExpectation> {
+        Some(EgressExpectation {
+            route: route.to_string(),
+            gateways: if route == "gateways" {
+                vec!["egress/a".into(), "egress/b".into()]
+            } else {
+                Vec::new()
+            },
+            sources: if route == "gateways" {
+                vec!["10.250.0.1".parse().unwrap(), "10.250.0.2".parse().unwrap()]
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
+    #[test]
+    fn a_gateway_client_must_be_seen_with_one_of_its_gateways_addresses() {
+        let mut seen_from_gateway = row(ConnectResult::Connected, Some("10.250.0.2"));
+        seen_from_gateway.egress = through_gateways("gateways");
+        assert_eq!(disagreement(&seen_from_gateway, true), None);
+        let mut leaked = row(ConnectResult::Connected, Some("100.64.0.10"));
+        leaked.egress = through_gateways("gateways");
+        let problem = disagreement(&leaked, true).unwrap();
+        assert!(problem.contains("egress/a, egress/b"), "{problem}");
+        let mut failed = row(ConnectResult::TimedOut, None);
+        failed.egress = through_gateways("gateways");
+        assert!(disagreement(&failed, true).is_some());
+    }
+
+    #[test]
+    fn with_no_gateway_to_take_nothing_may_connect() {
+        for route in ["unreachable", "drop"] {
+            for result in [ConnectResult::Unreachable, ConnectResult::TimedOut] {
+                let mut blocked = row(result, None);
+                blocked.egress = through_gateways(route);
+                assert_eq!(disagreement(&blocked, true), None, "{route} {result:?}");
+            }
+            let mut leaked = row(ConnectResult::Connected, Some("100.64.0.10"));
+            leaked.egress = through_gateways(route);
+            assert!(disagreement(&leaked, true).unwrap().contains(route));
+        }
     }
 }

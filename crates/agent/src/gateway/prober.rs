@@ -55,14 +55,14 @@ struct Running {
     thread: JoinHandle<()>,
 }
 
-/// The probing threads, one per target.
-pub struct Prober {
-    reports: Sender<ProbeReport>,
+/// The probing threads, one per target; each report reaches the shell as an `Event`.
+pub struct Prober<Event: From<ProbeReport> + Send + 'static> {
+    reports: Sender<Event>,
     running: BTreeMap<PodId, Running>,
 }
 
-impl Prober {
-    pub fn new(reports: Sender<ProbeReport>) -> Prober {
+impl<Event: From<ProbeReport> + Send + 'static> Prober<Event> {
+    pub fn new(reports: Sender<Event>) -> Prober<Event> {
         Prober {
             reports,
             running: BTreeMap::new(),
@@ -114,7 +114,7 @@ impl Prober {
     }
 }
 
-impl std::fmt::Debug for Prober {
+impl<Event: From<ProbeReport> + Send + 'static> std::fmt::Debug for Prober<Event> {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
             .debug_struct("Prober")
@@ -123,7 +123,7 @@ impl std::fmt::Debug for Prober {
     }
 }
 
-impl Drop for Prober {
+impl<Event: From<ProbeReport> + Send + 'static> Drop for Prober<Event> {
     fn drop(&mut self) {
         self.shutdown();
     }
@@ -135,11 +135,11 @@ fn stop(running: Running) {
     let _ = running.thread.join();
 }
 
-fn spawn(
+fn spawn<Event: From<ProbeReport> + Send + 'static>(
     target: ProbeTarget,
     timing: ProbeTiming,
     stop: Arc<AtomicBool>,
-    reports: Sender<ProbeReport>,
+    reports: Sender<Event>,
 ) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name(format!("probe {}", target.gateway))
@@ -157,7 +157,7 @@ fn spawn(
                     gateway: target.gateway.clone(),
                     result,
                 };
-                if reports.send(report).is_err() {
+                if reports.send(Event::from(report)).is_err() {
                     return;
                 }
                 let next = started + timing.interval;
@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn the_prober_reports_each_target_and_stops_the_ones_removed() {
-        let (sender, reports) = mpsc::channel();
+        let (sender, reports) = mpsc::channel::<ProbeReport>();
         let mut prober = Prober::new(sender);
         let ready = ProbeTarget {
             gateway: PodId::new("egress", "a"),
