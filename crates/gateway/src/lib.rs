@@ -25,4 +25,6 @@ pub mod tunnel;
 pub use choice::{Choice, Scope};
 pub use health::{HealthTracker, ProbeOutcome};
 pub use model::{GatewayHealth, Inputs, Namespace, Pod, PodId};
-pub use plan::{ClientPlan, GatewayTarget, Hop, NodePlan, PlanError, Route, RouteAction, compute};
+pub use plan::{
+    ClientPlan, GatewayTarget, Hop, NodePlan, PlanError, Route, RouteAction, compute, gateway_pods,
+};

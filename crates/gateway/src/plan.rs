@@ -174,27 +174,7 @@ pub fn compute(inputs: &Inputs, node: &str, previous: Option<&NodePlan>) -> Resu
         let rules = choice.rules(&pod.id.namespace, &pod.addresses, &inputs.policies);
         choices.push((pod, choice, rules));
     }
-    let selectors: BTreeSet<Selector> = choices
-        .iter()
-        .flat_map(|(_, _, rules)| rules.iter())
-        .filter_map(|rule| match &rule.action {
-            RuleAction::Gateways { selector, .. } => Some(selector.clone()),
-            _ => None,
-        })
-        .collect();
-    // Per selector, the scheduled pods it picks (indices into `inputs.pods`).
-    let picked: BTreeMap<Selector, Vec<usize>> = selectors
-        .into_iter()
-        .map(|selector| {
-            let pods = (0..inputs.pods.len())
-                .filter(|&index| {
-                    let pod = &inputs.pods[index];
-                    pod.node.is_some() && selector.matches(&pod.labels)
-                })
-                .collect();
-            (selector, pods)
-        })
-        .collect();
+    let picked = picked_by(inputs, choices.iter().flat_map(|(_, _, rules)| rules.iter()));
     let gateways: BTreeSet<PodId> = picked
         .values()
         .flatten()
@@ -400,4 +380,53 @@ fn previous_hops(previous: Option<&ClientPlan>, destination: IpNet) -> Vec<PodId
             _ => Vec::new(),
         })
         .unwrap_or_default()
+}
+
+/// Per gateway selector of `rules`, the scheduled pods it picks (indices into `inputs.pods`).
+fn picked_by<'a>(
+    inputs: &Inputs,
+    rules: impl Iterator<Item = &'a EffectiveRule>,
+) -> BTreeMap<Selector, Vec<usize>> {
+    let selectors: BTreeSet<Selector> = rules
+        .filter_map(|rule| match &rule.action {
+            RuleAction::Gateways { selector, .. } => Some(selector.clone()),
+            _ => None,
+        })
+        .collect();
+    selectors
+        .into_iter()
+        .map(|selector| {
+            let pods = (0..inputs.pods.len())
+                .filter(|&index| {
+                    let pod = &inputs.pods[index];
+                    pod.node.is_some() && selector.matches(&pod.labels)
+                })
+                .collect();
+            (selector, pods)
+        })
+        .collect()
+}
+
+/// Every pod some client (on any node) may route through: the pods whose endpoints are
+/// egress gateways, which the dataplane lets return their clients' replies.
+pub fn gateway_pods(inputs: &Inputs) -> BTreeSet<PodId> {
+    let mut rules = Vec::new();
+    for pod in &inputs.pods {
+        let Some(node) = pod.node.as_deref() else {
+            continue;
+        };
+        let (choice, _) = choose(
+            &pod.id.namespace,
+            &pod.annotations,
+            &inputs.namespace_annotations(&pod.id.namespace),
+            inputs.configuration(node).support,
+            &inputs.policies,
+        );
+        rules.extend(choice.rules(&pod.id.namespace, &pod.addresses, &inputs.policies));
+    }
+    picked_by(inputs, rules.iter())
+        .values()
+        .flatten()
+        .map(|&index| inputs.pods[index].id.clone())
+        .collect()
 }

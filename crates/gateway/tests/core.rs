@@ -517,3 +517,35 @@ fn only_clients_on_the_node_are_planned_and_tables_stay_put() {
         sluice_gateway::tables::TABLE_RANGE.start() + 2
     );
 }
+
+#[test]
+fn the_plan_lists_what_to_probe_and_gateway_pods_names_every_gateway_of_any_node() {
+    let documents = namespace("apps", RED)
+        + &pod("apps", "client", "node-1", "10.0.1.1", "", "")
+        + &red_and_blue_gateways()
+        + "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: red-2\n  namespace: egress\n  labels: {egress-code: red}\n  deletionTimestamp: \"2026-12-05T10:00:00Z\"\nspec:\n  nodeName: node-3\n  containers:\n  - name: gateway\n    ports: [{name: health, containerPort: 8080}]\nstatus: {podIP: 10.0.3.10}\n";
+    let inputs = cluster("EnabledPerNamespace", &documents);
+    let plan = compute(&inputs, "node-1", None).unwrap();
+    let probed: Vec<(String, Option<u16>, bool)> = plan
+        .gateways
+        .iter()
+        .map(|target| (target.gateway.to_string(), target.health_port, target.deleting))
+        .collect();
+    // Not yet probed, so none is ready, and both red gateways are still to be probed; blue is
+    // no client's.
+    assert_eq!(
+        probed,
+        vec![
+            ("egress/red-1".to_string(), None, false),
+            ("egress/red-2".to_string(), Some(8080), true),
+        ]
+    );
+    assert_eq!(via(&plan, "apps/client", "192.0.2.1"), vec!["unreachable"]);
+    // The same set from any node's point of view, even one with no client.
+    let everywhere: Vec<String> = sluice_gateway::gateway_pods(&inputs)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(everywhere, vec!["egress/red-1", "egress/red-2"]);
+    assert!(compute(&inputs, "node-2", None).unwrap().gateways.is_empty());
+}
