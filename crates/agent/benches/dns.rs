@@ -111,6 +111,7 @@ fn local(pods: &[(String, Ipv4Addr)]) -> Vec<LocalEndpoint> {
             namespace: "bench".into(),
             name: name.clone(),
             interface: format!("slc{index:012}"),
+            egress_gateway: false,
         })
         .collect()
 }

@@ -1,6 +1,6 @@
 //! The agent's loop: list, watch, compile, render, sync.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -229,8 +229,9 @@ impl<B: Backend> Agent<B> {
         relevant
     }
 
-    /// The pods of this node that the CNI plugin wired, with their host interfaces.
-    fn local_endpoints(&self) -> Vec<LocalEndpoint> {
+    /// The pods of this node that the CNI plugin wired, with their host interfaces; those in
+    /// `gateways` are egress gateways.
+    fn local_endpoints(&self, gateways: &BTreeSet<sluice_gateway::PodId>) -> Vec<LocalEndpoint> {
         self.resources
             .values()
             .filter_map(|resource| match resource {
@@ -241,6 +242,10 @@ impl<B: Backend> Agent<B> {
                         namespace: endpoint.metadata.namespace().to_string(),
                         name: endpoint.spec.pod.clone(),
                         interface: endpoint.spec.interface_name.clone(),
+                        egress_gateway: gateways.contains(&sluice_gateway::PodId::new(
+                            endpoint.metadata.namespace(),
+                            &endpoint.spec.pod,
+                        )),
                     })
                 }
                 _ => None,
@@ -338,7 +343,9 @@ impl<B: Backend> Agent<B> {
         let set: ResourceSet = self.resources.values().cloned().collect();
         let dataplane = sluice_policy::compile(&set);
         let compiled = Instant::now();
-        let (local, skipped) = programmable_endpoints(&self.local_endpoints());
+        let gateway_inputs = sluice_gateway::Inputs::from_resources(&set);
+        let gateway_pods = sluice_gateway::gateway_pods(&gateway_inputs);
+        let (local, skipped) = programmable_endpoints(&self.local_endpoints(&gateway_pods));
         let skipped: Vec<String> = skipped
             .into_iter()
             .map(|(endpoint, why)| format!("{}/{}: {why}", endpoint.namespace, endpoint.name))

@@ -109,6 +109,7 @@ fn local() -> Vec<LocalEndpoint> {
         namespace: "default".into(),
         name: "client".into(),
         interface: "slc000000000000".into(),
+        egress_gateway: false,
     }]
 }
 

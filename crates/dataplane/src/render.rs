@@ -43,6 +43,9 @@ pub struct LocalEndpoint {
     pub namespace: String,
     pub name: String,
     pub interface: String,
+    /// An egress gateway (some client's selector picks it): it sends its clients the replies
+    /// it un-NATs, whose source is the outside peer's, not its own.
+    pub egress_gateway: bool,
 }
 
 /// Splits local endpoints into those that can be programmed and those that cannot, with why.
@@ -404,7 +407,10 @@ pub fn render_with_dns(ir: &Dataplane, local: &[LocalEndpoint], dns: &DnsRender)
         let base_name = format!("endpoint-{}", short_hash((&program.namespace, &program.name)));
         for direction in [PolicyType::Egress, PolicyType::Ingress] {
             let chain = format!("{base_name}-{}", direction_name(direction));
-            let rules = endpoint_rules(program, direction, &rendered, &mut ruleset);
+            let mut rules = endpoint_rules(program, direction, &rendered, &mut ruleset);
+            if endpoint.egress_gateway && direction == PolicyType::Egress {
+                gateway_return_rules(ir, program, &mut rules);
+            }
             ruleset
                 .chains
                 .insert(chain.clone(), ChainState { base: None, rules });
@@ -710,6 +716,48 @@ fn direction_key(direction: PolicyType) -> u8 {
         PolicyType::Ingress => 0,
         PolicyType::Egress => 1,
     }
+}
+
+/// An egress gateway's replies to its clients: after the gateway un-NATs a reply, it carries
+/// the outside peer's source to a client's pod address. That flow was policed at the client
+/// (its egress) and at the gateway (the gateway's egress, on the way out), and the node holding
+/// the gateway never saw it start (it came through the tunnel), so to this node's conntrack it
+/// is new. Accepted before anti-spoofing, and only toward pool addresses: a gateway can forge
+/// a source only to pods, never to the outside.
+fn gateway_return_rules(
+    ir: &Dataplane,
+    program: &EndpointProgram,
+    rules: &mut Vec<(String, Option<String>)>,
+) {
+    let mut accepted = Vec::new();
+    for family in [IpFamily::V4, IpFamily::V6] {
+        let own: Vec<String> = program
+            .addresses
+            .iter()
+            .filter(|address| address.is_ipv4() == (family == IpFamily::V4))
+            .map(IpAddr::to_string)
+            .collect();
+        let pools: Vec<String> = IpNet::aggregate(&ir.pools.iter().map(|pool| pool.cidr).collect::<Vec<_>>())
+            .iter()
+            .filter(|network| family.contains(network))
+            .map(network_text)
+            .collect();
+        if own.is_empty() || pools.is_empty() {
+            continue;
+        }
+        let keyword = family.address_keyword();
+        accepted.push((
+            format!(
+                "{keyword} saddr != {{ {} }} {keyword} daddr {{ {} }} accept",
+                own.join(", "),
+                pools.join(", ")
+            ),
+            Some("egress gateway: replies to its clients".to_string()),
+        ));
+    }
+    // After the mark reset, before anti-spoofing.
+    let position = 1.min(rules.len());
+    rules.splice(position..position, accepted);
 }
 
 /// An endpoint's chain for one direction: anti-spoofing, then one jump per tier. A tier is a

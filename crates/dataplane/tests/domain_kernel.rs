@@ -80,6 +80,7 @@ fn a_pod_reaches_a_learned_address_only_while_its_pair_is_in_the_domain_set() {
         namespace: "shop".into(),
         name: "client".into(),
         interface: INTERFACE.into(),
+        egress_gateway: false,
     }];
     let mut syncer = Syncer::new(CommandBackend::in_namespace(&topology.node).expect("nft is installed"));
     let dataplane = sluice_policy::compile(&sluice_api::load_str("domains.yaml", MANIFESTS).unwrap());
@@ -235,6 +236,7 @@ fn dns_responses_from_a_trusted_server_to_a_pod_with_domain_interests_are_marked
         namespace: "shop".into(),
         name: "client".into(),
         interface: INTERFACE.into(),
+        egress_gateway: false,
     }];
     // Echo servers on the outside host: port 53 trusted, port 5353 not.
     let servers: Vec<UdpSocket> = in_namespace(&topology.outside, || {

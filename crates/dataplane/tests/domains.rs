@@ -63,6 +63,7 @@ fn local() -> Vec<LocalEndpoint> {
             namespace: "shop".into(),
             name: name.into(),
             interface: format!("slc{name}"),
+            egress_gateway: false,
         })
         .collect()
 }

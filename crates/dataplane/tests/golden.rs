@@ -19,6 +19,7 @@ fn the_examples_for_node_one() {
             namespace: pod.metadata.namespace().to_string(),
             name: pod.metadata.name.clone(),
             interface: format!("slc-{}-{}", pod.metadata.namespace(), pod.metadata.name),
+            egress_gateway: false,
         })
         .collect();
     let ruleset = render(&sluice_policy::compile(&resources), &local);

@@ -107,6 +107,7 @@ fn the_kernel_and_the_evaluator_agree_on_protocol_and_icmp_matches() {
         namespace: "shop".into(),
         name: "client".into(),
         interface: INTERFACE.into(),
+        egress_gateway: false,
     }];
     let mut syncer = Syncer::new(CommandBackend::in_namespace(&topology.node).expect("nft is installed"));
 

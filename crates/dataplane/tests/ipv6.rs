@@ -216,6 +216,7 @@ fn ipv6_egress_is_allowed_denied_and_anti_spoofed_as_the_policy_says() {
         namespace: "shop".into(),
         name: "client".into(),
         interface: "slc6test".into(),
+        egress_gateway: false,
     }];
     let ruleset = render(&sluice_policy::compile(&resources), &local);
     let mut syncer = Syncer::new(CommandBackend::in_namespace(&topology.node).expect("nft is installed"));

@@ -21,6 +21,7 @@ fn local_endpoints(resources: &sluice_api::ResourceSet) -> Vec<LocalEndpoint> {
             namespace: pod.metadata.namespace().to_string(),
             name: pod.metadata.name.clone(),
             interface: format!("slc{index:04}"),
+            egress_gateway: false,
         })
         .collect()
 }
@@ -290,4 +291,62 @@ fn a_node_without_a_program_is_fail_closed_for_pods() {
     // The agent's first sync replaces it.
     let mut syncer = Syncer::new(backend);
     assert!(syncer.sync(&rendered(&examples())).unwrap().full);
+}
+
+#[test]
+fn an_egress_gateway_may_send_its_clients_replies_with_the_peers_source_and_nothing_else() {
+    let namespace = Namespace::new("gwreturn");
+    let mut syncer = Syncer::new(CommandBackend::in_namespace(&namespace.0).expect("nft is installed"));
+    let resources = examples();
+    let mut local = local_endpoints(&resources);
+    local[0].egress_gateway = true;
+    let ruleset = render(&sluice_policy::compile(&resources), &local);
+    syncer
+        .sync(&ruleset)
+        .expect("the kernel accepts the gateway's rules");
+    let gateway_chains: Vec<&String> = ruleset
+        .chains
+        .iter()
+        .filter(|(_, chain)| {
+            chain
+                .rules
+                .iter()
+                .any(|(rule, _)| rule.contains("daddr {") && rule.ends_with("accept"))
+        })
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(
+        gateway_chains.len(),
+        1,
+        "only the gateway's egress chain: {gateway_chains:?}"
+    );
+    let chain = &ruleset.chains[gateway_chains[0]];
+    assert!(gateway_chains[0].ends_with("-egress"));
+    let commented = |text: &str| {
+        chain
+            .rules
+            .iter()
+            .position(|(_, comment)| comment.as_deref() == Some(text))
+            .unwrap_or_else(|| panic!("no rule {text}: {:#?}", chain.rules))
+    };
+    let accepted = commented("egress gateway: replies to its clients");
+    let spoofing = commented("anti-spoofing");
+    assert!(
+        accepted < spoofing,
+        "replies pass before anti-spoofing: {:#?}",
+        chain.rules
+    );
+    // Only toward the pools: never a forged source to the outside.
+    let (rule, _) = &chain.rules[accepted];
+    let pools = rule.split("daddr {").nth(1).unwrap();
+    for pool in resources
+        .ip_pools
+        .iter()
+        .filter(|pool| pool.spec.cidr.0.addr().is_ipv4())
+    {
+        assert!(pools.contains(&pool.spec.cidr.0.to_string()), "{rule}");
+    }
+    assert!(!pools.contains("0.0.0.0/0"), "{rule}");
+    let listing = namespace.nft_list(&["chain", "inet", "sluice", gateway_chains[0]]);
+    assert!(listing.contains("accept"), "{listing}");
 }

@@ -250,6 +250,7 @@ fn a_domains_rule_programs_nothing_into_the_kernel_before_names_are_learned() {
                 namespace: "prod".into(),
                 name: "web".into(),
                 interface: "slc0123456789ab".into(),
+                egress_gateway: false,
             }],
         );
         let in_rules = ruleset

@@ -41,6 +41,7 @@ fn main() {
             namespace: pod.metadata.namespace().to_string(),
             name: pod.metadata.name.clone(),
             interface: format!("slc{index:012}"),
+            egress_gateway: false,
         })
         .collect();
     let runs = if quick { 1 } else { 5 };

@@ -106,6 +106,7 @@ fn main() {
         namespace: NAMESPACE.into(),
         name: POD.into(),
         interface: lab.interface.clone(),
+        egress_gateway: false,
     }];
     let start = Instant::now();
     let ruleset = render(&ir, &local);
