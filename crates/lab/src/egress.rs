@@ -43,6 +43,23 @@ pub fn read_records(store: &dyn sluice_store::Store) -> Vec<EgressRecord> {
         .collect()
 }
 
+/// Waits (at most `limit`) until every gateway some node probes is ready there, so a lab just
+/// built is probed with its gateways in use rather than still fail-closed; returns whether
+/// they all were.
+pub fn wait_for_ready_gateways(store: &dyn sluice_store::Store, limit: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let ready = read_records(store)
+            .iter()
+            .flat_map(|record| &record.gateways)
+            .all(|gateway| gateway.health == "ready");
+        if ready || std::time::Instant::now() >= deadline {
+            return ready;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// The expectation for a flow from `client` (`namespace/name`) to `destination`; `None` when
 /// the flow takes the normal way (no gateway client, an in-cluster destination, or a policy
 /// rule without a gateway).

@@ -176,6 +176,9 @@ pub fn probe(environment: &Environment, name: &str, options: &ProbeOptions) -> R
     // Pods or pools may have changed since `up`; routes and programming catch up first.
     cluster::sync_fabric_routes(&state, store.clone())?;
     cluster::wait_for_agents(&paths, &state, store.as_ref())?;
+    // A gateway takes clients once its node's agent has probed it ready; one still down after
+    // this is probed as it is (its clients unreachable, which the probe then checks).
+    crate::egress::wait_for_ready_gateways(store.as_ref(), Duration::from_secs(5));
     let resources = datastore::read_set(store.as_ref())?;
     let dataplane = sluice_policy::compile(&resources);
 
