@@ -307,3 +307,223 @@ pub fn run(
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use sluice_agent::gateway::record::{ClientRecord, RouteRecord};
+
+    use super::*;
+
+    fn gateway(name: &str, address: &str, node: &str, health: &str) -> GatewayRecord {
+        GatewayRecord {
+            gateway: name.into(),
+            address: address.parse().unwrap(),
+            node: node.into(),
+            health: health.into(),
+            since: None,
+            probe_milliseconds: None,
+            last_error: None,
+        }
+    }
+
+    fn route(destination: &str, action: &str, rule: Option<usize>, gateways: &[&str]) -> RouteRecord {
+        RouteRecord {
+            destination: destination.into(),
+            policy: rule.map(|_| "split".to_string()),
+            policy_rule: rule,
+            action: action.into(),
+            gateways: gateways.iter().map(|gateway| gateway.to_string()).collect(),
+        }
+    }
+
+    /// node-1: `apps/web` through both gateways by namespace annotations, `team/api` by policy
+    /// `split` (10.0.0.0/8 the normal way, the rest through gw-b); gw-b failing its probes.
+    /// node-2: `apps/db` through gw-a. Both written at `now` minus `ages`.
+    fn records(now: SystemTime, ages: [u64; 2]) -> Vec<EgressRecord> {
+        let mut failing = gateway("egress/gw-b", "10.9.0.2", "node-2", "not-ready");
+        failing.since = Some(now - Duration::from_secs(5));
+        failing.last_error = Some("connection refused".into());
+        let mut healthy = gateway("egress/gw-a", "10.9.0.1", "node-1", "ready");
+        healthy.probe_milliseconds = Some(0.42);
+        vec![
+            EgressRecord {
+                node: "node-1".into(),
+                updated: now - Duration::from_secs(ages[0]),
+                clients: vec![
+                    ClientRecord {
+                        client: "apps/web".into(),
+                        addresses: vec!["10.2.0.1".parse().unwrap()],
+                        table: 1_000_000,
+                        chosen_by: "namespace annotations".into(),
+                        routes: vec![route(
+                            "0.0.0.0/0",
+                            "gateways",
+                            None,
+                            &["egress/gw-a", "egress/gw-b"],
+                        )],
+                    },
+                    ClientRecord {
+                        client: "team/api".into(),
+                        addresses: vec!["10.2.0.2".parse().unwrap()],
+                        table: 1_000_001,
+                        chosen_by: "policy split (namespace annotation)".into(),
+                        routes: vec![
+                            route("10.0.0.0/8", "normal", Some(0), &[]),
+                            route("0.0.0.0/0", "unreachable", Some(1), &[]),
+                        ],
+                    },
+                ],
+                gateways: vec![healthy, failing],
+                warnings: vec!["pod apps/odd: egress annotations ignored".into()],
+            },
+            EgressRecord {
+                node: "node-2".into(),
+                updated: now - Duration::from_secs(ages[1]),
+                clients: vec![ClientRecord {
+                    client: "apps/db".into(),
+                    addresses: vec!["10.2.1.1".parse().unwrap()],
+                    table: 1_000_000,
+                    chosen_by: "pod annotations".into(),
+                    routes: vec![route("0.0.0.0/0", "gateways", None, &["egress/gw-a"])],
+                }],
+                gateways: vec![gateway("egress/gw-a", "10.9.0.1", "node-1", "ready")],
+                warnings: Vec::new(),
+            },
+        ]
+    }
+
+    /// Cells of rows, joined by `|` for compact comparison.
+    fn lines(rows: &[Vec<String>]) -> Vec<String> {
+        rows.iter().map(|row| row.join("|")).collect()
+    }
+
+    #[test]
+    fn clients_show_each_gateway_with_address_node_health_and_what_chose_it() {
+        let now = SystemTime::now();
+        assert_eq!(
+            lines(&client_rows(&records(now, [10, 10]), now, false)),
+            [
+                "NODE|CLIENT|DESTINATION|ROUTE|GATEWAY|ADDRESS|GATEWAY NODE|HEALTH|CHOSEN BY",
+                "node-1|apps/web|0.0.0.0/0|gateways|egress/gw-a|10.9.0.1|node-1|ready|namespace annotations",
+                "node-1|apps/web|0.0.0.0/0|gateways|egress/gw-b|10.9.0.2|node-2|not-ready|namespace annotations",
+                "node-1|team/api|10.0.0.0/8|normal|-|-|-|-|policy split (namespace annotation)",
+                "node-1|team/api|0.0.0.0/0|unreachable|-|-|-|-|policy split (namespace annotation)",
+                "node-2|apps/db|0.0.0.0/0|gateways|egress/gw-a|10.9.0.1|node-1|ready|pod annotations",
+            ]
+        );
+    }
+
+    #[test]
+    fn wide_adds_table_rule_probe_error_and_age() {
+        let now = SystemTime::now();
+        let rows = client_rows(&records(now, [10, 130]), now, true);
+        assert_eq!(
+            rows[0][9..],
+            ["TABLE", "RULE", "PROBE", "LAST ERROR", "AGE"].map(String::from)
+        );
+        assert_eq!(
+            rows[1][9..],
+            ["1000000", "-", "0.4ms", "-", "10s"].map(String::from)
+        );
+        assert_eq!(
+            rows[2][9..],
+            ["1000000", "-", "-", "connection refused", "10s"].map(String::from)
+        );
+        assert_eq!(rows[3][10], "0");
+        assert_eq!(rows[4][10], "1");
+        // 130 s is more than three 30 s heartbeats: the health node-2 reported is unknown.
+        assert_eq!(rows[5][7], "unknown (stale)");
+        assert_eq!(rows[5][13], "2m10s");
+    }
+
+    #[test]
+    fn gateways_show_their_clients_and_health_as_each_node_sees_it() {
+        let now = SystemTime::now();
+        assert_eq!(
+            lines(&gateway_rows(&records(now, [10, 10]), now, false)),
+            [
+                "GATEWAY|ADDRESS|NODE|SEEN FROM|HEALTH|SINCE|CLIENTS",
+                "egress/gw-a|10.9.0.1|node-1|node-1|ready|-|apps/web",
+                "egress/gw-a|10.9.0.1|node-1|node-2|ready|-|apps/db",
+                "egress/gw-b|10.9.0.2|node-2|node-1|not-ready|5s|apps/web",
+            ]
+        );
+        let wide = gateway_rows(&records(now, [10, 10]), now, true);
+        assert_eq!(wide[3][7..], ["-", "connection refused", "10s"].map(String::from));
+    }
+
+    #[test]
+    fn a_record_older_than_three_heartbeats_is_stale() {
+        let now = SystemTime::now();
+        let records = records(now, [90, 91]);
+        assert!(!is_stale(&records[0], now));
+        assert!(is_stale(&records[1], now));
+        let rows = gateway_rows(&records, now, false);
+        assert_eq!(rows[1][4], "ready");
+        assert_eq!(rows[2][4], "unknown (stale)");
+        // A record from the future (clock skew) is not stale.
+        let mut future = records[0].clone();
+        future.updated = now + Duration::from_secs(600);
+        assert!(!is_stale(&future, now));
+    }
+
+    #[test]
+    fn filters_pick_a_node_or_a_namespace_and_the_gateways_serving_it() {
+        let now = SystemTime::now();
+        let node = filter_records(
+            records(now, [1, 1]),
+            &Filter {
+                node: Some("node-2".into()),
+                namespace: None,
+            },
+        );
+        assert_eq!(node.len(), 1);
+        assert_eq!(node[0].node, "node-2");
+
+        let team = filter_records(
+            records(now, [1, 1]),
+            &Filter {
+                node: None,
+                namespace: Some("team".into()),
+            },
+        );
+        assert_eq!(team[0].clients.len(), 1);
+        assert_eq!(team[0].clients[0].client, "team/api");
+        // team/api's only gateway route is unreachable: no gateway serves it.
+        assert!(team[0].gateways.is_empty());
+        assert!(team[0].warnings.is_empty());
+        assert!(team[1].clients.is_empty());
+
+        let apps = filter_records(
+            records(now, [1, 1]),
+            &Filter {
+                node: None,
+                namespace: Some("apps".into()),
+            },
+        );
+        assert_eq!(apps[0].gateways.len(), 2);
+        assert_eq!(apps[0].warnings.len(), 1);
+        // A namespace name that is a prefix of another does not take the other's clients.
+        let app = filter_records(
+            records(now, [1, 1]),
+            &Filter {
+                node: None,
+                namespace: Some("app".into()),
+            },
+        );
+        assert!(app.iter().all(|record| record.clients.is_empty()));
+    }
+
+    #[test]
+    fn json_is_the_records_with_stale_added() {
+        let now = SystemTime::now();
+        let records = records(now, [1, 500]);
+        let value = document(&records, now).unwrap();
+        assert_eq!(value[0]["node"], "node-1");
+        assert_eq!(value[0]["stale"], false);
+        assert_eq!(value[1]["stale"], true);
+        assert_eq!(value[0]["clients"][1]["routes"][0]["policy_rule"], 0);
+        let back: EgressRecord = serde_json::from_value(value[1].clone()).unwrap();
+        assert_eq!(back, records[1]);
+    }
+}

@@ -6,7 +6,12 @@
 //! gateway its selector or policy rule picks: health is not in the datastore, so any of them
 //! may carry it), is dropped (a policy that does not exist), or goes the normal way. The normal
 //! way is the pool's: its NAT address or the node's with `natOutgoing`, else the pod's own
-//! address in the pool's CIDR. Pure: resources and IPAM's records in, the view out.
+//! address in the pool's CIDR. Pure: resources and IPAM's records in, the view out; `table`
+//! is its text.
+
+mod table;
+
+pub use table::{address_table, table};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -524,135 +529,9 @@ impl Accumulator<'_> {
     }
 }
 
-/// The table `ipam show --by namespace` prints: a row per namespace, destination and way out.
-pub fn table(view: &[NamespaceEgress]) -> Vec<Vec<String>> {
-    let mut rows = vec![
-        [
-            "NAMESPACE",
-            "DESTINATION",
-            "SOURCE ADDRESSES",
-            "VIA",
-            "POOLS",
-            "PODS",
-        ]
-        .map(String::from)
-        .to_vec(),
-    ];
-    for namespace in view {
-        for egress in &namespace.egress {
-            rows.push(vec![
-                namespace.namespace.clone(),
-                egress.destination.to_string(),
-                source_addresses(egress),
-                via(&egress.source),
-                egress
-                    .pools
-                    .iter()
-                    .map(|(pool, pods)| {
-                        let pool = if pool.is_empty() { "no pool" } else { pool };
-                        format!("{pool} ({pods})")
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                egress.pods.len().to_string(),
-            ]);
-        }
-    }
-    rows
-}
-
-/// `--addresses`: a row per pod address.
-pub fn address_table(view: &[NamespaceEgress]) -> Vec<Vec<String>> {
-    let mut rows = vec![["POD", "ADDRESS", "POOL", "NODE"].map(String::from).to_vec()];
-    for address in view.iter().flat_map(|namespace| &namespace.pod_addresses) {
-        let pod = if address.only_in_ipam {
-            format!("{} (only in IPAM)", address.pod)
-        } else {
-            address.pod.clone()
-        };
-        rows.push(vec![
-            pod,
-            address.address.to_string(),
-            address.pool.clone().unwrap_or_else(|| "-".to_string()),
-            address.node.clone().unwrap_or_else(|| "-".to_string()),
-        ]);
-    }
-    rows
-}
-
-/// An address without its host prefix length; a network as a CIDR.
-fn network_text(network: &IpNet) -> String {
-    if network.prefix_len() == network.max_prefix_len() {
-        network.addr().to_string()
-    } else {
-        network.to_string()
-    }
-}
-
-fn source_addresses(egress: &EgressSource) -> String {
-    let mut parts: Vec<String> = egress.addresses.iter().map(network_text).collect();
-    parts.extend(
-        egress
-            .unknown_node_addresses
-            .iter()
-            .map(|node| format!("node {node}'s address (no InternalIP known)")),
-    );
-    if parts.is_empty() {
-        "none".to_string()
-    } else {
-        parts.join(", ")
-    }
-}
-
-fn via(source: &Source) -> String {
-    match source {
-        Source::Pool { pool, .. } => format!("pool {pool} (routable)"),
-        Source::NoPool => "its own address (in no pool)".to_string(),
-        Source::NatOutgoing {
-            pool,
-            pool_nat_address: Some(_),
-        } => format!("natOutgoing of pool {pool} (the pool's NAT address)"),
-        Source::NatOutgoing { pool, .. } => format!("natOutgoing of pool {pool} (the node's address)"),
-        Source::Gateways {
-            chosen_by,
-            policy_rule,
-            gateways,
-            ..
-        } => {
-            let gateways = gateways
-                .iter()
-                .map(|gateway| match &gateway.nat_outgoing_pool {
-                    None => format!("{} on {}", gateway.gateway, gateway.node),
-                    Some(pool) => format!(
-                        "{} on {} (NATed by its node: pool {pool} has natOutgoing)",
-                        gateway.gateway, gateway.node
-                    ),
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            format!("gateways {gateways}; {}", chooser(chosen_by, *policy_rule))
-        }
-        Source::NoGateway {
-            chosen_by,
-            policy_rule,
-            ..
-        } => format!(
-            "no gateway matches: unreachable, nothing leaves; {}",
-            chooser(chosen_by, *policy_rule)
-        ),
-        Source::Dropped { chosen_by, .. } => format!("egress dropped: {chosen_by}"),
-    }
-}
-
-fn chooser(chosen_by: &str, policy_rule: Option<usize>) -> String {
-    match policy_rule {
-        Some(rule) => format!("{chosen_by}, rule {rule}"),
-        None => chosen_by.to_string(),
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use super::table::via;
     use super::*;
 
     const GATEWAYS: &str = "egress.projectcalico.org/selector: \"egress-code == 'red'\", egress.projectcalico.org/namespaceSelector: \"projectcalico.org/name == 'egress'\"";
@@ -686,7 +565,7 @@ mod tests {
     /// A namespace in a routable pool, one with natOutgoing (nodes with and without an
     /// InternalIP), one with a pool NAT address, one through two gateways, one with a policy
     /// that splits CIDRs, one naming a missing policy.
-    fn cluster(extra: &str) -> ResourceSet {
+    pub(crate) fn cluster(extra: &str) -> ResourceSet {
         let text = [
             "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec: {egressIPSupport: EnabledPerNamespaceOrPerPod}\n".to_string(),
             node("node-1", Some("192.168.0.1")),
@@ -940,75 +819,6 @@ mod tests {
             natted.egress[0].addresses,
             networks(&["192.168.0.1/32", "192.168.0.2/32"])
         );
-    }
-
-    #[test]
-    fn the_table_has_a_row_per_namespace_destination_and_way_out() {
-        let view = by_namespace(&cluster(""), &[]).unwrap();
-        let rows = table(&view);
-        assert_eq!(
-            rows[0],
-            [
-                "NAMESPACE",
-                "DESTINATION",
-                "SOURCE ADDRESSES",
-                "VIA",
-                "POOLS",
-                "PODS"
-            ]
-        );
-        let find_row = |namespace: &str, destination: &str| {
-            rows.iter()
-                .find(|row| row[0] == namespace && row[1] == destination)
-                .unwrap_or_else(|| panic!("no row {namespace} {destination} in {rows:#?}"))
-                .clone()
-        };
-        assert_eq!(
-            find_row("natted", "0.0.0.0/0"),
-            [
-                "natted",
-                "0.0.0.0/0",
-                "192.168.0.1, node node-3's address (no InternalIP known)",
-                "natOutgoing of pool nat-pool (the node's address)",
-                "nat-pool (2)",
-                "2"
-            ]
-        );
-        assert_eq!(
-            find_row("routable", "0.0.0.0/0")[2..4],
-            ["10.1.0.0/16", "pool routable-pool (routable)"]
-        );
-        assert_eq!(
-            find_row("fixed", "0.0.0.0/0")[2..4],
-            [
-                "192.0.2.10",
-                "natOutgoing of pool fixed-pool (the pool's NAT address)"
-            ]
-        );
-        assert_eq!(
-            find_row("split", "203.0.113.0/24")[2..4],
-            [
-                "10.9.0.2",
-                "gateways egress/gw-b on node-2; policy split (namespace annotation), rule 2"
-            ]
-        );
-        assert_eq!(
-            find_row("through", "0.0.0.0/0")[2..],
-            [
-                "10.9.0.1, 10.9.0.2",
-                "gateways egress/gw-a on node-1, egress/gw-b on node-2; namespace annotations",
-                "nat-pool (2)",
-                "2"
-            ]
-        );
-        // Namespaces in name order, IPv4 before IPv6 and longest prefix first within one.
-        let order: Vec<(&str, &str)> = rows[1..]
-            .iter()
-            .map(|row| (row[0].as_str(), row[1].as_str()))
-            .collect();
-        let mut sorted = order.clone();
-        sorted.sort_by_key(|(namespace, _)| *namespace);
-        assert_eq!(order, sorted);
     }
 
     #[test]
