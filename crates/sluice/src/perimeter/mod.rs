@@ -13,6 +13,7 @@ mod table;
 
 pub use table::{address_table, table};
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -24,6 +25,7 @@ use sluice_api::egress::EgressAnnotations;
 use sluice_gateway::choice::RuleAction;
 use sluice_gateway::{ClientPlan, Inputs, NodePlan, PlanError, Pod, PodId, RouteAction};
 use sluice_ipam::report::AllocationRecord;
+use sluice_selector::Selector;
 
 /// One namespace's pods and where their traffic can come from outside.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -151,6 +153,7 @@ pub fn by_namespace(
             .iter()
             .map(|node| (node.metadata.name.as_str(), internal_addresses(node)))
             .collect(),
+        candidates: RefCell::default(),
     };
 
     let mut namespaces: BTreeMap<&str, Accumulator> = BTreeMap::new();
@@ -271,6 +274,7 @@ struct Context<'a> {
     pools: &'a [IpPool],
     ipam_pools: BTreeMap<IpAddr, &'a str>,
     node_addresses: BTreeMap<&'a str, Vec<IpAddr>>,
+    candidates: RefCell<BTreeMap<(Selector, bool), Vec<(PodId, GatewayCandidate)>>>,
 }
 
 impl<'a> Context<'a> {
@@ -367,31 +371,36 @@ impl<'a> Context<'a> {
     }
 
     /// The scheduled pods the selector picks, but the client, with an address of the
-    /// destination's family: what the plan chooses hops among.
-    fn candidates(
-        &self,
-        selector: &sluice_selector::Selector,
-        client: &PodId,
-        destination: IpNet,
-    ) -> Vec<GatewayCandidate> {
-        self.inputs
-            .pods
-            .iter()
-            .filter(|gateway| &gateway.id != client && selector.matches(&gateway.labels))
-            .filter_map(|gateway| {
-                let address = gateway
-                    .addresses
-                    .iter()
-                    .copied()
-                    .find(|address| address.is_ipv4() == destination.addr().is_ipv4())?;
-                let pool = self.pool_of(address).filter(|pool| pool.spec.nat_outgoing);
-                Some(GatewayCandidate {
-                    gateway: gateway.id.to_string(),
-                    address,
-                    node: gateway.node.clone()?,
-                    nat_outgoing_pool: pool.map(|pool| pool.metadata.name.clone()),
+    /// destination's family: what the plan chooses hops among. Remembered per selector and
+    /// family, since a namespace's clients share them.
+    fn candidates(&self, selector: &Selector, client: &PodId, destination: IpNet) -> Vec<GatewayCandidate> {
+        let key = (selector.clone(), destination.addr().is_ipv4());
+        let mut remembered = self.candidates.borrow_mut();
+        let all = remembered.entry(key).or_insert_with(|| {
+            self.inputs
+                .pods
+                .iter()
+                .filter(|gateway| selector.matches(&gateway.labels))
+                .filter_map(|gateway| {
+                    let address = gateway
+                        .addresses
+                        .iter()
+                        .copied()
+                        .find(|address| address.is_ipv4() == destination.addr().is_ipv4())?;
+                    let pool = self.pool_of(address).filter(|pool| pool.spec.nat_outgoing);
+                    let candidate = GatewayCandidate {
+                        gateway: gateway.id.to_string(),
+                        address,
+                        node: gateway.node.clone()?,
+                        nat_outgoing_pool: pool.map(|pool| pool.metadata.name.clone()),
+                    };
+                    Some((gateway.id.clone(), candidate))
                 })
-            })
+                .collect()
+        });
+        all.iter()
+            .filter(|(gateway, _)| gateway != client)
+            .map(|(_, candidate)| candidate.clone())
             .collect()
     }
 
