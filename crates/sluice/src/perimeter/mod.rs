@@ -269,12 +269,15 @@ fn internal_addresses(node: &sluice_api::kubernetes::Node) -> Vec<IpAddr> {
         .collect()
 }
 
+/// The pods a selector picks with their address of one family (`true`: IPv4).
+type Candidates = Vec<(PodId, GatewayCandidate)>;
+
 struct Context<'a> {
     inputs: &'a Inputs,
     pools: &'a [IpPool],
     ipam_pools: BTreeMap<IpAddr, &'a str>,
     node_addresses: BTreeMap<&'a str, Vec<IpAddr>>,
-    candidates: RefCell<BTreeMap<(Selector, bool), Vec<(PodId, GatewayCandidate)>>>,
+    candidates: RefCell<BTreeMap<(Selector, bool), Candidates>>,
 }
 
 impl<'a> Context<'a> {
