@@ -269,7 +269,7 @@ fn internal_addresses(node: &sluice_api::kubernetes::Node) -> Vec<IpAddr> {
         .collect()
 }
 
-/// The pods a selector picks with their address of one family (`true`: IPv4).
+/// The pods a selector picks, each with its address of one family.
 type Candidates = Vec<(PodId, GatewayCandidate)>;
 
 struct Context<'a> {
@@ -277,6 +277,7 @@ struct Context<'a> {
     pools: &'a [IpPool],
     ipam_pools: BTreeMap<IpAddr, &'a str>,
     node_addresses: BTreeMap<&'a str, Vec<IpAddr>>,
+    /// By selector and family (`true`: IPv4).
     candidates: RefCell<BTreeMap<(Selector, bool), Candidates>>,
 }
 
