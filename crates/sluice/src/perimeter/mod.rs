@@ -782,6 +782,30 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn annotations_route_only_ipv4_so_a_dual_stack_clients_ipv6_leaves_by_its_pool() {
+        let extra = pool("v6-pool", "fd00:10::/64", false, "")
+            + "---\napiVersion: v1\nkind: Pod\nmetadata: {name: dual, namespace: through}\nspec: {nodeName: node-1}\nstatus: {podIPs: [{ip: 10.2.0.60}, {ip: 'fd00:10::60'}]}\n";
+        let view = by_namespace(&cluster(&extra), &[]).unwrap();
+        let through = find(&view, "through");
+        let destinations: Vec<String> = through
+            .egress
+            .iter()
+            .map(|egress| egress.destination.to_string())
+            .collect();
+        assert_eq!(destinations, ["0.0.0.0/0", "::/0"]);
+        assert!(through.egress[0].pods.contains(&"through/dual".to_string()));
+        assert_eq!(through.egress[1].pods, ["through/dual"]);
+        assert_eq!(
+            through.egress[1].source,
+            Source::Pool {
+                pool: "v6-pool".into(),
+                cidr: "fd00:10::/64".parse().unwrap()
+            }
+        );
+        assert_eq!(through.egress[1].addresses, networks(&["fd00:10::/64"]));
+    }
+
+    #[test]
     fn a_gateway_in_a_natoutgoing_pool_leaves_from_its_nodes_address() {
         let extra = pool("nat-gateway-pool", "10.8.0.0/16", true, "")
             + &namespace(
