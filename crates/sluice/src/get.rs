@@ -31,7 +31,9 @@ pub struct GetArguments {
     /// calicoctl), globalnetworkpolicy, tier, networkset, globalnetworkset, ippool,
     /// workloadendpoint, or networkpolicy.networking.k8s.io (also networkpolicies.networking.k8s.io
     /// and knp) for Kubernetes NetworkPolicy; and nodestatus for what each node's agent last
-    /// programmed; dnscache for what each node's agent learned from DNS (`--node`).
+    /// programmed; dnscache for what each node's agent learned from DNS (`--node`); egress (also
+    /// egressgateway, egw) for each node's egress gateway clients and gateways (`--node`, `-n`;
+    /// every namespace unless `-n`).
     kind: String,
     /// One object by name.
     name: Option<String>,
@@ -47,11 +49,19 @@ pub struct GetArguments {
     selector: Option<String>,
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     output: GetFormat,
-    /// dnscache: only this node's (also given as the NAME).
+    /// dnscache, egress: only this node's (also given as the NAME).
     #[arg(long)]
     node: Option<String>,
     #[command(flatten)]
     datastore: DatastoreArguments,
+}
+
+/// `get egress`: the egress gateway routing the agents publish (not a stored kind).
+fn is_egress(kind: &str) -> bool {
+    matches!(
+        kind.to_lowercase().as_str(),
+        "egress" | "egresses" | "egressgateway" | "egressgateways" | "egw"
+    )
 }
 
 /// Kind names as kubectl and calicoctl accept them: singular, plural, short.
@@ -128,8 +138,23 @@ pub fn run(arguments: &GetArguments, out: &mut Output) -> Result<ExitCode, Failu
         let node = arguments.node.as_deref().or(arguments.name.as_deref());
         return crate::dnscache::run(store.as_ref(), node, arguments.output, out);
     }
+    if is_egress(&arguments.kind) {
+        if arguments.selector.is_some() {
+            return Err("egress records have no labels, so -l cannot select among them"
+                .to_string()
+                .into());
+        }
+        let store = arguments.datastore.open()?;
+        let filter = crate::egress::Filter {
+            node: arguments.node.clone().or_else(|| arguments.name.clone()),
+            namespace: arguments.namespace.clone().filter(|_| !arguments.all_namespaces),
+        };
+        return crate::egress::run(store.as_ref(), &filter, arguments.output, out);
+    }
     if arguments.node.is_some() {
-        return Err("--node selects the node of `get dnscache`".to_string().into());
+        return Err("--node selects the node of `get dnscache` and `get egress`"
+            .to_string()
+            .into());
     }
     let kind = parse_kind(&arguments.kind)?;
     let store = arguments.datastore.open()?;

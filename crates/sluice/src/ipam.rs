@@ -8,8 +8,9 @@ use std::sync::Arc;
 use clap::{Subcommand, ValueEnum};
 use sluice_ipam::{Grouping, Ipam};
 
-use crate::datastore::DatastoreArguments;
+use crate::datastore::{DatastoreArguments, read_set};
 use crate::output::{Failure, Output, write_table};
+use crate::perimeter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum By {
@@ -26,11 +27,13 @@ pub enum IpamFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum IpamCommand {
-    /// Address ranges and allocations grouped by pool, namespace or node.
+    /// Address ranges and allocations grouped by pool or node; by namespace, the source
+    /// addresses each namespace's traffic can have outside the cluster (its pools' addresses,
+    /// NAT addresses, egress gateways' addresses), per destination.
     Show {
         #[arg(long, value_enum, default_value = "pool")]
         by: By,
-        /// List every allocated address, not only the ranges.
+        /// List every allocated address (by namespace: every pod address), not only the ranges.
         #[arg(long)]
         addresses: bool,
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
@@ -65,6 +68,12 @@ fn open_or_create(datastore: &DatastoreArguments) -> Result<Ipam, String> {
 
 pub fn run(command: &IpamCommand, out: &mut Output) -> Result<ExitCode, Failure> {
     match command {
+        IpamCommand::Show {
+            by,
+            addresses,
+            output,
+            datastore,
+        } if *by == By::Namespace => perimeter_view(datastore, *addresses, *output, out),
         IpamCommand::Show {
             by,
             addresses,
@@ -183,6 +192,38 @@ pub fn run(command: &IpamCommand, out: &mut Output) -> Result<ExitCode, Failure>
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `ipam show --by namespace`: per namespace, the source addresses its traffic can have
+/// outside the cluster (`perimeter`).
+fn perimeter_view(
+    datastore: &DatastoreArguments,
+    addresses: bool,
+    output: IpamFormat,
+    out: &mut Output,
+) -> Result<ExitCode, Failure> {
+    let store: Arc<dyn sluice_store::Store> = Arc::from(datastore.open()?);
+    let resources = read_set(store.as_ref())?;
+    let report = Ipam::new(store).report().map_err(|error| error.to_string())?;
+    let view = perimeter::by_namespace(&resources, &report.allocations).map_err(|error| error.to_string())?;
+    if output == IpamFormat::Json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&view).map_err(|error| error.to_string())?
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if view.is_empty() {
+        eprintln!("No pods with addresses");
+        return Ok(ExitCode::SUCCESS);
+    }
+    write_table(out, &perimeter::table(&view))?;
+    if addresses {
+        writeln!(out)?;
+        write_table(out, &perimeter::address_table(&view))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn join(networks: &[ipnet::IpNet]) -> String {

@@ -7,12 +7,14 @@ mod connectivity;
 mod datastore;
 mod diagnostics;
 mod dnscache;
+mod egress;
 mod explain;
 mod flows;
 mod get;
 mod ipam;
 mod label_selector;
 mod output;
+mod perimeter;
 mod resolve;
 
 use std::path::PathBuf;
