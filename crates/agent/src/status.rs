@@ -143,7 +143,7 @@ pub fn format_age(age: Duration) -> String {
 
 /// RFC 3339 text in UTC, whole seconds (`2026-12-05T09:12:29Z`); integer seconds since the
 /// Unix epoch are accepted on read.
-mod timestamp {
+pub(crate) mod timestamp {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
@@ -167,6 +167,28 @@ mod timestamp {
                 ))
             }),
             Written::Seconds(seconds) => Ok(UNIX_EPOCH + Duration::from_secs(seconds)),
+        }
+    }
+
+    /// The same for an optional time (`null` when absent).
+    pub mod optional {
+        use std::time::SystemTime;
+
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(time: &Option<SystemTime>, serializer: S) -> Result<S::Ok, S::Error> {
+            match time {
+                Some(time) => super::serialize(time, serializer),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<SystemTime>, D::Error> {
+            #[derive(Deserialize)]
+            struct Wrapped(#[serde(with = "super")] SystemTime);
+            Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|Wrapped(time)| time))
         }
     }
 }

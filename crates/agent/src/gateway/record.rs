@@ -18,8 +18,10 @@ pub fn egress_key(node: &str) -> String {
 
 /// One node's egress gateway routing at `updated`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct EgressRecord {
     pub node: String,
+    #[serde(with = "crate::status::timestamp")]
     pub updated: SystemTime,
     pub clients: Vec<ClientRecord>,
     pub gateways: Vec<GatewayRecord>,
@@ -29,6 +31,7 @@ pub struct EgressRecord {
 
 /// A client pod (`namespace/name`) on the node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ClientRecord {
     pub client: String,
     pub addresses: Vec<IpAddr>,
@@ -40,6 +43,7 @@ pub struct ClientRecord {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RouteRecord {
     /// A CIDR.
     pub destination: String,
@@ -55,6 +59,7 @@ pub struct RouteRecord {
 
 /// A gateway the node's prober checks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct GatewayRecord {
     pub gateway: String,
     pub address: IpAddr,
@@ -62,10 +67,13 @@ pub struct GatewayRecord {
     /// `ready`, `not-ready` or `draining`.
     pub health: String,
     /// When the health last changed, as this agent saw it.
+    #[serde(default, with = "crate::status::timestamp::optional")]
     pub since: Option<SystemTime>,
     /// The last successful probe's round trip, in milliseconds.
+    #[serde(default)]
     pub probe_milliseconds: Option<f64>,
     /// Why the last probe failed.
+    #[serde(default)]
     pub last_error: Option<String>,
 }
 
