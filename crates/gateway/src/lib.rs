@@ -17,6 +17,7 @@ pub mod facts;
 pub mod hops;
 pub mod model;
 pub mod plan;
+pub mod routing;
 pub mod tables;
 pub mod tunnel;
 
