@@ -12,6 +12,7 @@
 
 pub mod conntrack;
 pub mod domains;
+pub mod gateway_routes;
 pub mod netlink;
 mod render;
 pub mod routes;
