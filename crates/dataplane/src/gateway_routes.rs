@@ -327,6 +327,10 @@ fn neighbour_gateway(message: &NeighbourMessage) -> Option<(Ipv4Addr, [u8; 6])> 
     for attribute in &message.attributes {
         match attribute {
             NeighbourAttribute::Destination(NeighbourAddress::Inet(address)) => gateway = Some(*address),
+            // An FDB entry's (AF_BRIDGE) destination is not read as an address by the parser.
+            NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
+                gateway = <[u8; 4]>::try_from(bytes.as_slice()).ok().map(Ipv4Addr::from)
+            }
             NeighbourAttribute::LinkLayerAddress(bytes) => mac = <[u8; 6]>::try_from(bytes.as_slice()).ok(),
             _ => {}
         }

@@ -433,6 +433,12 @@ fn client_traffic_leaves_through_the_gateways_and_everything_is_owned_and_repair
     syncer.resync_next();
     let report = syncer.sync(&through(&GATEWAYS[1..])).unwrap();
     assert_eq!(report.rules_added, 1, "{report:?}");
+    // The one-hop route reads back as written (the kernel lists it without RTA_MULTIPATH).
+    assert_eq!(
+        (report.routes_written, report.tunnels_added),
+        (0, 0),
+        "{report:?}"
+    );
     assert_eq!(sources_of(&cluster, &listener, OUTSIDE, 5), vec![gateway(1); 5]);
 
     // Everything dropped: Sluice's rules, routes and device go; the others' stay.
@@ -466,4 +472,151 @@ fn client_traffic_leaves_through_the_gateways_and_everything_is_owned_and_repair
     assert!(syncer.backend_mut().device().unwrap().is_none());
     // And the pod is back on the normal way.
     assert_eq!(sources_of(&cluster, &listener, OUTSIDE, 1), vec![pod]);
+}
+
+/// A bare namespace, deleted on drop.
+struct Bare(String);
+
+impl Bare {
+    fn new(purpose: &str) -> Bare {
+        let name = format!("sluicegwr-{purpose}-{}", std::process::id());
+        ip(&["netns", "add", &name]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        Bare(name)
+    }
+
+    fn show(&self, program: &str, arguments: &[&str]) -> String {
+        let output = Command::new(program)
+            .args(["-n", &self.0])
+            .args(arguments)
+            .output()
+            .expect("runs");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Bare {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "delete", &self.0]).status();
+    }
+}
+
+#[test]
+fn the_device_is_changed_in_place_or_recreated_and_lost_entries_come_back() {
+    let namespace = Bare::new("device");
+    // An identical rule of someone else's: ours is added beside it and only ours is deleted.
+    ip(&[
+        "-n",
+        &namespace.0,
+        "rule",
+        "add",
+        "from",
+        POD,
+        "lookup",
+        &TABLE.to_string(),
+        "priority",
+        "100",
+        "protocol",
+        "static",
+    ]);
+    let mut syncer = RoutingSyncer::new(NetlinkGatewayRoutes::in_namespace(&namespace.0).unwrap());
+    let mut desired = through(&GATEWAYS[..1]);
+    let report = syncer.sync(&desired).unwrap();
+    assert_eq!((report.rules_added, report.tunnels_added), (1, 1), "{report:?}");
+    let rules = namespace.show("ip", &["rule", "show"]);
+    assert!(
+        rules.contains(&format!("100: from {POD} lookup {TABLE} proto static")),
+        "{rules}"
+    );
+    assert!(
+        rules.contains(&format!("100: from {POD} lookup {TABLE} proto 83")),
+        "{rules}"
+    );
+
+    // Another MTU: changed in place, routes and tunnels stay.
+    desired.device = Some(Device {
+        mtu: 1400,
+        ..desired.device.unwrap()
+    });
+    let report = syncer.sync(&desired).unwrap();
+    assert_eq!(
+        (report.device, report.routes_written, report.tunnels_added),
+        (Some(sluice_gateway::routing::DeviceChange::Changed), 0, 0),
+        "{report:?}"
+    );
+    assert!(
+        namespace
+            .show("ip", &["link", "show", DEVICE])
+            .contains("mtu 1400")
+    );
+
+    // Another VNI: recreated, with its tunnel and the route through it written again.
+    desired.device = Some(Device {
+        vni: 7,
+        ..desired.device.unwrap()
+    });
+    let report = syncer.sync(&desired).unwrap();
+    assert_eq!(
+        (report.routes_written, report.tunnels_added),
+        (1, 1),
+        "{report:?}"
+    );
+    let device = namespace.show("ip", &["-d", "link", "show", DEVICE]);
+    assert!(
+        device.contains("vxlan id 7 ") && device.contains("mtu 1400"),
+        "{device}"
+    );
+    let table = namespace.show("ip", &["route", "show", "table", &TABLE.to_string()]);
+    assert!(
+        table.contains(&format!(
+            "default via {} dev {DEVICE} proto 83 onlink",
+            GATEWAYS[0]
+        )),
+        "{table}"
+    );
+
+    // The FDB entry removed behind its back: put back after a resync.
+    let mac = mac_text(gateway_mac(address(GATEWAYS[0])));
+    let status = Command::new("bridge")
+        .args([
+            "-n",
+            &namespace.0,
+            "fdb",
+            "del",
+            &mac,
+            "dev",
+            DEVICE,
+            "dst",
+            GATEWAYS[0],
+            "self",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        !namespace
+            .show("bridge", &["fdb", "show", "dev", DEVICE])
+            .contains(&mac)
+    );
+    syncer.resync_next();
+    let report = syncer.sync(&desired).unwrap();
+    assert_eq!(report.tunnels_added, 1, "{report:?}");
+    let forwarding = namespace.show("bridge", &["fdb", "show", "dev", DEVICE]);
+    assert!(
+        forwarding.contains(&format!("{mac} dst {} self permanent", GATEWAYS[0])),
+        "{forwarding}"
+    );
+
+    syncer.sync(&DesiredRouting::default()).unwrap();
+    let rules = namespace.show("ip", &["rule", "show"]);
+    assert!(
+        rules.contains(&format!("100: from {POD} lookup {TABLE} proto static")),
+        "{rules}"
+    );
+    assert!(!rules.contains("proto 83"), "{rules}");
+    assert!(namespace.show("ip", &["link", "show", DEVICE]).is_empty());
 }
