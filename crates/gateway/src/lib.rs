@@ -9,7 +9,9 @@
 //! Modules, one job each: `model` (the inputs), `facts` (inputs from a `ResourceSet`),
 //! `choice` (which annotations or policy a client follows), `hops` (which gateways, least used
 //! first), `tables` (stable routing table ids), `plan` (the node's desired state), `tunnel`
-//! (the VXLAN device's name and the gateways' MAC addresses, shared by both ends).
+//! (the VXLAN device's name and the gateways' MAC addresses, shared by both ends), `routing`
+//! (the plan as rules, table routes, tunnels and device, and the syncer that programs them
+//! through a backend: the netlink one is `sluice_dataplane::gateway_routes`).
 #![forbid(unsafe_code)]
 
 pub mod choice;
