@@ -620,3 +620,76 @@ fn the_device_is_changed_in_place_or_recreated_and_lost_entries_come_back() {
     assert!(!rules.contains("proto 83"), "{rules}");
     assert!(namespace.show("ip", &["link", "show", DEVICE]).is_empty());
 }
+
+#[test]
+fn a_thousand_clients_are_programmed_read_back_and_removed() {
+    const CLIENTS: u32 = 1000;
+    let namespace = Bare::new("scale");
+    let mut syncer = RoutingSyncer::new(NetlinkGatewayRoutes::in_namespace(&namespace.0).unwrap());
+    let gateways: Vec<Ipv4Addr> = GATEWAYS.iter().map(|text| address(text)).collect();
+    let mut desired = DesiredRouting {
+        tunnels: gateways
+            .iter()
+            .map(|&gateway| Tunnel {
+                gateway,
+                mac: gateway_mac(gateway),
+            })
+            .collect(),
+        device: Some(Device {
+            vni: 4097,
+            port: 4790,
+            mtu: 1450,
+        }),
+        ..DesiredRouting::default()
+    };
+    for index in 0..CLIENTS {
+        let table = TABLE + index;
+        desired.rules.push(Rule {
+            source: Ipv4Addr::from(u32::from(address("10.61.0.0")) + index + 1),
+            table,
+            priority: 100,
+        });
+        for (destination, kind) in [
+            ("0.0.0.0/0", TableRouteKind::Gateways(gateways.clone())),
+            ("10.0.0.0/8", TableRouteKind::Throw),
+        ] {
+            desired.routes.push(TableRoute {
+                table,
+                destination: destination.parse().unwrap(),
+                kind,
+            });
+        }
+    }
+    desired.routes.sort();
+
+    let started = Instant::now();
+    let report = syncer.sync(&desired).unwrap();
+    let programming = started.elapsed();
+    assert_eq!(
+        (report.rules_added, report.routes_written),
+        (CLIENTS as usize, 2 * CLIENTS as usize)
+    );
+    let rules = namespace.show("ip", &["rule", "show"]);
+    assert_eq!(
+        rules.lines().filter(|line| line.contains("proto 83")).count(),
+        CLIENTS as usize
+    );
+
+    syncer.resync_next();
+    let started = Instant::now();
+    let report = syncer.sync(&desired).unwrap();
+    let resync = started.elapsed();
+    assert!(!report.changed(), "read back equal: {report:?}");
+
+    let started = Instant::now();
+    let report = syncer.sync(&DesiredRouting::default()).unwrap();
+    let removal = started.elapsed();
+    assert_eq!(
+        (report.rules_removed, report.routes_removed),
+        (CLIENTS as usize, 2 * CLIENTS as usize)
+    );
+    assert!(!namespace.show("ip", &["rule", "show"]).contains("proto 83"));
+    eprintln!(
+        "{CLIENTS} clients: programmed in {programming:?}, resync with nothing to change {resync:?}, removed in {removal:?}"
+    );
+}
