@@ -413,6 +413,15 @@ fn client_traffic_leaves_through_the_gateways_and_everything_is_owned_and_repair
     assert_eq!(sources, vec![gateway(1); 20]);
     let neighbours = cluster.on_node(&["neighbour", "show", "dev", DEVICE]).join("\n");
     assert!(!neighbours.contains(GATEWAYS[0]), "{neighbours}");
+    let forwarding = Command::new("bridge")
+        .args(["-n", cluster.node(), "fdb", "show", "dev", DEVICE])
+        .output()
+        .expect("bridge runs");
+    let forwarding = String::from_utf8_lossy(&forwarding.stdout).into_owned();
+    assert!(
+        !forwarding.contains(GATEWAYS[0]) && forwarding.contains(GATEWAYS[1]),
+        "{forwarding}"
+    );
 
     // Our rule deleted behind the syncer's back: the pod leaks the normal way until a resync.
     ip(&[
