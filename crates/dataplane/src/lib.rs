@@ -2,16 +2,19 @@
 //! objects of Sluice's own table (`inet sluice`), and brings the kernel from what it last
 //! programmed to what it should be with one atomic transaction that touches only what changed;
 //! and keeps the node's routes to other nodes' pod addresses ([`routes`]) in the main table;
-//! and forgets the connection-tracking entries of a released pod address ([`conntrack`]).
+//! and forgets the connection-tracking entries of a released pod address ([`conntrack`]);
+//! and programs the egress gateway policy routing of a client's node ([`gateway_routes`]).
 //!
 //! Architecture invariants: it renders the same IR the evaluator evaluates (no second reading
-//! of resources); it owns the `inet sluice` table and the main-table routes marked with protocol
-//! 83, and touches nothing else but the conntrack entries of addresses being released; a failed
+//! of resources); it owns the `inet sluice` table, the routes and rules marked with protocol 83
+//! and the `egress.sluice` device, and touches nothing else but the conntrack entries of
+//! addresses being released; a failed
 //! transaction leaves the previous ruleset in place and makes the next sync a full one.
 #![forbid(unsafe_code)]
 
 pub mod conntrack;
 pub mod domains;
+pub mod gateway_routes;
 pub mod netlink;
 mod render;
 pub mod routes;

@@ -16,7 +16,8 @@
 //! - sets `ip-<hash>-v4|v6` (interval sets of disjoint networks) and `port-<hash>-v4|v6`
 //!   (address . protocol . port, for named ports);
 //! - `nat-postrouting`: masquerade traffic from pools with natOutgoing to outside every pool
-//!   (absent while no pool has natOutgoing).
+//!   (absent while no pool has natOutgoing); never a packet leaving through the egress gateway
+//!   device, whose source must stay the pod's (it is encapsulated to a gateway, which NATs it).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
@@ -513,7 +514,10 @@ fn render_nat(ir: &Dataplane, ruleset: &mut Ruleset) {
         .map(|pool| pool.cidr)
         .collect();
     let all_pools: Vec<IpNet> = ir.pools.iter().map(|pool| pool.cidr).collect();
-    let mut rules = Vec::new();
+    let mut rules = vec![(
+        format!("oifname \"{}\" return", sluice_gateway::tunnel::DEVICE),
+        Some("egress gateway traffic keeps the pod's source: the gateway NATs it".to_string()),
+    )];
     for family in [IpFamily::V4, IpFamily::V6] {
         let key_type = if family == IpFamily::V4 {
             "ipv4_addr"

@@ -194,6 +194,9 @@ fn a_pool_with_its_own_nat_address_is_source_natted_to_it() {
         .expect(&listing);
     let masquerade = listing.find("masquerade").unwrap();
     assert!(snat < masquerade, "{listing}");
+    // Before any NAT: what leaves through the egress gateway device keeps the pod's source.
+    let gateway = listing.find("oifname \"egress.sluice\" return").expect(&listing);
+    assert!(gateway < snat, "{listing}");
 }
 
 #[test]

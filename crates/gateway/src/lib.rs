@@ -10,7 +10,9 @@
 //! `choice` (which annotations or policy a client follows), `health` (a gateway's health from
 //! its probes), `hops` (which gateways, least used
 //! first), `tables` (stable routing table ids), `plan` (the node's desired state), `tunnel`
-//! (the VXLAN device's name and the gateways' MAC addresses, shared by both ends).
+//! (the VXLAN device's name and the gateways' MAC addresses, shared by both ends), `routing`
+//! (the plan as rules, table routes, tunnels and device, and the syncer that programs them
+//! through a backend: the netlink one is `sluice_dataplane::gateway_routes`).
 #![forbid(unsafe_code)]
 
 pub mod choice;
@@ -19,6 +21,7 @@ pub mod health;
 pub mod hops;
 pub mod model;
 pub mod plan;
+pub mod routing;
 pub mod tables;
 pub mod tunnel;
 

@@ -1,0 +1,158 @@
+//! The policy-routing shell's desired state and its syncer, still without I/O: what a node's
+//! kernel must hold for a [`NodePlan`](crate::NodePlan) (rules, per-client tables, the VXLAN
+//! device and one static neighbour and FDB entry per gateway), and a syncer that brings a
+//! [`RoutingBackend`] there. The netlink backend is `sluice_dataplane::gateway_routes`.
+//!
+//! Calico Enterprise's design: one rule per client IPv4 address, `from <address> lookup
+//! <table>` at `egressIPRoutingRulePriority`; in the table, per destination, an ECMP route over
+//! the gateways (`nexthop via <gateway> dev egress.sluice onlink`), `throw` (the normal way),
+//! `unreachable` (gateways all gone: fail closed) or `blackhole` (a missing policy), and a
+//! `throw` for every local destination (pools, nodes) so in-cluster traffic never goes through
+//! a gateway. IPv6 gets no rule: Calico's egress gateways are IPv4.
+//!
+//! Modules: `desired` (plan → [`DesiredRouting`]), `syncer` ([`RoutingSyncer`] over a
+//! [`RoutingBackend`]), `fake` ([`FakeRouting`], in memory), `remembered` (the kernel's rules
+//! and tables back into a previous plan, for an agent that restarts).
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+mod desired;
+mod fake;
+mod remembered;
+mod syncer;
+
+pub use desired::desired;
+pub use fake::{FakeRouting, Operation};
+pub use remembered::previous_from_kernel;
+pub use syncer::{
+    DeviceChange, KernelDevice, KernelRouting, KernelRule, KernelTableRoute, KernelTunnel, RoutingBackend,
+    RoutingError, RoutingReport, RoutingSyncer,
+};
+
+/// The routing protocol number on everything Sluice puts in routing tables and rules (the same
+/// number as its main-table routes, `ip` shows `proto 83`); only entries carrying it are ever
+/// changed or deleted.
+pub const ROUTING_PROTOCOL: u8 = 83;
+
+/// `net.ipv4.fib_multipath_hash_policy` for ECMP over gateways: 1 hashes the L4 five-tuple, so
+/// a flow sticks to one gateway (whose conntrack holds its NAT) while flows spread.
+pub const MULTIPATH_HASH_POLICY: u32 = 1;
+
+/// The VXLAN device's MTU when the caller knows no better: a 1500-byte path less
+/// [`crate::tunnel::OVERHEAD`].
+pub const DEFAULT_MTU: u32 = 1450;
+
+/// `from <source>/32 lookup <table>` at `priority`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Rule {
+    pub source: Ipv4Addr,
+    pub table: u32,
+    pub priority: u32,
+}
+
+/// One route of a client's table.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TableRoute {
+    pub table: u32,
+    pub destination: Ipv4Net,
+    pub kind: TableRouteKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TableRouteKind {
+    /// ECMP over these gateway pod addresses (sorted, no duplicates), each `via <address> dev
+    /// egress.sluice onlink`, equal weight.
+    Gateways(Vec<Ipv4Addr>),
+    /// The normal way: the lookup goes on with the next rule (the main table).
+    Throw,
+    /// Gateways all gone: the sender gets an immediate error.
+    Unreachable,
+    /// A missing policy: dropped silently.
+    Blackhole,
+}
+
+/// A gateway reached through the VXLAN device: a permanent neighbour entry `<gateway> lladdr
+/// <mac>` and an FDB entry `<mac> dst <gateway>`, both on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Tunnel {
+    pub gateway: Ipv4Addr,
+    pub mac: [u8; 6],
+}
+
+/// The VXLAN device's settings (no learning, up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Device {
+    pub vni: u32,
+    pub port: u16,
+    pub mtu: u32,
+}
+
+/// What the node's kernel should hold. Every list is sorted and holds no duplicate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DesiredRouting {
+    pub rules: Vec<Rule>,
+    pub routes: Vec<TableRoute>,
+    pub tunnels: Vec<Tunnel>,
+    /// Present while any route goes through a gateway.
+    pub device: Option<Device>,
+    /// What of the plan could not be programmed and why, one line each.
+    pub warnings: Vec<String>,
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            formatter,
+            "rule {}: from {} lookup {}",
+            self.priority, self.source, self.table
+        )
+    }
+}
+
+impl fmt::Display for TableRoute {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            TableRouteKind::Gateways(gateways) => {
+                write!(formatter, "{} table {}", self.destination, self.table)?;
+                for gateway in gateways {
+                    write!(formatter, " nexthop via {gateway}")?;
+                }
+                Ok(())
+            }
+            TableRouteKind::Throw => write!(formatter, "throw {} table {}", self.destination, self.table),
+            TableRouteKind::Unreachable => {
+                write!(formatter, "unreachable {} table {}", self.destination, self.table)
+            }
+            TableRouteKind::Blackhole => {
+                write!(formatter, "blackhole {} table {}", self.destination, self.table)
+            }
+        }
+    }
+}
+
+impl fmt::Display for Tunnel {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            formatter,
+            "tunnel to {} ({})",
+            self.gateway,
+            crate::tunnel::mac_text(self.mac)
+        )
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            formatter,
+            "{} (vxlan id {} dstport {} mtu {})",
+            crate::tunnel::DEVICE,
+            self.vni,
+            self.port,
+            self.mtu
+        )
+    }
+}
