@@ -14,6 +14,7 @@ use sluice_nft::Backend;
 use sluice_store::{Change, Condition, Operation, Revision, Store, StoreError, Watch};
 
 use crate::dns::{DnsFlags, DnsShell};
+use crate::gateway::{DEFAULT_TUNNEL_MTU, GatewayShell, GatewayUpdate};
 use crate::metrics::Metrics;
 use crate::routing::Routing;
 use crate::status::{HEARTBEAT_INTERVAL, NodeStatus, status_key};
@@ -42,6 +43,11 @@ pub struct AgentConfig {
     /// Rewrite the status record at least this often, so its age tells a live agent from a
     /// dead one.
     pub heartbeat_interval: Duration,
+    /// Whether the agent routes egress gateway clients (`sluice agent --no-egress-gateways`
+    /// turns it off; FelixConfiguration's `egressIPSupport` decides who is a client).
+    pub egress_gateways: bool,
+    /// The MTU of the tunnel device to gateways: the path's less VXLAN's 50 bytes.
+    pub tunnel_mtu: u32,
 }
 
 impl AgentConfig {
@@ -53,6 +59,8 @@ impl AgentConfig {
             route_refresh_interval: Duration::from_secs(90),
             batch_window: Duration::from_millis(5),
             heartbeat_interval: HEARTBEAT_INTERVAL,
+            egress_gateways: true,
+            tunnel_mtu: DEFAULT_TUNNEL_MTU,
         }
     }
 }
@@ -67,6 +75,8 @@ pub struct Agent<B: Backend> {
     /// `None` when the agent learns nothing from DNS (tests with a fake kernel).
     dns: Option<DnsShell>,
     dns_flags: DnsFlags,
+    /// `None` when the agent routes no egress gateway clients.
+    gateways: Option<GatewayShell>,
     metrics: Arc<Metrics>,
     /// The datastore's resources by key, kept current by the watch.
     resources: BTreeMap<String, Resource>,
@@ -109,6 +119,7 @@ impl<B: Backend> Agent<B> {
             routing: None,
             dns: None,
             dns_flags: DnsFlags::default(),
+            gateways: None,
             metrics,
             resources: BTreeMap::new(),
             policy_dirty: true,
@@ -148,6 +159,19 @@ impl<B: Backend> Agent<B> {
         )?);
         self.dns_flags = flags;
         Ok(self)
+    }
+
+    /// Routes the node's egress gateway clients through their gateways with `backend`'s
+    /// rules, tables and tunnel device, probing the gateways (see [`GatewayShell`]).
+    pub fn with_gateways<R: sluice_gateway::routing::RoutingBackend + 'static>(mut self, backend: R) -> Self {
+        self.gateways = Some(GatewayShell::start(
+            &self.config.node,
+            backend,
+            self.store.clone(),
+            self.metrics.clone(),
+            self.config.tunnel_mtu,
+        ));
+        self
     }
 
     /// The FelixConfigurations in the datastore.
@@ -345,6 +369,10 @@ impl<B: Backend> Agent<B> {
         let compiled = Instant::now();
         let gateway_inputs = sluice_gateway::Inputs::from_resources(&set);
         let gateway_pods = sluice_gateway::gateway_pods(&gateway_inputs);
+        // Gateway routing does not wait on the ruleset: its shell plans on its own thread.
+        if let Some(gateways) = &self.gateways {
+            gateways.update(GatewayUpdate::new(gateway_inputs, &set));
+        }
         let (local, skipped) = programmable_endpoints(&self.local_endpoints(&gateway_pods));
         let skipped: Vec<String> = skipped
             .into_iter()
@@ -551,6 +579,9 @@ impl<B: Backend> Agent<B> {
         if let Some(dns) = &mut self.dns {
             dns.shutdown();
         }
+        if let Some(gateways) = &mut self.gateways {
+            gateways.shutdown();
+        }
         self.write_status(true);
     }
 
@@ -602,6 +633,7 @@ pub fn run(
         );
     }
     let program_routes = config.program_routes;
+    let egress_gateways = config.egress_gateways;
     let mut agent = Agent::new(config, store, backend, metrics);
     if program_routes {
         let routes = NetlinkRoutes::open().map_err(|error| error.to_string())?;
@@ -609,6 +641,10 @@ pub fn run(
     }
     if let Some(flags) = dns {
         agent = agent.with_dns(flags)?;
+    }
+    if egress_gateways {
+        let routing = sluice_dataplane::gateway_routes::NetlinkGatewayRoutes::open().map_err(|error| error.to_string())?;
+        agent = agent.with_gateways(routing);
     }
     agent.run_until(&stop);
     if let Some(server) = server {

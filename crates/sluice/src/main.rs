@@ -144,6 +144,14 @@ struct AgentArguments {
     /// Learn nothing from DNS: domain rules then allow no address.
     #[arg(long)]
     no_dns: bool,
+    /// Route no egress gateway clients: leave policy-routing rules, client tables and the
+    /// `egress.sluice` tunnel device alone (a node where another system does it).
+    #[arg(long)]
+    no_egress_gateways: bool,
+    /// The MTU of the `egress.sluice` tunnel device: the node's path MTU less VXLAN's 50
+    /// bytes (default 1450, for a 1500-byte network).
+    #[arg(long, value_name = "BYTES", default_value_t = sluice_agent::gateway::DEFAULT_TUNNEL_MTU, value_parser = clap::value_parser!(u32).range(576..=65_485))]
+    egress_tunnel_mtu: u32,
     #[command(flatten)]
     datastore: datastore::DatastoreArguments,
 }
@@ -178,6 +186,8 @@ fn run_agent(arguments: &AgentArguments) -> Result<ExitCode, String> {
     let mut config = sluice_agent::AgentConfig::new(arguments.node.clone());
     config.resync_interval = std::time::Duration::from_secs(arguments.resync_seconds);
     config.program_routes = !arguments.no_routes;
+    config.egress_gateways = !arguments.no_egress_gateways;
+    config.tunnel_mtu = arguments.egress_tunnel_mtu;
     let dns = (!arguments.no_dns).then(|| sluice_agent::dns::DnsFlags {
         trusted_servers: arguments.dns_trusted_servers.clone(),
         cache_file: arguments.dns_cache_file.clone(),

@@ -3,3 +3,6 @@
 
 pub mod prober;
 pub mod record;
+pub mod shell;
+
+pub use shell::{DEFAULT_TUNNEL_MTU, GatewayShell, GatewayUpdate};
