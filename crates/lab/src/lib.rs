@@ -12,7 +12,8 @@
 //! runs `nft` (the agent owns the nft table); it judges verdicts only through `sluice-policy`.
 //!
 //! API boundary: [`LabCommand`] and [`run`] for `sluice lab …`, [`demo`] for `sluice demo`;
-//! [`Environment`] and [`run_in`] let tests put state elsewhere and use other binaries.
+//! [`Environment`] and [`run_in`] let tests put state elsewhere and use other binaries;
+//! [`gateway_pid`] and [`pod_link_down`] let failover tests break a gateway.
 #![forbid(unsafe_code)]
 
 mod cluster;
@@ -20,6 +21,7 @@ pub mod config;
 mod datastore;
 mod demo;
 pub mod dns;
+mod gateway;
 pub mod probe;
 pub mod servers;
 mod shell;
@@ -324,6 +326,18 @@ pub fn restart_agent(
 /// Wires a pod again through the CNI plugin (DEL, then ADD); returns its addresses.
 pub fn rewire_pod(environment: &Environment, name: &str, pod: &str) -> Result<Vec<IpAddr>, String> {
     cluster::rewire_pod(environment, name, pod)
+}
+
+/// The process id of a gateway pod's (`namespace/name`) `sluice gateway`, if it runs (for tests
+/// that kill it); an error when the lab has no such gateway pod.
+pub fn gateway_pid(environment: &Environment, name: &str, pod: &str) -> Result<Option<u32>, String> {
+    cluster::gateway_pid(environment, name, pod)
+}
+
+/// Takes a pod's (`namespace/name`) interface down inside its namespace, as a failed link would
+/// (for failover tests); [`rewire_pod`] wires it again.
+pub fn pod_link_down(environment: &Environment, name: &str, pod: &str) -> Result<(), String> {
+    cluster::pod_link_down(environment, name, pod)
 }
 
 /// Every network namespace of this machine (tests check that `down` leaves none of a lab's).
