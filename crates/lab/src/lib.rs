@@ -9,7 +9,8 @@
 //! it cleans up after itself, also after a crash (`lab down` needs only the lab's name). The only
 //! files it writes outside its state directory are the pods' `/etc/netns/<pod>/resolv.conf`. It runs
 //! `ip` and its own helpers as processes and never speaks netlink (the CNI plugin owns that) or
-//! runs `nft` (the agent owns the nft table); it judges verdicts only through `sluice-policy`.
+//! runs `nft` itself (the agent owns the node's table, a gateway pod's `sluice gateway` its
+//! own); it judges verdicts only through `sluice-policy`.
 //!
 //! API boundary: [`LabCommand`] and [`run`] for `sluice lab …`, [`demo`] for `sluice demo`;
 //! [`Environment`] and [`run_in`] let tests put state elsewhere and use other binaries;

@@ -159,6 +159,21 @@ fn run(lab: &Lab) -> Result<(), String> {
         })?;
     }
 
+    // Each runs in its own pod, where it made the tunnel's far end.
+    for pod in ["egress/gateway-a", "egress/gateway-b"] {
+        support::run_checked(
+            "ip",
+            &["-n", &lab.netns(pod)?, "link", "show", "egress.sluice", "up"],
+        )
+        .and_then(|listing| {
+            if listing.contains("egress.sluice") {
+                Ok(())
+            } else {
+                Err(format!("no egress.sluice device up in {pod}"))
+            }
+        })?;
+    }
+
     // SIGKILL: the process is gone and nothing answers.
     let pid = sluice_lab::gateway_pid(&lab.environment, &lab.name, "egress/gateway-b")?
         .ok_or("gateway-b does not run")?;
