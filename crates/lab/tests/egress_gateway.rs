@@ -5,6 +5,15 @@
 //! succeeds. The library finds its process (a test SIGKILLs it) and takes a pod's link down;
 //! `lab down` leaves no gateway running.
 //!
+//! A second test plays the client node's part by hand (what the agent will do: a VXLAN device,
+//! a neighbour and FDB entry for the gateway, a rule and a table) to show that a gateway pod in
+//! the lab, among real agents, CNI and the fabric, carries a client's traffic out with its own
+//! address, and nothing once its link is down. It does not check the way back: the gateway
+//! returns replies through its pod interface, and the gateway's node drops them (TCP and ICMP
+//! replies as `ct state invalid`, since that node saw the request only encapsulated; UDP by
+//! anti-spoofing, since the source is the outside host's). See "Egress gateways" in
+//! docs/semantics.md.
+//!
 //! Like `tests/lab.rs`, this binary has no libtest harness (see `support`).
 
 mod support;
@@ -14,12 +23,19 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use sluice_api::Resource;
+use sluice_lab::{ConnectResult, ServiceProtocol};
 use support::{Lab, Test};
 
-const TESTS: [(&str, Test); 1] = [(
-    "gateway_pods_run_sluice_gateway_answer_readiness_from_their_node_and_stop_with_the_lab",
-    gateway_pods,
-)];
+const TESTS: [(&str, Test); 2] = [
+    (
+        "gateway_pods_run_sluice_gateway_answer_readiness_from_their_node_and_stop_with_the_lab",
+        gateway_pods,
+    ),
+    (
+        "a_client_tunnelled_by_hand_reaches_the_outside_with_the_address_of_a_gateway_on_another_node",
+        tunnelled_client,
+    ),
+];
 
 fn main() -> ExitCode {
     if let Some(code) = support::dispatch() {
@@ -231,6 +247,191 @@ fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) ->
             return Err(format!("timed out after {limit:?} waiting for {what}"));
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+const TUNNEL_MANIFESTS: &str = r#"
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: routed}
+spec: {cidr: 10.67.0.0/16}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: gateways}
+spec: {cidr: 10.66.0.0/24, blockSize: 28, assignmentMode: Manual}
+"#;
+
+const TUNNEL_LAB: &str = r#"kind: Lab
+name: placeholder
+nodes:
+  - name: node-1
+  - name: node-2
+outside:
+  - {name: partner, address: 203.0.113.10, tcp: [443], udp: [7000]}
+manifests: [manifests/]
+pods:
+  - namespace: egress
+    name: gateway
+    node: node-2
+    annotations: {cni.projectcalico.org/ipv4pools: '["gateways"]'}
+    egressGateway: {}
+  - {namespace: shop, name: client, node: node-1}
+"#;
+
+fn tunnelled_client() -> Result<(), String> {
+    if !support::is_root() {
+        println!("skipped: needs root to make network namespaces");
+        return Ok(());
+    }
+    let lab = Lab::up("t", TUNNEL_LAB, &[("00.yaml", TUNNEL_MANIFESTS.to_string())])?;
+    let outcome = tunnel_through(&lab);
+    let finished = lab.finish();
+    outcome.and(finished)
+}
+
+fn tunnel_through(lab: &Lab) -> Result<(), String> {
+    let gateway = match lab.pod_address("egress/gateway")? {
+        IpAddr::V4(address) => address,
+        other => return Err(format!("the gateway has {other}, not IPv4")),
+    };
+    let client = lab.pod_address("shop/client")?;
+    let client_netns = lab.netns("shop/client")?;
+    let partner: IpAddr = "203.0.113.10".parse().expect("an address");
+    let seen = |lab: &Lab| {
+        lab.connect(
+            &client_netns,
+            ServiceProtocol::Tcp,
+            partner,
+            443,
+            Duration::from_millis(1500),
+        )
+    };
+    // A routed pool: without the gateway the partner sees the client itself.
+    let direct = seen(lab);
+    if direct.seen != Some(client) {
+        return Err(format!(
+            "before the tunnel: {direct:?}, expected the client's {client}"
+        ));
+    }
+
+    let node = lab.netns("node-1")?;
+    let mac = sluice_gateway::tunnel::mac_text(sluice_gateway::tunnel::gateway_mac(gateway));
+    let (gateway_text, client_text) = (gateway.to_string(), client.to_string());
+    let device = sluice_gateway::tunnel::DEVICE;
+    for command in [
+        vec![
+            "link",
+            "add",
+            device,
+            "mtu",
+            "1450",
+            "type",
+            "vxlan",
+            "id",
+            "4097",
+            "dstport",
+            "4790",
+            "nolearning",
+        ],
+        vec!["link", "set", device, "up"],
+        vec![
+            "neighbour",
+            "add",
+            &gateway_text,
+            "lladdr",
+            &mac,
+            "dev",
+            device,
+            "nud",
+            "permanent",
+        ],
+        vec![
+            "route",
+            "add",
+            "default",
+            "via",
+            &gateway_text,
+            "dev",
+            device,
+            "onlink",
+            "table",
+            "250",
+        ],
+        vec![
+            "rule",
+            "add",
+            "from",
+            &client_text,
+            "lookup",
+            "250",
+            "priority",
+            "100",
+        ],
+    ] {
+        let mut arguments = vec!["-n", node.as_str()];
+        arguments.extend(command);
+        support::run_checked("ip", &arguments)?;
+    }
+    support::run_checked(
+        "bridge",
+        &[
+            "-netns",
+            &node,
+            "fdb",
+            "append",
+            &mac,
+            "dev",
+            device,
+            "dst",
+            &gateway_text,
+        ],
+    )?;
+
+    // What the partner's UDP server saw: one line a datagram, `udp 7000 from ADDRESS:PORT`.
+    let served = lab.paths().log_file("host-partner").with_extension("served");
+    let sources = || -> Vec<String> {
+        std::fs::read_to_string(&served)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.strip_prefix("udp 7000 from "))
+            .filter_map(|peer| peer.rsplit_once(':').map(|(address, _)| address.to_string()))
+            .collect()
+    };
+    let send = |lab: &Lab| {
+        lab.connect(
+            &client_netns,
+            ServiceProtocol::Udp,
+            partner,
+            7000,
+            Duration::from_millis(300),
+        )
+    };
+    for _ in 0..3 {
+        send(lab);
+    }
+    let through = sources();
+    if through.is_empty() || through.iter().any(|source| *source != gateway_text) {
+        return Err(format!(
+            "through the gateway on node-2 the partner saw {through:?}, expected only {gateway}"
+        ));
+    }
+
+    // The gateway's link down: nothing gets out, with any source.
+    sluice_lab::pod_link_down(&lab.environment, &lab.name, "egress/gateway")?;
+    for _ in 0..3 {
+        send(lab);
+    }
+    let after = sources();
+    if after.len() != through.len() {
+        return Err(format!(
+            "with the gateway's link down the partner saw {:?}",
+            &after[through.len()..]
+        ));
+    }
+    if seen(lab).result == ConnectResult::Connected {
+        return Err("a TCP connection got through with the gateway's link down".into());
     }
     Ok(())
 }
