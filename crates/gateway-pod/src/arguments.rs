@@ -30,6 +30,13 @@ pub struct GatewayArguments {
     /// Not ready once every probe of a kind has failed for this many seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 3.0, value_parser = parse_seconds)]
     pub probe_timeout: f64,
+    /// The VXLAN network identifier of the tunnel from client nodes (FelixConfiguration's
+    /// egressIPVXLANVNI; whoever starts the gateway passes the cluster's value).
+    #[arg(long, value_name = "VNI", default_value_t = 4097, value_parser = clap::value_parser!(u32).range(1..=16_777_215))]
+    pub vxlan_vni: u32,
+    /// The UDP port client nodes encapsulate to (FelixConfiguration's egressIPVXLANPort).
+    #[arg(long, value_name = "PORT", default_value_t = 4790, value_parser = clap::value_parser!(u16).range(1..))]
+    pub vxlan_port: u16,
 }
 
 fn parse_seconds(text: &str) -> Result<f64, String> {

@@ -1,6 +1,6 @@
 //! `sluice gateway` from start to signal: read the pod's addresses, serve health (not ready
-//! yet), turn forwarding on, install the SNAT table, mark ready-to-probe, probe until SIGTERM or
-//! SIGINT, then stop serving and remove the table.
+//! yet), turn forwarding on, install the SNAT table and the tunnel device, mark ready-to-probe,
+//! probe until SIGTERM or SIGINT, then stop serving and remove the device and the table.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,12 +9,14 @@ use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use sluice_gateway::tunnel::DEVICE;
 use sluice_nft::CommandBackend;
 
 use crate::arguments::GatewayArguments;
 use crate::health::HealthServer;
 use crate::probe::Probe;
 use crate::readiness::{ProbeKind, Readiness};
+use crate::tunnel::{self, TunnelSettings};
 use crate::{address, forwarding, snat};
 
 // How often waiting threads look at the stop flag: bounds how long a signal takes to act.
@@ -42,14 +44,16 @@ pub fn run(arguments: &GatewayArguments) -> Result<(), String> {
     )?;
     tracing::info!(address = %server.address(), "serving /readiness and /liveness");
 
-    let backend = match set_up(arguments, &addresses) {
-        Ok(backend) => backend,
+    let installed = match set_up(arguments, &addresses) {
+        Ok(installed) => installed,
         Err(error) => {
             server.stop();
             return Err(error);
         }
     };
     readiness.lock().expect("not poisoned").mark_set_up();
+    // The lab waits for this line before it goes on.
+    tracing::info!("gateway set up");
 
     let probe_threads: Vec<_> = probes
         .into_iter()
@@ -71,30 +75,87 @@ pub fn run(arguments: &GatewayArguments) -> Result<(), String> {
     for thread in probe_threads {
         let _ = thread.join();
     }
-    if let Some(mut backend) = backend {
-        snat::remove(&mut backend)
-            .map_err(|error| format!("removing table inet {}: {error}", snat::TABLE_NAME))?;
-        tracing::info!(table = snat::TABLE_NAME, "removed the source NAT table");
-    }
+    installed.remove()?;
     tracing::info!("gateway stopped");
     Ok(())
 }
 
-/// Forwarding on, then the SNAT table unless `--no-snat`; the backend is kept to remove it.
+/// What `set_up` put in place, removed when the gateway stops.
+struct Installed {
+    /// Kept to remove the SNAT table; none with `--no-snat`.
+    backend: Option<CommandBackend>,
+    tunnel: bool,
+}
+
+impl Installed {
+    /// The tunnel first, so no decapsulated packet is forwarded once the SNAT table is gone;
+    /// when the device cannot be removed, the table stays too (nothing leaves unNATed).
+    fn remove(self) -> Result<(), String> {
+        if self.tunnel {
+            tunnel::remove().map_err(|error| format!("removing the tunnel device {DEVICE}: {error}"))?;
+            tracing::info!(device = DEVICE, "removed the tunnel device");
+        }
+        if let Some(mut backend) = self.backend {
+            snat::remove(&mut backend)
+                .map_err(|error| format!("removing table inet {}: {error}", snat::TABLE_NAME))?;
+            tracing::info!(table = snat::TABLE_NAME, "removed the source NAT table");
+        }
+        Ok(())
+    }
+}
+
+/// Forwarding on, then the SNAT table unless `--no-snat`, then the tunnel device: client
+/// traffic can arrive only once what it needs to leave is in place.
 fn set_up(
     arguments: &GatewayArguments,
     addresses: &address::InterfaceAddresses,
-) -> Result<Option<CommandBackend>, String> {
+) -> Result<Installed, String> {
     forwarding::enable(addresses)?;
+    let mut installed = Installed {
+        backend: None,
+        tunnel: false,
+    };
     if arguments.no_snat {
         tracing::info!("no source NAT (--no-snat): the node NATs for the gateway's pool");
-        return Ok(None);
+    } else {
+        let mut backend = CommandBackend::new().map_err(|error| error.to_string())?;
+        snat::install(&mut backend, &arguments.interface, addresses)
+            .map_err(|error| format!("installing table inet {}: {error}", snat::TABLE_NAME))?;
+        tracing::info!(table = snat::TABLE_NAME, interface = %arguments.interface, "forwarded traffic is source-NATed to the gateway's address");
+        installed.backend = Some(backend);
     }
-    let mut backend = CommandBackend::new().map_err(|error| error.to_string())?;
-    snat::install(&mut backend, &arguments.interface, addresses)
-        .map_err(|error| format!("installing table inet {}: {error}", snat::TABLE_NAME))?;
-    tracing::info!(table = snat::TABLE_NAME, interface = %arguments.interface, "forwarded traffic is source-NATed to the gateway's address");
-    Ok(Some(backend))
+    let Some(ipv4) = addresses.ipv4 else {
+        // Client nodes tunnel IPv4 only (Calico's egress gateways are IPv4).
+        tracing::warn!(
+            device = DEVICE,
+            "no IPv4 address: no tunnel device, no client can reach this gateway"
+        );
+        return Ok(installed);
+    };
+    let made = tunnel::interface_mtu(&arguments.interface)
+        .and_then(|mtu| TunnelSettings::new(arguments.vxlan_vni, arguments.vxlan_port, ipv4, mtu))
+        .and_then(|settings| tunnel::install(&settings).map(|()| settings));
+    match made {
+        Ok(settings) => {
+            installed.tunnel = true;
+            tracing::info!(
+                device = DEVICE,
+                vni = settings.vni,
+                port = settings.port,
+                mtu = settings.mtu,
+                mac = %sluice_gateway::tunnel::mac_text(settings.mac),
+                "decapsulating client traffic"
+            );
+            Ok(installed)
+        }
+        Err(error) => {
+            let error = format!("the tunnel device {DEVICE}: {error}");
+            if let Err(cleanup) = installed.remove() {
+                return Err(format!("{error}; then {cleanup}"));
+            }
+            Err(error)
+        }
+    }
 }
 
 fn probe_until_stopped(
@@ -143,7 +204,10 @@ fn stop_on_signals(stop: Arc<AtomicBool>) -> Result<(), String> {
                     tracing::warn!(signal = name, "a second signal while stopping; exiting at once");
                     std::process::exit(1);
                 }
-                tracing::info!(signal = name, "stopping: removing the source NAT table");
+                tracing::info!(
+                    signal = name,
+                    "stopping: removing the tunnel device and the source NAT table"
+                );
             }
         })
         .map_err(|error| format!("cannot start the signal thread: {error}"))?;

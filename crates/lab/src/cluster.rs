@@ -30,13 +30,14 @@ use crate::config::{LabFile, PortProtocol};
 use crate::datastore;
 use crate::dns::netns_files;
 use crate::dns::zone::Zone;
+use crate::gateway;
 use crate::servers::ServiceProtocol;
 use crate::shell::{self, ip, ip_in, sysctl_in};
-use crate::state::{self, DnsState, HostState, LabPaths, LabState, NodeState, PodState};
+use crate::state::{self, DnsState, HostState, LabPaths, LabState, NodeState, PidRecord, PodState};
 
 const FABRIC_ADDRESS: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 1);
 const UNDERLAY_INTERFACE: &str = "eth0";
-const POD_INTERFACE: &str = "eth0";
+pub(crate) const POD_INTERFACE: &str = "eth0";
 const CNI_TIMEOUT: Duration = Duration::from_secs(20);
 const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The DNS server's process name (its log, pid and `.served` files).
@@ -272,6 +273,7 @@ fn build(
                 container_id: format!("sluice-lab-{}-p{index}", lab.name),
                 addresses: Vec::new(),
                 ports: pod.ports.clone(),
+                egress_gateway: pod.egress_gateway.clone(),
             };
             state.pods.push(record.clone());
             paths.save(state)?;
@@ -289,6 +291,9 @@ fn build(
                     &services,
                 )?;
             }
+            if let Some(spec) = &pod.egress_gateway {
+                gateway::start(environment, paths, &record, spec)?;
+            }
             Ok(())
         })()
         .map_err(|error| failed(&format!("pod {}/{}", pod.namespace, pod.name), error))?;
@@ -299,6 +304,10 @@ fn build(
             lab.pods.len(),
             environment.cni_binary.display()
         );
+    }
+    let gateways = lab.pods.iter().filter(|pod| pod.egress_gateway.is_some()).count();
+    if gateways > 0 {
+        println!("{gateways} egress gateway pods running sluice gateway");
     }
 
     let routes = sync_fabric_routes(state, store.clone())
@@ -482,6 +491,7 @@ fn start_agent(
         &paths.log_file(&process),
         &paths.pid_file(&process),
         &agent_marker(&node.name, &state.datastore),
+        None,
     )
     .map(|child| child.id())
 }
@@ -545,7 +555,7 @@ fn wait_serving(
     command.arg("--log").arg(&served);
     // The served-connections log path is unique to this lab and process.
     let marker = served.display().to_string();
-    let mut child = shell::spawn_background(command, &log, &paths.pid_file(process), &marker)?;
+    let mut child = shell::spawn_background(command, &log, &paths.pid_file(process), &marker, None)?;
     // The server binds before it logs `serving`; a bind error ends it.
     let mut exit = None;
     let serving = shell::wait_until(Duration::from_secs(5), Duration::from_millis(10), || {
@@ -659,6 +669,35 @@ pub fn rewire_pod(environment: &Environment, name: &str, pod: &str) -> Result<Ve
     state.pods[index].addresses = addresses.clone();
     paths.save(&state)?;
     Ok(addresses)
+}
+
+/// A pod's state by `namespace/name`.
+fn find_pod(state: &LabState, pod: &str) -> Result<PodState, String> {
+    state
+        .pods
+        .iter()
+        .find(|candidate| candidate.shown() == pod)
+        .cloned()
+        .ok_or_else(|| format!("lab `{}` has no pod {pod}", state.name))
+}
+
+/// The process id of a gateway pod's `sluice gateway`, if it runs.
+pub fn gateway_pid(environment: &Environment, name: &str, pod: &str) -> Result<Option<u32>, String> {
+    let paths = LabPaths::new(&environment.state_root, name);
+    let record = find_pod(&paths.load()?, pod)?;
+    if record.egress_gateway.is_none() {
+        return Err(format!("pod {pod} is not an egress gateway"));
+    }
+    Ok(gateway::pid(&paths, &record))
+}
+
+/// Takes a pod's interface down inside its namespace, as a failed link would: the kernel drops
+/// the pod's routes through it and the node's end loses its carrier. Bringing it back needs the
+/// pod wired again ([`rewire_pod`]).
+pub fn pod_link_down(environment: &Environment, name: &str, pod: &str) -> Result<(), String> {
+    let paths = LabPaths::new(&environment.state_root, name);
+    let record = find_pod(&paths.load()?, pod)?;
+    ip_in(&record.netns, &["link", "set", POD_INTERFACE, "down"]).map(drop)
 }
 
 /// Routes the blocks (and borrowed addresses) of pools without natOutgoing from the fabric to
@@ -800,11 +839,11 @@ pub fn down(environment: &Environment, name: &str) -> Result<(), String> {
     let mut stopped = 0;
     if let Ok(entries) = std::fs::read_dir(paths.directory.join("pids")) {
         for entry in entries.flatten() {
-            if let Some((pid, marker)) = state::read_pid_file(&entry.path())
-                && !marker.is_empty()
-                && state::process_matches(pid, &marker)
+            if let Some(record) = PidRecord::read(&entry.path())
+                && !record.marker.is_empty()
+                && record.is_running()
             {
-                state::stop_process(pid, &marker);
+                record.stop();
                 stopped += 1;
             }
         }
@@ -902,6 +941,35 @@ pub fn status(environment: &Environment, name: &str) -> Result<bool, String> {
                 addresses.join(", ")
             }
         );
+    }
+    let gateways: Vec<&PodState> = state
+        .pods
+        .iter()
+        .filter(|pod| pod.egress_gateway.is_some())
+        .collect();
+    if !gateways.is_empty() {
+        println!();
+        println!("{:<28} {:<10} HEALTH", "EGRESS GATEWAY", "PROCESS");
+        for pod in gateways {
+            let alive = gateway::pid(&paths, pod).is_some();
+            healthy &= alive;
+            let health = pod
+                .addresses
+                .iter()
+                .find(|address| address.is_ipv4())
+                .map(|address| {
+                    format!(
+                        "http://{address}:{}/readiness",
+                        crate::config::GATEWAY_HEALTH_PORT
+                    )
+                })
+                .unwrap_or_else(|| "no IPv4 address".to_string());
+            println!(
+                "{:<28} {:<10} {health}",
+                pod.shown(),
+                if alive { "running" } else { "DOWN" }
+            );
+        }
     }
     if !state.hosts.is_empty() {
         println!();

@@ -3,7 +3,7 @@
 //! column and field.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -116,7 +116,39 @@ pub struct PodSpec {
     /// Container ports: the pod's servers listen on them and named ports come from them.
     #[serde(default)]
     pub ports: Vec<PodPort>,
+    /// Makes the pod an egress gateway: the lab runs `sluice gateway` in it.
+    #[serde(default)]
+    pub egress_gateway: Option<EgressGatewaySpec>,
 }
+
+/// `egressGateway:` of a pod (`{}` for the defaults): the options of the `sluice gateway` the lab
+/// runs in it, named after Calico's egress gateway settings (its `ICMP_PROBE_IPS`,
+/// `HTTP_PROBE_URLS`, probe interval and timeout). The pod gets the named port `health`, TCP
+/// [`GATEWAY_HEALTH_PORT`], where agents probe its readiness.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EgressGatewaySpec {
+    /// Addresses the gateway pings; it is ready only while one of them answers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub icmp_probes: Vec<IpAddr>,
+    /// `http://` URLs the gateway GETs; it is ready only while one of them answers 2xx.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_probes: Vec<String>,
+    /// No source NAT in the gateway: its pool has natOutgoing and the node NATs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_snat: bool,
+    /// Seconds between two runs of each probe (the gateway's default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_interval_seconds: Option<f64>,
+    /// Not ready once every probe of a kind has failed for this many seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_timeout_seconds: Option<f64>,
+}
+
+/// The container port a gateway pod's `sluice gateway` serves `/readiness` on, named `health`.
+pub const GATEWAY_HEALTH_PORT: u16 = 8080;
+/// The name agents look the health port up by.
+pub const GATEWAY_HEALTH_PORT_NAME: &str = "health";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -292,6 +324,10 @@ impl LabFile {
                     &format!("pods[{index}].ports"),
                     format!("pod {shown}: port 0"),
                 ));
+            }
+            if let Some(gateway) = &pod.egress_gateway {
+                crate::gateway::check(pod, gateway)
+                    .map_err(|message| Problem::at(&format!("pods[{index}].egressGateway"), message))?;
             }
         }
         Ok(())

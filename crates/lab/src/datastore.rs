@@ -13,7 +13,7 @@ use sluice_api::values::Protocol;
 use sluice_api::{Loader, Resource, ResourceSet};
 use sluice_store::{Condition, Operation, Store};
 
-use crate::config::{LabFile, PortProtocol};
+use crate::config::{GATEWAY_HEALTH_PORT, GATEWAY_HEALTH_PORT_NAME, LabFile, PortProtocol};
 
 pub fn open(address: &str) -> Result<Arc<dyn Store>, String> {
     sluice_store::open(address)
@@ -108,7 +108,7 @@ pub fn apply_lab(store: &dyn Store, lab: &LabFile) -> Result<Vec<String>, String
                 },
             }));
         }
-        let ports = pod
+        let mut ports: Vec<ContainerPort> = pod
             .ports
             .iter()
             .map(|port| ContainerPort {
@@ -122,6 +122,16 @@ pub fn apply_lab(store: &dyn Store, lab: &LabFile) -> Result<Vec<String>, String
                 host_ip: None,
             })
             .collect();
+        // Where agents probe a gateway's readiness, as on Calico's egress gateway pods.
+        if pod.egress_gateway.is_some() {
+            ports.push(ContainerPort {
+                name: Some(GATEWAY_HEALTH_PORT_NAME.into()),
+                container_port: GATEWAY_HEALTH_PORT,
+                protocol: Some(Protocol::Tcp),
+                host_port: None,
+                host_ip: None,
+            });
+        }
         // No status: the address comes from IPAM through the CNI plugin's WorkloadEndpoint.
         resources.push(Resource::Pod(Pod {
             metadata: ObjectMeta {

@@ -9,10 +9,12 @@
 //! it cleans up after itself, also after a crash (`lab down` needs only the lab's name). The only
 //! files it writes outside its state directory are the pods' `/etc/netns/<pod>/resolv.conf`. It runs
 //! `ip` and its own helpers as processes and never speaks netlink (the CNI plugin owns that) or
-//! runs `nft` (the agent owns the nft table); it judges verdicts only through `sluice-policy`.
+//! runs `nft` itself (the agent owns the node's table, a gateway pod's `sluice gateway` its
+//! own); it judges verdicts only through `sluice-policy`.
 //!
 //! API boundary: [`LabCommand`] and [`run`] for `sluice lab …`, [`demo`] for `sluice demo`;
-//! [`Environment`] and [`run_in`] let tests put state elsewhere and use other binaries.
+//! [`Environment`] and [`run_in`] let tests put state elsewhere and use other binaries;
+//! [`gateway_pid`] and [`pod_link_down`] let failover tests break a gateway.
 #![forbid(unsafe_code)]
 
 mod cluster;
@@ -21,6 +23,7 @@ mod datastore;
 mod demo;
 pub mod dns;
 pub mod egress;
+mod gateway;
 pub mod probe;
 pub mod servers;
 mod shell;
@@ -325,6 +328,18 @@ pub fn restart_agent(
 /// Wires a pod again through the CNI plugin (DEL, then ADD); returns its addresses.
 pub fn rewire_pod(environment: &Environment, name: &str, pod: &str) -> Result<Vec<IpAddr>, String> {
     cluster::rewire_pod(environment, name, pod)
+}
+
+/// The process id of a gateway pod's (`namespace/name`) `sluice gateway`, if it runs (for tests
+/// that kill it); an error when the lab has no such gateway pod.
+pub fn gateway_pid(environment: &Environment, name: &str, pod: &str) -> Result<Option<u32>, String> {
+    cluster::gateway_pid(environment, name, pod)
+}
+
+/// Takes a pod's (`namespace/name`) interface down inside its namespace, as a failed link would
+/// (for failover tests); [`rewire_pod`] wires it again.
+pub fn pod_link_down(environment: &Environment, name: &str, pod: &str) -> Result<(), String> {
+    cluster::pod_link_down(environment, name, pod)
 }
 
 /// Every network namespace of this machine (tests check that `down` leaves none of a lab's).

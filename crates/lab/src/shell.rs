@@ -99,12 +99,14 @@ pub fn in_netns(netns: &str, program: &Path) -> Command {
 /// Starts a long-running process in the background, detached from our process group (so a
 /// Ctrl-C aimed at `lab up` does not stop it), logging to (the end of) `log` and recording its id in `pid_file`.
 /// `ip netns exec` execs the program, so the id is the program's; `marker` is part of its
-/// command line and tells it from a process that later reuses the id.
+/// command line and tells it from a process that later reuses the id; `netns`, recorded too,
+/// is the namespace it runs in, for a process whose command line is the same in every lab.
 pub fn spawn_background(
     mut command: Command,
     log: &Path,
     pid_file: &Path,
     marker: &str,
+    netns: Option<&str>,
 ) -> Result<Child, String> {
     for directory in [log.parent(), pid_file.parent()].into_iter().flatten() {
         std::fs::create_dir_all(directory)
@@ -125,7 +127,8 @@ pub fn spawn_background(
         .spawn()
         .map_err(|error| format!("cannot start {command:?}: {error}"))?;
     let pid = child.id();
-    std::fs::write(pid_file, format!("{pid}\n{marker}\n"))
+    let netns = netns.map(|netns| format!("{netns}\n")).unwrap_or_default();
+    std::fs::write(pid_file, format!("{pid}\n{marker}\n{netns}"))
         .map_err(|error| format!("cannot write {}: {error}", pid_file.display()))?;
     Ok(child)
 }

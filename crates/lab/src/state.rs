@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{OutsideHostSpec, PodPort};
+use crate::config::{EgressGatewaySpec, OutsideHostSpec, PodPort};
 use crate::shell;
 
 /// What `lab up` built, written as it goes so that `lab down` can undo a half-built lab.
@@ -70,6 +70,9 @@ pub struct PodState {
     pub addresses: Vec<IpAddr>,
     #[serde(default)]
     pub ports: Vec<PodPort>,
+    /// Set for an egress gateway pod, whose `sluice gateway` the lab runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_gateway: Option<EgressGatewaySpec>,
 }
 
 impl PodState {
@@ -214,19 +217,51 @@ pub fn choose_lab(root: &Path, name: Option<&str>) -> Result<String, String> {
     }
 }
 
-/// A pid file: the id on the first line, a marker its command line holds on the second.
-pub fn read_pid_file(pid_file: &Path) -> Option<(u32, String)> {
-    let text = std::fs::read_to_string(pid_file).ok()?;
-    let mut lines = text.lines();
-    let pid = lines.next()?.trim().parse().ok()?;
-    Some((pid, lines.next().unwrap_or_default().to_string()))
+/// A pid file: the id on the first line, a marker its command line holds on the second and,
+/// for a process whose command line is the same in every lab (a gateway's), the network
+/// namespace it runs in on the third.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PidRecord {
+    pub pid: u32,
+    pub marker: String,
+    pub netns: Option<String>,
 }
 
-/// A process id from a pid file, if the process still runs and is the one we started (its
-/// command line holds the recorded marker), so a recycled id is never taken for ours.
+impl PidRecord {
+    pub fn read(pid_file: &Path) -> Option<PidRecord> {
+        let text = std::fs::read_to_string(pid_file).ok()?;
+        let mut lines = text.lines();
+        let pid = lines.next()?.trim().parse().ok()?;
+        let marker = lines.next().unwrap_or_default().to_string();
+        let netns = lines.next().map(str::trim).filter(|netns| !netns.is_empty());
+        Some(PidRecord {
+            pid,
+            marker,
+            netns: netns.map(str::to_string),
+        })
+    }
+
+    /// Whether the process still runs and is the one we started (its command line holds the
+    /// marker, and it is in the recorded namespace), so a recycled id is never taken for ours.
+    pub fn is_running(&self) -> bool {
+        process_matches(self.pid, &self.marker)
+            && self
+                .netns
+                .as_deref()
+                .is_none_or(|netns| process_in_netns(self.pid, netns))
+    }
+
+    /// TERM, then KILL if it is still there after a second.
+    pub fn stop(&self) {
+        stop_while(self.pid, || self.is_running());
+    }
+}
+
+/// A process id from a pid file, if the process still runs and is the one we started.
 pub fn live_pid(pid_file: &Path) -> Option<u32> {
-    let (pid, marker) = read_pid_file(pid_file)?;
-    process_matches(pid, &marker).then_some(pid)
+    PidRecord::read(pid_file)
+        .filter(PidRecord::is_running)
+        .map(|record| record.pid)
 }
 
 pub fn process_matches(pid: u32, marker: &str) -> bool {
@@ -245,17 +280,34 @@ pub fn process_matches(pid: u32, marker: &str) -> bool {
             .contains(marker)
 }
 
+/// Whether a process is in the named network namespace: its `/proc/PID/ns/net` and
+/// `/run/netns/NAME` are the same namespace file (device and inode).
+pub fn process_in_netns(pid: u32, netns: &str) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let (Ok(process), Ok(named)) = (
+        std::fs::metadata(format!("/proc/{pid}/ns/net")),
+        std::fs::metadata(Path::new("/run/netns").join(netns)),
+    ) else {
+        return false;
+    };
+    (process.dev(), process.ino()) == (named.dev(), named.ino())
+}
+
 /// Stops a process we started: TERM, then KILL if it is still there after a second.
 pub fn stop_process(pid: u32, marker: &str) {
-    if !process_matches(pid, marker) {
+    stop_while(pid, || process_matches(pid, marker));
+}
+
+fn stop_while(pid: u32, ours: impl Fn() -> bool) {
+    if !ours() {
         return;
     }
     let _ = shell::quiet("kill", &["-TERM", &pid.to_string()]);
     let deadline = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < deadline && process_matches(pid, marker) {
+    while Instant::now() < deadline && ours() {
         std::thread::sleep(Duration::from_millis(20));
     }
-    if process_matches(pid, marker) {
+    if ours() {
         let _ = shell::quiet("kill", &["-KILL", &pid.to_string()]);
     }
 }

@@ -1,7 +1,8 @@
 //! `sluice gateway` on real packets (root only; skipped otherwise). Four network namespaces a
 //! test creates, named `sluicegwp-<pid>-<test>-<role>`: a client and a gateway pod, an outside
 //! host, and a node that routes them, sending the client's traffic to the gateway by a policy
-//! rule as an agent would. The outside host counts what arrives by source address (an nft table
+//! rule as an agent would (plainly, or as the client's node does: through its own
+//! `egress.sluice` VXLAN device, made here with `ip` and `bridge`). The outside host counts what arrives by source address (an nft table
 //! in its namespace) and answers ICMP echo and TCP (a health endpoint: any TCP server will do,
 //! and this one is in the binary under test). Nothing touches the root namespace; the
 //! namespaces go when the test ends.
@@ -16,6 +17,10 @@ const OUTSIDE: &str = "10.77.3.2";
 // Assigned to the outside host only when a test wants the ICMP probe to succeed.
 const PROBE_TARGET: &str = "10.77.3.9";
 const OUTSIDE_PORT: &str = "7000";
+// gateway_mac(10.77.2.2), written out: the node's entries must agree with what the gateway
+// derives on its own.
+const GATEWAY_MAC: &str = "02:53:0a:4d:02:02";
+const TUNNEL: &str = "egress.sluice";
 
 struct Topology {
     prefix: String,
@@ -105,6 +110,101 @@ impl Topology {
         topology
     }
 
+    /// The client's node as it routes a client through a gateway: its own VXLAN device (VNI
+    /// 4097, port 4790, no learning), a permanent neighbour entry and an FDB entry for the
+    /// gateway, and the client's table pointing into the device.
+    fn tunnel_from_node(&self) {
+        let node = self.name("node");
+        run(
+            "ip",
+            &[
+                "-n",
+                &node,
+                "link",
+                "add",
+                TUNNEL,
+                "mtu",
+                "1450",
+                "type",
+                "vxlan",
+                "id",
+                "4097",
+                "dstport",
+                "4790",
+                "nolearning",
+            ],
+        );
+        run("ip", &["-n", &node, "link", "set", TUNNEL, "up"]);
+        run(
+            "ip",
+            &[
+                "-n",
+                &node,
+                "neighbour",
+                "add",
+                GATEWAY,
+                "lladdr",
+                GATEWAY_MAC,
+                "dev",
+                TUNNEL,
+                "nud",
+                "permanent",
+            ],
+        );
+        run(
+            "bridge",
+            &[
+                "-netns",
+                &node,
+                "fdb",
+                "append",
+                GATEWAY_MAC,
+                "dev",
+                TUNNEL,
+                "dst",
+                GATEWAY,
+            ],
+        );
+        run(
+            "ip",
+            &[
+                "-n", &node, "route", "replace", "default", "via", GATEWAY, "dev", TUNNEL, "onlink", "table",
+                "100",
+            ],
+        );
+    }
+
+    /// The gateway's tunnel device as `ip -j -d -s link show` describes it, if it exists.
+    fn gateway_tunnel(&self) -> Option<serde_json::Value> {
+        let output = Command::new("ip")
+            .args([
+                "-n",
+                &self.name("gateway"),
+                "-j",
+                "-d",
+                "-s",
+                "link",
+                "show",
+                "dev",
+                TUNNEL,
+            ])
+            .output()
+            .unwrap();
+        if !output.status.success() {
+            return None;
+        }
+        let links: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        links.get(0).cloned()
+    }
+
+    fn gateway_sysctl(&self, name: &str) -> String {
+        let output = Command::new("ip")
+            .args(["netns", "exec", &self.name("gateway"), "sysctl", "-n", name])
+            .output()
+            .unwrap();
+        text(&output.stdout).trim().to_string()
+    }
+
     fn name(&self, role: &str) -> String {
         format!("{}-{role}", self.prefix)
     }
@@ -142,10 +242,10 @@ impl Topology {
 
     /// Packets the outside host received from `address`.
     fn outside_received_from(&self, address: &str) -> u64 {
-        let comment = if address == GATEWAY {
-            "from-gateway"
-        } else {
-            "from-client"
+        let comment = match address {
+            GATEWAY => "from-gateway",
+            CLIENT => "from-client",
+            other => panic!("no counter for {other}"),
         };
         let output = Command::new("ip")
             .args([
@@ -573,4 +673,159 @@ fn an_interface_without_an_address_is_a_clear_error() {
         "{error}"
     );
     assert!(!topology.gateway_table().status.success(), "nothing installed");
+}
+
+#[test]
+fn client_traffic_tunnelled_from_its_node_leaves_with_the_gateway_address_until_sigterm() {
+    if !is_root() {
+        println!("skipped: network namespaces need root");
+        return;
+    }
+    let mut topology = Topology::new("tunnel");
+    topology.start_outside();
+    topology.tunnel_from_node();
+    let gateway = topology.start_gateway(&[]);
+    wait_for("the gateway to be ready", || {
+        topology.health("/readiness") == Some(200)
+    });
+    let device = topology
+        .gateway_tunnel()
+        .expect("the gateway made its tunnel device");
+    assert_eq!(device["address"], GATEWAY_MAC, "{device}");
+    assert_eq!(device["mtu"], 1450, "eth0's 1500 less VXLAN's 50: {device}");
+    let flags = device["flags"].as_array().unwrap();
+    assert!(flags.iter().any(|flag| flag == "UP"), "{device}");
+    let vxlan = &device["linkinfo"]["info_data"];
+    assert_eq!(device["linkinfo"]["info_kind"], "vxlan", "{device}");
+    assert_eq!(vxlan["id"], 4097, "{device}");
+    assert_eq!(vxlan["port"], 4790, "{device}");
+    assert_eq!(vxlan["learning"], false, "{device}");
+    assert_eq!(topology.gateway_sysctl("net.ipv4.conf.all.rp_filter"), "0");
+    assert_eq!(
+        topology.gateway_sysctl(&format!("net/ipv4/conf/{TUNNEL}/rp_filter")),
+        "0"
+    );
+
+    // Out through the tunnel, SNATed at the gateway; back through its conntrack.
+    wait_for("the outside host to answer through the tunnel", || {
+        topology.client_pings_outside()
+    });
+    assert_eq!(
+        topology.get("client", OUTSIDE, OUTSIDE_PORT, "/liveness"),
+        Some(200)
+    );
+    assert!(topology.outside_received_from(GATEWAY) > 0);
+    assert_eq!(
+        topology.outside_received_from(CLIENT),
+        0,
+        "the outside must never see the client's address"
+    );
+    let decapsulated = topology.gateway_tunnel().unwrap()["stats64"]["rx"]["packets"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        decapsulated >= 2,
+        "the ping and the TCP connection arrived through the device: {decapsulated} packets"
+    );
+
+    let (status, log) = topology.terminate(gateway);
+    assert!(status.success(), "exit {status}: {log}");
+    assert!(log.contains("removed the tunnel device"), "{log}");
+    assert!(
+        topology.gateway_tunnel().is_none(),
+        "the device must be gone after SIGTERM"
+    );
+    assert!(
+        !topology.gateway_table().status.success(),
+        "the table must be gone after SIGTERM"
+    );
+    // Nothing gets through a stopped gateway, with either source address.
+    let (from_gateway, from_client) = (
+        topology.outside_received_from(GATEWAY),
+        topology.outside_received_from(CLIENT),
+    );
+    assert!(!topology.client_pings_outside());
+    assert_eq!(topology.get("client", OUTSIDE, OUTSIDE_PORT, "/liveness"), None);
+    assert_eq!(topology.outside_received_from(GATEWAY), from_gateway);
+    assert_eq!(topology.outside_received_from(CLIENT), from_client);
+}
+
+#[test]
+fn the_vxlan_flags_set_the_device_and_a_killed_gateway_device_is_replaced() {
+    if !is_root() {
+        println!("skipped: network namespaces need root");
+        return;
+    }
+    let mut topology = Topology::new("vni");
+    topology.start_outside();
+    topology.tunnel_from_node();
+    // Another VNI than the node's: the gateway's device ignores what the node sends.
+    let first = topology.start_gateway(&["--vxlan-vni", "4098", "--vxlan-port", "4790"]);
+    wait_for("the first gateway to be ready", || {
+        topology.health("/readiness") == Some(200)
+    });
+    let device = topology.gateway_tunnel().unwrap();
+    assert_eq!(device["linkinfo"]["info_data"]["id"], 4098, "{device}");
+    assert!(!topology.client_pings_outside());
+    assert_eq!(topology.outside_received_from(GATEWAY), 0);
+
+    // SIGKILL leaves the device (and the table); the next gateway replaces both.
+    topology.processes[first].kill().unwrap();
+    topology.processes[first].wait().unwrap();
+    assert!(
+        topology.gateway_tunnel().is_some(),
+        "a killed gateway leaves its device"
+    );
+    let second = topology.start_gateway(&[]);
+    wait_for("the second gateway to be ready", || {
+        topology.health("/readiness") == Some(200)
+    });
+    let device = topology.gateway_tunnel().unwrap();
+    assert_eq!(device["linkinfo"]["info_data"]["id"], 4097, "{device}");
+    wait_for("the outside host to answer through the tunnel", || {
+        topology.client_pings_outside()
+    });
+    assert_eq!(topology.outside_received_from(CLIENT), 0);
+    let (status, log) = topology.terminate(second);
+    assert!(status.success(), "exit {status}: {log}");
+    assert!(
+        log.contains("removed a tunnel device left by an earlier run"),
+        "{log}"
+    );
+    assert!(topology.gateway_tunnel().is_none());
+}
+
+#[test]
+fn a_device_of_the_tunnel_name_that_is_not_vxlan_is_refused_and_nothing_is_left() {
+    if !is_root() {
+        println!("skipped: network namespaces need root");
+        return;
+    }
+    let topology = Topology::new("foreign");
+    let gateway = topology.name("gateway");
+    run(
+        "ip",
+        &[
+            "-n", &gateway, "link", "add", TUNNEL, "type", "veth", "peer", "name", "other",
+        ],
+    );
+    let output = Command::new("ip")
+        .args(["netns", "exec", &gateway, env!("CARGO_BIN_EXE_sluice")])
+        .args(["gateway", "--health-port", "8080"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let error = text(&output.stderr);
+    assert!(
+        error.contains("a veth device named egress.sluice exists"),
+        "{error}"
+    );
+    let device = topology
+        .gateway_tunnel()
+        .expect("someone else's device is left alone");
+    assert_eq!(device["linkinfo"]["info_kind"], "veth");
+    assert!(
+        !topology.gateway_table().status.success(),
+        "the SNAT table made before the failure is removed"
+    );
 }

@@ -1,6 +1,6 @@
 //! Shared by the lab's harness-less test and benchmark binaries (`tests/agent_faults.rs`,
 //! `benches/control_plane.rs`): like `tests/lab.rs`, each binary is also every program the lab
-//! runs (the CNI plugin through a `sluice-cni` symlink, `agent`, `lab serve|connect`) plus a few
+//! runs (the CNI plugin through a `sluice-cni` symlink, `agent`, `gateway`, `lab serve|connect`) plus a few
 //! helpers of its own under `support` (a long-lived echo connection, an HTTP GET for metrics, a
 //! tight-loop prober), so no other package's binary is needed. [`Lab`] builds a lab under a
 //! unique name and tears it down when dropped, also when a test fails or panics.
@@ -41,6 +41,8 @@ enum Helper {
         #[command(subcommand)]
         command: LabCommand,
     },
+    /// An egress gateway pod's program, as `sluice gateway` runs it.
+    Gateway(sluice_gateway_pod::GatewayArguments),
     /// The tests' own helpers, run inside a namespace with `ip netns exec`.
     Support {
         #[command(subcommand)]
@@ -116,7 +118,7 @@ pub fn dispatch() -> Option<ExitCode> {
     }
     if !matches!(
         arguments.get(1).map(String::as_str),
-        Some("agent" | "lab" | "support")
+        Some("agent" | "lab" | "gateway" | "support")
     ) {
         return None;
     }
@@ -147,6 +149,17 @@ pub fn dispatch() -> Option<ExitCode> {
             let here = std::env::current_exe().unwrap_or_default();
             let called = PathBuf::from(std::env::args().next().unwrap_or_default());
             sluice_lab::run(command, &here, &called.with_file_name("sluice-cni")).map(drop)
+        }
+        Helper::Gateway(arguments) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .init();
+            sluice_gateway_pod::run(&arguments)
         }
         Helper::Support { command } => support(command),
     };
