@@ -371,7 +371,7 @@ impl<B: Backend> Agent<B> {
         let gateway_pods = sluice_gateway::gateway_pods(&gateway_inputs);
         // Gateway routing does not wait on the ruleset: its shell plans on its own thread.
         if let Some(gateways) = &self.gateways {
-            gateways.update(GatewayUpdate::new(gateway_inputs, &set));
+            gateways.update(GatewayUpdate::new(gateway_inputs, &set, self.revision));
         }
         let (local, skipped) = programmable_endpoints(&self.local_endpoints(&gateway_pods));
         let skipped: Vec<String> = skipped
@@ -643,7 +643,8 @@ pub fn run(
         agent = agent.with_dns(flags)?;
     }
     if egress_gateways {
-        let routing = sluice_dataplane::gateway_routes::NetlinkGatewayRoutes::open().map_err(|error| error.to_string())?;
+        let routing = sluice_dataplane::gateway_routes::NetlinkGatewayRoutes::open()
+            .map_err(|error| error.to_string())?;
         agent = agent.with_gateways(routing);
     }
     agent.run_until(&stop);

@@ -496,6 +496,7 @@ pub fn render_with_dns(ir: &Dataplane, local: &[LocalEndpoint], dns: &DnsRender)
         .chains
         .insert("forward".into(), dispatch("forward", 0, true));
     ruleset.chains.insert("input".into(), dispatch("input", 0, false));
+    render_gateway_replies(ir, &local_programs, &mut ruleset);
     render_nat(ir, &mut ruleset);
     ruleset
 }
@@ -720,6 +721,82 @@ fn direction_key(direction: PolicyType) -> u8 {
         PolicyType::Ingress => 0,
         PolicyType::Egress => 1,
     }
+}
+
+/// Replies a local egress gateway sends to clients on other nodes are not tracked here: this
+/// node saw those flows start only inside the tunnel (UDP to the gateway), so to its conntrack
+/// a TCP reply is invalid and would be dropped. Untracked, they reach the gateway's endpoint
+/// chain, which accepts them toward pool addresses (`gateway_return_rules`), and the client's
+/// node, which tracked the flow when the client sent it, takes them as established. Replies to
+/// clients on this node stay tracked: this node saw their flows start.
+fn render_gateway_replies(
+    ir: &Dataplane,
+    local_programs: &[(&LocalEndpoint, &EndpointProgram)],
+    ruleset: &mut Ruleset,
+) {
+    let local_addresses: Vec<IpAddr> = local_programs
+        .iter()
+        .flat_map(|(_, program)| program.addresses.iter().copied())
+        .collect();
+    let mut rules = Vec::new();
+    for (endpoint, program) in local_programs
+        .iter()
+        .filter(|(endpoint, _)| endpoint.egress_gateway)
+    {
+        for family in [IpFamily::V4, IpFamily::V6] {
+            let in_family = |address: &&IpAddr| address.is_ipv4() == (family == IpFamily::V4);
+            let own: Vec<String> = program
+                .addresses
+                .iter()
+                .filter(in_family)
+                .map(IpAddr::to_string)
+                .collect();
+            let local: Vec<String> = local_addresses
+                .iter()
+                .filter(in_family)
+                .map(IpAddr::to_string)
+                .collect();
+            let pools: Vec<String> =
+                IpNet::aggregate(&ir.pools.iter().map(|pool| pool.cidr).collect::<Vec<_>>())
+                    .iter()
+                    .filter(|network| family.contains(network))
+                    .map(network_text)
+                    .collect();
+            if own.is_empty() || pools.is_empty() {
+                continue;
+            }
+            let keyword = family.address_keyword();
+            rules.push((
+                format!(
+                    "iifname \"{}\" {keyword} saddr != {{ {} }} {keyword} daddr {{ {} }} {keyword} daddr != {{ {} }} notrack",
+                    endpoint.interface,
+                    own.join(", "),
+                    pools.join(", "),
+                    local.join(", ")
+                ),
+                Some(truncate(
+                    &format!("egress gateway {}/{}: replies to other nodes' clients", endpoint.namespace, endpoint.name),
+                    120,
+                )),
+            ));
+        }
+    }
+    if rules.is_empty() {
+        return;
+    }
+    ruleset.chains.insert(
+        "gateway-replies".into(),
+        ChainState {
+            base: Some(BaseChain {
+                chain_type: "filter".into(),
+                hook: "prerouting".into(),
+                // Before conntrack (-200), as `notrack` must be.
+                priority: -300,
+                policy: Some("accept".into()),
+            }),
+            rules,
+        },
+    );
 }
 
 /// An egress gateway's replies to its clients: after the gateway un-NATs a reply, it carries

@@ -352,4 +352,18 @@ fn an_egress_gateway_may_send_its_clients_replies_with_the_peers_source_and_noth
     assert!(!pools.contains("0.0.0.0/0"), "{rule}");
     let listing = namespace.nft_list(&["chain", "inet", "sluice", gateway_chains[0]]);
     assert!(listing.contains("accept"), "{listing}");
+    // Its replies to other nodes' clients skip conntrack, before conntrack runs; replies to
+    // this node's pods stay tracked.
+    let replies = namespace.nft_list(&["chain", "inet", "sluice", "gateway-replies"]);
+    assert!(replies.contains("hook prerouting priority raw"), "{replies}");
+    assert!(
+        replies.contains(&format!("iifname \"{}\"", local[0].interface)),
+        "{replies}"
+    );
+    assert!(replies.contains("notrack"), "{replies}");
+    let plain = render(&sluice_policy::compile(&resources), &local_endpoints(&resources));
+    assert!(
+        !plain.chains.contains_key("gateway-replies"),
+        "no gateway, no chain"
+    );
 }

@@ -43,16 +43,27 @@ pub fn read_records(store: &dyn sluice_store::Store) -> Vec<EgressRecord> {
         .collect()
 }
 
-/// Waits (at most `limit`) until every gateway some node probes is ready there, so a lab just
-/// built is probed with its gateways in use rather than still fail-closed; returns whether
-/// they all were.
+/// Waits (at most `limit`) until every node's record is of the revision its agent last
+/// programmed (the gateway shell publishes on its own thread, a moment after the ruleset) and
+/// every gateway some node probes is ready there, so a lab just built is probed with its
+/// gateways in use rather than still fail-closed; returns whether both came true.
 pub fn wait_for_ready_gateways(store: &dyn sluice_store::Store, limit: std::time::Duration) -> bool {
     let deadline = std::time::Instant::now() + limit;
     loop {
-        let ready = read_records(store)
-            .iter()
-            .flat_map(|record| &record.gateways)
-            .all(|gateway| gateway.health == "ready");
+        let records = read_records(store);
+        let current = records.iter().all(|record| {
+            store
+                .get(&sluice_agent::status_key(&record.node))
+                .ok()
+                .flatten()
+                .and_then(|value| serde_json::from_slice::<sluice_agent::NodeStatus>(&value.value).ok())
+                .is_none_or(|status| record.revision >= status.programmed_revision)
+        });
+        let ready = current
+            && records
+                .iter()
+                .flat_map(|record| &record.gateways)
+                .all(|gateway| gateway.health == "ready");
         if ready || std::time::Instant::now() >= deadline {
             return ready;
         }
@@ -132,6 +143,7 @@ mod tests {
         EgressRecord {
             node: "node-1".to_string(),
             updated: std::time::SystemTime::now(),
+            revision: 0,
             clients: vec![ClientRecord {
                 client: "apps/client".to_string(),
                 addresses: vec!["10.0.1.5".parse().unwrap()],

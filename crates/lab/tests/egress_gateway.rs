@@ -5,25 +5,26 @@
 //! succeeds. The library finds its process (a test SIGKILLs it) and takes a pod's link down;
 //! `lab down` leaves no gateway running.
 //!
-//! A second test plays the client node's part by hand (what the agent will do: a VXLAN device,
-//! a neighbour and FDB entry for the gateway, a rule and a table) to show that a gateway pod in
-//! the lab, among real agents, CNI and the fabric, carries a client's traffic out with its own
-//! address, and nothing once its link is down. It does not check the way back: the gateway
-//! returns replies through its pod interface, and the gateway's node drops them (TCP and ICMP
-//! replies as `ct state invalid`, since that node saw the request only encapsulated; UDP by
-//! anti-spoofing, since the source is the outside host's). See "Egress gateways" in
-//! docs/semantics.md.
+//! A second test runs the whole thing on real packets: clients on two nodes leave through
+//! gateway pods, chosen by namespace and pod annotations (the pod's win), `maxNextHops`, and
+//! EgressGatewayPolicies (a CIDR that bypasses the gateways, another gateway set,
+//! `PreferNodeLocal`, a policy that does not exist, which drops); `lab probe --against-explain`
+//! checks every flow's verdict and the source the outside saw against the plan each node's
+//! agent published; then a gateway is killed (its clients move to the other) and the last one's
+//! link goes down (its clients find no route, and the outside sees nothing of them).
 //!
 //! Like `tests/lab.rs`, this binary has no libtest harness (see `support`).
 
 mod support;
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use sluice_agent::gateway::record::EgressRecord;
 use sluice_api::Resource;
-use sluice_lab::{ConnectResult, ServiceProtocol};
+use sluice_lab::{ConnectResult, ProbeOptions, ServiceProtocol};
 use support::{Lab, Test};
 
 const TESTS: [(&str, Test); 2] = [
@@ -32,8 +33,8 @@ const TESTS: [(&str, Test); 2] = [
         gateway_pods,
     ),
     (
-        "a_client_tunnelled_by_hand_reaches_the_outside_with_the_address_of_a_gateway_on_another_node",
-        tunnelled_client,
+        "clients_leave_through_their_gateways_fail_over_and_never_leak",
+        egress_gateways,
     ),
 ];
 
@@ -251,187 +252,293 @@ fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) ->
     Ok(())
 }
 
-const TUNNEL_MANIFESTS: &str = r#"
+const SELECT: &str = "egress.projectcalico.org/namespaceSelector: \"projectcalico.org/name == 'egress'\"";
+
+fn manifests() -> String {
+    format!(
+        r#"
 apiVersion: projectcalico.org/v3
-kind: IPPool
-metadata: {name: routed}
-spec: {cidr: 10.67.0.0/16}
+kind: FelixConfiguration
+metadata: {{name: default}}
+spec: {{egressIPSupport: EnabledPerNamespaceOrPerPod}}
 ---
 apiVersion: projectcalico.org/v3
 kind: IPPool
-metadata: {name: gateways}
-spec: {cidr: 10.66.0.0/24, blockSize: 28, assignmentMode: Manual}
-"#;
+metadata: {{name: pods}}
+spec: {{cidr: 10.71.0.0/16, natOutgoing: true}}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {{name: gateways}}
+spec: {{cidr: 10.72.0.0/24, blockSize: 28, assignmentMode: Manual}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: egress}}
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: apps
+  annotations:
+    egress.projectcalico.org/selector: "color == 'red'"
+    {SELECT}
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: split
+  annotations: {{egress.projectcalico.org/egressGatewayPolicy: split}}
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: local
+  annotations: {{egress.projectcalico.org/egressGatewayPolicy: local}}
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: missing
+  annotations: {{egress.projectcalico.org/egressGatewayPolicy: does-not-exist}}
+---
+apiVersion: projectcalico.org/v3
+kind: EgressGatewayPolicy
+metadata: {{name: split}}
+spec:
+  rules:
+  - destination: {{cidr: 198.51.100.20/32}}
+    description: the bypass host goes the normal way
+  - gateway:
+      selector: "color == 'blue'"
+      namespaceSelector: "projectcalico.org/name == 'egress'"
+---
+apiVersion: projectcalico.org/v3
+kind: EgressGatewayPolicy
+metadata: {{name: local}}
+spec:
+  rules:
+  - gateway:
+      selector: "color == 'red'"
+      namespaceSelector: "projectcalico.org/name == 'egress'"
+    gatewayPreference: PreferNodeLocal
+"#
+    )
+}
 
-const TUNNEL_LAB: &str = r#"kind: Lab
+const GATEWAY_POOL: &str = "cni.projectcalico.org/ipv4pools: '[\"gateways\"]'";
+
+fn lab_file() -> String {
+    format!(
+        r#"kind: Lab
 name: placeholder
 nodes:
   - name: node-1
   - name: node-2
 outside:
-  - {name: partner, address: 203.0.113.10, tcp: [443], udp: [7000]}
+  - {{name: partner, address: 203.0.113.10, tcp: [443]}}
+  - {{name: bypass, address: 198.51.100.20, tcp: [443]}}
 manifests: [manifests/]
 pods:
-  - namespace: egress
-    name: gateway
-    node: node-2
-    annotations: {cni.projectcalico.org/ipv4pools: '["gateways"]'}
-    egressGateway: {}
-  - {namespace: shop, name: client, node: node-1}
-"#;
-
-fn tunnelled_client() -> Result<(), String> {
-    if !support::is_root() {
-        println!("skipped: needs root to make network namespaces");
-        return Ok(());
-    }
-    let lab = Lab::up("t", TUNNEL_LAB, &[("00.yaml", TUNNEL_MANIFESTS.to_string())])?;
-    let outcome = tunnel_through(&lab);
-    let finished = lab.finish();
-    outcome.and(finished)
+  - {{namespace: egress, name: red-1, node: node-1, labels: {{color: red}}, annotations: {{{GATEWAY_POOL}}}, egressGateway: {{}}}}
+  - {{namespace: egress, name: red-2, node: node-2, labels: {{color: red}}, annotations: {{{GATEWAY_POOL}}}, egressGateway: {{}}}}
+  - {{namespace: egress, name: blue-1, node: node-2, labels: {{color: blue}}, annotations: {{{GATEWAY_POOL}}}, egressGateway: {{}}}}
+  - {{namespace: apps, name: client, node: node-1}}
+  - {{namespace: apps, name: special, node: node-1, annotations: {{egress.projectcalico.org/selector: "color == 'blue'", {SELECT}}}}}
+  - {{namespace: apps, name: single, node: node-2, annotations: {{egress.projectcalico.org/selector: "color == 'red'", {SELECT}, egress.projectcalico.org/maxNextHops: "1"}}}}
+  - {{namespace: split, name: client, node: node-1}}
+  - {{namespace: local, name: client, node: node-2}}
+  - {{namespace: missing, name: client, node: node-1}}
+"#
+    )
 }
 
-fn tunnel_through(lab: &Lab) -> Result<(), String> {
-    let gateway = match lab.pod_address("egress/gateway")? {
-        IpAddr::V4(address) => address,
-        other => return Err(format!("the gateway has {other}, not IPv4")),
+/// Every node's published egress record.
+fn records(lab: &Lab) -> Vec<EgressRecord> {
+    lab.store()
+        .map(|store| sluice_lab::egress::read_records(store.as_ref()))
+        .unwrap_or_default()
+}
+
+/// The gateways (`namespace/name`) a client's default route uses in its node's record, and
+/// whether all of them are ready there.
+fn gateways_of(records: &[EgressRecord], client: &str) -> (Vec<String>, bool) {
+    for record in records {
+        if let Some(found) = record.clients.iter().find(|candidate| candidate.client == client) {
+            let gateways: Vec<String> = found
+                .routes
+                .iter()
+                .filter(|route| route.destination == "0.0.0.0/0")
+                .flat_map(|route| route.gateways.clone())
+                .collect();
+            let ready = gateways.iter().all(|gateway| {
+                record
+                    .gateways
+                    .iter()
+                    .any(|known| &known.gateway == gateway && known.health == "ready")
+            });
+            return (gateways, ready);
+        }
+    }
+    (Vec::new(), false)
+}
+
+fn egress_gateways() -> Result<(), String> {
+    if !support::is_root() {
+        println!("skipped: the lab needs root");
+        return Ok(());
+    }
+    let lab = Lab::up("eg", &lab_file(), &[("egress.yaml", manifests())])?;
+    let address = |pod: &str| lab.pod_address(pod);
+    let red: BTreeSet<IpAddr> = [address("egress/red-1")?, address("egress/red-2")?].into();
+    let blue = address("egress/blue-1")?;
+    let node_1 = IpAddr::V4(lab.state()?.node("node-1").ok_or("no node-1")?.address);
+
+    // Every client's gateways probed ready on its node (a new gateway is not ready until it
+    // answers, so until then the clients are unreachable, never the normal way).
+    let settled = support::wait_until(Duration::from_secs(20), || {
+        let records = records(&lab);
+        [
+            "apps/client",
+            "apps/special",
+            "apps/single",
+            "split/client",
+            "local/client",
+        ]
+        .iter()
+        .all(|client| {
+            let (gateways, ready) = gateways_of(&records, client);
+            !gateways.is_empty() && ready
+        })
+    });
+    if !settled {
+        return Err(format!(
+            "the clients' gateways never became ready: {:#?}\n{}",
+            records(&lab),
+            lab.agent_log("node-1")
+        ));
+    }
+    let records = records(&lab);
+    let names = |client: &str| gateways_of(&records, client).0;
+    // Namespace annotations: both red gateways; the pod's own annotation wins; maxNextHops 1;
+    // PreferNodeLocal takes only the red gateway on the client's node.
+    check(names("apps/client") == ["egress/red-1", "egress/red-2"], || {
+        format!("apps/client: {:?}", names("apps/client"))
+    })?;
+    check(names("apps/special") == ["egress/blue-1"], || {
+        format!("apps/special: {:?}", names("apps/special"))
+    })?;
+    check(names("apps/single").len() == 1, || {
+        format!("apps/single: {:?}", names("apps/single"))
+    })?;
+    check(names("local/client") == ["egress/red-2"], || {
+        format!("local/client: {:?}", names("local/client"))
+    })?;
+
+    let report = sluice_lab::probe(
+        &lab.environment,
+        &lab.name,
+        &ProbeOptions {
+            against_explain: true,
+            services: vec![(ServiceProtocol::Tcp, 443)],
+        },
+    )?;
+    let problems = support::disagreements(&report);
+    if !problems.is_empty() {
+        return Err(format!(
+            "{} disagreement(s):\n{}\nthe agents' egress records: {}",
+            problems.len(),
+            problems.join("\n"),
+            serde_json::to_string_pretty(&records).unwrap_or_default()
+        ));
+    }
+    let seen = |from: &str, to: &str| {
+        report
+            .rows
+            .iter()
+            .find(|row| row.from == from && row.to == to && row.domain.is_none())
+            .map(|row| (row.outcome.result, row.outcome.seen))
     };
-    let client = lab.pod_address("shop/client")?;
-    let client_netns = lab.netns("shop/client")?;
-    let partner: IpAddr = "203.0.113.10".parse().expect("an address");
-    let seen = |lab: &Lab| {
-        lab.connect(
-            &client_netns,
+    let through_red = seen("apps/client", "partner");
+    check(
+        matches!(through_red, Some((ConnectResult::Connected, Some(source))) if red.contains(&source)),
+        || format!("apps/client -> partner: {through_red:?}, red gateways {red:?}"),
+    )?;
+    check(
+        seen("apps/special", "partner") == Some((ConnectResult::Connected, Some(blue))),
+        || format!("apps/special -> partner: {:?}", seen("apps/special", "partner")),
+    )?;
+    check(
+        seen("split/client", "partner") == Some((ConnectResult::Connected, Some(blue))),
+        || format!("split/client -> partner: {:?}", seen("split/client", "partner")),
+    )?;
+    // The policy's bypass rule: the normal way, so the pool's NAT gives the node's address.
+    check(
+        seen("split/client", "bypass") == Some((ConnectResult::Connected, Some(node_1))),
+        || format!("split/client -> bypass: {:?}", seen("split/client", "bypass")),
+    )?;
+    let missing = seen("missing/client", "partner");
+    check(
+        matches!(missing, Some((result, None)) if result != ConnectResult::Connected),
+        || format!("a client naming a missing policy must be dropped: {missing:?}"),
+    )?;
+
+    // Failover: the gateway process killed (its namespace keeps forwarding until the agents
+    // see the health port gone), then the other gateway's link down: nothing left.
+    let client = lab.netns("apps/client")?;
+    let partner = IpAddr::V4("203.0.113.10".parse().expect("an address"));
+    let red_1 = sluice_lab::gateway_pid(&lab.environment, &lab.name, "egress/red-1")?
+        .ok_or("red-1 is not running")?;
+    support::run_checked("kill", &["-KILL", &red_1.to_string()])?;
+    let failed_over = support::wait_until(Duration::from_secs(10), || {
+        gateways_of(&self::records(&lab), "apps/client").0 == ["egress/red-2"]
+    });
+    check(failed_over, || {
+        format!("apps/client never left red-1: {:#?}", self::records(&lab))
+    })?;
+    let red_2 = address("egress/red-2")?;
+    for attempt in 0..5 {
+        let outcome = lab.connect(
+            &client,
             ServiceProtocol::Tcp,
             partner,
             443,
-            Duration::from_millis(1500),
-        )
-    };
-    // A routed pool: without the gateway the partner sees the client itself.
-    let direct = seen(lab);
-    if direct.seen != Some(client) {
-        return Err(format!(
-            "before the tunnel: {direct:?}, expected the client's {client}"
-        ));
+            Duration::from_secs(1),
+        );
+        check(
+            outcome.result == ConnectResult::Connected && outcome.seen == Some(red_2),
+            || format!("attempt {attempt} after red-1 died: {outcome:?}"),
+        )?;
     }
-
-    let node = lab.netns("node-1")?;
-    let mac = sluice_gateway::tunnel::mac_text(sluice_gateway::tunnel::gateway_mac(gateway));
-    let (gateway_text, client_text) = (gateway.to_string(), client.to_string());
-    let device = sluice_gateway::tunnel::DEVICE;
-    for command in [
-        vec![
-            "link",
-            "add",
-            device,
-            "mtu",
-            "1450",
-            "type",
-            "vxlan",
-            "id",
-            "4097",
-            "dstport",
-            "4790",
-            "nolearning",
-        ],
-        vec!["link", "set", device, "up"],
-        vec![
-            "neighbour",
-            "add",
-            &gateway_text,
-            "lladdr",
-            &mac,
-            "dev",
-            device,
-            "nud",
-            "permanent",
-        ],
-        vec![
-            "route",
-            "add",
-            "default",
-            "via",
-            &gateway_text,
-            "dev",
-            device,
-            "onlink",
-            "table",
-            "250",
-        ],
-        vec![
-            "rule",
-            "add",
-            "from",
-            &client_text,
-            "lookup",
-            "250",
-            "priority",
-            "100",
-        ],
-    ] {
-        let mut arguments = vec!["-n", node.as_str()];
-        arguments.extend(command);
-        support::run_checked("ip", &arguments)?;
-    }
-    support::run_checked(
-        "bridge",
-        &[
-            "-netns",
-            &node,
-            "fdb",
-            "append",
-            &mac,
-            "dev",
-            device,
-            "dst",
-            &gateway_text,
-        ],
-    )?;
-
-    // What the partner's UDP server saw: one line a datagram, `udp 7000 from ADDRESS:PORT`.
-    let served = lab.paths().log_file("host-partner").with_extension("served");
-    let sources = || -> Vec<String> {
-        std::fs::read_to_string(&served)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|line| line.strip_prefix("udp 7000 from "))
-            .filter_map(|peer| peer.rsplit_once(':').map(|(address, _)| address.to_string()))
-            .collect()
-    };
-    let send = |lab: &Lab| {
-        lab.connect(
-            &client_netns,
-            ServiceProtocol::Udp,
+    sluice_lab::pod_link_down(&lab.environment, &lab.name, "egress/red-2")?;
+    let none_left = support::wait_until(Duration::from_secs(10), || {
+        let records = self::records(&lab);
+        records.iter().any(|record| {
+            record.clients.iter().any(|found| {
+                found.client == "apps/client"
+                    && found.routes.iter().any(|route| route.action == "unreachable")
+            })
+        })
+    });
+    check(none_left, || {
+        format!("apps/client never became unreachable: {:#?}", self::records(&lab))
+    })?;
+    for attempt in 0..5 {
+        let outcome = lab.connect(
+            &client,
+            ServiceProtocol::Tcp,
             partner,
-            7000,
-            Duration::from_millis(300),
-        )
-    };
-    for _ in 0..3 {
-        send(lab);
+            443,
+            Duration::from_secs(1),
+        );
+        check(
+            outcome.result != ConnectResult::Connected && outcome.seen.is_none(),
+            || format!("attempt {attempt} with every gateway down reached the outside: {outcome:?}"),
+        )?;
     }
-    let through = sources();
-    if through.is_empty() || through.iter().any(|source| *source != gateway_text) {
-        return Err(format!(
-            "through the gateway on node-2 the partner saw {through:?}, expected only {gateway}"
-        ));
-    }
+    lab.finish()
+}
 
-    // The gateway's link down: nothing gets out, with any source.
-    sluice_lab::pod_link_down(&lab.environment, &lab.name, "egress/gateway")?;
-    for _ in 0..3 {
-        send(lab);
-    }
-    let after = sources();
-    if after.len() != through.len() {
-        return Err(format!(
-            "with the gateway's link down the partner saw {:?}",
-            &after[through.len()..]
-        ));
-    }
-    if seen(lab).result == ConnectResult::Connected {
-        return Err("a TCP connection got through with the gateway's link down".into());
-    }
-    Ok(())
+fn check(condition: bool, message: impl FnOnce() -> String) -> Result<(), String> {
+    if condition { Ok(()) } else { Err(message()) }
 }

@@ -349,6 +349,7 @@ mod tests {
             EgressRecord {
                 node: "node-1".into(),
                 updated: now - Duration::from_secs(ages[0]),
+                revision: 0,
                 clients: vec![
                     ClientRecord {
                         client: "apps/web".into(),
@@ -379,6 +380,7 @@ mod tests {
             EgressRecord {
                 node: "node-2".into(),
                 updated: now - Duration::from_secs(ages[1]),
+                revision: 0,
                 clients: vec![ClientRecord {
                     client: "apps/db".into(),
                     addresses: vec!["10.2.1.1".parse().unwrap()],

@@ -164,6 +164,7 @@ fn node_1(age: Duration) -> EgressRecord {
     EgressRecord {
         node: "node-1".into(),
         updated: SystemTime::now() - age,
+        revision: 0,
         clients: vec![
             client(
                 "broken/b1",

@@ -23,6 +23,10 @@ pub struct EgressRecord {
     pub node: String,
     #[serde(with = "crate::status::timestamp")]
     pub updated: SystemTime,
+    /// The datastore revision the plan was made from (the node status's `programmedRevision`
+    /// once the agent's latest change reached the gateway shell).
+    #[serde(default)]
+    pub revision: i64,
     pub clients: Vec<ClientRecord>,
     pub gateways: Vec<GatewayRecord>,
     /// The plan's warnings (annotations ignored, and why).
@@ -89,6 +93,7 @@ impl EgressRecord {
     /// The record of `plan`, with the prober's view of each gateway from `gateway_record`.
     pub fn from_plan(
         plan: &NodePlan,
+        revision: i64,
         gateway_record: impl Fn(&sluice_gateway::GatewayTarget) -> GatewayRecord,
     ) -> EgressRecord {
         let clients = plan
@@ -126,6 +131,7 @@ impl EgressRecord {
         EgressRecord {
             node: plan.node.clone(),
             updated: SystemTime::now(),
+            revision,
             clients,
             gateways: plan.gateways.iter().map(gateway_record).collect(),
             warnings: plan.warnings.clone(),

@@ -40,12 +40,15 @@ pub struct GatewayUpdate {
     pub inputs: Inputs,
     /// IP pools and node addresses: in-cluster traffic takes the normal way.
     pub local_destinations: Vec<IpNet>,
+    /// The datastore revision these inputs are from.
+    pub revision: i64,
 }
 
 impl GatewayUpdate {
     /// `inputs` are `Inputs::from_resources(resources)`, which the caller has already built.
-    pub fn new(inputs: Inputs, resources: &ResourceSet) -> GatewayUpdate {
-        let mut local_destinations: Vec<IpNet> = resources.ip_pools.iter().map(|pool| pool.spec.cidr.0).collect();
+    pub fn new(inputs: Inputs, resources: &ResourceSet, revision: i64) -> GatewayUpdate {
+        let mut local_destinations: Vec<IpNet> =
+            resources.ip_pools.iter().map(|pool| pool.spec.cidr.0).collect();
         for node in &resources.nodes {
             for address in &node.status.addresses {
                 if let Ok(address) = address.address.parse::<IpAddr>() {
@@ -58,6 +61,7 @@ impl GatewayUpdate {
         GatewayUpdate {
             inputs,
             local_destinations,
+            revision,
         }
     }
 }
@@ -226,16 +230,21 @@ impl<B: RoutingBackend> Worker<B> {
     }
 
     fn failure_count(&self) -> u32 {
-        self.update.as_ref().map_or(sluice_api::egress::DEFAULT_POLL_FAILURE_COUNT, |update| {
-            update.inputs.configuration(&self.node).poll_failure_count
-        })
+        self.update
+            .as_ref()
+            .map_or(sluice_api::egress::DEFAULT_POLL_FAILURE_COUNT, |update| {
+                update.inputs.configuration(&self.node).poll_failure_count
+            })
     }
 
     /// Takes a probe's outcome; says whether the gateway's health changed.
     fn observe(&mut self, report: ProbeReport) -> bool {
         let outcome = match &report.result {
             Ok(round_trip) => {
-                self.metrics.gateway.probe_seconds.observe(round_trip.as_secs_f64());
+                self.metrics
+                    .gateway
+                    .probe_seconds
+                    .observe(round_trip.as_secs_f64());
                 ProbeOutcome::Ready
             }
             Err(_) => {
@@ -279,9 +288,12 @@ impl<B: RoutingBackend> Worker<B> {
             self.kernel_read = true;
             match self.syncer.kernel_state() {
                 Ok(kernel) => {
-                    self.previous = previous_from_kernel(&update.inputs, &self.node, &kernel.rules, &kernel.routes);
+                    self.previous =
+                        previous_from_kernel(&update.inputs, &self.node, &kernel.rules, &kernel.routes);
                 }
-                Err(error) => tracing::warn!(%error, "could not read the egress gateway routing in the kernel"),
+                Err(error) => {
+                    tracing::warn!(%error, "could not read the egress gateway routing in the kernel")
+                }
             }
         }
         update.inputs.health = self.tracker.health();
@@ -338,7 +350,10 @@ impl<B: RoutingBackend> Worker<B> {
             .program_seconds
             .observe(started.elapsed().as_secs_f64());
         let health = self.tracker.health();
-        let ready = health.values().filter(|health| **health != GatewayHealth::NotReady).count();
+        let ready = health
+            .values()
+            .filter(|health| **health != GatewayHealth::NotReady)
+            .count();
         self.metrics.gateway.clients.set(plan.clients.len() as i64);
         self.metrics.gateway.gateways_ready.set(ready as i64);
         self.metrics
@@ -356,7 +371,8 @@ impl<B: RoutingBackend> Worker<B> {
             return;
         };
         let now = Instant::now();
-        let record = EgressRecord::from_plan(plan, |gateway| {
+        let revision = self.update.as_ref().map_or(0, |update| update.revision);
+        let record = EgressRecord::from_plan(plan, revision, |gateway| {
             let view = self.probes.get(&gateway.gateway).cloned().unwrap_or_default();
             GatewayRecord {
                 gateway: gateway.gateway.to_string(),
