@@ -8,7 +8,7 @@ use crate::probe::{ProbeOptions, ProbeRow};
 use crate::{Environment, cluster, probe};
 
 /// The demo's lab file and manifests, compiled in so the demo runs from any directory.
-const FILES: [(&str, &str); 9] = [
+const FILES: [(&str, &str); 10] = [
     ("demo.yaml", include_str!("../demo/demo.yaml")),
     (
         "manifests/00-namespaces.yaml",
@@ -41,6 +41,10 @@ const FILES: [(&str, &str); 9] = [
     (
         "manifests/07-applications.yaml",
         include_str!("../demo/manifests/07-applications.yaml"),
+    ),
+    (
+        "manifests/08-egress-gateways.yaml",
+        include_str!("../demo/manifests/08-egress-gateways.yaml"),
     ),
 ];
 
@@ -160,7 +164,8 @@ pub fn demo(sluice_binary: &Path, cni_binary: &Path) -> Result<ExitCode, String>
     Ok(ExitCode::SUCCESS)
 }
 
-/// How the outside saw each pod: as its node (natOutgoing) or as itself (routed).
+/// How the outside saw each pod: as its node (natOutgoing), as itself (routed) or as one of
+/// its egress gateways.
 fn print_sources(rows: &[ProbeRow]) {
     let mut shown = std::collections::BTreeSet::new();
     let outside = rows.iter().filter(|row| row.allowed() && !row.to.contains('/'));
@@ -173,10 +178,13 @@ fn print_sources(rows: &[ProbeRow]) {
             println!();
             println!("What the outside saw:");
         }
-        let how = if seen == row.from_address {
-            "itself (its pool is routed, no NAT)"
-        } else {
-            "its node's address (its pool has natOutgoing)"
+        let how = match &row.egress {
+            Some(egress) if egress.sources.contains(&seen) => format!(
+                "an egress gateway's address (its namespace leaves through {})",
+                egress.gateways.join(" or ")
+            ),
+            _ if seen == row.from_address => "itself (its pool is routed, no NAT)".to_string(),
+            _ => "its node's address (its pool has natOutgoing)".to_string(),
         };
         println!(
             "  {} ({}) reached {} as {seen}: {how}",
