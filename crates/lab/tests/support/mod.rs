@@ -84,6 +84,22 @@ enum SupportCommand {
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
     },
+    /// Opens a new TCP connection every `interval_ms` for `duration_ms` (each on its own
+    /// thread, so a hanging attempt never delays the next), reads what the server says (the
+    /// lab's TCP server answers with the peer's address) and prints one line per attempt,
+    /// in start order: `<unix µs> ok <address seen>` or `<unix µs> fail <why>`.
+    ConnectLoop {
+        #[arg(long)]
+        to: IpAddr,
+        #[arg(long)]
+        port: u16,
+        #[arg(long, default_value_t = 10)]
+        interval_ms: u64,
+        #[arg(long)]
+        duration_ms: u64,
+        #[arg(long, default_value_t = 300)]
+        timeout_ms: u64,
+    },
     /// Sends a UDP datagram from a fresh socket (a new flow each time) every `interval_us` and
     /// waits `timeout_ms` for the echo; prints `<allowed|denied> <unix µs>` whenever the
     /// outcome changes for `confirm` attempts in a row, with the start of the first of them.
@@ -255,6 +271,35 @@ fn support(command: SupportCommand) -> Result<(), String> {
                     "silent"
                 }
             );
+            Ok(())
+        }
+        SupportCommand::ConnectLoop {
+            to,
+            port,
+            interval_ms,
+            duration_ms,
+            timeout_ms,
+        } => {
+            let timeout = Duration::from_millis(timeout_ms);
+            let started = Instant::now();
+            let mut attempts = Vec::new();
+            let mut next = started;
+            while started.elapsed() < Duration::from_millis(duration_ms) {
+                let at = unix_micros();
+                attempts.push(std::thread::spawn(move || {
+                    let outcome = sluice_lab::servers::connect(ServiceProtocol::Tcp, to, port, timeout);
+                    (at, outcome)
+                }));
+                next += Duration::from_millis(interval_ms);
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+            for attempt in attempts {
+                let (at, outcome) = attempt.join().map_err(|_| "an attempt panicked".to_string())?;
+                match (outcome.result, outcome.seen) {
+                    (ConnectResult::Connected, Some(seen)) => println!("{at} ok {seen}"),
+                    (result, _) => println!("{at} fail {result:?}"),
+                }
+            }
             Ok(())
         }
         SupportCommand::FlipProbe {
