@@ -608,14 +608,6 @@ impl Loader {
             Resource::FelixConfiguration(configuration) => configuration.warnings(),
             Resource::Namespace(namespace) => egress_annotation_warnings(&namespace.metadata),
             Resource::Pod(pod) => egress_annotation_warnings(&pod.metadata),
-            Resource::EgressGatewayPolicy(policy) => vec![(
-                String::new(),
-                format!(
-                    "EgressGatewayPolicy {} is validated and stored, but not enforced: {}",
-                    policy.metadata.name,
-                    crate::kept::not_enforced_reason(Kind::EgressGatewayPolicy)
-                ),
-            )],
             Resource::Kept(kept) => vec![(
                 String::new(),
                 format!(

@@ -76,15 +76,9 @@ fn calicos_reference_policy_loads_with_its_defaults_and_round_trips() {
     );
     let decoded = Resource::decode(&resource.encode(), 9).unwrap();
     assert_eq!(decoded.to_manifest(), resource.to_manifest());
-    // Said plainly: the dataplane is absent.
-    assert_eq!(set.warnings.len(), 1, "{:?}", set.warnings);
-    assert!(
-        set.warnings[0]
-            .message
-            .contains("no node routes through egress gateways yet"),
-        "{}",
-        set.warnings[0]
-    );
+    // Enforced (each node's agent routes its clients), so no warning.
+    assert!(set.warnings.is_empty(), "{:?}", set.warnings);
+    assert!(Kind::EgressGatewayPolicy.is_enforced());
 }
 
 fn policy_with_rules(rules: &str) -> String {
