@@ -100,6 +100,32 @@ enum SupportCommand {
         #[arg(long, default_value_t = 300)]
         timeout_ms: u64,
     },
+    /// Accepts connections and reads everything sent, until killed (a sink for throughput).
+    Sink {
+        #[arg(long)]
+        port: u16,
+    },
+    /// Sends as fast as it can on one TCP connection for `seconds`; prints `<bytes> <seconds>`.
+    Blast {
+        #[arg(long)]
+        to: IpAddr,
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        seconds: f64,
+    },
+    /// Opens connections back to back on `concurrency` threads for `seconds`, each reading the
+    /// server's answer to its end; prints `<completed> <failed> <seconds>`.
+    ConnectRate {
+        #[arg(long)]
+        to: IpAddr,
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        seconds: f64,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
     /// Sends a UDP datagram from a fresh socket (a new flow each time) every `interval_us` and
     /// waits `timeout_ms` for the echo; prints `<allowed|denied> <unix µs>` whenever the
     /// outcome changes for `confirm` attempts in a row, with the start of the first of them.
@@ -300,6 +326,65 @@ fn support(command: SupportCommand) -> Result<(), String> {
                     (result, _) => println!("{at} fail {result:?}"),
                 }
             }
+            Ok(())
+        }
+        SupportCommand::Sink { port } => {
+            let listener =
+                TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).map_err(|error| error.to_string())?;
+            println!("serving");
+            let _ = std::io::stdout().flush();
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                std::thread::spawn(move || {
+                    let mut buffer = vec![0_u8; 256 * 1024];
+                    while matches!(stream.read(&mut buffer), Ok(read) if read > 0) {}
+                });
+            }
+            Ok(())
+        }
+        SupportCommand::Blast { to, port, seconds } => {
+            let mut stream = TcpStream::connect_timeout(&SocketAddr::new(to, port), Duration::from_secs(2))
+                .map_err(|error| error.to_string())?;
+            let buffer = vec![0x5a_u8; 256 * 1024];
+            let started = Instant::now();
+            let mut sent: u64 = 0;
+            while started.elapsed().as_secs_f64() < seconds {
+                stream.write_all(&buffer).map_err(|error| error.to_string())?;
+                sent += buffer.len() as u64;
+            }
+            println!("{sent} {}", started.elapsed().as_secs_f64());
+            Ok(())
+        }
+        SupportCommand::ConnectRate {
+            to,
+            port,
+            seconds,
+            concurrency,
+        } => {
+            let started = Instant::now();
+            let workers: Vec<_> = (0..concurrency)
+                .map(|_| {
+                    std::thread::spawn(move || {
+                        let (mut completed, mut failed) = (0_u64, 0_u64);
+                        while started.elapsed().as_secs_f64() < seconds {
+                            let outcome = sluice_lab::servers::connect(ServiceProtocol::Tcp, to, port, Duration::from_secs(1));
+                            if outcome.result == ConnectResult::Connected {
+                                completed += 1;
+                            } else {
+                                failed += 1;
+                            }
+                        }
+                        (completed, failed)
+                    })
+                })
+                .collect();
+            let (mut completed, mut failed) = (0, 0);
+            for worker in workers {
+                let (done, missed) = worker.join().map_err(|_| "a worker panicked".to_string())?;
+                completed += done;
+                failed += missed;
+            }
+            println!("{completed} {failed} {}", started.elapsed().as_secs_f64());
             Ok(())
         }
         SupportCommand::FlipProbe {
