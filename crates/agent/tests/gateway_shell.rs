@@ -75,14 +75,22 @@ status: {{podIP: 10.0.1.5}}
 
 fn record(store: &dyn Store) -> Option<EgressRecord> {
     let (values, _) = store.list(EGRESS_PREFIX).unwrap();
-    values.first().map(|value| serde_json::from_slice(&value.value).unwrap())
+    values
+        .first()
+        .map(|value| serde_json::from_slice(&value.value).unwrap())
 }
 
 /// The client's default route in the latest record: its action and gateways.
 fn default_route(store: &dyn Store) -> Option<(String, Vec<String>)> {
     let record = record(store)?;
-    let client = record.clients.iter().find(|client| client.client == "apps/client")?;
-    let route = client.routes.iter().find(|route| route.destination == "0.0.0.0/0")?;
+    let client = record
+        .clients
+        .iter()
+        .find(|client| client.client == "apps/client")?;
+    let route = client
+        .routes
+        .iter()
+        .find(|route| route.destination == "0.0.0.0/0")?;
     Some((route.action.clone(), route.gateways.clone()))
 }
 
@@ -102,12 +110,20 @@ fn a_gateway_is_used_once_it_answers_and_dropped_when_it_stops() {
     let up = Arc::new(AtomicBool::new(true));
     let port = health_server(up.clone());
     let set = resources(port);
-    let mut shell = GatewayShell::start("node-1", FakeRouting::default(), store.clone(), metrics.clone(), 1450);
+    let mut shell = GatewayShell::start(
+        "node-1",
+        FakeRouting::default(),
+        store.clone(),
+        metrics.clone(),
+        1450,
+    );
     shell.update(GatewayUpdate::new(Inputs::from_resources(&set), &set, 7));
 
-    wait_for("the gateway to be probed ready and used", Duration::from_secs(10), || {
-        default_route(store.as_ref()) == Some(("gateways".into(), vec!["egress/gateway".into()]))
-    });
+    wait_for(
+        "the gateway to be probed ready and used",
+        Duration::from_secs(10),
+        || default_route(store.as_ref()) == Some(("gateways".into(), vec!["egress/gateway".into()])),
+    );
     let published = record(store.as_ref()).unwrap();
     assert_eq!(published.revision, 7);
     assert_eq!(published.gateways[0].health, "ready");
@@ -118,15 +134,23 @@ fn a_gateway_is_used_once_it_answers_and_dropped_when_it_stops() {
 
     // It stops answering: out after two failed polls, and the client has no gateway left.
     up.store(false, Ordering::Relaxed);
-    wait_for("the client to become unreachable", Duration::from_secs(10), || {
-        default_route(store.as_ref()).is_some_and(|(action, _)| action == "unreachable")
-    });
+    wait_for(
+        "the client to become unreachable",
+        Duration::from_secs(10),
+        || default_route(store.as_ref()).is_some_and(|(action, _)| action == "unreachable"),
+    );
     let published = record(store.as_ref()).unwrap();
     assert_eq!(published.gateways[0].health, "not-ready");
     assert!(published.gateways[0].last_error.is_some());
     let text = metrics.render();
-    assert!(text.contains("sluice_agent_egress_gateway_failovers_total 1"), "{text}");
-    assert!(text.contains("sluice_agent_egress_gateways_not_ready 1"), "{text}");
+    assert!(
+        text.contains("sluice_agent_egress_gateway_failovers_total 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sluice_agent_egress_gateways_not_ready 1"),
+        "{text}"
+    );
 
     // Back: used again.
     up.store(true, Ordering::Relaxed);

@@ -114,7 +114,10 @@ fn run() -> Result<(), String> {
 }
 
 fn measure(lab: &Lab, rounds: usize, seconds: f64) -> Result<(), String> {
-    let _sink = lab.spawn_in(&lab.netns("partner")?, &["support", "sink", "--port", &SINK_PORT.to_string()])?;
+    let _sink = lab.spawn_in(
+        &lab.netns("partner")?,
+        &["support", "sink", "--port", &SINK_PORT.to_string()],
+    )?;
     let gateway = lab.pod_address("egress/gw")?;
     // The gateway client must leave through the gateway before anything is measured.
     let through = support::wait_until(Duration::from_secs(15), || {
@@ -137,7 +140,11 @@ fn measure(lab: &Lab, rounds: usize, seconds: f64) -> Result<(), String> {
     let mut ratios_connections = Vec::new();
     println!("{rounds} rounds of {seconds} s per measurement; node-1 NAT vs gateway on node-2");
     for round in 0..rounds {
-        let order = if round % 2 == 0 { [&direct, &via] } else { [&via, &direct] };
+        let order = if round % 2 == 0 {
+            [&direct, &via]
+        } else {
+            [&via, &direct]
+        };
         let mut throughput = [0.0; 2];
         let mut connections = [0.0; 2];
         for netns in order {
@@ -159,8 +166,13 @@ fn measure(lab: &Lab, rounds: usize, seconds: f64) -> Result<(), String> {
                     &seconds_text,
                 ],
             )?;
-            let fields: Vec<f64> = blast.split_whitespace().filter_map(|field| field.parse().ok()).collect();
-            throughput[slot] = fields.first().copied().unwrap_or_default() * 8.0 / fields.get(1).copied().unwrap_or(1.0) / 1e9;
+            let fields: Vec<f64> = blast
+                .split_whitespace()
+                .filter_map(|field| field.parse().ok())
+                .collect();
+            throughput[slot] = fields.first().copied().unwrap_or_default() * 8.0
+                / fields.get(1).copied().unwrap_or(1.0)
+                / 1e9;
             let rate = support::run_checked(
                 "ip",
                 &[
@@ -178,8 +190,12 @@ fn measure(lab: &Lab, rounds: usize, seconds: f64) -> Result<(), String> {
                     &seconds_text,
                 ],
             )?;
-            let fields: Vec<f64> = rate.split_whitespace().filter_map(|field| field.parse().ok()).collect();
-            connections[slot] = fields.first().copied().unwrap_or_default() / fields.get(2).copied().unwrap_or(1.0);
+            let fields: Vec<f64> = rate
+                .split_whitespace()
+                .filter_map(|field| field.parse().ok())
+                .collect();
+            connections[slot] =
+                fields.first().copied().unwrap_or_default() / fields.get(2).copied().unwrap_or(1.0);
             if fields.get(1).copied().unwrap_or_default() > 0.0 {
                 println!("  ({} failed connections in {netns})", fields[1]);
             }

@@ -551,7 +551,11 @@ fn egress_gateway_policies_apply_list_and_delete() {
     let output = store.sluice(&["apply", "-f", &policy]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     // Enforced by the agents, so applied without a warning.
-    assert!(!text(&output.stderr).contains("not enforced"), "{}", text(&output.stderr));
+    assert!(
+        !text(&output.stderr).contains("not enforced"),
+        "{}",
+        text(&output.stderr)
+    );
     let listed = text(&store.sluice(&["get", "egressgatewaypolicies"]).stdout);
     assert!(listed.contains("internet"), "{listed}");
     assert!(

@@ -367,7 +367,12 @@ fn support(command: SupportCommand) -> Result<(), String> {
                     std::thread::spawn(move || {
                         let (mut completed, mut failed) = (0_u64, 0_u64);
                         while started.elapsed().as_secs_f64() < seconds {
-                            let outcome = sluice_lab::servers::connect(ServiceProtocol::Tcp, to, port, Duration::from_secs(1));
+                            let outcome = sluice_lab::servers::connect(
+                                ServiceProtocol::Tcp,
+                                to,
+                                port,
+                                Duration::from_secs(1),
+                            );
                             if outcome.result == ConnectResult::Connected {
                                 completed += 1;
                             } else {
