@@ -387,8 +387,3 @@ fn a_nodes_egress_configuration_takes_its_own_fields_then_defaults_then_sluices(
         assert_eq!(decoded.to_manifest(), resource.to_manifest());
     }
 }
-
-#[test]
-fn an_egress_gateway_policy_is_not_enforced_until_the_dataplane_is_built() {
-    assert!(!Kind::EgressGatewayPolicy.is_enforced());
-}
