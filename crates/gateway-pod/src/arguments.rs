@@ -37,6 +37,12 @@ pub struct GatewayArguments {
     /// The UDP port client nodes encapsulate to (FelixConfiguration's egressIPVXLANPort).
     #[arg(long, value_name = "PORT", default_value_t = 4790, value_parser = clap::value_parser!(u16).range(1..))]
     pub vxlan_port: u16,
+    /// After SIGTERM, keep forwarding (and answering `/readiness`) this many seconds before
+    /// removing the tunnel and the SNAT table, so the flows of clients that keep a draining
+    /// gateway (its pod being deleted) finish; a second signal ends the drain at once. Set it
+    /// below the pod's terminationGracePeriodSeconds. Default 0: stop at once.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub drain_seconds: u64,
 }
 
 fn parse_seconds(text: &str) -> Result<f64, String> {

@@ -24,7 +24,12 @@ const STOP_CHECK: Duration = Duration::from_millis(50);
 
 pub fn run(arguments: &GatewayArguments) -> Result<(), String> {
     let stop = Arc::new(AtomicBool::new(false));
-    stop_on_signals(Arc::clone(&stop))?;
+    let stop_draining = Arc::new(AtomicBool::new(false));
+    stop_on_signals(
+        Arc::clone(&stop),
+        Arc::clone(&stop_draining),
+        arguments.drain_seconds > 0,
+    )?;
     let addresses = address::read(&arguments.interface)?;
     let primary = addresses
         .primary()
@@ -70,6 +75,16 @@ pub fn run(arguments: &GatewayArguments) -> Result<(), String> {
 
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(STOP_CHECK);
+    }
+    if arguments.drain_seconds > 0 {
+        // Agents keep a draining gateway for the clients it has (its pod's deletionTimestamp
+        // is set), so their flows go on through the tunnel and the table until they finish.
+        tracing::info!(seconds = arguments.drain_seconds, "draining: still forwarding");
+        let until = Instant::now() + Duration::from_secs(arguments.drain_seconds);
+        while !stop_draining.load(Ordering::SeqCst) && Instant::now() < until {
+            std::thread::sleep(STOP_CHECK);
+        }
+        tracing::info!("drained");
     }
     server.stop();
     for thread in probe_threads {
@@ -192,7 +207,13 @@ fn probe_until_stopped(
 
 /// The agent's way: the first SIGTERM or SIGINT asks to stop (the table is then removed); a
 /// second ends the process at once.
-fn stop_on_signals(stop: Arc<AtomicBool>) -> Result<(), String> {
+/// The first signal sets `stop`; with `drains`, a second one sets `stop_draining` (the drain
+/// ends at once) and a third exits; without, a second one exits at once.
+fn stop_on_signals(
+    stop: Arc<AtomicBool>,
+    stop_draining: Arc<AtomicBool>,
+    drains: bool,
+) -> Result<(), String> {
     let mut signals = Signals::new([SIGTERM, SIGINT])
         .map_err(|error| format!("cannot handle SIGTERM and SIGINT: {error}"))?;
     std::thread::Builder::new()
@@ -201,6 +222,10 @@ fn stop_on_signals(stop: Arc<AtomicBool>) -> Result<(), String> {
             for signal in signals.forever() {
                 let name = if signal == SIGTERM { "SIGTERM" } else { "SIGINT" };
                 if stop.swap(true, Ordering::SeqCst) {
+                    if drains && !stop_draining.swap(true, Ordering::SeqCst) {
+                        tracing::info!(signal = name, "a second signal: ending the drain");
+                        continue;
+                    }
                     tracing::warn!(signal = name, "a second signal while stopping; exiting at once");
                     std::process::exit(1);
                 }

@@ -829,3 +829,37 @@ fn a_device_of_the_tunnel_name_that_is_not_vxlan_is_refused_and_nothing_is_left(
         "the SNAT table made before the failure is removed"
     );
 }
+
+#[test]
+fn after_sigterm_a_draining_gateway_forwards_until_the_drain_ends_or_a_second_signal() {
+    if !is_root() {
+        println!("skipped: network namespaces need root");
+        return;
+    }
+    let mut topology = Topology::new("drain");
+    topology.start_outside();
+    let gateway = topology.start_gateway(&["--drain-seconds", "60"]);
+    wait_for("the gateway to be ready", || {
+        topology.health("/readiness") == Some(200)
+    });
+    wait_for("the outside host to answer through the gateway", || {
+        topology.client_pings_outside()
+    });
+    let pid = topology.processes[gateway].id().to_string();
+    run("kill", &["-s", "TERM", &pid]);
+    // Draining: still ready, still forwarding, the table in place.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        topology.processes[gateway].try_wait().unwrap().is_none(),
+        "it must still run"
+    );
+    assert_eq!(topology.health("/readiness"), Some(200));
+    assert!(topology.client_pings_outside(), "a draining gateway forwards");
+    assert!(topology.gateway_table().status.success());
+    // A second signal ends the drain: the table goes and it exits 0.
+    let (status, log) = topology.terminate(gateway);
+    assert!(status.success(), "exit {status}: {log}");
+    assert!(log.contains("draining"), "{log}");
+    assert!(log.contains("removed the source NAT table"), "{log}");
+    assert!(!topology.gateway_table().status.success());
+}
