@@ -163,10 +163,18 @@ impl<B: Backend> Agent<B> {
 
     /// Routes the node's egress gateway clients through their gateways with `backend`'s
     /// rules, tables and tunnel device, probing the gateways (see [`GatewayShell`]).
-    pub fn with_gateways<R: sluice_gateway::routing::RoutingBackend + 'static>(mut self, backend: R) -> Self {
+    pub fn with_gateways<
+        R: sluice_gateway::routing::RoutingBackend + 'static,
+        P: crate::gateway::PinWriter + 'static,
+    >(
+        mut self,
+        backend: R,
+        pin_writer: P,
+    ) -> Self {
         self.gateways = Some(GatewayShell::start(
             &self.config.node,
             backend,
+            pin_writer,
             self.store.clone(),
             self.metrics.clone(),
             self.config.tunnel_mtu,
@@ -645,7 +653,9 @@ pub fn run(
     if egress_gateways {
         let routing = sluice_dataplane::gateway_routes::NetlinkGatewayRoutes::open()
             .map_err(|error| error.to_string())?;
-        agent = agent.with_gateways(routing);
+        let pins =
+            crate::gateway::NftPins(sluice_nft::CommandBackend::new().map_err(|error| error.to_string())?);
+        agent = agent.with_gateways(routing, pins);
     }
     agent.run_until(&stop);
     if let Some(server) = server {

@@ -5,15 +5,15 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sluice_agent::Metrics;
 use sluice_agent::gateway::record::{EGRESS_PREFIX, EgressRecord};
-use sluice_agent::gateway::{GatewayShell, GatewayUpdate};
+use sluice_agent::gateway::{GatewayShell, GatewayUpdate, PinWriter};
 use sluice_gateway::Inputs;
-use sluice_gateway::routing::FakeRouting;
+use sluice_gateway::routing::{FakeRouting, Pin};
 use sluice_store::{EmbeddedStore, Store};
 
 /// A `/readiness` server on loopback that answers 200 while `up` is set (and closes the
@@ -73,6 +73,17 @@ status: {{podIP: 10.0.1.5}}
     sluice_api::load_str("cluster.yaml", &text).unwrap_or_else(|errors| panic!("{errors}"))
 }
 
+/// The pins the shell wrote last.
+#[derive(Debug, Clone, Default)]
+struct RecordedPins(Arc<Mutex<Vec<Pin>>>);
+
+impl PinWriter for RecordedPins {
+    fn write(&mut self, pins: &[Pin]) -> Result<(), String> {
+        *self.0.lock().unwrap() = pins.to_vec();
+        Ok(())
+    }
+}
+
 fn record(store: &dyn Store) -> Option<EgressRecord> {
     let (values, _) = store.list(EGRESS_PREFIX).unwrap();
     values
@@ -110,9 +121,11 @@ fn a_gateway_is_used_once_it_answers_and_dropped_when_it_stops() {
     let up = Arc::new(AtomicBool::new(true));
     let port = health_server(up.clone());
     let set = resources(port);
+    let pins = RecordedPins::default();
     let mut shell = GatewayShell::start(
         "node-1",
         FakeRouting::default(),
+        pins.clone(),
         store.clone(),
         metrics.clone(),
         1450,
@@ -128,6 +141,14 @@ fn a_gateway_is_used_once_it_answers_and_dropped_when_it_stops() {
     assert_eq!(published.revision, 7);
     assert_eq!(published.gateways[0].health, "ready");
     assert!(published.gateways[0].probe_milliseconds.is_some());
+    let pinned: Vec<String> = pins
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|pin| format!("{}#{}", pin.gateway, pin.index))
+        .collect();
+    assert_eq!(pinned, vec!["127.0.0.1#1"], "the gateway in use is pinned");
     let text = metrics.render();
     assert!(text.contains("sluice_agent_egress_gateways_ready 1"), "{text}");
     assert!(text.contains("sluice_agent_egress_gateway_clients 1"), "{text}");

@@ -26,10 +26,9 @@ use rtnetlink::packet_route::route::{
 use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::{Handle, IpVersion, LinkUnspec, LinkVxlan, RouteMessageBuilder, RouteNextHopBuilder};
 use sluice_gateway::routing::{
-    Device, KernelDevice, KernelRule, KernelTableRoute, KernelTunnel, ROUTING_PROTOCOL, RoutingBackend,
-    RoutingError, Rule, TableRoute, TableRouteKind, Tunnel,
+    Device, KernelDevice, KernelRule, KernelTableRoute, KernelTunnel, PIN_MASK, ROUTING_PROTOCOL,
+    RoutingBackend, RoutingError, Rule, RuleSelector, TableRoute, TableRouteKind, Tunnel, is_owned_table,
 };
-use sluice_gateway::tables::TABLE_RANGE;
 use sluice_gateway::tunnel::DEVICE;
 
 use crate::netlink::{connect, route_fields};
@@ -161,25 +160,30 @@ fn in_namespace<T: Send>(
 fn rule_message(rule: &Rule) -> RuleMessage {
     let mut message = RuleMessage::default();
     message.header.family = AddressFamily::Inet;
-    message.header.src_len = 32;
     message.header.action = RuleAction::ToTable;
-    message.attributes = vec![
-        RuleAttribute::Source(IpAddr::V4(rule.source)),
+    message.attributes = match rule.selector {
+        RuleSelector::Source(source) => {
+            message.header.src_len = 32;
+            vec![RuleAttribute::Source(IpAddr::V4(source))]
+        }
+        RuleSelector::Mark(mark) => vec![RuleAttribute::FwMark(mark), RuleAttribute::FwMask(PIN_MASK)],
+    };
+    message.attributes.extend([
         RuleAttribute::Table(rule.table),
         RuleAttribute::Priority(rule.priority),
         RuleAttribute::Protocol(RouteProtocol::Other(ROUTING_PROTOCOL)),
-    ];
+    ]);
     message
 }
 
-/// A rule of the form Sluice writes (`from <address>/32 lookup <table>`, no other selector).
+/// A rule of the forms Sluice writes (`from <address>/32 lookup <table>` or `fwmark
+/// <mark>/PIN_MASK lookup <table>`, no other selector).
 fn kernel_rule(message: &RuleMessage) -> Option<KernelRule> {
-    if message.header.action != RuleAction::ToTable
-        || message.header.src_len != 32
-        || message.header.dst_len != 0
-    {
+    if message.header.action != RuleAction::ToTable || message.header.dst_len != 0 {
         return None;
     }
+    let mut mark = None;
+    let mut mask = None;
     let mut source = None;
     let mut table = u32::from(message.header.table);
     let mut priority = 0;
@@ -190,9 +194,10 @@ fn kernel_rule(message: &RuleMessage) -> Option<KernelRule> {
             RuleAttribute::Table(id) => table = *id,
             RuleAttribute::Priority(value) => priority = *value,
             RuleAttribute::Protocol(value) => protocol = protocol_number(*value),
+            RuleAttribute::FwMark(value) => mark = Some(*value),
+            RuleAttribute::FwMask(value) => mask = Some(*value),
             RuleAttribute::Iifname(_)
             | RuleAttribute::Oifname(_)
-            | RuleAttribute::FwMark(_)
             | RuleAttribute::Destination(_)
             | RuleAttribute::IpProtocol(_)
             | RuleAttribute::SourcePortRange(_)
@@ -201,9 +206,14 @@ fn kernel_rule(message: &RuleMessage) -> Option<KernelRule> {
             _ => {}
         }
     }
+    let selector = match (source, message.header.src_len, mark, mask) {
+        (Some(source), 32, None, None) => RuleSelector::Source(source),
+        (None, 0, Some(mark), Some(PIN_MASK)) => RuleSelector::Mark(mark),
+        _ => return None,
+    };
     Some(KernelRule {
         rule: Rule {
-            source: source?,
+            selector,
             table,
             priority,
         },
@@ -247,7 +257,7 @@ fn kernel_table_route(message: &RouteMessage) -> Option<KernelTableRoute> {
             _ => None,
         })
         .unwrap_or(u32::from(message.header.table));
-    if !TABLE_RANGE.contains(&table) {
+    if !is_owned_table(table) {
         return None;
     }
     let IpNet::V4(destination) = route_fields(message)?.destination else {
@@ -377,10 +387,16 @@ impl RoutingBackend for NetlinkGatewayRoutes {
             .rule()
             .add()
             .v4()
-            .source_prefix(rule.source, 32)
             .table_id(rule.table)
             .priority(rule.priority)
             .action(RuleAction::ToTable);
+        match rule.selector {
+            RuleSelector::Source(source) => request = request.source_prefix(source, 32),
+            RuleSelector::Mark(mark) => request
+                .message_mut()
+                .attributes
+                .extend([RuleAttribute::FwMark(mark), RuleAttribute::FwMask(PIN_MASK)]),
+        }
         request
             .message_mut()
             .attributes

@@ -3,10 +3,11 @@
 //! programmed to what it should be with one atomic transaction that touches only what changed;
 //! and keeps the node's routes to other nodes' pod addresses ([`routes`]) in the main table;
 //! and forgets the connection-tracking entries of a released pod address ([`conntrack`]);
-//! and programs the egress gateway policy routing of a client's node ([`gateway_routes`]).
+//! and programs the egress gateway policy routing of a client's node ([`gateway_routes`]) and
+//! the connection marks that pin a connection to its gateway ([`gateway_pins`]).
 //!
 //! Architecture invariants: it renders the same IR the evaluator evaluates (no second reading
-//! of resources); it owns the `inet sluice` table, the routes and rules marked with protocol 83
+//! of resources); it owns the `inet sluice` and `inet sluice-egress` tables, the routes and rules marked with protocol 83
 //! and the `egress.sluice` device, and touches nothing else but the conntrack entries of
 //! addresses being released; a failed
 //! transaction leaves the previous ruleset in place and makes the next sync a full one.
@@ -14,6 +15,7 @@
 
 pub mod conntrack;
 pub mod domains;
+pub mod gateway_pins;
 pub mod gateway_routes;
 pub mod netlink;
 mod render;

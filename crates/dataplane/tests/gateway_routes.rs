@@ -215,11 +215,7 @@ fn address(text: &str) -> Ipv4Addr {
 }
 
 fn pod_rule() -> Rule {
-    Rule {
-        source: address(POD),
-        table: TABLE,
-        priority: 100,
-    }
+    Rule::from_source(address(POD), TABLE, 100)
 }
 
 /// The pod through `gateways`, `NORMAL` the normal way, `UNREACHABLE` unreachable.
@@ -253,6 +249,7 @@ fn through(gateways: &[&str]) -> DesiredRouting {
             port: 4790,
             mtu: 1450,
         }),
+        pins: Vec::new(),
         warnings: Vec::new(),
     }
 }
@@ -653,11 +650,11 @@ fn a_thousand_clients_are_programmed_read_back_and_removed() {
     };
     for index in 0..CLIENTS {
         let table = TABLE + index;
-        desired.rules.push(Rule {
-            source: Ipv4Addr::from(u32::from(address("10.61.0.0")) + index + 1),
+        desired.rules.push(Rule::from_source(
+            Ipv4Addr::from(u32::from(address("10.61.0.0")) + index + 1),
             table,
-            priority: 100,
-        });
+            100,
+        ));
         for (destination, kind) in [
             ("0.0.0.0/0", TableRouteKind::Gateways(gateways.clone())),
             ("10.0.0.0/8", TableRouteKind::Throw),

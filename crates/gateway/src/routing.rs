@@ -24,7 +24,7 @@ mod fake;
 mod remembered;
 mod syncer;
 
-pub use desired::desired;
+pub use desired::{desired, pins_from_kernel};
 pub use fake::{FakeRouting, Operation};
 pub use remembered::previous_from_kernel;
 pub use syncer::{
@@ -45,12 +45,70 @@ pub const MULTIPATH_HASH_POLICY: u32 = 1;
 /// [`crate::tunnel::OVERHEAD`].
 pub const DEFAULT_MTU: u32 = 1450;
 
-/// `from <source>/32 lookup <table>` at `priority`.
+/// `from <source>/32 lookup <table>` (a client) or `fwmark <mark>/PIN_MASK lookup <table>` (a
+/// pinned gateway) at `priority`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Rule {
-    pub source: Ipv4Addr,
+    pub selector: RuleSelector,
     pub table: u32,
     pub priority: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RuleSelector {
+    /// A client's address: its table.
+    Source(Ipv4Addr),
+    /// A connection mark under [`PIN_MASK`]: the table of the gateway the connection took.
+    Mark(u32),
+}
+
+impl Rule {
+    pub fn from_source(source: Ipv4Addr, table: u32, priority: u32) -> Rule {
+        Rule {
+            selector: RuleSelector::Source(source),
+            table,
+            priority,
+        }
+    }
+
+    /// The client address of a client's rule.
+    pub fn source(&self) -> Option<Ipv4Addr> {
+        match self.selector {
+            RuleSelector::Source(source) => Some(source),
+            RuleSelector::Mark(_) => None,
+        }
+    }
+}
+
+/// The bits of the packet and connection marks that say which gateway a connection took
+/// (`pin_mark`); Sluice's other marks (0x10000 accept, 0x20000 DNS) and kube-proxy's (0x4000,
+/// 0x8000) lie outside it.
+pub const PIN_MASK: u32 = 0xff00_0000;
+/// The routing tables of pinned gateways, one per pin index (1 to 255), right after the
+/// clients' `TABLE_RANGE`.
+pub const PIN_TABLES: std::ops::RangeInclusive<u32> = 1_065_536..=1_065_791;
+
+/// The connection mark of pin `index` (1 to 255).
+pub fn pin_mark(index: u8) -> u32 {
+    u32::from(index) << 24
+}
+
+/// The routing table of pin `index`.
+pub fn pin_table(index: u8) -> u32 {
+    PIN_TABLES.start() + u32::from(index)
+}
+
+/// Whether `table` is one Sluice owns: a client's or a pinned gateway's.
+pub fn is_owned_table(table: u32) -> bool {
+    crate::tables::TABLE_RANGE.contains(&table) || PIN_TABLES.contains(&table)
+}
+
+/// A gateway's pin: connections that left through it carry `pin_mark(index)` and are routed by
+/// `pin_table(index)` to it alone, whatever the ECMP set becomes, until it fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Pin {
+    pub gateway: Ipv4Addr,
+    pub index: u8,
 }
 
 /// One route of a client's table.
@@ -98,17 +156,27 @@ pub struct DesiredRouting {
     pub tunnels: Vec<Tunnel>,
     /// Present while any route goes through a gateway.
     pub device: Option<Device>,
+    /// Every gateway in use (ready or draining), with its pin; its rule and table route are in
+    /// `rules` and `routes`. The connection-mark side is `sluice_dataplane::gateway_pins`.
+    pub pins: Vec<Pin>,
     /// What of the plan could not be programmed and why, one line each.
     pub warnings: Vec<String>,
 }
 
 impl fmt::Display for Rule {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            formatter,
-            "rule {}: from {} lookup {}",
-            self.priority, self.source, self.table
-        )
+        match self.selector {
+            RuleSelector::Source(source) => write!(
+                formatter,
+                "rule {}: from {source} lookup {}",
+                self.priority, self.table
+            ),
+            RuleSelector::Mark(mark) => write!(
+                formatter,
+                "rule {}: fwmark {mark:#x}/{PIN_MASK:#x} lookup {}",
+                self.priority, self.table
+            ),
+        }
     }
 }
 

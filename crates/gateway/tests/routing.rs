@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use sluice_gateway::routing::{
     DesiredRouting, Device, DeviceChange, FakeRouting, KernelRule, KernelTableRoute, Operation,
-    RoutingSyncer, Rule, TableRoute, TableRouteKind, Tunnel, desired, previous_from_kernel,
+    RoutingSyncer, Rule, TableRoute, TableRouteKind, Tunnel, desired, pins_from_kernel, previous_from_kernel,
 };
 use sluice_gateway::tunnel::gateway_mac;
 use sluice_gateway::{GatewayHealth, Inputs, PodId, RouteAction, compute};
@@ -23,11 +23,7 @@ fn network(text: &str) -> Ipv4Net {
 }
 
 fn rule(source: &str, table: u32) -> Rule {
-    Rule {
-        source: address(source),
-        table,
-        priority: 100,
-    }
+    Rule::from_source(address(source), table, 100)
 }
 
 fn route(table: u32, destination: &str, kind: TableRouteKind) -> TableRoute {
@@ -69,6 +65,7 @@ fn state(gateways: &[&str]) -> DesiredRouting {
         routes,
         tunnels: gateways.iter().map(|gateway| tunnel(gateway)).collect(),
         device: Some(DEVICE),
+        pins: Vec::new(),
         warnings: Vec::new(),
     }
 }
@@ -354,7 +351,9 @@ fn a_restarted_agent_keeps_tables_and_gateways_from_the_kernel() {
     let b = PodId::new("apps", "b");
     assert_eq!(before.client(&b).unwrap().table, TABLE_B);
     let mut syncer = RoutingSyncer::new(FakeRouting::default());
-    syncer.sync(&desired(&before, &[], 1450)).unwrap();
+    syncer
+        .sync(&desired(&before, &[], 1450, &Default::default()))
+        .unwrap();
     // The kernel says b goes through the gateway it was not given (as if chosen long ago).
     let b_gateway = match &before.client(&b).unwrap().routes[0].action {
         RouteAction::Gateways(hops) => hops[0].address,
@@ -383,10 +382,18 @@ fn a_restarted_agent_keeps_tables_and_gateways_from_the_kernel() {
         TABLE_A
     );
     let kernel = syncer.kernel_state().unwrap();
+    let client_rules: Vec<Rule> = kernel
+        .rules
+        .iter()
+        .copied()
+        .filter(|rule| rule.source().is_some())
+        .collect();
     assert_eq!(
-        kernel.rules,
+        client_rules,
         vec![rule("10.0.1.1", TABLE_A), rule("10.0.1.2", TABLE_B)]
     );
+    // Each gateway in use has its pin, which the kernel gives back.
+    assert_eq!(pins_from_kernel(&kernel.rules, &kernel.routes).len(), 2);
     let previous = previous_from_kernel(&inputs, "node-1", &kernel.rules, &kernel.routes).unwrap();
     assert_eq!(previous.clients.len(), 1, "a's rule names no pod any more");
     let after = compute(&inputs, "node-1", Some(&previous)).unwrap();

@@ -143,10 +143,11 @@ fn measure(lab: &Lab, trials: usize) -> Result<(), String> {
     let gateway_addresses: BTreeSet<IpAddr> = gateways.iter().map(|(_, address)| *address).collect();
     let partner_netns = lab.netns("partner")?;
     let client_netns = lab.netns("apps/client")?;
-    let _hold_server = lab.spawn_in(
+    let mut hold_server = lab.spawn_in(
         &partner_netns,
         &["support", "hold-server", "--port", &HOLD_PORT.to_string()],
     )?;
+    hold_server.first_line()?;
     println!(
         "lab up: gw-a {} on node-1, gw-b {} on node-2; {trials} trials per kind",
         gateways[0].1, gateways[1].1

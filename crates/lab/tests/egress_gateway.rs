@@ -25,9 +25,13 @@ use std::time::{Duration, Instant};
 use sluice_agent::gateway::record::EgressRecord;
 use sluice_api::Resource;
 use sluice_lab::{ConnectResult, ProbeOptions, ServiceProtocol};
-use support::{Lab, Test};
+use support::{HeldConnection, Lab, Test};
 
-const TESTS: [(&str, Test); 2] = [
+const TESTS: [(&str, Test); 3] = [
+    (
+        "connections_stay_on_their_gateway_while_another_drains_and_returns",
+        pinned_connections,
+    ),
     (
         "gateway_pods_run_sluice_gateway_answer_readiness_from_their_node_and_stop_with_the_lab",
         gateway_pods,
@@ -541,4 +545,179 @@ fn egress_gateways() -> Result<(), String> {
 
 fn check(condition: bool, message: impl FnOnce() -> String) -> Result<(), String> {
     if condition { Ok(()) } else { Err(message()) }
+}
+
+const PIN_MANIFESTS: &str = r#"
+apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata: {name: default}
+spec: {egressIPSupport: EnabledPerNamespace}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: pods}
+spec: {cidr: 10.77.0.0/16, natOutgoing: true}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: gateways}
+spec: {cidr: 10.78.0.0/24, blockSize: 28, assignmentMode: Manual}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: egress}
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: apps
+  annotations:
+    egress.projectcalico.org/selector: "role == 'gateway'"
+    egress.projectcalico.org/namespaceSelector: "projectcalico.org/name == 'egress'"
+"#;
+
+const PIN_LAB: &str = r#"kind: Lab
+name: placeholder
+nodes:
+  - name: node-1
+  - name: node-2
+outside:
+  - {name: partner, address: 203.0.113.10, tcp: [443]}
+manifests: [manifests/]
+pods:
+  - {namespace: egress, name: g1, node: node-1, labels: {role: gateway}, annotations: {cni.projectcalico.org/ipv4pools: '["gateways"]'}, egressGateway: {}}
+  - {namespace: egress, name: g2, node: node-2, labels: {role: gateway}, annotations: {cni.projectcalico.org/ipv4pools: '["gateways"]'}, egressGateway: {}}
+  - {namespace: egress, name: g3, node: node-2, labels: {role: gateway}, annotations: {cni.projectcalico.org/ipv4pools: '["gateways"]'}, egressGateway: {}}
+  - {namespace: apps, name: client, node: node-1}
+"#;
+
+const HOLD_PORT: &str = "7000";
+
+/// Several long-lived connections spread over three gateways; then one gateway drains (its pod
+/// gets a deletionTimestamp) and comes back. The kernel's ECMP re-hashes flows whenever the
+/// set changes, so without pins some of these connections would move to a gateway with no
+/// state for them and be reset; with pins every one lives on, and while draining no new
+/// connection takes the draining gateway.
+fn pinned_connections() -> Result<(), String> {
+    if !support::is_root() {
+        println!("skipped: the lab needs root");
+        return Ok(());
+    }
+    let lab = Lab::up("ep", PIN_LAB, &[("egress.yaml", PIN_MANIFESTS.to_string())])?;
+    let outcome = pinned(&lab);
+    let finished = lab.finish();
+    outcome?;
+    finished
+}
+
+fn spread_over(lab: &Lab, count: usize) -> bool {
+    let records = records(lab);
+    records.iter().any(|record| {
+        record.clients.iter().any(|client| {
+            client.client == "apps/client" && client.routes.iter().any(|route| route.gateways.len() == count)
+        }) && record.gateways.iter().all(|gateway| gateway.health == "ready")
+    })
+}
+
+fn pinned(lab: &Lab) -> Result<(), String> {
+    check(
+        support::wait_until(Duration::from_secs(20), || spread_over(lab, 3)),
+        || format!("the client never spread over three gateways: {:#?}", records(lab)),
+    )?;
+    let mut server = lab.spawn_in(
+        &lab.netns("partner")?,
+        &["support", "hold-server", "--port", HOLD_PORT],
+    )?;
+    server.first_line()?;
+    let client = lab.netns("apps/client")?;
+    let partner: IpAddr = "203.0.113.10".parse().expect("an address");
+    let mut held = Vec::new();
+    for _ in 0..9 {
+        let spawned = lab.spawn_in(
+            &client,
+            &[
+                "support",
+                "hold-client",
+                "--to",
+                "203.0.113.10",
+                "--port",
+                HOLD_PORT,
+            ],
+        )?;
+        held.push(HeldConnection::follow(spawned));
+    }
+    for connection in &held {
+        connection.wait_beyond(2, Duration::from_secs(5))?;
+    }
+    let g3 = lab.pod_address("egress/g3")?;
+
+    // g3 drains: it keeps its connections, new ones spread over g1 and g2 only.
+    set_deleting(lab, "egress", "g3", true)?;
+    let draining = || {
+        records(lab).iter().any(|record| {
+            record.node == "node-1"
+                && record
+                    .gateways
+                    .iter()
+                    .any(|gateway| gateway.gateway == "egress/g3" && gateway.health == "draining")
+        })
+    };
+    check(support::wait_until(Duration::from_secs(10), draining), || {
+        format!("g3 never drained: {:#?}", records(lab))
+    })?;
+    for attempt in 0..20 {
+        let outcome = lab.connect(
+            &client,
+            ServiceProtocol::Tcp,
+            partner,
+            443,
+            Duration::from_secs(1),
+        );
+        check(
+            outcome.result == ConnectResult::Connected && outcome.seen != Some(g3),
+            || format!("new connection {attempt} while g3 drains: {outcome:?}"),
+        )?;
+    }
+    all_alive(&held, "while g3 drains")?;
+    // g3 is back: the spread grows again, and no connection moves.
+    set_deleting(lab, "egress", "g3", false)?;
+    check(
+        support::wait_until(Duration::from_secs(10), || spread_over(lab, 3)),
+        || format!("g3 never came back: {:#?}", records(lab)),
+    )?;
+    all_alive(&held, "after g3 came back")
+}
+
+/// Every held connection still echoes, well after the change.
+fn all_alive(held: &[HeldConnection], when: &str) -> Result<(), String> {
+    for (index, connection) in held.iter().enumerate() {
+        let echoes = connection.echoes();
+        connection
+            .wait_beyond(echoes + 3, Duration::from_secs(3))
+            .map_err(|error| format!("long-lived connection {index} {when}: {error}"))?;
+    }
+    Ok(())
+}
+
+/// Sets or clears a stored Pod's deletionTimestamp, as Kubernetes does when a pod is deleted.
+fn set_deleting(lab: &Lab, namespace: &str, name: &str, deleting: bool) -> Result<(), String> {
+    let store = lab.store()?;
+    let key = sluice_api::resource::key(sluice_api::Kind::Pod, Some(namespace), name);
+    let value = store
+        .get(&key)
+        .map_err(|error| error.to_string())?
+        .ok_or_else(|| format!("no Pod {namespace}/{name} stored"))?;
+    let Resource::Pod(mut pod) = Resource::decode(&value.value, value.modify_revision)? else {
+        return Err(format!("{key} is not a Pod"));
+    };
+    pod.metadata.deletion_timestamp = deleting.then(|| serde_json::Value::from("2026-12-05T12:00:00Z"));
+    let write = [sluice_store::Operation::Put {
+        key,
+        value: Resource::Pod(pod).encode(),
+        condition: sluice_store::Condition::Any,
+    }];
+    store
+        .commit(&write)
+        .map(|_| ())
+        .map_err(|error| error.to_string())
 }

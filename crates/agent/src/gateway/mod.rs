@@ -5,4 +5,4 @@ pub mod prober;
 pub mod record;
 pub mod shell;
 
-pub use shell::{DEFAULT_TUNNEL_MTU, GatewayShell, GatewayUpdate};
+pub use shell::{DEFAULT_TUNNEL_MTU, GatewayShell, GatewayUpdate, NftPins, PinWriter};

@@ -6,7 +6,7 @@
 //! their gateways, never the node's default route).
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
@@ -14,7 +14,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::IpNet;
 use sluice_api::ResourceSet;
-use sluice_gateway::routing::{RoutingBackend, RoutingSyncer, desired, previous_from_kernel};
+use sluice_gateway::routing::{
+    Pin, RoutingBackend, RoutingSyncer, desired, pins_from_kernel, previous_from_kernel,
+};
 use sluice_gateway::{GatewayHealth, HealthTracker, Inputs, NodePlan, PodId, ProbeOutcome, compute};
 use sluice_store::{Condition, Operation, Store};
 
@@ -66,6 +68,26 @@ impl GatewayUpdate {
     }
 }
 
+/// Where the pins' connection marks are written: the nft table `inet sluice-egress`
+/// ([`NftPins`]), or a fake in tests.
+pub trait PinWriter: Send {
+    /// Makes the table hold exactly `pins` (none: no table).
+    fn write(&mut self, pins: &[Pin]) -> Result<(), String>;
+}
+
+/// The pins through `nft` in the agent's network namespace.
+#[derive(Debug)]
+pub struct NftPins(pub sluice_nft::CommandBackend);
+
+impl PinWriter for NftPins {
+    fn write(&mut self, pins: &[Pin]) -> Result<(), String> {
+        use sluice_nft::Backend;
+        self.0
+            .apply(&sluice_dataplane::gateway_pins::transaction(pins))
+            .map_err(|error| error.to_string())
+    }
+}
+
 enum Event {
     Update(Box<GatewayUpdate>),
     Probe(ProbeReport),
@@ -86,17 +108,21 @@ pub struct GatewayShell {
 }
 
 impl GatewayShell {
-    pub fn start<B: RoutingBackend + 'static>(
+    pub fn start<B: RoutingBackend + 'static, P: PinWriter + 'static>(
         node: &str,
         backend: B,
+        pin_writer: P,
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
         tunnel_mtu: u32,
     ) -> GatewayShell {
         let (events, receiver) = mpsc::channel();
-        let worker = Worker::<B> {
+        let worker = Worker::<B, P> {
             node: node.to_string(),
             syncer: RoutingSyncer::new(backend),
+            pin_writer,
+            pins: None,
+            written_pins: None,
             prober: Prober::new(events.clone()),
             tracker: HealthTracker::new(),
             update: None,
@@ -150,9 +176,14 @@ struct ProbeView {
     error: Option<String>,
 }
 
-struct Worker<B: RoutingBackend> {
+struct Worker<B: RoutingBackend, P: PinWriter> {
     node: String,
     syncer: RoutingSyncer<B>,
+    pin_writer: P,
+    /// Each gateway's pin index (from the kernel at start, then from the last plan).
+    pins: Option<BTreeMap<Ipv4Addr, u8>>,
+    /// The pins the nft table holds, as far as the last write knows.
+    written_pins: Option<BTreeMap<Ipv4Addr, u8>>,
     prober: Prober<Event>,
     tracker: HealthTracker,
     update: Option<GatewayUpdate>,
@@ -173,7 +204,7 @@ struct Worker<B: RoutingBackend> {
     kernel_read: bool,
 }
 
-impl<B: RoutingBackend> Worker<B> {
+impl<B: RoutingBackend, P: PinWriter> Worker<B, P> {
     fn run(mut self, events: Receiver<Event>) {
         loop {
             let wait = self.next_due().saturating_duration_since(Instant::now());
@@ -205,6 +236,8 @@ impl<B: RoutingBackend> Worker<B> {
             if now >= self.last_repair + REPAIR_INTERVAL {
                 self.last_repair = now;
                 self.syncer.resync_next();
+                // The pin table too: `nft flush ruleset` or a restore may have dropped it.
+                self.written_pins = None;
                 replan = true;
             }
             if self.failed_at.is_some_and(|at| now >= at + RETRY_INTERVAL) {
@@ -290,6 +323,8 @@ impl<B: RoutingBackend> Worker<B> {
                 Ok(kernel) => {
                     self.previous =
                         previous_from_kernel(&update.inputs, &self.node, &kernel.rules, &kernel.routes);
+                    // Live connections carry their pin's index: keep every gateway's.
+                    self.pins = Some(pins_from_kernel(&kernel.rules, &kernel.routes));
                 }
                 Err(error) => {
                     tracing::warn!(%error, "could not read the egress gateway routing in the kernel")
@@ -332,16 +367,35 @@ impl<B: RoutingBackend> Worker<B> {
                 }
             }
         }
-        let routing = desired(&plan, &update.local_destinations, self.tunnel_mtu);
-        match self.syncer.sync(&routing) {
-            Ok(_) => {
+        let previous_pins = self.pins.clone().unwrap_or_default();
+        let routing = desired(&plan, &update.local_destinations, self.tunnel_mtu, &previous_pins);
+        let pins: BTreeMap<Ipv4Addr, u8> = routing.pins.iter().map(|pin| (pin.gateway, pin.index)).collect();
+        self.pins = Some(pins.clone());
+        // Rules and pin tables first, then the marks that lead to them.
+        let routed = self.syncer.sync(&routing);
+        let marked = if self.written_pins.as_ref() == Some(&pins) {
+            Ok(())
+        } else {
+            self.pin_writer.write(&routing.pins).map(|()| {
+                self.written_pins = Some(pins);
+            })
+        };
+        match (routed, marked) {
+            (Ok(_), Ok(())) => {
                 if self.failed_at.take().is_some() {
                     tracing::info!("egress gateway routing programmed again");
                 }
             }
-            Err(error) => {
+            (routed, marked) => {
                 self.metrics.gateway.routing_errors.inc();
-                tracing::error!(%error, "egress gateway routing refused in part; retrying");
+                let errors: Vec<String> = [routed.err().map(|error| error.to_string()), marked.err()]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                tracing::error!(
+                    error = errors.join("; "),
+                    "egress gateway routing refused in part; retrying"
+                );
                 self.failed_at = Some(Instant::now());
             }
         }

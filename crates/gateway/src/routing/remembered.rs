@@ -29,7 +29,10 @@ pub fn previous_from_kernel(
     let mut sorted_rules = rules.to_vec();
     sorted_rules.sort();
     for rule in &sorted_rules {
-        let source = IpAddr::V4(rule.source);
+        let Some(source) = rule.source() else {
+            continue;
+        };
+        let source = IpAddr::V4(source);
         if let Some(pod) = inputs
             .pods
             .iter()
