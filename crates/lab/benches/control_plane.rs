@@ -36,22 +36,7 @@ fn main() -> ExitCode {
     if let Some(code) = support::dispatch() {
         return code;
     }
-    // `cargo test --benches` runs benches with `--test`-like flags; only `cargo bench` measures.
-    if !std::env::args().any(|argument| argument == "--bench") {
-        println!("control_plane: run with `cargo bench -p sluice-lab --bench control_plane` (root)");
-        return ExitCode::SUCCESS;
-    }
-    if !support::is_root() {
-        println!("control_plane: skipped, the lab needs root");
-        return ExitCode::SUCCESS;
-    }
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    support::run_bench("control_plane", run)
 }
 
 fn setting(name: &str, default: usize) -> usize {

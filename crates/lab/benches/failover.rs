@@ -47,51 +47,8 @@ fn main() -> ExitCode {
     if let Some(code) = support::dispatch() {
         return code;
     }
-    if !std::env::args().any(|argument| argument == "--bench") {
-        println!("failover: run with `cargo bench -p sluice-lab --bench failover` (root)");
-        return ExitCode::SUCCESS;
-    }
-    if !support::is_root() {
-        println!("failover: skipped, the lab needs root");
-        return ExitCode::SUCCESS;
-    }
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    support::run_bench("failover", run)
 }
-
-const MANIFESTS: &str = r#"
-apiVersion: projectcalico.org/v3
-kind: FelixConfiguration
-metadata: {name: default}
-spec: {egressIPSupport: EnabledPerNamespace}
----
-apiVersion: projectcalico.org/v3
-kind: IPPool
-metadata: {name: pods}
-spec: {cidr: 10.73.0.0/16, natOutgoing: true}
----
-apiVersion: projectcalico.org/v3
-kind: IPPool
-metadata: {name: gateways}
-spec: {cidr: 10.74.0.0/24, blockSize: 28, assignmentMode: Manual}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: egress}
----
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: apps
-  annotations:
-    egress.projectcalico.org/selector: "role == 'gateway'"
-    egress.projectcalico.org/namespaceSelector: "projectcalico.org/name == 'egress'"
-"#;
 
 const LAB: &str = r#"kind: Lab
 name: placeholder
@@ -127,7 +84,14 @@ fn run() -> Result<(), String> {
         .ok()
         .and_then(|value| value.parse().ok())
         .unwrap_or(20_usize);
-    let lab = Lab::up("f", LAB, &[("00.yaml", MANIFESTS.to_string())])?;
+    let lab = Lab::up(
+        "f",
+        LAB,
+        &[(
+            "00.yaml",
+            support::egress_manifests("10.73.0.0/16", "10.74.0.0/24", &["apps"], &[]),
+        )],
+    )?;
     let outcome = measure(&lab, trials);
     let cleaned = lab.finish();
     outcome?;

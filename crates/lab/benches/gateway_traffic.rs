@@ -32,55 +32,8 @@ fn main() -> ExitCode {
     if let Some(code) = support::dispatch() {
         return code;
     }
-    if !std::env::args().any(|argument| argument == "--bench") {
-        println!("gateway_traffic: run with `cargo bench -p sluice-lab --bench gateway_traffic` (root)");
-        return ExitCode::SUCCESS;
-    }
-    if !support::is_root() {
-        println!("gateway_traffic: skipped, the lab needs root");
-        return ExitCode::SUCCESS;
-    }
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    support::run_bench("gateway_traffic", run)
 }
-
-const MANIFESTS: &str = r#"
-apiVersion: projectcalico.org/v3
-kind: FelixConfiguration
-metadata: {name: default}
-spec: {egressIPSupport: EnabledPerNamespace}
----
-apiVersion: projectcalico.org/v3
-kind: IPPool
-metadata: {name: pods}
-spec: {cidr: 10.75.0.0/16, natOutgoing: true}
----
-apiVersion: projectcalico.org/v3
-kind: IPPool
-metadata: {name: gateways}
-spec: {cidr: 10.76.0.0/24, blockSize: 28, assignmentMode: Manual}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: egress}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: direct}
----
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: via
-  annotations:
-    egress.projectcalico.org/selector: "role == 'gateway'"
-    egress.projectcalico.org/namespaceSelector: "projectcalico.org/name == 'egress'"
-"#;
 
 const LAB: &str = r#"kind: Lab
 name: placeholder
@@ -106,7 +59,14 @@ fn setting(name: &str, default: f64) -> f64 {
 fn run() -> Result<(), String> {
     let rounds = setting("SLUICE_BENCH_ROUNDS", 5.0) as usize;
     let seconds = setting("SLUICE_BENCH_SECONDS", 3.0);
-    let lab = Lab::up("t", LAB, &[("00.yaml", MANIFESTS.to_string())])?;
+    let lab = Lab::up(
+        "t",
+        LAB,
+        &[(
+            "00.yaml",
+            support::egress_manifests("10.75.0.0/16", "10.76.0.0/24", &["via"], &["direct"]),
+        )],
+    )?;
     let outcome = measure(&lab, rounds, seconds);
     let cleaned = lab.finish();
     outcome?;

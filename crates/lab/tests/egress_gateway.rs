@@ -547,35 +547,6 @@ fn check(condition: bool, message: impl FnOnce() -> String) -> Result<(), String
     if condition { Ok(()) } else { Err(message()) }
 }
 
-const PIN_MANIFESTS: &str = r#"
-apiVersion: projectcalico.org/v3
-kind: FelixConfiguration
-metadata: {name: default}
-spec: {egressIPSupport: EnabledPerNamespace}
----
-apiVersion: projectcalico.org/v3
-kind: IPPool
-metadata: {name: pods}
-spec: {cidr: 10.77.0.0/16, natOutgoing: true}
----
-apiVersion: projectcalico.org/v3
-kind: IPPool
-metadata: {name: gateways}
-spec: {cidr: 10.78.0.0/24, blockSize: 28, assignmentMode: Manual}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: egress}
----
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: apps
-  annotations:
-    egress.projectcalico.org/selector: "role == 'gateway'"
-    egress.projectcalico.org/namespaceSelector: "projectcalico.org/name == 'egress'"
-"#;
-
 const PIN_LAB: &str = r#"kind: Lab
 name: placeholder
 nodes:
@@ -603,7 +574,14 @@ fn pinned_connections() -> Result<(), String> {
         println!("skipped: the lab needs root");
         return Ok(());
     }
-    let lab = Lab::up("ep", PIN_LAB, &[("egress.yaml", PIN_MANIFESTS.to_string())])?;
+    let lab = Lab::up(
+        "ep",
+        PIN_LAB,
+        &[(
+            "egress.yaml",
+            support::egress_manifests("10.77.0.0/16", "10.78.0.0/24", &["apps"], &[]),
+        )],
+    )?;
     let outcome = pinned(&lab);
     let finished = lab.finish();
     outcome?;

@@ -528,6 +528,47 @@ pub fn run_checked(program: &str, arguments: &[&str]) -> Result<String, String> 
     }
 }
 
+/// A lab benchmark's `main` after `dispatch`: measures only under `cargo bench` (which passes
+/// `--bench`) and as root, and says so otherwise.
+pub fn run_bench(name: &str, run: fn() -> Result<(), String>) -> ExitCode {
+    if !std::env::args().any(|argument| argument == "--bench") {
+        println!("{name}: run with `cargo bench -p sluice-lab --bench {name}` (root)");
+        return ExitCode::SUCCESS;
+    }
+    if !is_root() {
+        println!("{name}: skipped, the lab needs root");
+        return ExitCode::SUCCESS;
+    }
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Manifests for an egress gateway lab: FelixConfiguration with egressIPSupport
+/// EnabledPerNamespace, a natOutgoing pool `pods` and a Manual pool `gateways` (taken by
+/// annotation: `cni.projectcalico.org/ipv4pools: '["gateways"]'`), the namespace `egress`, and `clients`
+/// namespaces whose pods leave through the gateways labelled `role: gateway` there.
+pub fn egress_manifests(pods: &str, gateways: &str, clients: &[&str], others: &[&str]) -> String {
+    let mut text = format!(
+        "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {{name: default}}\nspec: {{egressIPSupport: EnabledPerNamespace}}\n---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: pods}}\nspec: {{cidr: {pods}, natOutgoing: true}}\n---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: gateways}}\nspec: {{cidr: {gateways}, blockSize: 28, assignmentMode: Manual}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: egress}}\n"
+    );
+    for namespace in others {
+        text.push_str(&format!(
+            "---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {namespace}}}\n"
+        ));
+    }
+    for namespace in clients {
+        text.push_str(&format!(
+            "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n  annotations:\n    egress.projectcalico.org/selector: \"role == 'gateway'\"\n    egress.projectcalico.org/namespaceSelector: \"projectcalico.org/name == 'egress'\"\n"
+        ));
+    }
+    text
+}
+
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
         status
