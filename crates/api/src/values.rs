@@ -324,7 +324,7 @@ impl<'de> Deserialize<'de> for SelectorText {
 }
 
 /// The action of a Calico rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Action {
     Allow,
     Deny,

@@ -11,6 +11,7 @@
 //! IR. It must never read YAML or talk to the kernel.
 #![forbid(unsafe_code)]
 
+mod attribution;
 mod compile;
 mod entities;
 mod evaluate;
@@ -21,6 +22,7 @@ pub mod ir;
 mod kubernetes;
 mod prefilter;
 
+pub use attribution::{HitId, PROFILE_TIER, PolicyHit};
 pub use compile::compile;
 pub use entities::{
     Entity, EntityKind, LABEL_NAMESPACE, LABEL_ORCHESTRATOR, LABEL_SERVICE_ACCOUNT, build_entities,
