@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sluice_api::values::{Action, PolicyType};
 
 use crate::evaluate::Decision;
@@ -38,7 +38,12 @@ pub struct PolicyHit {
 
 impl PolicyHit {
     /// An Allow or Deny rule of a policy.
-    pub fn rule(reference: &PolicyReference, direction: PolicyType, rule_index: usize, action: Action) -> PolicyHit {
+    pub fn rule(
+        reference: &PolicyReference,
+        direction: PolicyType,
+        rule_index: usize,
+        action: Action,
+    ) -> PolicyHit {
         PolicyHit {
             tier: reference.tier.clone(),
             kind: reference.kind.to_string(),
@@ -111,7 +116,7 @@ impl fmt::Display for PolicyHit {
 
 /// A hit's compact id: 64 bits of FNV-1a over the direction and the hit's text, written as 16
 /// hexadecimal digits (what fits a log prefix with room to spare).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct HitId(pub u64);
 
 impl fmt::Display for HitId {
@@ -131,7 +136,12 @@ impl std::str::FromStr for HitId {
 impl Dataplane {
     /// The hit a decision of `evaluate` stands for, for one direction of `endpoint`; `None` for
     /// a decision no rule of the kernel makes (ingress from the pod's own node is not policed).
-    pub fn hit_of(&self, endpoint: &EndpointProgram, direction: PolicyType, decision: Decision) -> Option<PolicyHit> {
+    pub fn hit_of(
+        &self,
+        endpoint: &EndpointProgram,
+        direction: PolicyType,
+        decision: Decision,
+    ) -> Option<PolicyHit> {
         match decision {
             Decision::Rule {
                 policy,
@@ -148,7 +158,9 @@ impl Dataplane {
                 let last = *tier.policies.last()?;
                 Some(PolicyHit::tier_end(&self.policies[last].reference, direction))
             }
-            Decision::ProfileAfterPass | Decision::NoPolicy => Some(PolicyHit::profile(&endpoint.namespace, direction)),
+            Decision::ProfileAfterPass | Decision::NoPolicy => {
+                Some(PolicyHit::profile(&endpoint.namespace, direction))
+            }
             Decision::FromOwnNode => None,
         }
     }
@@ -162,7 +174,12 @@ impl Dataplane {
             for direction in [PolicyType::Ingress, PolicyType::Egress] {
                 for rule in policy.rules(direction) {
                     if matches!(rule.action, Action::Allow | Action::Deny) {
-                        hits.insert(PolicyHit::rule(&policy.reference, direction, rule.origin_index, rule.action));
+                        hits.insert(PolicyHit::rule(
+                            &policy.reference,
+                            direction,
+                            rule.origin_index,
+                            rule.action,
+                        ));
                     }
                 }
             }
