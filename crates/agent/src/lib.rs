@@ -15,6 +15,7 @@
 
 mod agent;
 pub mod dns;
+pub mod flows;
 pub mod gateway;
 mod metrics;
 mod routing;
