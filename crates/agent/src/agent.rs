@@ -48,6 +48,8 @@ pub struct AgentConfig {
     pub egress_gateways: bool,
     /// The MTU of the tunnel device to gateways: the path's less VXLAN's 50 bytes.
     pub tunnel_mtu: u32,
+    /// Where the agent serves its flow log, as its status record names it for `sluice flows`.
+    pub flow_endpoints: Vec<String>,
 }
 
 impl AgentConfig {
@@ -61,6 +63,7 @@ impl AgentConfig {
             heartbeat_interval: HEARTBEAT_INTERVAL,
             egress_gateways: true,
             tunnel_mtu: DEFAULT_TUNNEL_MTU,
+            flow_endpoints: Vec::new(),
         }
     }
 }
@@ -515,6 +518,7 @@ impl<B: Backend> Agent<B> {
             updated: SystemTime::now(),
             heartbeat_seconds: self.config.heartbeat_interval.as_secs().max(1),
             stopped,
+            flow_endpoints: self.config.flow_endpoints.clone(),
         };
         let value = serde_json::to_vec(&status).expect("status serializes");
         let write = [Operation::Put {

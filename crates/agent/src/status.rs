@@ -66,6 +66,10 @@ pub struct NodeStatus {
     /// stays in the kernel.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stopped: bool,
+    /// Where the agent serves its flow log (`http://HOST:PORT`, `unix:PATH`): how `sluice
+    /// flows` and `sluice ui` find it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flow_endpoints: Vec<String>,
 }
 
 fn default_heartbeat_seconds() -> u64 {
@@ -216,6 +220,7 @@ mod tests {
             updated,
             heartbeat_seconds: 30,
             stopped: false,
+            flow_endpoints: Vec::new(),
         }
     }
 

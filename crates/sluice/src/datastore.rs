@@ -17,6 +17,14 @@ pub struct DatastoreArguments {
 }
 
 impl DatastoreArguments {
+    /// The arguments that give another `sluice` process the same datastore.
+    pub fn arguments(&self) -> Vec<String> {
+        match &self.datastore {
+            Some(address) => vec!["--datastore".to_string(), address.clone()],
+            None => Vec::new(),
+        }
+    }
+
     fn address(&self) -> String {
         self.datastore
             .clone()

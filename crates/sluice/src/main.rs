@@ -9,6 +9,7 @@ mod diagnostics;
 mod dnscache;
 mod egress;
 mod explain;
+mod flow_log;
 mod flows;
 mod get;
 mod ipam;
@@ -16,6 +17,7 @@ mod label_selector;
 mod output;
 mod perimeter;
 mod resolve;
+mod ui;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +52,10 @@ enum Command {
     Apply(apply::ApplyArguments),
     /// Show stored resources.
     Get(get::GetArguments),
+    /// The flow log: what pods' connections did and which policy decided, from the agents.
+    Flows(flow_log::FlowsArguments),
+    /// Serve a web page of live flows, who talks to whom, and each flow's explain trace.
+    Ui(ui::UiArguments),
     /// Delete stored resources by KIND NAME or by manifest.
     Delete(apply::DeleteArguments),
     /// IP address management: show, check, release.
@@ -92,6 +98,8 @@ fn main() -> ExitCode {
         Command::Connectivity(arguments) => connectivity::run(&arguments, &mut out),
         Command::Apply(arguments) => apply::apply(&arguments).map_err(Failure::from),
         Command::Get(arguments) => get::run(&arguments, &mut out),
+        Command::Flows(arguments) => flow_log::run(&arguments, &mut out),
+        Command::Ui(arguments) => ui::run(&arguments, &mut out),
         Command::Delete(arguments) => apply::delete(&arguments).map_err(Failure::from),
         Command::Agent(arguments) => run_agent(&arguments).map_err(Failure::from),
         Command::Gateway(arguments) => run_gateway(&arguments).map_err(Failure::from),

@@ -263,6 +263,7 @@ fn nodestatus_shows_each_record_s_age_and_a_stale_one_as_unknown() {
         updated: now - age,
         heartbeat_seconds: 30,
         stopped: false,
+        flow_endpoints: Vec::new(),
     };
     let records = [
         record("node-1", Duration::from_secs(3 * 3600 + 60)),

@@ -50,6 +50,7 @@ impl Cluster {
             updated: std::time::SystemTime::now(),
             heartbeat_seconds: 30,
             stopped: false,
+            flow_endpoints: Vec::new(),
         };
         store
             .commit(&[Operation::Put {
