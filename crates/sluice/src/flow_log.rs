@@ -96,7 +96,8 @@ impl FlowFilter {
 }
 
 /// One side of a record as a person reads it: `namespace/name` for pods and namespaced
-/// network sets, the name otherwise (a global network set, a domain, an address).
+/// network sets, the name of a global network set, an outside address (what `explain` takes),
+/// or Calico's `pub`/`pvt` when the record kept no address.
 pub fn side(record: &Value, prefix: &str) -> String {
     let field = |name: &str| {
         record
@@ -104,6 +105,11 @@ pub fn side(record: &Value, prefix: &str) -> String {
             .and_then(Value::as_str)
             .filter(|value| !value.is_empty() && *value != "-")
     };
+    if field("type") == Some("net")
+        && let Some(address) = field("ip")
+    {
+        return address.to_string();
+    }
     let name = field("name").or(field("name_aggr")).unwrap_or("-");
     match field("namespace") {
         Some(namespace) => format!("{namespace}/{name}"),
@@ -385,7 +391,8 @@ mod tests {
     fn record() -> Value {
         json!({
             "source_type": "wep", "source_namespace": "billing", "source_name": "api-1",
-            "dest_type": "net", "dest_namespace": "-", "dest_name": "203.0.113.7",
+            "dest_type": "net", "dest_namespace": "-", "dest_name": "-", "dest_name_aggr": "pub",
+            "dest_ip": "203.0.113.7",
             "dest_port": 443, "proto": "tcp", "reporter": "src", "action": "deny",
             "policies": ["default|GlobalNetworkPolicy|default-deny|-1|deny"],
             "end_time": 1_700_000_000u64, "num_flows_started": 2, "bytes_out": 120, "bytes_in": 0

@@ -16,6 +16,7 @@ mod ipam;
 mod label_selector;
 mod output;
 mod perimeter;
+mod recommend;
 mod resolve;
 mod ui;
 
@@ -54,6 +55,8 @@ enum Command {
     Get(get::GetArguments),
     /// The flow log: what pods' connections did and which policy decided, from the agents.
     Flows(flow_log::FlowsArguments),
+    /// Staged policies that would allow exactly what a namespace's pods did, from the flow log.
+    Recommend(recommend::RecommendArguments),
     /// Serve a web page of live flows, who talks to whom, and each flow's explain trace.
     Ui(ui::UiArguments),
     /// Delete stored resources by KIND NAME or by manifest.
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
         Command::Get(arguments) => get::run(&arguments, &mut out),
         Command::Flows(arguments) => flow_log::run(&arguments, &mut out),
         Command::Ui(arguments) => ui::run(&arguments, &mut out),
+        Command::Recommend(arguments) => recommend::run(&arguments, &mut out),
         Command::Delete(arguments) => apply::delete(&arguments).map_err(Failure::from),
         Command::Agent(arguments) => run_agent(&arguments).map_err(Failure::from),
         Command::Gateway(arguments) => run_gateway(&arguments).map_err(Failure::from),

@@ -81,7 +81,8 @@ fn the_page_shows_a_denied_flow_in_its_colour_and_opens_its_trace() {
     let record = |port: u16, action: &str, policy: &str| {
         serde_json::json!({
             "source_type": "wep", "source_namespace": "prod", "source_name": "web",
-            "dest_type": "net", "dest_namespace": "-", "dest_name": "198.51.100.70",
+            "dest_type": "net", "dest_namespace": "-", "dest_name": "-", "dest_name_aggr": "pub",
+            "dest_ip": "198.51.100.70",
             "dest_port": port, "proto": "tcp", "reporter": "src", "action": action,
             "policies": [policy], "pending_policies": [], "start_time": now - 15, "end_time": now,
             "num_flows_started": 1, "bytes_out": 60, "bytes_in": 0

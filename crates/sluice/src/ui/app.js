@@ -13,6 +13,7 @@ function text(value) {
 // A side of a flow as a person reads it: namespace/name for pods and network sets, otherwise
 // the name the record gives (a domain or an address).
 function side(record, prefix) {
+  if (record[prefix + "_type"] === "net" && record[prefix + "_ip"]) return record[prefix + "_ip"];
   const namespace = record[prefix + "_namespace"];
   const name = record[prefix + "_name"] || record[prefix + "_name_aggr"] || "";
   if (namespace && namespace !== "-") return namespace + "/" + name;
