@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+mod arguments;
 pub mod dns;
 pub mod flows;
 pub mod gateway;
@@ -23,5 +24,6 @@ mod shutdown;
 mod status;
 
 pub use agent::{Agent, AgentConfig, run};
+pub use arguments::{AgentArguments, FlowLogArguments};
 pub use metrics::{Metrics, MetricsServer};
 pub use status::{HEARTBEAT_INTERVAL, NodeStatus, STALE_HEARTBEATS, STATUS_PREFIX, format_age, status_key};

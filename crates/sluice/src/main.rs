@@ -123,53 +123,13 @@ fn main() -> ExitCode {
     }
 }
 
+/// `sluice agent`: the agent's own flags and the datastore.
 #[derive(Debug, clap::Args)]
 struct AgentArguments {
-    /// The node this agent programs (its pods' workload endpoints name it).
-    #[arg(long)]
-    node: String,
-    /// Serve /metrics and /healthz here, e.g. 127.0.0.1:9091.
-    #[arg(long)]
-    metrics_address: Option<String>,
-    /// Rebuild the whole table this often, in seconds (1 to 86,400).
-    // At most a day: the agent adds it to clock readings; 0 would rebuild without pause.
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    resync_seconds: u64,
-    /// Do not route other nodes' pod addresses (leave it to a routing daemon such as BGP).
-    /// By default the agent routes each remote block through its node's InternalIP, which
-    /// needs the nodes on one link, and blackholes the node's own blocks.
-    #[arg(long)]
-    no_routes: bool,
-    /// A DNS server whose answers teach the agent domain names (`ADDR` for port 53, or
-    /// `ADDR:PORT`, `[IPV6]:PORT`); repeatable. Used when no FelixConfiguration sets
-    /// `dnsTrustedServers`, whose default (Calico's, the kube-dns Service) Sluice cannot
-    /// resolve yet, so without either no server is trusted.
-    #[arg(long = "dns-trusted-server", value_name = "ADDR[:PORT]", value_parser = parse_trusted_server)]
-    dns_trusted_servers: Vec<std::net::SocketAddr>,
-    /// Where to keep learned DNS mappings across restarts, when no FelixConfiguration sets
-    /// `dnsCacheFile` (default /run/sluice/dns-cache.json).
-    #[arg(long, value_name = "PATH")]
-    dns_cache_file: Option<std::path::PathBuf>,
-    /// The NFQUEUE number DNS answers wait in until their addresses are programmed.
-    #[arg(long, value_name = "N", default_value_t = sluice_agent::dns::DEFAULT_QUEUE)]
-    dns_queue: u16,
-    /// Learn nothing from DNS: domain rules then allow no address.
-    #[arg(long)]
-    no_dns: bool,
-    /// Route no egress gateway clients: leave policy-routing rules, client tables and the
-    /// `egress.sluice` tunnel device alone (a node where another system does it).
-    #[arg(long)]
-    no_egress_gateways: bool,
-    /// The MTU of the `egress.sluice` tunnel device: the node's path MTU less VXLAN's 50
-    /// bytes (default 1450, for a 1500-byte network).
-    #[arg(long, value_name = "BYTES", default_value_t = sluice_agent::gateway::DEFAULT_TUNNEL_MTU, value_parser = clap::value_parser!(u32).range(576..=65_485))]
-    egress_tunnel_mtu: u32,
+    #[command(flatten)]
+    agent: sluice_agent::AgentArguments,
     #[command(flatten)]
     datastore: datastore::DatastoreArguments,
-}
-
-fn parse_trusted_server(text: &str) -> Result<std::net::SocketAddr, String> {
-    text.parse::<sluice_dns::TrustedServer>().map(|server| server.0)
 }
 
 /// Logs of the long-running commands (agent, gateway) go to standard error, `info` unless
@@ -195,17 +155,13 @@ fn run_gateway(arguments: &sluice_gateway_pod::GatewayArguments) -> Result<ExitC
 fn run_agent(arguments: &AgentArguments) -> Result<ExitCode, String> {
     start_logging();
     let store = std::sync::Arc::from(arguments.datastore.open()?);
-    let mut config = sluice_agent::AgentConfig::new(arguments.node.clone());
-    config.resync_interval = std::time::Duration::from_secs(arguments.resync_seconds);
-    config.program_routes = !arguments.no_routes;
-    config.egress_gateways = !arguments.no_egress_gateways;
-    config.tunnel_mtu = arguments.egress_tunnel_mtu;
-    let dns = (!arguments.no_dns).then(|| sluice_agent::dns::DnsFlags {
-        trusted_servers: arguments.dns_trusted_servers.clone(),
-        cache_file: arguments.dns_cache_file.clone(),
-        queue: arguments.dns_queue,
-    });
-    sluice_agent::run(config, store, arguments.metrics_address.as_deref(), dns)?;
+    let agent = &arguments.agent;
+    sluice_agent::run(
+        agent.config(),
+        store,
+        agent.metrics_address.as_deref(),
+        agent.dns(),
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -10,3 +10,26 @@ pub mod server;
 pub use file::RotatingFile;
 pub use recent::{RecentFlows, RecentRecord};
 pub use server::{FlowListen, FlowServer, parse_since};
+
+/// The NFLOG group decisions are logged to by default: clear of Calico's 1 and 2.
+pub const DEFAULT_LOG_GROUP: u16 = 20;
+
+/// Denied packets logged per second and deciding rule, by default.
+pub const DEFAULT_DENY_LOG_RATE: u32 = 100;
+
+/// What the flow-log shell is told by the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowLogFlags {
+    /// The rotated JSON-lines file.
+    pub file: std::path::PathBuf,
+    /// The aggregation interval.
+    pub interval: std::time::Duration,
+    /// The Unix socket the flow endpoints listen on.
+    pub socket: Option<std::path::PathBuf>,
+    /// A TCP address they listen on too.
+    pub address: Option<String>,
+    /// The NFLOG group.
+    pub group: u16,
+    /// Denied packets logged per second and deciding rule.
+    pub deny_rate: u32,
+}

@@ -28,14 +28,10 @@ pub const METRICS_VARIABLE: &str = "SLUICE_LAB_TEST_METRICS";
 enum Helper {
     /// The node agent, as `sluice agent` runs it.
     Agent {
-        #[arg(long)]
-        node: String,
+        #[command(flatten)]
+        agent: Box<sluice_agent::AgentArguments>,
         #[arg(long)]
         datastore: String,
-        #[arg(long = "dns-trusted-server")]
-        dns_trusted_servers: Vec<SocketAddr>,
-        #[arg(long)]
-        dns_cache_file: Option<PathBuf>,
     },
     Lab {
         #[command(subcommand)]
@@ -165,12 +161,7 @@ pub fn dispatch() -> Option<ExitCode> {
         return None;
     }
     let result = match Helper::parse() {
-        Helper::Agent {
-            node,
-            datastore,
-            dns_trusted_servers,
-            dns_cache_file,
-        } => sluice_store::open(&datastore)
+        Helper::Agent { agent, datastore } => sluice_store::open(&datastore)
             .map_err(|error| error.to_string())
             .and_then(|store| {
                 tracing_subscriber::fmt()
@@ -178,14 +169,11 @@ pub fn dispatch() -> Option<ExitCode> {
                     .with_writer(std::io::stderr)
                     .with_ansi(false)
                     .init();
-                let metrics = std::env::var(METRICS_VARIABLE).ok();
-                let config = sluice_agent::AgentConfig::new(node);
-                let dns = sluice_agent::dns::DnsFlags {
-                    trusted_servers: dns_trusted_servers,
-                    cache_file: dns_cache_file,
-                    ..Default::default()
-                };
-                sluice_agent::run(config, Arc::from(store), metrics.as_deref(), Some(dns))
+                // The variable wins over the flag, so tests change no command line.
+                let metrics = std::env::var(METRICS_VARIABLE)
+                    .ok()
+                    .or_else(|| agent.metrics_address.clone());
+                sluice_agent::run(agent.config(), Arc::from(store), metrics.as_deref(), agent.dns())
             }),
         Helper::Lab { command } => {
             let here = std::env::current_exe().unwrap_or_default();
