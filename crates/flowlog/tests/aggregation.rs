@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use sluice_api::values::PolicyType;
 use sluice_flowlog::events::{ConntrackEvent, ConntrackEventKind, Counters, LoggedPacket, Timestamp, Tuple};
 use sluice_flowlog::{
-    Aggregator, Config, EndpointType, FlowAction, FlowRecord, NetworkSetName, PendingQuery, Reporter,
+    Aggregator, Config, EndpointType, FlowAction, FlowRecord, PendingQuery, Reporter,
     network_sets_from_entities,
 };
 use sluice_policy::{Dataplane, Flow, HitId, PolicyHit};
