@@ -106,7 +106,8 @@ impl fmt::Debug for Aggregator {
 /// One reporter's view of a connection.
 #[derive(Debug, Clone)]
 enum Side {
-    Attributed(Arc<PolicyHit>),
+    /// The id as logged (hashing the hit again would cost a string per packet).
+    Attributed(HitId, Arc<PolicyHit>),
     /// A local end whose deciding hit was never logged.
     Unattributed,
 }
@@ -204,10 +205,10 @@ impl Tally {
         Some(bucket)
     }
 
-    fn hit_usage(&mut self, hit: &Arc<PolicyHit>) -> &mut Usage {
+    fn hit_usage(&mut self, id: HitId, hit: &Arc<PolicyHit>) -> &mut Usage {
         &mut self
             .hit_usage
-            .entry(hit.id())
+            .entry(id)
             .or_insert_with(|| (hit.clone(), Usage::default()))
             .1
     }
@@ -222,8 +223,8 @@ impl Tally {
                 continue;
             };
             let policy = match side {
-                Side::Attributed(hit) => {
-                    self.hit_usage(&hit).add(packets, bytes, 0);
+                Side::Attributed(id, hit) => {
+                    self.hit_usage(id, &hit).add(packets, bytes, 0);
                     Some(hit)
                 }
                 Side::Unattributed => None,
@@ -387,9 +388,9 @@ impl Aggregator {
         };
         let reporter = Reporter::of_direction(hit.direction);
         if hit.action == Action::Allow {
-            self.allowed_first_packet(packet, hit, reporter);
+            self.allowed_first_packet(packet, id, hit, reporter);
         } else {
-            self.denied_packet(packet, hit, reporter);
+            self.denied_packet(packet, id, hit, reporter);
         }
     }
 
@@ -403,25 +404,31 @@ impl Aggregator {
             .map(|domain| Arc::from(domain.as_str()))
     }
 
-    fn allowed_first_packet(&mut self, packet: &LoggedPacket, hit: Arc<PolicyHit>, reporter: Reporter) {
+    fn allowed_first_packet(
+        &mut self,
+        packet: &LoggedPacket,
+        id: HitId,
+        hit: Arc<PolicyHit>,
+        reporter: Reporter,
+    ) {
         let tuple = packet.tuple;
         if let Some(connection) = self.connections.get_mut(&tuple) {
             // Conntrack reported it first, or a repeated first packet: fill the side if empty.
             let side = &mut connection.sides[reporter.index()];
-            if !matches!(side, Some(Side::Attributed(_))) {
+            if !matches!(side, Some(Side::Attributed(..))) {
                 if side.is_none() {
                     self.tally.actions.allow.add(0, 0, 1);
                 }
-                *side = Some(Side::Attributed(hit.clone()));
-                self.tally.hit_usage(&hit).add(0, 0, 1);
+                *side = Some(Side::Attributed(id, hit.clone()));
+                self.tally.hit_usage(id, &hit).add(0, 0, 1);
             }
             connection.last_event = connection.last_event.max(packet.at);
             self.touch(tuple);
             return;
         }
         let mut sides = self.local_sides(&tuple);
-        sides[reporter.index()] = Some(Side::Attributed(hit.clone()));
-        self.tally.hit_usage(&hit).add(0, 0, 1);
+        sides[reporter.index()] = Some(Side::Attributed(id, hit.clone()));
+        self.tally.hit_usage(id, &hit).add(0, 0, 1);
         let nothing = [Counters::default(); 2];
         self.open(tuple, sides, packet.at, true, None, (nothing, nothing));
     }
@@ -502,11 +509,11 @@ impl Aggregator {
         }
     }
 
-    fn denied_packet(&mut self, packet: &LoggedPacket, hit: Arc<PolicyHit>, reporter: Reporter) {
+    fn denied_packet(&mut self, packet: &LoggedPacket, id: HitId, hit: Arc<PolicyHit>, reporter: Reporter) {
         let tuple = packet.tuple;
         let first = self.remember_denied(tuple, reporter);
         let length = u64::from(packet.length);
-        self.tally.hit_usage(&hit).add(1, length, u64::from(first));
+        self.tally.hit_usage(id, &hit).add(1, length, u64::from(first));
         self.tally.actions.deny.add(1, length, u64::from(first));
         let source = self.naming.name(tuple.source);
         let destination = self.naming.name(tuple.destination);
@@ -622,8 +629,6 @@ impl Aggregator {
     /// over. Connections idle past their timeout end here.
     pub fn drain(&mut self, now: Timestamp) -> Vec<FlowRecord> {
         self.attribution.expire(now);
-        let attribution = &self.attribution;
-        self.tally.hit_usage.retain(|id, _| attribution.knows(*id));
         let expired: Vec<(Tuple, bool)> = self
             .connections
             .iter()
@@ -645,9 +650,21 @@ impl Aggregator {
             }
             self.finish(&tuple, Ending::Completed);
         }
+        let mut in_use = HashSet::new();
         for (tuple, connection) in &mut self.connections {
             self.tally.fold(&self.config, tuple, connection, Ending::Live);
+            for side in connection.sides.iter().flatten() {
+                if let Side::Attributed(id, _) = side {
+                    in_use.insert(*id);
+                }
+            }
         }
+        // Counters of hits no compile knows any more go, unless a live connection still counts
+        // on one (its counter would otherwise start again from zero).
+        let attribution = &self.attribution;
+        self.tally
+            .hit_usage
+            .retain(|id, _| attribution.knows(*id) || in_use.contains(id));
         let start_time = self.interval_start.unix_seconds();
         let end_time = now.unix_seconds().max(start_time);
         let buckets = std::mem::take(&mut self.tally.buckets);
@@ -694,8 +711,8 @@ impl Aggregator {
         self.tally.actions
     }
 
-    /// Traffic by hit, for every hit the current or previous compile knows that decided
-    /// something; sorted by hit.
+    /// Traffic by hit, for every hit that decided something and that the current or previous
+    /// compile knows or a live connection still carries; sorted by hit.
     pub fn hit_counters(&self) -> Vec<(&PolicyHit, Usage)> {
         let mut counters: Vec<(&PolicyHit, Usage)> = self
             .tally

@@ -1,12 +1,14 @@
-//! Random event sequences: the aggregator never panics, its counters never decrease, its caps
-//! hold after every event, and every record is consistent with itself.
+//! Random event sequences: the aggregator never panics, its counters (totals, per action, and per
+//! hit while the hit is reported) never decrease, its caps hold after every event, and every
+//! record is consistent with itself.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use proptest::prelude::*;
 use sluice_flowlog::events::{ConntrackEvent, ConntrackEventKind, Counters, LoggedPacket, Timestamp, Tuple};
-use sluice_flowlog::{Aggregator, Config, FlowRecord};
-use sluice_policy::HitId;
+use sluice_flowlog::{Aggregator, Config, FlowRecord, Usage};
+use sluice_policy::{HitId, PolicyHit};
 
 mod common;
 use common::{MANIFESTS, STAGED, compiled};
@@ -111,6 +113,14 @@ fn numbers(value: &impl serde::Serialize) -> Vec<u64> {
         .collect()
 }
 
+fn hit_counters(aggregator: &Aggregator) -> HashMap<PolicyHit, Usage> {
+    aggregator
+        .hit_counters()
+        .into_iter()
+        .map(|(hit, usage)| (hit.clone(), usage))
+        .collect()
+}
+
 fn check_record(record: &FlowRecord) {
     assert!(record.start_time <= record.end_time, "{record:?}");
     assert!(record.num_flows_started <= record.num_flows, "{record:?}");
@@ -151,6 +161,7 @@ proptest! {
         let mut now = 0u64;
         let mut statistics = numbers(&aggregator.statistics());
         let mut actions = numbers(&aggregator.action_counters());
+        let mut per_hit = hit_counters(&aggregator);
         for operation in operations {
             match operation {
                 Operation::Logged { advance, hit, tuple: chosen, length } => {
@@ -214,8 +225,20 @@ proptest! {
             let now_actions = numbers(&aggregator.action_counters());
             prop_assert!(statistics.iter().zip(&now_statistics).all(|(before, after)| before <= after));
             prop_assert!(actions.iter().zip(&now_actions).all(|(before, after)| before <= after));
+            let now_per_hit = hit_counters(&aggregator);
+            for (hit, before) in &per_hit {
+                if let Some(after) = now_per_hit.get(hit) {
+                    prop_assert!(
+                        before.packets <= after.packets
+                            && before.bytes <= after.bytes
+                            && before.connections <= after.connections,
+                        "{hit}: {before:?} then {after:?}"
+                    );
+                }
+            }
             statistics = now_statistics;
             actions = now_actions;
+            per_hit = now_per_hit;
         }
     }
 }
