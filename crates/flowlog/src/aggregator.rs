@@ -452,9 +452,7 @@ impl Aggregator {
         conntrack_id: Option<u32>,
         (seen, unreported): ([Counters; 2], [Counters; 2]),
     ) {
-        while self.connections.len() >= self.config.max_connections {
-            self.evict_least_recent();
-        }
+        while self.connections.len() >= self.config.max_connections && self.evict_least_recent() {}
         let sides_count = sides.iter().flatten().count() as u64;
         self.tally.actions.allow.add(0, 0, sides_count);
         let source = self.naming.name(tuple.source);
@@ -491,15 +489,17 @@ impl Aggregator {
         self.by_recency.insert(connection.recency, tuple);
     }
 
-    fn evict_least_recent(&mut self) {
+    /// Whether there was a connection to evict (the recency index lists every connection).
+    fn evict_least_recent(&mut self) -> bool {
         let Some((_, tuple)) = self.by_recency.pop_first() else {
-            return;
+            return false;
         };
         if let Some(mut connection) = self.connections.remove(&tuple) {
             self.tally
                 .fold(&self.config, &tuple, &mut connection, Ending::Evicted);
             self.tally.statistics.connections_evicted += 1;
         }
+        true
     }
 
     fn finish(&mut self, tuple: &Tuple, ending: Ending) {
