@@ -165,9 +165,6 @@ pub fn not_enforced_reason(kind: Kind) -> &'static str {
         Kind::Profile => {
             "namespace and service account profiles come from Namespaces and ServiceAccounts; stored Profiles are not applied"
         }
-        Kind::StagedNetworkPolicy | Kind::StagedGlobalNetworkPolicy | Kind::StagedKubernetesNetworkPolicy => {
-            "staged policies are never enforced, and Sluice does not yet show what they would do"
-        }
         _ => "",
     }
 }

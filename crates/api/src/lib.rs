@@ -1,7 +1,8 @@
 //! Typed resources: Kubernetes `v1` Namespace, Pod and ServiceAccount, `networking.k8s.io/v1`
 //! NetworkPolicy, and Calico `projectcalico.org/v3` NetworkPolicy, GlobalNetworkPolicy, Tier,
 //! NetworkSet, GlobalNetworkSet and IPPool, with Calico's defaults and validation; Calico
-//! Enterprise's EgressGatewayPolicy and egress annotations (`egress`).
+//! Enterprise's EgressGatewayPolicy and egress annotations (`egress`); Calico's staged policies
+//! (`staged`).
 //!
 //! This crate owns reading manifests (YAML or JSON, multi-document, directories, `kind: List`)
 //! and turning every bad input into a [`Diagnostic`] that names file, line, column and field.
@@ -19,6 +20,7 @@ pub mod kubernetes;
 mod load;
 pub mod meta;
 pub mod resource;
+pub mod staged;
 pub mod stored;
 mod validate;
 pub mod values;

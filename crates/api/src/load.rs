@@ -20,6 +20,7 @@ use crate::egress::EgressGatewayPolicy;
 use crate::kept::{FelixConfiguration, KeptResource};
 use crate::kubernetes::{KubernetesNetworkPolicy, Namespace, Node, Pod, ServiceAccount};
 use crate::meta::{ObjectMeta, Origin};
+use crate::staged::{StagedGlobalNetworkPolicy, StagedKubernetesNetworkPolicy, StagedNetworkPolicy};
 use crate::validate::{self, Report};
 
 /// One error in the input: where it is, which field, and what is wrong.
@@ -76,7 +77,8 @@ pub enum Kind {
     WorkloadEndpoint,
     FelixConfiguration,
     EgressGatewayPolicy,
-    // Calico kinds stored and listed but not enforced (see `kept`).
+    // Calico kinds stored and listed but not enforced (see `kept`), and the staged policies
+    // (typed, see `staged`; after these for a stable order of the kinds).
     BgpConfiguration,
     BgpFilter,
     BgpPeer,
@@ -165,8 +167,8 @@ impl Kind {
         ),
     ];
 
-    /// Whether Sluice acts on objects of this kind; the others are stored, listed and warned
-    /// about (see `kept`).
+    /// Whether Sluice acts on objects of this kind (staged policies: `explain` shows what they
+    /// would do); the others are stored, listed and warned about (see `kept`).
     pub fn is_enforced(self) -> bool {
         crate::kept::not_enforced_reason(self).is_empty()
     }
@@ -271,6 +273,10 @@ pub struct ResourceSet {
     pub workload_endpoints: Vec<WorkloadEndpoint>,
     pub felix_configurations: Vec<FelixConfiguration>,
     pub egress_gateway_policies: Vec<EgressGatewayPolicy>,
+    /// Staged policies: never enforced; `sluice-policy` builds the "what if" from them.
+    pub staged_network_policies: Vec<StagedNetworkPolicy>,
+    pub staged_global_network_policies: Vec<StagedGlobalNetworkPolicy>,
+    pub staged_kubernetes_network_policies: Vec<StagedKubernetesNetworkPolicy>,
     /// Calico objects stored and listed but not enforced.
     pub kept: Vec<KeptResource>,
     /// What the inputs do that is allowed but worth saying (kinds and fields not enforced).
@@ -293,6 +299,9 @@ impl ResourceSet {
             + self.workload_endpoints.len()
             + self.felix_configurations.len()
             + self.egress_gateway_policies.len()
+            + self.staged_network_policies.len()
+            + self.staged_global_network_policies.len()
+            + self.staged_kubernetes_network_policies.len()
             + self.kept.len()
     }
 
@@ -754,5 +763,8 @@ has_metadata!(
     GlobalNetworkPolicy,
     FelixConfiguration,
     EgressGatewayPolicy,
+    StagedNetworkPolicy,
+    StagedGlobalNetworkPolicy,
+    StagedKubernetesNetworkPolicy,
     KeptResource
 );

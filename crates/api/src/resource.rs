@@ -11,6 +11,7 @@ use crate::kept::{FelixConfiguration, KeptBody, KeptResource};
 use crate::kubernetes::{KubernetesNetworkPolicy, Namespace, Node, Pod, ServiceAccount};
 use crate::load::{HasMetadata, Kind, ResourceSet};
 use crate::meta::ObjectMeta;
+use crate::staged::{StagedGlobalNetworkPolicy, StagedKubernetesNetworkPolicy, StagedNetworkPolicy};
 
 /// Every key Sluice writes for resources starts with this.
 pub const RESOURCE_PREFIX: &str = "/sluice/resources/";
@@ -32,6 +33,9 @@ pub enum Resource {
     WorkloadEndpoint(WorkloadEndpoint),
     FelixConfiguration(FelixConfiguration),
     EgressGatewayPolicy(EgressGatewayPolicy),
+    StagedNetworkPolicy(StagedNetworkPolicy),
+    StagedGlobalNetworkPolicy(StagedGlobalNetworkPolicy),
+    StagedKubernetesNetworkPolicy(StagedKubernetesNetworkPolicy),
     /// A Calico kind stored and listed but not enforced.
     Kept(KeptResource),
 }
@@ -53,6 +57,9 @@ macro_rules! each_kind {
             Resource::WorkloadEndpoint($binding) => $body,
             Resource::FelixConfiguration($binding) => $body,
             Resource::EgressGatewayPolicy($binding) => $body,
+            Resource::StagedNetworkPolicy($binding) => $body,
+            Resource::StagedGlobalNetworkPolicy($binding) => $body,
+            Resource::StagedKubernetesNetworkPolicy($binding) => $body,
             Resource::Kept($binding) => $body,
         }
     };
@@ -75,6 +82,9 @@ impl Resource {
             Resource::WorkloadEndpoint(_) => Kind::WorkloadEndpoint,
             Resource::FelixConfiguration(_) => Kind::FelixConfiguration,
             Resource::EgressGatewayPolicy(_) => Kind::EgressGatewayPolicy,
+            Resource::StagedNetworkPolicy(_) => Kind::StagedNetworkPolicy,
+            Resource::StagedGlobalNetworkPolicy(_) => Kind::StagedGlobalNetworkPolicy,
+            Resource::StagedKubernetesNetworkPolicy(_) => Kind::StagedKubernetesNetworkPolicy,
             Resource::Kept(kept) => kept.kind,
         }
     }
@@ -87,11 +97,25 @@ impl Resource {
         each_kind!(self, resource => resource.metadata_mut())
     }
 
-    /// The tier a policy names explicitly, if any.
+    /// The tier a policy (enforced or staged) names explicitly, if any.
     pub fn tier_reference(&self) -> Option<&str> {
         match self {
             Resource::NetworkPolicy(policy) => policy.spec.tier.as_deref(),
             Resource::GlobalNetworkPolicy(policy) => policy.spec.tier.as_deref(),
+            Resource::StagedNetworkPolicy(policy) => policy.spec.tier.as_deref(),
+            Resource::StagedGlobalNetworkPolicy(policy) => policy.spec.tier.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The tier a Calico policy, enforced or staged, is in (`default` when it names none);
+    /// `None` for other kinds. Kubernetes policies are in no Tier object's keeping.
+    pub fn policy_tier(&self) -> Option<&str> {
+        match self {
+            Resource::NetworkPolicy(policy) => Some(policy.spec.tier()),
+            Resource::GlobalNetworkPolicy(policy) => Some(policy.spec.tier()),
+            Resource::StagedNetworkPolicy(policy) => Some(policy.spec.tier()),
+            Resource::StagedGlobalNetworkPolicy(policy) => Some(policy.spec.tier()),
             _ => None,
         }
     }
@@ -203,6 +227,9 @@ pub(crate) fn deserialize(
         Kind::WorkloadEndpoint => typed(body, Resource::WorkloadEndpoint),
         Kind::FelixConfiguration => typed(body, Resource::FelixConfiguration),
         Kind::EgressGatewayPolicy => typed(body, Resource::EgressGatewayPolicy),
+        Kind::StagedNetworkPolicy => typed(body, Resource::StagedNetworkPolicy),
+        Kind::StagedGlobalNetworkPolicy => typed(body, Resource::StagedGlobalNetworkPolicy),
+        Kind::StagedKubernetesNetworkPolicy => typed(body, Resource::StagedKubernetesNetworkPolicy),
         kept => serde_path_to_error::deserialize(body).map(|body: KeptBody| {
             Resource::Kept(KeptResource {
                 kind: kept,
@@ -249,6 +276,11 @@ impl ResourceSet {
             Resource::WorkloadEndpoint(value) => self.workload_endpoints.push(value),
             Resource::FelixConfiguration(value) => self.felix_configurations.push(value),
             Resource::EgressGatewayPolicy(value) => self.egress_gateway_policies.push(value),
+            Resource::StagedNetworkPolicy(value) => self.staged_network_policies.push(value),
+            Resource::StagedGlobalNetworkPolicy(value) => self.staged_global_network_policies.push(value),
+            Resource::StagedKubernetesNetworkPolicy(value) => {
+                self.staged_kubernetes_network_policies.push(value)
+            }
             Resource::Kept(value) => self.kept.push(value),
         }
     }
@@ -277,6 +309,21 @@ impl ResourceSet {
             self.kubernetes_network_policies
                 .into_iter()
                 .map(Resource::KubernetesNetworkPolicy),
+        );
+        resources.extend(
+            self.staged_global_network_policies
+                .into_iter()
+                .map(Resource::StagedGlobalNetworkPolicy),
+        );
+        resources.extend(
+            self.staged_network_policies
+                .into_iter()
+                .map(Resource::StagedNetworkPolicy),
+        );
+        resources.extend(
+            self.staged_kubernetes_network_policies
+                .into_iter()
+                .map(Resource::StagedKubernetesNetworkPolicy),
         );
         resources.extend(self.pods.into_iter().map(Resource::Pod));
         resources.extend(

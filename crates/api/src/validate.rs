@@ -6,6 +6,7 @@ use crate::calico::*;
 use crate::kubernetes::*;
 use crate::load::{Diagnostic, Kind, ResourceSet};
 use crate::meta::{ObjectMeta, validate_label, validate_label_name, validate_subdomain_name};
+use crate::staged::{StagedAction, StagedKubernetesNetworkPolicy, StagedPolicySpec};
 use crate::values::{Action, Cidr, Port, Protocol, SelectorText};
 
 /// Errors found in one document, by field path.
@@ -60,6 +61,9 @@ pub fn resource(resource: &crate::Resource, report: &mut Report) {
         Resource::KubernetesNetworkPolicy(policy) => kubernetes_network_policy(policy, report),
         Resource::NetworkPolicy(policy) => policy_spec(&policy.spec, false, report),
         Resource::GlobalNetworkPolicy(policy) => policy_spec(&policy.spec, true, report),
+        Resource::StagedNetworkPolicy(policy) => staged_policy_spec(&policy.spec, false, report),
+        Resource::StagedGlobalNetworkPolicy(policy) => staged_policy_spec(&policy.spec, true, report),
+        Resource::StagedKubernetesNetworkPolicy(policy) => staged_kubernetes_network_policy(policy, report),
         Resource::Tier(value) => tier(value, report),
         Resource::IpPool(pool) => ip_pool(pool, report),
         Resource::WorkloadEndpoint(endpoint) => workload_endpoint(endpoint, report),
@@ -175,6 +179,66 @@ pub fn tier(tier: &Tier, report: &mut Report) {
             "metadata.name",
             "a tier name is at most 63 lowercase letters, digits and '-', with no dots",
         );
+    }
+}
+
+/// Whether a staged action is one Sluice stages with (Set or Delete).
+fn staged_action(action: StagedAction, report: &mut Report) -> bool {
+    match action {
+        StagedAction::Set | StagedAction::Delete => true,
+        StagedAction::Learn | StagedAction::Ignore => {
+            report.error(
+                "spec.stagedAction",
+                format!(
+                    "`{action}` is a state of Calico Enterprise's policy recommendations, which Sluice does not build; stage with Set (propose this policy) or Delete (propose removing the policy of this name)"
+                ),
+            );
+            false
+        }
+    }
+}
+
+/// A staged Calico policy: with `Set`, the rules of the policy it stages; with `Delete`, no
+/// field but `tier` (Calico's `validateStagedNetworkPolicy` and `…GlobalNetworkPolicy`).
+pub fn staged_policy_spec(spec: &StagedPolicySpec, global: bool, report: &mut Report) {
+    match spec.action() {
+        StagedAction::Delete => {
+            for field in spec.fields_besides_tier() {
+                report.error(
+                    format!("spec.{field}#key"),
+                    format!(
+                        "a staged Delete names the policy to remove and carries no other field but `tier`, as in Calico; remove `{field}`, or stage with Set"
+                    ),
+                );
+            }
+        }
+        action => {
+            if staged_action(action, report) {
+                policy_spec(&spec.policy_spec(), global, report);
+            }
+        }
+    }
+}
+
+/// A staged Kubernetes policy: with `Set`, the Kubernetes NetworkPolicy it stages; with
+/// `Delete`, no field at all (Calico's `validateStagedKubernetesNetworkPolicy`).
+pub fn staged_kubernetes_network_policy(policy: &StagedKubernetesNetworkPolicy, report: &mut Report) {
+    match policy.spec.action() {
+        StagedAction::Delete => {
+            for field in policy.spec.fields_besides_action() {
+                report.error(
+                    format!("spec.{field}#key"),
+                    format!(
+                        "a staged Delete names the policy to remove and carries no other field, as in Calico; remove `{field}`, or stage with Set"
+                    ),
+                );
+            }
+        }
+        action => {
+            if staged_action(action, report) {
+                kubernetes_network_policy(&policy.to_enforced(), report);
+            }
+        }
     }
 }
 

@@ -312,14 +312,15 @@ fn calico_kinds_sluice_does_not_enforce_are_kept_with_a_warning() {
             Kind::IpReservation,
             Kind::HostEndpoint,
             Kind::ClusterInformation,
-            Kind::StagedNetworkPolicy,
         ]
     );
+    // Staged policies are typed (never enforced by design, so no warning).
+    assert_eq!(set.staged_network_policies.len(), 1);
     assert!(kept.iter().all(|kind| !kind.is_enforced()));
     assert!(Kind::FelixConfiguration.is_enforced());
     // One warning per kept object, at its document, saying what is not enforced.
     let warnings: Vec<String> = set.warnings.iter().map(ToString::to_string).collect();
-    assert_eq!(warnings.len(), 8, "{warnings:#?}");
+    assert_eq!(warnings.len(), 7, "{warnings:#?}");
     assert!(
         warnings
             .iter()
@@ -348,16 +349,12 @@ fn calico_kinds_sluice_does_not_enforce_are_kept_with_a_warning() {
         assert_eq!(decoded.kind(), resource.kind());
         assert_eq!(decoded.to_manifest(), resource.to_manifest());
     }
-    let staged = set
-        .kept
-        .iter()
-        .find(|kept| kept.kind == Kind::StagedNetworkPolicy)
-        .unwrap();
+    let staged = set.staged_network_policies[0].clone();
     assert_eq!(
-        Resource::Kept(staged.clone()).key(),
+        Resource::StagedNetworkPolicy(staged.clone()).key(),
         "/sluice/resources/projectcalico.org/stagednetworkpolicy/prod/default-deny"
     );
-    assert_eq!(staged.fields["spec"]["stagedAction"], "Set");
+    assert_eq!(staged.spec.action(), sluice_api::staged::StagedAction::Set);
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sluice_api::values::{Action, PolicyType};
 
-use crate::evaluate::Decision;
+use crate::evaluate::{Decision, Flow};
 use crate::ir::{Dataplane, EndpointProgram, PolicyReference};
 
 /// Calico's name for the profile "tier" in flow logs.
@@ -23,7 +23,9 @@ pub const PROFILE_TIER: &str = "__PROFILE__";
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct PolicyHit {
     pub tier: String,
-    /// `NetworkPolicy`, `GlobalNetworkPolicy`, `KubernetesNetworkPolicy` or `Profile`.
+    /// `NetworkPolicy`, `GlobalNetworkPolicy`, `KubernetesNetworkPolicy` or `Profile`; in a
+    /// staged IR also `StagedNetworkPolicy`, `StagedGlobalNetworkPolicy` and
+    /// `StagedKubernetesNetworkPolicy`.
     pub kind: String,
     pub namespace: Option<String>,
     /// The policy's name; for a profile, `kns.<namespace>` as Calico names it.
@@ -114,6 +116,17 @@ impl fmt::Display for PolicyHit {
     }
 }
 
+/// What decided each direction of one flow, named as flow logs name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FlowHits {
+    pub allowed: bool,
+    /// The sender's egress, when the sender is an endpoint.
+    pub egress: Option<PolicyHit>,
+    /// The receiver's ingress, when the receiver is an endpoint (none for its own node's
+    /// traffic, which no rule polices).
+    pub ingress: Option<PolicyHit>,
+}
+
 /// A hit's compact id: 64 bits of FNV-1a over the direction and the hit's text, written as 16
 /// hexadecimal digits (what fits a log prefix with room to spare).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -162,6 +175,21 @@ impl Dataplane {
                 Some(PolicyHit::profile(&endpoint.namespace, direction))
             }
             Decision::FromOwnNode => None,
+        }
+    }
+
+    /// The deciding hit of each direction of `flow` (with the name its destination was resolved
+    /// from, if any): one [`Dataplane::evaluate_with_domain`], each decision named by
+    /// [`Dataplane::hit_of`]. A side that is no endpoint of this IR has none.
+    pub fn deciding_hits(&self, flow: &Flow, destination_domain: Option<&str>) -> FlowHits {
+        let verdict = self.evaluate_with_domain(flow, destination_domain);
+        let hit = |side: Option<(usize, Decision)>, direction| {
+            side.and_then(|(endpoint, decision)| self.hit_of(&self.endpoints[endpoint], direction, decision))
+        };
+        FlowHits {
+            allowed: verdict.allowed,
+            egress: hit(verdict.egress, PolicyType::Egress),
+            ingress: hit(verdict.ingress, PolicyType::Ingress),
         }
     }
 

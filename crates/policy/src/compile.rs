@@ -26,10 +26,45 @@ use crate::kubernetes;
 use crate::prefilter::RuleIndex;
 
 /// Compiles resources into the IR. Pods without an address are left out (nothing can address
-/// them) and listed in [`Dataplane::unaddressed_pods`].
+/// them) and listed in [`Dataplane::unaddressed_pods`]. Staged policies are never compiled
+/// here (see [`crate::compile_staged`] for what they would do).
 pub fn compile(resources: &ResourceSet) -> Dataplane {
+    compile_with_origins(resources, &StagedOrigins::default())
+}
+
+/// The policies of a resource set that stand for staged ones (the "what if" set of
+/// [`crate::staged`]): they are named by their staged kind in the IR, as Calico's flow logs
+/// name them in `pending_policies`.
+#[derive(Debug, Default)]
+pub(crate) struct StagedOrigins {
+    /// (namespace, name) of NetworkPolicies that a StagedNetworkPolicy set.
+    pub network_policies: std::collections::BTreeSet<(String, String)>,
+    /// Names of GlobalNetworkPolicies that a StagedGlobalNetworkPolicy set.
+    pub global_network_policies: std::collections::BTreeSet<String>,
+    /// (namespace, name) of Kubernetes NetworkPolicies that a StagedKubernetesNetworkPolicy set.
+    pub kubernetes_network_policies: std::collections::BTreeSet<(String, String)>,
+}
+
+impl StagedOrigins {
+    fn kind(&self, kind: &'static str, namespace: Option<&str>, name: &str) -> &'static str {
+        let key = || (namespace.unwrap_or_default().to_string(), name.to_string());
+        match kind {
+            "NetworkPolicy" if self.network_policies.contains(&key()) => "StagedNetworkPolicy",
+            "GlobalNetworkPolicy" if self.global_network_policies.contains(name) => {
+                "StagedGlobalNetworkPolicy"
+            }
+            "KubernetesNetworkPolicy" if self.kubernetes_network_policies.contains(&key()) => {
+                "StagedKubernetesNetworkPolicy"
+            }
+            other => other,
+        }
+    }
+}
+
+/// [`compile`], naming the policies in `origins` by their staged kind.
+pub(crate) fn compile_with_origins(resources: &ResourceSet, origins: &StagedOrigins) -> Dataplane {
     let (entities, unaddressed_pods) = build_entities(resources);
-    let definitions = normalise_policies(resources);
+    let definitions = normalise_policies(resources, origins);
     // Slots in endpoint order: endpoint i's addresses come before endpoint i+1's.
     let slots = AddressSlots::new(
         entities
@@ -198,7 +233,7 @@ struct PolicyDefinition {
     egress: Vec<(usize, Rule)>,
 }
 
-fn normalise_policies(resources: &ResourceSet) -> Vec<PolicyDefinition> {
+fn normalise_policies(resources: &ResourceSet, origins: &StagedOrigins) -> Vec<PolicyDefinition> {
     let mut definitions = Vec::new();
     for policy in &resources.network_policies {
         let namespace = policy.metadata.namespace().to_string();
@@ -209,15 +244,16 @@ fn normalise_policies(resources: &ResourceSet) -> Vec<PolicyDefinition> {
             .selector
             .selector()
             .and(&equals(LABEL_NAMESPACE, &namespace));
+        let kind = origins.kind("NetworkPolicy", Some(&namespace), &policy.metadata.name);
         definitions.push(PolicyDefinition {
             reference: PolicyReference {
-                kind: "NetworkPolicy",
+                kind,
                 namespace: Some(namespace.clone()),
                 name: policy.metadata.name.clone(),
                 tier: policy.spec.tier().to_string(),
             },
             order: policy.spec.order,
-            sort_name: format!("{}/{namespace}/NetworkPolicy", policy.metadata.name),
+            sort_name: format!("{}/{namespace}/{kind}", policy.metadata.name),
             applies_to: with_service_account_selector(applies_to, &policy.spec),
             namespace: Some(namespace),
             types: policy.spec.effective_types(),
@@ -234,15 +270,16 @@ fn normalise_policies(resources: &ResourceSet) -> Vec<PolicyDefinition> {
                 .and(&namespace_selector.with_label_prefix(NAMESPACE_LABEL_PREFIX))
                 .replace_all_and_global(&has(LABEL_NAMESPACE), &has(LABEL_NAMESPACE).not());
         }
+        let kind = origins.kind("GlobalNetworkPolicy", None, &policy.metadata.name);
         definitions.push(PolicyDefinition {
             reference: PolicyReference {
-                kind: "GlobalNetworkPolicy",
+                kind,
                 namespace: None,
                 name: policy.metadata.name.clone(),
                 tier: policy.spec.tier().to_string(),
             },
             order: policy.spec.order,
-            sort_name: format!("{}//GlobalNetworkPolicy", policy.metadata.name),
+            sort_name: format!("{}//{kind}", policy.metadata.name),
             applies_to: with_service_account_selector(applies_to, &policy.spec),
             namespace: None,
             types: policy.spec.effective_types(),
@@ -273,15 +310,16 @@ fn normalise_policies(resources: &ResourceSet) -> Vec<PolicyDefinition> {
                     .map(move |converted| (index, converted))
             })
             .collect();
+        let kind = origins.kind("KubernetesNetworkPolicy", Some(&namespace), &policy.metadata.name);
         definitions.push(PolicyDefinition {
             reference: PolicyReference {
-                kind: "KubernetesNetworkPolicy",
+                kind,
                 namespace: Some(namespace.clone()),
                 name: policy.metadata.name.clone(),
                 tier: DEFAULT_TIER.to_string(),
             },
             order: Some(KUBERNETES_POLICY_ORDER),
-            sort_name: format!("{}/{namespace}/KubernetesNetworkPolicy", policy.metadata.name),
+            sort_name: format!("{}/{namespace}/{kind}", policy.metadata.name),
             applies_to: kubernetes::pod_selector(&spec.pod_selector)
                 .and(&equals(LABEL_NAMESPACE, &namespace)),
             namespace: Some(namespace),

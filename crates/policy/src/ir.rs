@@ -140,7 +140,9 @@ pub struct TierProgram {
 /// Which resource a compiled policy came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PolicyReference {
-    /// `NetworkPolicy`, `GlobalNetworkPolicy` or `KubernetesNetworkPolicy`.
+    /// `NetworkPolicy`, `GlobalNetworkPolicy` or `KubernetesNetworkPolicy`; in a staged IR
+    /// ([`crate::compile_staged`]), `StagedNetworkPolicy`, `StagedGlobalNetworkPolicy` or
+    /// `StagedKubernetesNetworkPolicy` for the policies a staged Set put there.
     pub kind: &'static str,
     pub namespace: Option<String>,
     pub name: String,

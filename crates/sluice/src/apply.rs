@@ -294,14 +294,9 @@ fn delete_once(
             let members: Vec<String> = resources
                 .iter()
                 .filter(|(key, _)| !deleted_keys.contains(key))
-                .filter_map(|(_, resource)| {
-                    let tier = match resource {
-                        Resource::NetworkPolicy(policy) => policy.spec.tier(),
-                        Resource::GlobalNetworkPolicy(policy) => policy.spec.tier(),
-                        _ => return None,
-                    };
-                    (tier == name).then(|| describe(resource))
-                })
+                // Staged policies name their tier too: the tier must outlive them.
+                .filter(|(_, resource)| resource.policy_tier() == Some(name.as_str()))
+                .map(|(_, resource)| describe(resource))
                 .collect();
             if !members.is_empty() {
                 return Err(format!(
@@ -311,7 +306,12 @@ fn delete_once(
                     members.join(", ")
                 ));
             }
-            for policy_kind in [Kind::NetworkPolicy, Kind::GlobalNetworkPolicy] {
+            for policy_kind in [
+                Kind::NetworkPolicy,
+                Kind::GlobalNetworkPolicy,
+                Kind::StagedNetworkPolicy,
+                Kind::StagedGlobalNetworkPolicy,
+            ] {
                 guards.push(Guard::NoWriteUnder {
                     prefix: sluice_api::resource::kind_prefix(policy_kind),
                     after: *revision,

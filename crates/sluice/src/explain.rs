@@ -95,8 +95,15 @@ fn learned_addresses(
 pub fn run(arguments: &ExplainArguments, out: &mut Output) -> Result<ExitCode, Failure> {
     let resources = resources_from(&arguments.paths, &arguments.datastore)?;
     let dataplane = sluice_policy::compile(&resources);
+    // The "what if" beside the enforced verdict, only when something is staged.
+    let staged =
+        sluice_policy::has_staged_policies(&resources).then(|| sluice_policy::compile_staged(&resources));
+    let plans = Plans {
+        enforced: &dataplane,
+        staged: staged.as_ref(),
+    };
     if let Some(path) = &arguments.flows {
-        return run_batch(&dataplane, path, arguments.output, out);
+        return run_batch(plans, path, arguments.output, out);
     }
     let to = arguments.to.clone().unwrap_or_default();
     let from = arguments.from.clone().unwrap_or_default();
@@ -138,7 +145,7 @@ pub fn run(arguments: &ExplainArguments, out: &mut Output) -> Result<ExitCode, F
     }
     let answers: Vec<Answer> = requests
         .iter()
-        .map(|(request, flows)| Answer::new(&dataplane, request, flows.clone()))
+        .map(|(request, flows)| Answer::new(plans, request, flows.clone()))
         .collect();
     let several = answers.len() > 1;
     match arguments.output {
@@ -194,6 +201,14 @@ pub fn run(arguments: &ExplainArguments, out: &mut Output) -> Result<ExitCode, F
     Ok(ExitCode::SUCCESS)
 }
 
+/// The IRs a flow is explained on: the enforced one, and the one with every staged policy
+/// applied when any is staged. Both come from the one compiler; their endpoints are the same.
+#[derive(Clone, Copy)]
+struct Plans<'a> {
+    enforced: &'a Dataplane,
+    staged: Option<&'a Dataplane>,
+}
+
 /// The verdict of two peers that share no IP family: no packet of either family can pass.
 const NO_COMMON_FAMILY: &str = "no-common-family";
 /// The verdict when the families the peers share get different verdicts.
@@ -203,6 +218,11 @@ const MIXED: &str = "mixed";
 struct Answer<'a> {
     request: &'a FlowRequest,
     families: Vec<(FamilyPair, Explanation)>,
+    /// The same families with every staged policy applied, when any is staged.
+    staged: Option<Vec<Explanation>>,
+    /// Per family, the hits that decide with every staged policy applied, as flow logs'
+    /// `pending_policies` name them (egress, then ingress).
+    pending_policies: Vec<Vec<String>>,
     /// Why there is no family to explain, when there is none.
     no_common_family: Option<String>,
     /// One family explained though a side has both: the only family the other side has.
@@ -210,20 +230,40 @@ struct Answer<'a> {
 }
 
 impl<'a> Answer<'a> {
-    fn new(dataplane: &Dataplane, request: &'a FlowRequest, resolved: ResolvedFlows) -> Answer<'a> {
+    fn new(plans: Plans<'_>, request: &'a FlowRequest, resolved: ResolvedFlows) -> Answer<'a> {
+        let domain = request.domain.as_deref();
         Answer {
             request,
             no_common_family: resolved.no_common_family(request),
             only_shared_family: resolved.either_dual_stack && resolved.flows.len() == 1,
+            staged: plans.staged.map(|staged| {
+                resolved
+                    .flows
+                    .iter()
+                    .map(|(_, flow)| explain_with_domain(staged, flow, domain))
+                    .collect()
+            }),
+            pending_policies: plans
+                .staged
+                .map(|staged| {
+                    resolved
+                        .flows
+                        .iter()
+                        .map(|(_, flow)| {
+                            let hits = sluice_policy::pending_policies(staged, flow, domain);
+                            [hits.egress, hits.ingress]
+                                .into_iter()
+                                .flatten()
+                                .map(|hit| hit.text())
+                                .collect()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
             families: resolved
                 .flows
                 .iter()
-                .map(|(pair, flow)| {
-                    (
-                        *pair,
-                        explain_with_domain(dataplane, flow, request.domain.as_deref()),
-                    )
-                })
+                .map(|(pair, flow)| (*pair, explain_with_domain(plans.enforced, flow, domain)))
                 .collect(),
         }
     }
@@ -231,12 +271,12 @@ impl<'a> Answer<'a> {
     /// `allow` or `deny` when every shared family agrees, `mixed` when they differ,
     /// `no-common-family` when there is none.
     fn verdict(&self) -> &'static str {
-        let mut verdicts = self.families.iter().map(|(_, explanation)| explanation.verdict);
-        match verdicts.next() {
-            None => NO_COMMON_FAMILY,
-            Some(first) if verdicts.all(|verdict| verdict == first) => first,
-            Some(_) => MIXED,
-        }
+        overall_verdict(self.families.iter().map(|(_, explanation)| explanation))
+    }
+
+    /// The same with every staged policy applied, when any is staged.
+    fn staged_verdict(&self) -> Option<&'static str> {
+        self.staged.as_ref().map(|staged| overall_verdict(staged.iter()))
     }
 
     /// Whether every family was decided for the same reasons, so one trace tells them all.
@@ -278,18 +318,17 @@ impl<'a> Answer<'a> {
 
     fn write_text(&self, out: &mut Output) -> Result<(), Failure> {
         writeln!(out, "{}", self.headline())?;
+        if let Some(verdict) = self.staged_verdict() {
+            writeln!(out, "{}", staged_headline(verdict, self.verdict()))?;
+        }
         if let Some(reason) = &self.no_common_family {
             writeln!(out)?;
             writeln!(out, "{reason}")?;
             return Ok(());
         }
         let several = self.families.len() > 1 && !self.one_story();
-        let shown = if several {
-            &self.families[..]
-        } else {
-            &self.families[..1]
-        };
-        for (pair, explanation) in shown {
+        let shown = if several { self.families.len() } else { 1 };
+        for (pair, explanation) in &self.families[..shown] {
             if several {
                 writeln!(out)?;
                 writeln!(
@@ -302,6 +341,22 @@ impl<'a> Answer<'a> {
                 )?;
             }
             write_trace(out, explanation)?;
+        }
+        if let Some(staged) = &self.staged {
+            for ((pair, _), explanation) in self.families.iter().zip(staged).take(shown) {
+                writeln!(out)?;
+                let family = if several {
+                    format!(" over {}", pair.family)
+                } else {
+                    String::new()
+                };
+                writeln!(
+                    out,
+                    "{STAGED_WITH}{family}: {}",
+                    explanation.verdict.to_uppercase()
+                )?;
+                write_trace(out, explanation)?;
+            }
         }
         Ok(())
     }
@@ -322,7 +377,20 @@ impl<'a> Answer<'a> {
                 .into_iter()
                 .collect()
         };
-        format!("{}: {}", self.headline(), reasons.join("; "))
+        let line = format!("{}: {}", self.headline(), reasons.join("; "));
+        match (&self.staged, self.staged_verdict()) {
+            (Some(staged), Some(verdict)) if self.no_common_family.is_none() => {
+                let reasons: Vec<&str> = staged.iter().map(reason_of).collect();
+                let mut distinct = reasons.clone();
+                distinct.dedup();
+                format!(
+                    "{line} | staged {}: {}",
+                    verdict.to_uppercase(),
+                    distinct.join("; ")
+                )
+            }
+            _ => line,
+        }
     }
 
     /// The request with its verdict; `full` carries every step (one flow), otherwise the
@@ -353,6 +421,27 @@ impl<'a> Answer<'a> {
             add_explanation(&mut value, explanation, full);
         }
         value["families"] = json!(families);
+        // With every staged policy applied, in the same shape (present only when any is staged).
+        if let (Some(staged), Some(verdict)) = (&self.staged, self.staged_verdict()) {
+            let mut staged_value = json!({"verdict": verdict});
+            if let ([explanation], [pending]) = (staged.as_slice(), self.pending_policies.as_slice()) {
+                add_explanation(&mut staged_value, explanation, full);
+                staged_value["pending_policies"] = json!(pending);
+            }
+            for ((family, explanation), pending) in value["families"]
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+                .zip(staged)
+                .zip(&self.pending_policies)
+            {
+                let mut family_staged = json!({"verdict": explanation.verdict});
+                add_explanation(&mut family_staged, explanation, full);
+                family_staged["pending_policies"] = json!(pending);
+                family["staged"] = family_staged;
+            }
+            value["staged"] = staged_value;
+        }
         value
     }
 
@@ -376,6 +465,30 @@ impl<'a> Answer<'a> {
             .map(|(pair, explanation)| csv_row(self.request, pair, explanation))
             .collect()
     }
+}
+
+/// `allow` or `deny` when every family agrees, `mixed` when they differ, `no-common-family`
+/// when there is none.
+fn overall_verdict<'e>(explanations: impl Iterator<Item = &'e Explanation>) -> &'static str {
+    let mut verdicts = explanations.map(|explanation| explanation.verdict);
+    match verdicts.next() {
+        None => NO_COMMON_FAMILY,
+        Some(first) if verdicts.all(|verdict| verdict == first) => first,
+        Some(_) => MIXED,
+    }
+}
+
+/// How the text output introduces the verdict with staged policies applied.
+const STAGED_WITH: &str = "with every staged policy applied";
+
+/// `STAGED DENY with every staged policy applied (enforced: ALLOW)`, or `(unchanged)`.
+fn staged_headline(staged: &str, enforced: &str) -> String {
+    let change = if staged == enforced {
+        "unchanged".to_string()
+    } else {
+        format!("enforced: {}", enforced.to_uppercase())
+    };
+    format!("STAGED {} {STAGED_WITH} ({change})", staged.to_uppercase())
 }
 
 fn add_explanation(value: &mut Value, explanation: &Explanation, full: bool) {
@@ -501,7 +614,7 @@ fn deciding(explanation: &Explanation) -> Option<&DirectionExplanation> {
 }
 
 fn run_batch(
-    dataplane: &Dataplane,
+    plans: Plans<'_>,
     path: &PathBuf,
     output: OutputFormat,
     out: &mut Output,
@@ -517,7 +630,11 @@ fn run_batch(
         }
         let parsed = serde_json::from_str::<FlowRequest>(&line)
             .map_err(|error| error.to_string())
-            .and_then(|mut request| request.prepare_flows(dataplane).map(|flows| (request, flows)));
+            .and_then(|mut request| {
+                request
+                    .prepare_flows(plans.enforced)
+                    .map(|flows| (request, flows))
+            });
         match parsed {
             Ok(entry) => requests.push(entry),
             Err(message) => errors.push(format!("{}:{}: {message}", path.display(), index + 1)),
@@ -535,7 +652,7 @@ fn run_batch(
         OutputFormat::Text | OutputFormat::Jsonl => {}
     }
     for (position, (request, flows)) in requests.iter().enumerate() {
-        let answer = Answer::new(dataplane, request, flows.clone());
+        let answer = Answer::new(plans, request, flows.clone());
         match output {
             OutputFormat::Text => writeln!(out, "{}", answer.line())?,
             OutputFormat::Csv => {

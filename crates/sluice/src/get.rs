@@ -30,7 +30,9 @@ pub struct GetArguments {
     /// The kind: namespace, pod, node, serviceaccount, networkpolicy or netpol (Calico's, as in
     /// calicoctl), globalnetworkpolicy, tier, networkset, globalnetworkset, ippool,
     /// workloadendpoint, or networkpolicy.networking.k8s.io (also networkpolicies.networking.k8s.io
-    /// and knp) for Kubernetes NetworkPolicy; and nodestatus for what each node's agent last
+    /// and knp) for Kubernetes NetworkPolicy; stagednetworkpolicy (snp, spol),
+    /// stagedglobalnetworkpolicy (sgnp), stagedkubernetesnetworkpolicy (sknp, skpol), as
+    /// calicoctl names them; and nodestatus for what each node's agent last
     /// programmed; dnscache for what each node's agent learned from DNS (`--node`); egress (also
     /// egressgateway, egw) for each node's egress gateway clients and gateways (`--node`, `-n`;
     /// every namespace unless `-n`).
@@ -89,6 +91,24 @@ pub fn parse_kind(text: &str) -> Result<Kind, String> {
         "ippool" | "ippools" | "pool" | "pools" => Kind::IpPool,
         "workloadendpoint" | "workloadendpoints" | "wep" | "weps" => Kind::WorkloadEndpoint,
         "felixconfig" | "felixconfigs" => Kind::FelixConfiguration,
+        // calicoctl's names and short names for the staged kinds.
+        "stagednetworkpolicy"
+        | "stagednetworkpolicies"
+        | "stagedpolicy"
+        | "stagedpolicies"
+        | "snp"
+        | "spol"
+        | "spols" => Kind::StagedNetworkPolicy,
+        "stagedglobalnetworkpolicy" | "stagedglobalnetworkpolicies" | "sgnp" | "sgnps" => {
+            Kind::StagedGlobalNetworkPolicy
+        }
+        "stagedkubernetesnetworkpolicy"
+        | "stagedkubernetesnetworkpolicies"
+        | "stagedkubernetespolicy"
+        | "stagedkubernetespolicies"
+        | "sknp"
+        | "skpol"
+        | "skpols" => Kind::StagedKubernetesNetworkPolicy,
         // Calico's other kinds (stored, not enforced) by their name, singular or plural.
         other => {
             let singular = other.strip_suffix(".projectcalico.org").unwrap_or(other);
@@ -106,7 +126,7 @@ pub fn parse_kind(text: &str) -> Result<Kind, String> {
                 Some((_, _, kind)) => *kind,
                 None => {
                     return Err(format!(
-                        "unknown kind `{text}`; use one of: namespace, pod, node, serviceaccount, networkpolicy, knp (Kubernetes NetworkPolicy), globalnetworkpolicy, tier, networkset, globalnetworkset, ippool, workloadendpoint, or another projectcalico.org/v3 kind such as felixconfiguration or bgppeer"
+                        "unknown kind `{text}`; use one of: namespace, pod, node, serviceaccount, networkpolicy, knp (Kubernetes NetworkPolicy), globalnetworkpolicy, tier, networkset, globalnetworkset, ippool, workloadendpoint, snp, sgnp, sknp (staged policies), or another projectcalico.org/v3 kind such as felixconfiguration or bgppeer"
                     ));
                 }
             }
@@ -361,6 +381,57 @@ fn columns(kind: Kind, resource: Option<&Resource>, wide: bool) -> Vec<(String, 
                     .unwrap_or_default(),
                 );
             }
+        }
+        (Kind::StagedNetworkPolicy | Kind::StagedGlobalNetworkPolicy, policy) => {
+            let spec = policy.and_then(|resource| match resource {
+                Resource::StagedNetworkPolicy(policy) => Some(&policy.spec),
+                Resource::StagedGlobalNetworkPolicy(policy) => Some(&policy.spec),
+                _ => None,
+            });
+            push(
+                "ACTION",
+                spec.map(|spec| spec.action().to_string()).unwrap_or_default(),
+            );
+            push(
+                "TIER",
+                spec.map(|spec| spec.tier().to_string()).unwrap_or_default(),
+            );
+            push(
+                "ORDER",
+                spec.map(|spec| {
+                    spec.order
+                        .map(|order| order.to_string())
+                        .unwrap_or_else(|| "-".into())
+                })
+                .unwrap_or_default(),
+            );
+            if wide {
+                push(
+                    "SELECTOR",
+                    spec.map(|spec| spec.selector.selector().to_string())
+                        .unwrap_or_default(),
+                );
+            }
+        }
+        (Kind::StagedKubernetesNetworkPolicy, policy) => {
+            let spec = policy.and_then(|resource| match resource {
+                Resource::StagedKubernetesNetworkPolicy(policy) => Some(&policy.spec),
+                _ => None,
+            });
+            push(
+                "ACTION",
+                spec.map(|spec| spec.action().to_string()).unwrap_or_default(),
+            );
+            push(
+                "POD SELECTOR",
+                spec.map(|spec| {
+                    spec.pod_selector
+                        .to_selector()
+                        .map(|selector| selector.to_string())
+                        .unwrap_or_default()
+                })
+                .unwrap_or_default(),
+            );
         }
         (Kind::EgressGatewayPolicy, policy) => {
             let rules = policy.and_then(|resource| match resource {

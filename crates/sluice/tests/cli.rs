@@ -104,6 +104,185 @@ fn explain_json_carries_both_directions() {
     assert_eq!(value["ingress"]["rule"]["name"], "payments-ingress");
 }
 
+fn staged_example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples/staged-default-deny.yaml")
+}
+
+/// The examples with the staged default deny for `monitoring` and the staged removal of
+/// `payments-ingress`: each verdict is shown with, beside it, the verdict they would give.
+#[test]
+fn explain_shows_the_staged_verdict_beside_the_enforced_one() {
+    let arguments = |output: &'static str| {
+        sluice(&[
+            "explain",
+            "-f",
+            examples().to_str().unwrap(),
+            staged_example().to_str().unwrap(),
+            "--from",
+            "monitoring/prometheus",
+            "--to",
+            "prod/payments",
+            "--port",
+            "9090",
+            "-o",
+            output,
+        ])
+    };
+    let output = arguments("text");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "ALLOW monitoring/prometheus -> prod/payments TCP port 9090"
+    );
+    assert_eq!(
+        lines[1],
+        "STAGED DENY with every staged policy applied (enforced: ALLOW)"
+    );
+    // The enforced trace, then the staged one, each with what decided.
+    let (enforced, staged) = text
+        .split_once("\nwith every staged policy applied: DENY\n")
+        .unwrap_or_else(|| panic!("no staged trace in:\n{text}"));
+    assert!(
+        enforced.contains(
+            "ingress of prod/payments: allowed by Kubernetes NetworkPolicy prod/payments-ingress, ingress rule 1, in tier default"
+        ),
+        "{text}"
+    );
+    assert!(
+        staged.contains("egress of monitoring/prometheus: denied by the end of tier default"),
+        "{text}"
+    );
+    assert!(
+        staged.contains("StagedNetworkPolicy monitoring/default-deny-egress: no rule matched"),
+        "{text}"
+    );
+    assert!(
+        staged.contains("ingress of prod/payments: allowed: no policy selects prod/payments for ingress"),
+        "{text}"
+    );
+
+    let output = arguments("json");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let value: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    // The enforced answer is where it always was.
+    assert_eq!(value["verdict"], "allow");
+    assert_eq!(value["ingress"]["rule"]["name"], "payments-ingress");
+    assert_eq!(value["staged"]["verdict"], "deny");
+    assert_eq!(value["staged"]["egress"]["allowed"], false);
+    assert_eq!(value["staged"]["ingress"]["rule"], serde_json::Value::Null);
+    assert_eq!(
+        value["staged"]["pending_policies"][0],
+        "default|StagedNetworkPolicy|monitoring/default-deny-egress|-1|deny"
+    );
+    assert_eq!(value["families"][0]["staged"]["verdict"], "deny");
+
+    // DNS is allowed before the default tier, in tier platform: with the staged policies
+    // applied, an untouched policy decides and keeps its own kind.
+    let output = sluice(&[
+        "explain",
+        "-f",
+        examples().to_str().unwrap(),
+        staged_example().to_str().unwrap(),
+        "--from",
+        "monitoring/prometheus",
+        "--to",
+        "kube-system/coredns",
+        "--protocol",
+        "UDP",
+        "--port",
+        "53",
+        "-o",
+        "json",
+    ]);
+    let value: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(value["staged"]["verdict"], "allow", "{value:#}");
+    let rule = &value["staged"]["egress"]["rule"];
+    assert_eq!(rule["kind"], "GlobalNetworkPolicy", "{value:#}");
+    assert_eq!(rule["name"], "allow-cluster-dns");
+    assert_eq!(rule["tier"], "platform");
+}
+
+#[test]
+fn batch_explain_adds_the_staged_verdict_to_each_line() {
+    let flows = temporary_file(
+        "staged-flows.jsonl",
+        "{\"from\": \"monitoring/prometheus\", \"to\": \"prod/payments\", \"protocol\": \"TCP\", \"port\": 9090}\n{\"from\": \"prod/web\", \"to\": \"prod/payments\", \"protocol\": \"TCP\", \"port\": 9090}\n",
+    );
+    let run = |output: &str| {
+        sluice(&[
+            "explain",
+            "-f",
+            examples().to_str().unwrap(),
+            staged_example().to_str().unwrap(),
+            "--flows",
+            flows.to_str().unwrap(),
+            "-o",
+            output,
+        ])
+    };
+    let output = run("text");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("ALLOW monitoring/prometheus"), "{text}");
+    assert!(
+        lines[0].contains(" | staged DENY: denied by the end of tier default"),
+        "{text}"
+    );
+    assert!(lines[1].contains(" | staged ALLOW: "), "{text}");
+    let output = run("jsonl");
+    let values: Vec<serde_json::Value> = stdout(&output)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let pairs: Vec<(&str, &str)> = values
+        .iter()
+        .map(|value| {
+            (
+                value["verdict"].as_str().unwrap(),
+                value["staged"]["verdict"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(pairs, [("allow", "deny"), ("allow", "allow")]);
+    // Without staged policies the same flows carry no staged verdict.
+    let output = sluice(&[
+        "explain",
+        "-f",
+        examples().to_str().unwrap(),
+        "--flows",
+        flows.to_str().unwrap(),
+        "-o",
+        "jsonl",
+    ]);
+    assert!(!stdout(&output).contains("staged"), "{}", stdout(&output));
+}
+
+#[test]
+fn validate_accepts_the_staged_kinds() {
+    let output = sluice(&[
+        "validate",
+        "-f",
+        examples().to_str().unwrap(),
+        staged_example().to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).is_empty(), "{}", stderr(&output));
+    let bad = temporary_file(
+        "staged-bad.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: StagedNetworkPolicy\nmetadata: {name: p, namespace: prod}\nspec:\n  stagedAction: Delete\n  egress: [{action: Allow}]\n",
+    );
+    let output = sluice(&["validate", "-f", bad.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let errors = stderr(&output);
+    assert!(errors.contains(&format!("{}:6:3", bad.display())), "{errors}");
+    assert!(errors.contains("spec.egress"), "{errors}");
+    assert!(errors.contains("a staged Delete"), "{errors}");
+}
+
 #[test]
 fn batch_explain_keeps_order_and_adds_verdicts() {
     let flows = examples().join("flows.jsonl");

@@ -512,7 +512,8 @@ fn calico_kinds_that_are_not_enforced_apply_with_a_warning_and_are_listed() {
     let output = store.sluice(&["apply", "-f", &manifests]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     let warnings = text(&output.stderr);
-    assert_eq!(warnings.matches("warning").count(), 3, "{warnings}");
+    // The staged policy is not warned about: never enforcing it is what staging means.
+    assert_eq!(warnings.matches("warning").count(), 2, "{warnings}");
     assert!(
         warnings.contains("BGPPeer rack1-tor is stored but not enforced"),
         "{warnings}"
@@ -587,5 +588,156 @@ fn egress_gateway_policies_apply_list_and_delete() {
         text(&output.stderr).contains("spec.rules[0].gateway.selector"),
         "{}",
         text(&output.stderr)
+    );
+}
+
+const STAGED: &str = "\
+apiVersion: projectcalico.org/v3
+kind: Tier
+metadata: {name: trial}
+spec: {order: 50}
+---
+apiVersion: projectcalico.org/v3
+kind: StagedNetworkPolicy
+metadata: {name: default-deny-egress, namespace: monitoring}
+spec:
+  tier: trial
+  selector: all()
+  types: [Egress]
+---
+apiVersion: projectcalico.org/v3
+kind: StagedGlobalNetworkPolicy
+metadata: {name: default-deny-egress}
+spec: {stagedAction: Delete}
+---
+apiVersion: projectcalico.org/v3
+kind: StagedKubernetesNetworkPolicy
+metadata: {name: payments-ingress, namespace: prod}
+spec: {stagedAction: Delete}
+";
+
+#[test]
+fn staged_policies_apply_list_explain_and_delete() {
+    let store = Datastore::new("staged");
+    let output = store.sluice(&["apply", "-f", &examples()]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let staged = store.file("staged.yaml", STAGED);
+    let output = store.sluice(&["apply", "-f", &staged]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let printed = text(&output.stdout);
+    for line in [
+        "stagednetworkpolicy monitoring/default-deny-egress created",
+        "stagedglobalnetworkpolicy default-deny-egress created",
+        "stagedkubernetesnetworkpolicy prod/payments-ingress created",
+    ] {
+        assert!(printed.contains(line), "{line} not in:\n{printed}");
+    }
+    assert!(
+        !text(&output.stderr).contains("warning"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    // Listed by every name calicoctl knows them by, with their action.
+    for kind in ["stagednetworkpolicies", "snp", "spol", "stagedpolicy"] {
+        let output = store.sluice(&["get", kind, "-n", "monitoring"]);
+        let table = text(&output.stdout);
+        assert!(output.status.success(), "{kind}: {}", text(&output.stderr));
+        assert!(table.starts_with("NAME"), "{kind}: {table}");
+        assert!(
+            table.contains("default-deny-egress") && table.contains("Set") && table.contains("trial"),
+            "{kind}: {table}"
+        );
+    }
+    for kind in ["stagedglobalnetworkpolicies", "sgnp"] {
+        let table = text(&store.sluice(&["get", kind]).stdout);
+        assert!(
+            table.contains("default-deny-egress") && table.contains("Delete"),
+            "{kind}: {table}"
+        );
+    }
+    for kind in ["stagedkubernetesnetworkpolicy", "sknp", "skpol"] {
+        let table = text(&store.sluice(&["get", kind, "-A"]).stdout);
+        assert!(
+            table.contains("prod") && table.contains("payments-ingress") && table.contains("Delete"),
+            "{kind}: {table}"
+        );
+    }
+    // What `get` prints applies again unchanged.
+    let exported = store.sluice(&["get", "snp", "-A", "-o", "yaml"]);
+    let again = store.file("exported.yaml", &text(&exported.stdout));
+    let output = store.sluice(&["apply", "-f", &again]);
+    assert!(
+        text(&output.stdout).contains("stagednetworkpolicy monitoring/default-deny-egress unchanged"),
+        "{}{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+
+    // Explained from the datastore: the enforced verdict and, beside it, the staged one.
+    let output = store.sluice(&[
+        "explain",
+        "--from",
+        "monitoring/prometheus",
+        "--to",
+        "prod/payments",
+        "--port",
+        "9090",
+        "-o",
+        "json",
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let explained: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(explained["verdict"], "allow", "{explained:#}");
+    assert_eq!(explained["staged"]["verdict"], "deny", "{explained:#}");
+    assert_eq!(
+        explained["staged"]["pending_policies"],
+        serde_json::json!([
+            "trial|StagedNetworkPolicy|monitoring/default-deny-egress|-1|deny",
+            "__PROFILE__|Profile|kns.prod|0|allow"
+        ]),
+        "{explained:#}"
+    );
+
+    // A tier that holds a staged policy cannot go, as with enforced policies.
+    let output = store.sluice(&["delete", "tier", "trial"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("stagednetworkpolicy monitoring/default-deny-egress"),
+        "{}",
+        text(&output.stderr)
+    );
+    let output = store.sluice(&["delete", "snp", "default-deny-egress", "-n", "monitoring"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(
+        text(&output.stdout),
+        "stagednetworkpolicy monitoring/default-deny-egress deleted\n"
+    );
+    let output = store.sluice(&["delete", "-f", &staged]);
+    assert_eq!(output.status.code(), Some(1), "already deleted: not found");
+    let output = store.sluice(&["delete", "-f", &staged, "--ignore-not-found"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    for kind in ["snp", "sgnp", "sknp"] {
+        let output = store.sluice(&["get", kind, "-A", "-o", "name"]);
+        assert!(
+            text(&output.stdout).is_empty(),
+            "{kind}: {}",
+            text(&output.stdout)
+        );
+    }
+    // With nothing staged, explain says nothing of staging.
+    let output = store.sluice(&[
+        "explain",
+        "--from",
+        "monitoring/prometheus",
+        "--to",
+        "prod/payments",
+        "--port",
+        "9090",
+    ]);
+    assert!(
+        !text(&output.stdout).contains("STAGED"),
+        "{}",
+        text(&output.stdout)
     );
 }
