@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -28,7 +29,140 @@ pub struct Metrics {
     pub datastore_errors: Counter,
     pub dns: DnsMetrics,
     pub gateway: GatewayMetrics,
+    pub flows: FlowMetrics,
     healthy: AtomicBool,
+}
+
+/// A policy hit as metric labels: what decided, in which direction.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+pub struct HitLabels {
+    pub tier: String,
+    pub kind: String,
+    pub policy: String,
+    pub rule: String,
+    pub action: String,
+    pub direction: String,
+}
+
+/// An action as a metric label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ActionLabels {
+    pub action: String,
+}
+
+/// What the flow-log shell reports: traffic per deciding rule and per action, records written,
+/// kernel events read, and what the bounds dropped.
+#[derive(Debug)]
+pub struct FlowMetrics {
+    pub policy_packets: Family<HitLabels, Counter>,
+    pub policy_bytes: Family<HitLabels, Counter>,
+    pub policy_connections: Family<HitLabels, Counter>,
+    pub action_packets: Family<ActionLabels, Counter>,
+    pub action_bytes: Family<ActionLabels, Counter>,
+    pub action_connections: Family<ActionLabels, Counter>,
+    pub records: Counter,
+    pub log_packets: Counter,
+    pub conntrack_events: Counter,
+    pub dropped: Counter,
+    pub tracked_connections: Gauge,
+    pub read_errors: Counter,
+    pub write_errors: Counter,
+}
+
+impl FlowMetrics {
+    fn new(registry: &mut Registry) -> FlowMetrics {
+        let metrics = FlowMetrics {
+            policy_packets: Family::default(),
+            policy_bytes: Family::default(),
+            policy_connections: Family::default(),
+            action_packets: Family::default(),
+            action_bytes: Family::default(),
+            action_connections: Family::default(),
+            records: Counter::default(),
+            log_packets: Counter::default(),
+            conntrack_events: Counter::default(),
+            dropped: Counter::default(),
+            tracked_connections: Gauge::default(),
+            read_errors: Counter::default(),
+            write_errors: Counter::default(),
+        };
+        let families = [
+            (
+                "flow_policy_packets",
+                "Packets of the flows each policy rule decided (both directions of allowed connections; logged packets of denied ones)",
+                &metrics.policy_packets,
+            ),
+            (
+                "flow_policy_bytes",
+                "Bytes of the flows each policy rule decided",
+                &metrics.policy_bytes,
+            ),
+            (
+                "flow_policy_connections",
+                "Connections each policy rule allowed, or distinct flows it denied",
+                &metrics.policy_connections,
+            ),
+        ];
+        for (name, help, family) in families {
+            registry.register(name, help, family.clone());
+        }
+        let actions = [
+            (
+                "flow_action_packets",
+                "Packets of flows by action",
+                &metrics.action_packets,
+            ),
+            (
+                "flow_action_bytes",
+                "Bytes of flows by action",
+                &metrics.action_bytes,
+            ),
+            (
+                "flow_action_connections",
+                "Connections allowed, or distinct flows denied",
+                &metrics.action_connections,
+            ),
+        ];
+        for (name, help, family) in actions {
+            registry.register(name, help, family.clone());
+        }
+        registry.register(
+            "flow_records",
+            "Flow log records written",
+            metrics.records.clone(),
+        );
+        registry.register(
+            "flow_log_packets",
+            "Decisions the kernel logged (first packets of connections, rate-limited denied packets)",
+            metrics.log_packets.clone(),
+        );
+        registry.register(
+            "flow_conntrack_events",
+            "Connection-tracking events and dumped entries read",
+            metrics.conntrack_events.clone(),
+        );
+        registry.register(
+            "flow_dropped",
+            "Connections, keys or records the flow log's memory bounds dropped",
+            metrics.dropped.clone(),
+        );
+        registry.register(
+            "flow_tracked_connections",
+            "Connections the flow log follows now",
+            metrics.tracked_connections.clone(),
+        );
+        registry.register(
+            "flow_read_errors",
+            "Failed reads of the kernel's log or conntrack sockets",
+            metrics.read_errors.clone(),
+        );
+        registry.register(
+            "flow_write_errors",
+            "Failed writes of the flow log file",
+            metrics.write_errors.clone(),
+        );
+        metrics
+    }
 }
 
 /// What the egress gateway shell reports: health changes and failovers, the clients and
@@ -190,6 +324,7 @@ impl Metrics {
             datastore_errors: Counter::default(),
             dns: DnsMetrics::new(&mut registry),
             gateway: GatewayMetrics::new(&mut registry),
+            flows: FlowMetrics::new(&mut registry),
             healthy: AtomicBool::new(false),
             registry: Mutex::new(Registry::default()),
         };

@@ -6,10 +6,14 @@ pub mod client;
 pub mod file;
 pub mod recent;
 pub mod server;
+pub mod shell;
+
+pub use shell::now;
 
 pub use file::RotatingFile;
 pub use recent::{RecentFlows, RecentRecord};
 pub use server::{FlowListen, FlowServer, parse_since};
+pub use shell::{ConntrackDump, ConntrackSource, FlowShell, LogSource};
 
 /// The NFLOG group decisions are logged to by default: clear of Calico's 1 and 2.
 pub const DEFAULT_LOG_GROUP: u16 = 20;
