@@ -4,7 +4,6 @@
 //! "what if" from a staged policy in the same resources, and conntrack's byte counts.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
