@@ -33,6 +33,7 @@ mod config;
 mod counters;
 pub mod events;
 mod naming;
+mod recommend;
 mod record;
 
 pub use aggregator::{Aggregator, PendingPolicies, PendingQuery, decided_tuple, flow_of};
@@ -43,4 +44,5 @@ pub use naming::{
     DomainNames, EndpointType, NOT_INCLUDED, Naming, NetworkSetName, PeerName, is_private,
     network_sets_from_entities,
 };
+pub use recommend::{ALLOW_NAME, DENY_NAME, recommend};
 pub use record::{FlowAction, FlowRecord, Reporter, protocol_name};
