@@ -14,17 +14,23 @@
 #![forbid(unsafe_code)]
 
 pub mod conntrack;
+pub mod conntrack_events;
 pub mod domains;
+pub mod flow_logs;
 pub mod gateway_pins;
 pub mod gateway_routes;
+pub mod netfilter_socket;
 pub mod netlink;
+pub mod nflog;
 mod render;
 pub mod routes;
 mod sync;
 
 pub use domains::{DnsRender, LearnedElement, domain_set_name};
+pub use flow_logs::FlowLogs;
+pub use netfilter_socket::ReaderError;
 pub use render::{
     ChainState, DynamicElement, INTERFACE_PREFIX, IpFamily, LocalEndpoint, Ruleset, SetState, TABLE_NAME,
-    programmable_endpoints, render, render_with_dns,
+    programmable_endpoints, render, render_with_dns, render_with_flow_logs,
 };
 pub use sync::{SyncReport, Syncer, ensure_fail_closed};
