@@ -85,7 +85,6 @@ pub struct ConntrackBatch {
 #[derive(Debug)]
 pub struct ConntrackEvents {
     socket: NetfilterSocket,
-    overflows: u64,
 }
 
 impl ConntrackEvents {
@@ -100,26 +99,22 @@ impl ConntrackEvents {
         for group in groups {
             socket.add_membership(*group as u32)?;
         }
-        Ok(ConntrackEvents { socket, overflows: 0 })
+        Ok(ConntrackEvents { socket })
     }
 
     /// The events of the next datagram; empty when none came within the read timeout, or
     /// when the socket overflowed (the kernel dropped events: see
     /// [`ConntrackEvents::overflows`]; a [`ConntrackDump`] recovers the live entries).
     pub fn receive(&mut self) -> Result<ConntrackBatch, ReaderError> {
-        match self.socket.receive()? {
-            Received::Datagram(datagram) => parse_datagram(&datagram, now()),
-            Received::Nothing => Ok(ConntrackBatch::default()),
-            Received::Overflow => {
-                self.overflows += 1;
-                Ok(ConntrackBatch::default())
-            }
+        match self.socket.next_datagram()? {
+            Some(datagram) => parse_datagram(&datagram, now()),
+            None => Ok(ConntrackBatch::default()),
         }
     }
 
     /// How many times the kernel dropped events because this socket's buffer was full.
     pub fn overflows(&self) -> u64 {
-        self.overflows
+        self.socket.overflows()
     }
 }
 
@@ -381,15 +376,7 @@ fn counters(attributes: &[u8]) -> Result<Counters, ReaderError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netfilter_socket::tests::message;
-
-    const AT: Timestamp = Timestamp(1_700_000_000_000);
-
-    fn attribute(kind: u16, value: &[u8]) -> Vec<u8> {
-        let mut bytes = Vec::new();
-        wire::put(&mut bytes, kind, value);
-        bytes
-    }
+    use crate::netfilter_socket::tests::{AT, attribute, message};
 
     fn nested(kind: u16, parts: &[Vec<u8>]) -> Vec<u8> {
         attribute(kind | netlink_packet_core::NLA_F_NESTED, &parts.concat())

@@ -47,6 +47,8 @@ pub enum ReaderError {
         namespace: Option<String>,
         timeout: Duration,
     },
+    #[error("NFLOG group {group}{} is bound by another socket (is another agent or ulogd running?)", where_(.namespace))]
+    GroupTaken { group: u16, namespace: Option<String> },
     #[error("a malformed netlink message: {0}")]
     Malformed(String),
 }
@@ -78,6 +80,8 @@ pub(crate) struct NetfilterSocket {
     /// Datagrams read while waiting for an acknowledgement, handed out first.
     pending: VecDeque<Vec<u8>>,
     read_timeout: Duration,
+    /// Reads that found the buffer had overflowed.
+    overflows: u64,
 }
 
 impl NetfilterSocket {
@@ -108,6 +112,7 @@ impl NetfilterSocket {
             buffer: Vec::with_capacity(READ_BUFFER),
             pending: VecDeque::new(),
             read_timeout,
+            overflows: 0,
         };
         let timeout = TimeVal::new(
             read_timeout.as_secs() as i64,
@@ -180,6 +185,24 @@ impl NetfilterSocket {
             namespace: self.namespace.clone(),
             timeout: self.read_timeout,
         })
+    }
+
+    /// The next datagram; `None` when none came within the read timeout or the buffer had
+    /// overflowed (counted in [`NetfilterSocket::overflows`]).
+    pub fn next_datagram(&mut self) -> Result<Option<Vec<u8>>, ReaderError> {
+        match self.receive()? {
+            Received::Datagram(datagram) => Ok(Some(datagram)),
+            Received::Nothing => Ok(None),
+            Received::Overflow => {
+                self.overflows += 1;
+                Ok(None)
+            }
+        }
+    }
+
+    /// How many times the kernel dropped messages because this socket's buffer was full.
+    pub fn overflows(&self) -> u64 {
+        self.overflows
     }
 
     /// The next datagram, nothing within the read timeout, or an overflow.
@@ -301,6 +324,16 @@ pub(crate) fn now() -> sluice_flowlog::events::Timestamp {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    pub(crate) const AT: sluice_flowlog::events::Timestamp =
+        sluice_flowlog::events::Timestamp(1_700_000_000_000);
+
+    /// One attribute as the kernel writes it.
+    pub(crate) fn attribute(kind: u16, value: &[u8]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        sluice_nft::wire::put(&mut bytes, kind, value);
+        bytes
+    }
 
     /// A netlink message of `kind` with `body` after its header, as the kernel sends one.
     pub(crate) fn message(kind: u16, flags: u16, sequence: u32, body: &[u8]) -> Vec<u8> {

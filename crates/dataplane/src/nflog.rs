@@ -20,7 +20,7 @@ use sluice_flowlog::events::{LoggedPacket, Timestamp, Tuple};
 use sluice_nft::wire;
 use sluice_policy::HitId;
 
-use crate::netfilter_socket::{NetfilterSocket, ReaderError, Received, messages, now};
+use crate::netfilter_socket::{NetfilterSocket, ReaderError, messages, now};
 
 const NFNL_SUBSYS_ULOG: u16 = 4;
 const NFULNL_MSG_PACKET: u8 = 0;
@@ -32,7 +32,6 @@ const NFULA_CFG_MODE: u16 = 2;
 const NFULA_CFG_TIMEOUT: u16 = 4;
 const NFULA_CFG_QTHRESH: u16 = 5;
 const NFULNL_CFG_CMD_BIND: u8 = 1;
-const NFULNL_CFG_CMD_UNBIND: u8 = 2;
 const NFULNL_COPY_PACKET: u8 = 2;
 
 /// Bytes of each logged packet copied: an IPv6 header with a few extension headers and a TCP
@@ -54,17 +53,17 @@ pub struct LogBatch {
     pub unreadable: usize,
 }
 
-/// A socket bound to one NFLOG group; unbinds when dropped.
+/// A socket bound to one NFLOG group. Dropping it frees the group: the kernel unbinds a
+/// closed socket's groups.
 #[derive(Debug)]
 pub struct NflogReader {
     socket: NetfilterSocket,
     group: u16,
-    overflows: u64,
 }
 
 impl NflogReader {
     /// Binds NFLOG group `group` in this network namespace or the named one; reads wait at most
-    /// `read_timeout`. Fails (EBUSY) when another socket holds the group.
+    /// `read_timeout`. Fails with [`ReaderError::GroupTaken`] when another socket holds the group.
     pub fn open(
         group: u16,
         namespace: Option<&str>,
@@ -72,13 +71,15 @@ impl NflogReader {
     ) -> Result<NflogReader, ReaderError> {
         let mut socket = NetfilterSocket::open(namespace, read_timeout, RECEIVE_BUFFER)?;
         let sequence = socket.next_sequence();
-        let request = config_message(group, sequence, NFULNL_CFG_CMD_BIND, true);
-        socket.request(&request, sequence, "binding an NFLOG group")?;
-        Ok(NflogReader {
-            socket,
-            group,
-            overflows: 0,
-        })
+        let request = bind_message(group, sequence);
+        match socket.request(&request, sequence, "binding an NFLOG group") {
+            // The kernel's answer when another socket holds the group.
+            Err(ReaderError::Refused { errno, namespace, .. }) if errno == nix::libc::EPERM => {
+                return Err(ReaderError::GroupTaken { group, namespace });
+            }
+            result => result?,
+        }
+        Ok(NflogReader { socket, group })
     }
 
     pub fn group(&self) -> u16 {
@@ -88,57 +89,40 @@ impl NflogReader {
     /// The packets of the next batch the kernel sent; empty when none came within the read
     /// timeout (or the socket overflowed: see [`NflogReader::overflows`]).
     pub fn receive(&mut self) -> Result<LogBatch, ReaderError> {
-        match self.socket.receive()? {
-            Received::Datagram(datagram) => parse_datagram(&datagram, now()),
-            Received::Nothing => Ok(LogBatch::default()),
-            Received::Overflow => {
-                self.overflows += 1;
-                Ok(LogBatch::default())
-            }
+        match self.socket.next_datagram()? {
+            Some(datagram) => parse_datagram(&datagram, now()),
+            None => Ok(LogBatch::default()),
         }
     }
 
     /// How many times the kernel dropped log messages because this socket's buffer was full.
     pub fn overflows(&self) -> u64 {
-        self.overflows
+        self.socket.overflows()
     }
 }
 
-impl Drop for NflogReader {
-    /// Unbinds, so the group is free for the next reader at once.
-    fn drop(&mut self) {
-        let sequence = self.socket.next_sequence();
-        let request = config_message(self.group, sequence, NFULNL_CFG_CMD_UNBIND, false);
-        let _ = self.socket.send(&request, "unbinding an NFLOG group");
-    }
-}
-
-/// A configuration message for `group`: the command and, when binding, the copy mode, the
-/// flush timeout and the queue threshold (the kernel applies them in that order, in one
-/// message, with one acknowledgement).
-fn config_message(group: u16, sequence: u32, command: u8, binding: bool) -> Vec<u8> {
+/// The message that binds `group`, with the copy mode, the flush timeout and the queue
+/// threshold (the kernel applies them in that order, in one message, with one acknowledgement).
+fn bind_message(group: u16, sequence: u32) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(64);
-    let flags = wire::NLM_F_REQUEST | if binding { wire::NLM_F_ACK } else { 0 };
     let start = wire::begin_message(
         &mut bytes,
         (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG,
-        flags,
+        wire::NLM_F_REQUEST | wire::NLM_F_ACK,
         sequence,
         0,
         group,
     );
     // nfulnl_msg_config_cmd: one byte.
-    wire::put(&mut bytes, NFULA_CFG_CMD, &[command]);
-    if binding {
-        // nfulnl_msg_config_mode: copy_range (big-endian), copy_mode, padding.
-        let mut mode = COPY_RANGE.to_be_bytes().to_vec();
-        mode.extend([NFULNL_COPY_PACKET, 0]);
-        wire::put(&mut bytes, NFULA_CFG_MODE, &mode);
-        // In hundredths of a second.
-        let hundredths = (FLUSH_TIMEOUT.as_millis() / 10) as u32;
-        wire::put(&mut bytes, NFULA_CFG_TIMEOUT, &hundredths.to_be_bytes());
-        wire::put(&mut bytes, NFULA_CFG_QTHRESH, &QUEUE_THRESHOLD.to_be_bytes());
-    }
+    wire::put(&mut bytes, NFULA_CFG_CMD, &[NFULNL_CFG_CMD_BIND]);
+    // nfulnl_msg_config_mode: copy_range (big-endian), copy_mode, padding.
+    let mut mode = COPY_RANGE.to_be_bytes().to_vec();
+    mode.extend([NFULNL_COPY_PACKET, 0]);
+    wire::put(&mut bytes, NFULA_CFG_MODE, &mode);
+    // In hundredths of a second.
+    let hundredths = (FLUSH_TIMEOUT.as_millis() / 10) as u32;
+    wire::put(&mut bytes, NFULA_CFG_TIMEOUT, &hundredths.to_be_bytes());
+    wire::put(&mut bytes, NFULA_CFG_QTHRESH, &QUEUE_THRESHOLD.to_be_bytes());
     wire::end_message(&mut bytes, start);
     bytes
 }
@@ -254,15 +238,7 @@ pub fn logged_packet(prefix: Option<&[u8]>, payload: &[u8], at: Timestamp) -> Op
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netfilter_socket::tests::message;
-
-    const AT: Timestamp = Timestamp(1_700_000_000_000);
-
-    fn attribute(kind: u16, value: &[u8]) -> Vec<u8> {
-        let mut bytes = Vec::new();
-        wire::put(&mut bytes, kind, value);
-        bytes
-    }
+    use crate::netfilter_socket::tests::{AT, attribute, message};
 
     /// An IPv4 TCP SYN from 10.61.0.5:40000 to 192.0.2.2:8080, 60 bytes long, cut at 48.
     fn tcp_syn() -> Vec<u8> {
@@ -374,7 +350,7 @@ mod tests {
 
     #[test]
     fn the_bind_message_asks_for_headers_a_short_flush_and_an_ack() {
-        let bytes = config_message(7100, 42, NFULNL_CFG_CMD_BIND, true);
+        let bytes = bind_message(7100, 42);
         let walked = messages(&bytes).unwrap();
         assert_eq!(walked.len(), 1);
         assert_eq!(walked[0].kind, (4 << 8) | 1);
@@ -398,7 +374,5 @@ mod tests {
                 (NFULA_CFG_QTHRESH, vec![0, 0, 0, 32]),
             ]
         );
-        let unbind = config_message(7100, 43, NFULNL_CFG_CMD_UNBIND, false);
-        assert_eq!(messages(&unbind).unwrap()[0].flags, wire::NLM_F_REQUEST);
     }
 }

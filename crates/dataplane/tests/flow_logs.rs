@@ -6,40 +6,20 @@
 //! network namespace).
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use sluice_api::values::{Action, PolicyType};
 use sluice_dataplane::flow_logs::{ALLOW_CHAIN_PREFIX, DENY_CHAIN_PREFIX};
 use sluice_dataplane::{DnsRender, FlowLogs, LocalEndpoint, Ruleset, Syncer, render, render_with_flow_logs};
 use sluice_nft::{CommandBackend, FakeBackend};
 use sluice_policy::{Dataplane, Flow, HitId, PolicyHit};
+use support::Namespace;
+
+mod support;
 
 const FLOW_LOGS: FlowLogs = FlowLogs {
     group: 7100,
     deny_rate_per_second: 25,
 };
-
-fn workload(name: &str, namespace: &str, app: &str, address: &str, interface: &str) -> String {
-    format!(
-        r#"
----
-apiVersion: projectcalico.org/v3
-kind: WorkloadEndpoint
-metadata:
-  name: node--1-k8s-{name}-eth0
-  namespace: {namespace}
-  labels: {{app: {app}}}
-spec:
-  orchestrator: k8s
-  node: node-1
-  pod: {name}
-  endpoint: eth0
-  interfaceName: {interface}
-  ipNetworks: ["{address}/32"]
-  profiles: [kns.{namespace}]
-"#
-    )
-}
 
 fn manifests() -> String {
     let mut text = String::from(
@@ -65,9 +45,27 @@ spec:
     - {action: Allow, protocol: ICMP}
 "#,
     );
-    text.push_str(&workload("client-a", "shop", "client", "10.61.0.5", "slcflowa"));
-    text.push_str(&workload("client-b", "shop", "client", "10.61.0.6", "slcflowb"));
-    text.push_str(&workload("lonely", "other", "lonely", "10.61.0.7", "slcflowc"));
+    text.push_str(&support::workload_endpoint(
+        "shop",
+        "client-a",
+        "client",
+        "10.61.0.5",
+        "slcflowa",
+    ));
+    text.push_str(&support::workload_endpoint(
+        "shop",
+        "client-b",
+        "client",
+        "10.61.0.6",
+        "slcflowb",
+    ));
+    text.push_str(&support::workload_endpoint(
+        "other",
+        "lonely",
+        "lonely",
+        "10.61.0.7",
+        "slcflowc",
+    ));
     text
 }
 
@@ -292,29 +290,6 @@ fn the_fake_takes_flow_logs_on_and_off_incrementally_and_removes_every_hit_chain
     assert!(report.operations <= 2 * 3, "{report:?}");
 }
 
-struct Namespace(String);
-
-impl Namespace {
-    fn new(purpose: &str) -> Namespace {
-        let name = format!("sluiceflowlogs-{purpose}-{}", std::process::id());
-        assert!(
-            Command::new("ip")
-                .args(["netns", "add", &name])
-                .status()
-                .unwrap()
-                .success(),
-            "needs root"
-        );
-        Namespace(name)
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "delete", &self.0]).status();
-    }
-}
-
 #[test]
 fn the_real_nft_accepts_flow_logs_and_takes_them_off_again() {
     let namespace = Namespace::new("nft");
@@ -324,20 +299,7 @@ fn the_real_nft_accepts_flow_logs_and_takes_them_off_again() {
     syncer
         .sync(&logged)
         .expect("the kernel takes the flow-log ruleset");
-    let listed = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &namespace.0,
-            "nft",
-            "list",
-            "table",
-            "inet",
-            "sluice",
-        ])
-        .output()
-        .unwrap();
-    let listed = String::from_utf8_lossy(&listed.stdout);
+    let listed = namespace.nft_list(&["table", "inet", "sluice"]);
     assert!(
         listed.contains("log prefix") && listed.contains("group 7100"),
         "{listed}"

@@ -29,6 +29,7 @@ mod dns_queue;
 mod elements;
 mod expressions;
 mod fake;
+pub mod namespace;
 mod nfnetlink;
 mod objects;
 pub mod tool;
