@@ -6,7 +6,10 @@
 //!   confirmed, a Destroy event with the final counters when the entry goes (closed and past
 //!   its last timeout, or deleted). The kernel sends no counters with New and Update events.
 //! - [`ConntrackDump::dump`] lists every live entry (IPCTNL_MSG_CT_GET with NLM_F_DUMP), read
-//!   as Update events with the counters so far: how long-lived connections are counted.
+//!   as Update events with the counters so far: how long-lived connections are counted. A dump
+//!   also evicts the entries whose last timeout ran out (6.18, `ctnetlink_dump_table`), which
+//!   the kernel's garbage collector, when it has few entries, reaps up to a minute late: a
+//!   periodic dump makes their Destroy events arrive on time.
 //! - [`enable_accounting`] sets `net.netfilter.nf_conntrack_acct` in the namespace; only
 //!   connections that start after it carry counters.
 //!

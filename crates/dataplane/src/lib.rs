@@ -4,12 +4,14 @@
 //! and keeps the node's routes to other nodes' pod addresses ([`routes`]) in the main table;
 //! and forgets the connection-tracking entries of a released pod address ([`conntrack`]);
 //! and programs the egress gateway policy routing of a client's node ([`gateway_routes`]) and
-//! the connection marks that pin a connection to its gateway ([`gateway_pins`]).
+//! the connection marks that pin a connection to its gateway ([`gateway_pins`]); and, for flow
+//! logs, marks every final decision with its hit id ([`flow_logs`]) and reads the decisions
+//! back ([`nflog`]) with the kernel's connection events and counters ([`conntrack_events`]).
 //!
 //! Architecture invariants: it renders the same IR the evaluator evaluates (no second reading
 //! of resources); it owns the `inet sluice` and `inet sluice-egress` tables, the routes and rules marked with protocol 83
 //! and the `egress.sluice` device, and touches nothing else but the conntrack entries of
-//! addresses being released; a failed
+//! addresses being released (and, for flow logs, the namespace's `nf_conntrack_acct`); a failed
 //! transaction leaves the previous ruleset in place and makes the next sync a full one.
 #![forbid(unsafe_code)]
 
