@@ -61,3 +61,5 @@ pub fn route_fields(message: &RouteMessage) -> Option<RouteFields> {
         output,
     })
 }
+
+pub use sluice_nft::namespace::{NamespaceError, in_network_namespace};

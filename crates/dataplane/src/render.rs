@@ -26,17 +26,18 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use sluice_api::values::{Action, PolicyType};
 use sluice_nft::{BaseChain, Set};
-use sluice_policy::Dataplane;
 use sluice_policy::ir::{CompiledRule, DomainUse, EndpointProgram, IpSetSource, PeerMatch, PortMatch};
+use sluice_policy::{Dataplane, PolicyHit};
 
 use crate::domains::{DeclaredDomainSets, DnsRender, domain_set_name, render_domains};
+use crate::flow_logs::{FlowLogs, allow_verdict};
 
 pub const TABLE_NAME: &str = "sluice";
 /// Host-side interfaces of pods start with this (the CNI plugin names them so); a packet on
 /// such an interface that no endpoint program claims is dropped.
 pub const INTERFACE_PREFIX: &str = "slc";
 
-const MARK_ACCEPT: u32 = 0x0001_0000;
+pub(crate) const MARK_ACCEPT: u32 = 0x0001_0000;
 
 /// A pod on this node and its host-side interface.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -262,6 +263,19 @@ pub fn render(ir: &Dataplane, local: &[LocalEndpoint]) -> Ruleset {
 /// Renders the IR for the endpoints local to this node, with the DNS learner's trusted servers,
 /// queue and learned elements (see [`crate::domains`]).
 pub fn render_with_dns(ir: &Dataplane, local: &[LocalEndpoint], dns: &DnsRender) -> Ruleset {
+    render_with_flow_logs(ir, local, dns, None)
+}
+
+/// Renders the IR for the endpoints local to this node with DNS learning's input and, when
+/// `flow_logs` is given, every final decision logged to its NFLOG group (see
+/// [`crate::flow_logs`]); without it, the ruleset is exactly [`render_with_dns`]'s.
+pub fn render_with_flow_logs(
+    ir: &Dataplane,
+    local: &[LocalEndpoint],
+    dns: &DnsRender,
+    flow_logs: Option<FlowLogs>,
+) -> Ruleset {
+    let flow_logs = flow_logs.as_ref();
     let (local, _) = programmable_endpoints(local);
     let local = local.as_slice();
     let mut ruleset = Ruleset::default();
@@ -389,12 +403,27 @@ pub fn render_with_dns(ir: &Dataplane, local: &[LocalEndpoint], dns: &DnsRender)
                     direction_name(direction),
                     rule.origin_index
                 );
-                for text in renderer.rule(rule, &format!("{} {}", policy.reference.name, rule.origin_index)) {
+                let hit = matches!(rule.action, Action::Allow | Action::Deny)
+                    .then(|| PolicyHit::rule(&policy.reference, direction, rule.origin_index, rule.action));
+                let action = match (&hit, flow_logs) {
+                    (Some(hit), Some(flow_logs)) => flow_logs.verdict(hit),
+                    _ => plain_verdict(
+                        rule.action,
+                        &format!("{} {}", policy.reference.name, rule.origin_index),
+                    ),
+                };
+                for text in renderer.rule(rule, &action) {
                     texts.push((text, Some(truncate(&comment, 120))));
+                }
+                if let (Some(hit), Some(flow_logs)) = (&hit, flow_logs)
+                    && hit.action == Action::Deny
+                    && !texts.is_empty()
+                {
+                    flow_logs.declare_chain(hit, &mut ruleset);
                 }
                 // Merging needs one family: nodes with IPv6 pods keep rule-by-rule chains.
                 let lookup = (families == [IpFamily::V4])
-                    .then(|| lookup_of(ir, rule, direction))
+                    .then(|| hit.and_then(|hit| lookup_of(ir, rule, direction, hit)))
                     .flatten();
                 policy_rules.push(RenderedRule { texts, lookup });
             }
@@ -408,7 +437,7 @@ pub fn render_with_dns(ir: &Dataplane, local: &[LocalEndpoint], dns: &DnsRender)
         let base_name = format!("endpoint-{}", short_hash((&program.namespace, &program.name)));
         for direction in [PolicyType::Egress, PolicyType::Ingress] {
             let chain = format!("{base_name}-{}", direction_name(direction));
-            let mut rules = endpoint_rules(program, direction, &rendered, &mut ruleset);
+            let mut rules = endpoint_rules(ir, program, direction, &rendered, flow_logs, &mut ruleset);
             if endpoint.egress_gateway && direction == PolicyType::Egress {
                 gateway_return_rules(ir, program, &mut rules);
             }
@@ -641,6 +670,9 @@ struct RenderedRule {
 struct Lookup {
     action: Action,
     elements: Vec<(IpNet, u8, (u16, u16))>,
+    /// The rule's hit, which a run's verdict map sends its elements' packets to when flow
+    /// logs are on.
+    hit: PolicyHit,
 }
 
 /// The most elements one merged lookup holds (and the overlap check stays cheap).
@@ -660,7 +692,7 @@ fn overlaps(left: &(IpNet, u8, (u16, u16)), right: &(IpNet, u8, (u16, u16))) -> 
 
 /// The lookup form of a rule, if it has one. The peer is the destination for egress and the
 /// source for ingress; the own side may only restrict destination ports (ingress).
-fn lookup_of(ir: &Dataplane, rule: &CompiledRule, direction: PolicyType) -> Option<Lookup> {
+fn lookup_of(ir: &Dataplane, rule: &CompiledRule, direction: PolicyType, hit: PolicyHit) -> Option<Lookup> {
     if !matches!(rule.action, Action::Allow | Action::Deny)
         || rule
             .domains
@@ -713,6 +745,7 @@ fn lookup_of(ir: &Dataplane, rule: &CompiledRule, direction: PolicyType) -> Opti
     Some(Lookup {
         action: rule.action,
         elements,
+        hit,
     })
 }
 
@@ -848,9 +881,11 @@ fn gateway_return_rules(
 /// leaves it without, Deny drops, and the tier ends with its default action. Tier chains are
 /// named by their content, so endpoints with the same policies share them.
 fn endpoint_rules(
+    ir: &Dataplane,
     program: &EndpointProgram,
     direction: PolicyType,
     rendered: &RenderedPolicies,
+    flow_logs: Option<&FlowLogs>,
     ruleset: &mut Ruleset,
 ) -> Vec<(String, Option<String>)> {
     let mut rules = vec![(format!("meta mark set meta mark & {:#010x}", !MARK_ACCEPT), None)];
@@ -905,7 +940,7 @@ fn endpoint_rules(
                 })
             });
             if !fits {
-                flush_run(&mut run, direction, &mut tier_rules, ruleset);
+                flush_run(&mut run, direction, flow_logs, &mut tier_rules, ruleset);
             }
             if rendered_rule.lookup.is_some() {
                 run.push(rendered_rule);
@@ -913,10 +948,22 @@ fn endpoint_rules(
                 tier_rules.extend(rendered_rule.texts.iter().cloned());
             }
         }
-        flush_run(&mut run, direction, &mut tier_rules, ruleset);
+        flush_run(&mut run, direction, flow_logs, &mut tier_rules, ruleset);
         if tier.default_action != Action::Pass {
+            // Calico attributes a tier's end to the tier's last policy (as `hit_of` does).
+            let end = tier
+                .policies
+                .last()
+                .map(|&last| PolicyHit::tier_end(&ir.policies[last].reference, direction));
+            let verdict = match (flow_logs, &end) {
+                (Some(flow_logs), Some(end)) => {
+                    flow_logs.declare_chain(end, ruleset);
+                    flow_logs.verdict(end)
+                }
+                _ => "drop".to_string(),
+            };
             tier_rules.push((
-                "drop".to_string(),
+                verdict,
                 Some(truncate(&format!("end of tier {}", tier.name), 120)),
             ));
         }
@@ -932,16 +979,27 @@ fn endpoint_rules(
         rules.push((format!("meta mark & {MARK_ACCEPT:#010x} != 0 return"), None));
     }
     // No tier decided: the namespace profile allows.
-    rules.push(("return".to_string(), None));
+    match flow_logs {
+        Some(flow_logs) => {
+            let profile = PolicyHit::profile(&program.namespace, direction);
+            rules.push((
+                format!("{} return", flow_logs.log(profile.id())),
+                Some(truncate(&profile.text(), 120)),
+            ));
+        }
+        None => rules.push(("return".to_string(), None)),
+    }
     rules
 }
 
 /// Writes a run of rules with the same action: one lookup in a set of all their elements when
 /// there are several (they are disjoint, so the order inside the run does not matter), else the
-/// rule as it is.
+/// rule as it is. With flow logs, the lookup is in a verdict map whose elements send each
+/// packet to its own rule's hit chain: still one lookup, and the exact rule is logged.
 fn flush_run(
     run: &mut Vec<&RenderedRule>,
     direction: PolicyType,
+    flow_logs: Option<&FlowLogs>,
     tier_rules: &mut Vec<(String, Option<String>)>,
     ruleset: &mut Ruleset,
 ) {
@@ -953,21 +1011,38 @@ fn flush_run(
     }
     let lookups: Vec<&Lookup> = run.iter().filter_map(|rule| rule.lookup.as_ref()).collect();
     let action = match lookups[0].action {
-        Action::Allow => format!("meta mark set meta mark | {MARK_ACCEPT:#010x} return"),
+        Action::Allow => allow_verdict(),
         _ => "drop".to_string(),
+    };
+    let key = |(network, protocol, (low, high)): &(IpNet, u8, (u16, u16))| {
+        let ports = if low == high {
+            low.to_string()
+        } else {
+            format!("{low}-{high}")
+        };
+        format!("{} . {protocol} . {ports}", network_text(network))
     };
     let elements: BTreeSet<String> = lookups
         .iter()
         .flat_map(|lookup| &lookup.elements)
-        .map(|(network, protocol, (low, high))| {
-            let ports = if low == high {
-                low.to_string()
-            } else {
-                format!("{low}-{high}")
-            };
-            format!("{} . {protocol} . {ports}", network_text(network))
-        })
+        .map(key)
         .collect();
+    // Elements are disjoint across the run's rules, so each key has one rule.
+    let targets: Option<BTreeMap<String, String>> = flow_logs.map(|flow_logs| {
+        let mut targets = BTreeMap::new();
+        for lookup in &lookups {
+            if lookup.elements.is_empty() {
+                continue;
+            }
+            flow_logs.declare_chain(&lookup.hit, ruleset);
+            for element in &lookup.elements {
+                targets
+                    .entry(key(element))
+                    .or_insert_with(|| flow_logs.target(&lookup.hit));
+            }
+        }
+        targets
+    });
     let first = run[0]
         .texts
         .first()
@@ -984,21 +1059,45 @@ fn flush_run(
         // None of the rules can match an IPv4 packet.
         return;
     }
-    let name = format!("run-{}-v4", short_hash((&elements, &action)));
-    let mut declaration = Set::new(name.clone(), "ipv4_addr . inet_proto . inet_service").interval();
-    declaration.comment = Some(comment.clone());
     let peer = match direction {
         PolicyType::Egress => "daddr",
         PolicyType::Ingress => "saddr",
     };
-    ruleset.sets.entry(name.clone()).or_insert(SetState {
+    const KEY_TYPE: &str = "ipv4_addr . inet_proto . inet_service";
+    let (name, declaration, elements, rule) = match targets {
+        None => {
+            let name = format!("run-{}-v4", short_hash((&elements, &action)));
+            let rule = format!("meta nfproto ipv4 ip {peer} . meta l4proto . th dport @{name} {action}");
+            let elements = elements.into_iter().map(|element| (element, None)).collect();
+            (name.clone(), Set::new(name, KEY_TYPE), elements, rule)
+        }
+        Some(targets) => {
+            let name = format!("run-{}-v4", short_hash((&targets, "vmap")));
+            let rule = format!("meta nfproto ipv4 ip {peer} . meta l4proto . th dport vmap @{name}");
+            let elements = targets
+                .into_iter()
+                .map(|(element, target)| (element, Some(target)))
+                .collect();
+            (name.clone(), Set::map(name, KEY_TYPE, "verdict"), elements, rule)
+        }
+    };
+    let mut declaration = declaration.interval();
+    declaration.comment = Some(comment.clone());
+    ruleset.sets.entry(name).or_insert(SetState {
         declaration,
-        elements: elements.into_iter().map(|element| (element, None)).collect(),
+        elements,
     });
-    tier_rules.push((
-        format!("meta nfproto ipv4 ip {peer} . meta l4proto . th dport @{name} {action}"),
-        Some(comment),
-    ));
+    tier_rules.push((rule, Some(comment)));
+}
+
+/// What a rule does when flow logs are off (and for Pass and Log rules when they are on).
+fn plain_verdict(action: Action, log_label: &str) -> String {
+    match action {
+        Action::Allow => allow_verdict(),
+        Action::Deny => "drop".to_string(),
+        Action::Pass => "return".to_string(),
+        Action::Log => format!("log prefix \"sluice {}: \"", truncate(log_label, 100)),
+    }
 }
 
 struct RuleRenderer<'a> {
@@ -1036,17 +1135,11 @@ impl RuleRenderer<'_> {
     /// The nft rules for one Calico rule: one per address family it can match and per
     /// alternative of its port match (numbers, or each named-port set). All carry the same
     /// action, so splitting keeps the rule's meaning.
-    fn rule(&self, rule: &CompiledRule, log_label: &str) -> Vec<String> {
+    fn rule(&self, rule: &CompiledRule, action: &str) -> Vec<String> {
         if rule.http {
             // Not enforced yet, and Allow-only: never matching fails closed.
             return Vec::new();
         }
-        let action = match rule.action {
-            Action::Allow => format!("meta mark set meta mark | {MARK_ACCEPT:#010x} return"),
-            Action::Deny => "drop".to_string(),
-            Action::Pass => "return".to_string(),
-            Action::Log => format!("log prefix \"sluice {}: \"", truncate(log_label, 100)),
-        };
         let mut rendered = Vec::new();
         for &family in self.families {
             if rule

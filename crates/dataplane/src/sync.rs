@@ -130,14 +130,17 @@ impl<B: Backend> Syncer<B> {
                 transaction.flush(Object::Chain(chain_object(name, chain)));
             }
         }
-        for (name, chain) in &applied.chains {
-            if !desired.chains.contains_key(name) {
-                transaction.delete(Object::Chain(chain_object(name, chain)));
-            }
-        }
+        // Sets and maps before chains: a verdict map's elements hold the chains they go to
+        // (flow logs' per-hit chains), and no rule uses a set any more once the chains above
+        // are flushed.
         for (name, set) in &applied.sets {
             if !desired.sets.contains_key(name) {
                 transaction.delete(Object::Set(set.declaration.clone()));
+            }
+        }
+        for (name, chain) in &applied.chains {
+            if !desired.chains.contains_key(name) {
+                transaction.delete(Object::Chain(chain_object(name, chain)));
             }
         }
         transaction

@@ -20,26 +20,12 @@ const PORT: u16 = 8080;
 const INTERFACE: &str = "slcicmptest";
 
 fn manifests(rule: &str) -> String {
-    format!(
+    let mut text = String::from("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n");
+    text.push_str(&support::workload_endpoint(
+        "shop", "client", "client", POD, INTERFACE,
+    ));
+    text.push_str(&format!(
         r#"
-apiVersion: v1
-kind: Namespace
-metadata: {{name: shop}}
----
-apiVersion: projectcalico.org/v3
-kind: WorkloadEndpoint
-metadata:
-  name: node--1-k8s-client-eth0
-  namespace: shop
-  labels: {{app: client}}
-spec:
-  orchestrator: k8s
-  node: node-1
-  pod: client
-  endpoint: eth0
-  interfaceName: {INTERFACE}
-  ipNetworks: ["{POD}/32"]
-  profiles: [kns.shop]
 ---
 apiVersion: projectcalico.org/v3
 kind: GlobalNetworkPolicy
@@ -50,7 +36,8 @@ spec:
   egress:
     - {{action: Allow, {rule}}}
 "#
-    )
+    ));
+    text
 }
 
 /// One echo request from the pod; a missing `ping` fails the test rather than skipping a check.

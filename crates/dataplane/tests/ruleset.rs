@@ -3,10 +3,12 @@
 //! incrementally with small transactions.
 
 use std::path::Path;
-use std::process::Command;
 
 use sluice_dataplane::{LocalEndpoint, Ruleset, Syncer, render};
 use sluice_nft::{CommandBackend, FakeBackend};
+use support::Namespace;
+
+mod support;
 
 fn examples() -> sluice_api::ResourceSet {
     sluice_api::load_paths(&[Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")]).unwrap()
@@ -28,39 +30,6 @@ fn local_endpoints(resources: &sluice_api::ResourceSet) -> Vec<LocalEndpoint> {
 
 fn rendered(resources: &sluice_api::ResourceSet) -> Ruleset {
     render(&sluice_policy::compile(resources), &local_endpoints(resources))
-}
-
-struct Namespace(String);
-
-impl Namespace {
-    fn new(purpose: &str) -> Namespace {
-        let name = format!("sluicedp-{purpose}-{}", std::process::id());
-        assert!(
-            Command::new("ip")
-                .args(["netns", "add", &name])
-                .status()
-                .unwrap()
-                .success(),
-            "needs root"
-        );
-        Namespace(name)
-    }
-
-    /// `nft list <what…>` inside the namespace.
-    fn nft_list(&self, what: &[&str]) -> String {
-        let output = Command::new("ip")
-            .args(["netns", "exec", &self.0, "nft", "list"])
-            .args(what)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "delete", &self.0]).status();
-    }
 }
 
 #[test]

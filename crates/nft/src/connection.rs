@@ -2,12 +2,10 @@
 //! batches and dump requests and reads the kernel's answers. Shared by the set element writer
 //! and the DNS queue tables; each maps [`ConnectionError`] into its own error.
 
-use std::fs::File;
 use std::io;
 use std::time::Duration;
 
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
-use nix::sched::CloneFlags;
 use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
 
@@ -58,35 +56,12 @@ impl Connection {
     /// on a short-lived thread: the socket stays in that namespace whichever thread uses it,
     /// and the caller's thread never changes namespace).
     pub fn open(namespace: Option<&str>) -> Result<Connection, ConnectionError> {
-        let socket = match namespace {
-            None => open_socket(),
-            Some(name) => {
-                let path = format!("/run/netns/{name}");
-                let file = File::open(&path).map_err(|error| ConnectionError::Namespace {
-                    namespace: name.to_string(),
-                    reason: format!("opening {path}: {error}"),
-                })?;
-                std::thread::scope(|scope| {
-                    scope
-                        .spawn(move || {
-                            nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map_err(|errno| {
-                                ConnectionError::Namespace {
-                                    namespace: name.to_string(),
-                                    reason: format!("setns: {errno}"),
-                                }
-                            })?;
-                            open_socket()
-                        })
-                        .join()
-                        .unwrap_or_else(|_| {
-                            Err(ConnectionError::Namespace {
-                                namespace: name.to_string(),
-                                reason: "the thread entering it panicked".into(),
-                            })
-                        })
-                })
+        let socket = crate::namespace::in_network_namespace(namespace, open_socket).map_err(|error| {
+            ConnectionError::Namespace {
+                namespace: error.namespace,
+                reason: error.reason,
             }
-        }?;
+        })??;
         Ok(Connection {
             socket,
             namespace: namespace.map(str::to_string),

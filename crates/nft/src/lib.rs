@@ -29,6 +29,7 @@ mod dns_queue;
 mod elements;
 mod expressions;
 mod fake;
+pub mod namespace;
 mod nfnetlink;
 mod objects;
 pub mod tool;
@@ -44,3 +45,11 @@ pub use fake::FakeBackend;
 pub use nfnetlink::Culprit;
 pub use objects::*;
 pub use writer::{Operation, Refusal, SetElementError, SetElementWriter};
+
+/// The netfilter netlink message primitives this crate writes its messages with, for the
+/// dataplane's readers of other netfilter subsystems (NFLOG, conntrack): bytes in, bytes out.
+pub mod wire {
+    pub use crate::nfnetlink::{
+        NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, begin_message, end_message, put, put_string,
+    };
+}

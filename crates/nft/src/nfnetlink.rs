@@ -27,9 +27,9 @@ const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
 const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
 pub(crate) const NFTA_DATA_VALUE: u16 = 1;
 
-pub(crate) const NLM_F_REQUEST: u16 = 0x1;
-pub(crate) const NLM_F_ACK: u16 = 0x4;
-pub(crate) const NLM_F_DUMP: u16 = 0x300;
+pub const NLM_F_REQUEST: u16 = 0x1;
+pub const NLM_F_ACK: u16 = 0x4;
+pub const NLM_F_DUMP: u16 = 0x300;
 pub(crate) const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_CAPPED: u16 = 0x100;
 const NLM_F_ACK_TLVS: u16 = 0x200;
@@ -248,7 +248,10 @@ fn element_message(
     })
 }
 
-pub(crate) fn begin_message(
+/// Starts a netfilter netlink message: the netlink header (length filled in by
+/// [`end_message`]) and `nfgenmsg` (family, version 0, `resource` big-endian). Returns where it
+/// starts.
+pub fn begin_message(
     bytes: &mut Vec<u8>,
     message_type: u16,
     flags: u16,
@@ -268,13 +271,14 @@ pub(crate) fn begin_message(
     start
 }
 
-pub(crate) fn end_message(bytes: &mut [u8], start: usize) {
+/// Writes the length of the message that starts at `start`.
+pub fn end_message(bytes: &mut [u8], start: usize) {
     let length = u32::try_from(bytes.len() - start).expect("a netlink message under 4 GiB");
     bytes[start..start + 4].copy_from_slice(&length.to_ne_bytes());
 }
 
 /// Appends one attribute, padded to 4 bytes; returns where it starts.
-pub(crate) fn put(bytes: &mut Vec<u8>, kind: u16, value: &[u8]) -> usize {
+pub fn put(bytes: &mut Vec<u8>, kind: u16, value: &[u8]) -> usize {
     let start = bytes.len();
     let length = u16::try_from(4 + value.len()).expect("an attribute under 64 KiB");
     bytes.extend_from_slice(&length.to_ne_bytes());
@@ -284,7 +288,8 @@ pub(crate) fn put(bytes: &mut Vec<u8>, kind: u16, value: &[u8]) -> usize {
     start
 }
 
-pub(crate) fn put_string(bytes: &mut Vec<u8>, kind: u16, value: &str) -> usize {
+/// Appends a NUL-terminated string attribute.
+pub fn put_string(bytes: &mut Vec<u8>, kind: u16, value: &str) -> usize {
     let mut terminated = Vec::with_capacity(value.len() + 1);
     terminated.extend_from_slice(value.as_bytes());
     terminated.push(0);

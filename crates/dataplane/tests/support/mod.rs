@@ -1,6 +1,6 @@
 //! A pod wired as the CNI plugin wires one (a /32, 169.254.1.1 as its gateway through proxy
 //! ARP), its node and an outside host, as private network namespaces (root), shared by the
-//! kernel tests of this crate; and the `ip`/namespace helpers they use.
+//! kernel tests of this crate; the `ip`/namespace helpers they use; and the manifest of a pod.
 #![allow(dead_code)] // each test file uses a part
 
 use std::fs::File;
@@ -125,4 +125,55 @@ pub fn in_namespace<T: Send>(namespace: &str, work: impl FnOnce() -> T + Send) -
             .join()
             .expect("namespace thread")
     })
+}
+
+/// One private network namespace (`sluicedp-<purpose>-<pid>`), deleted on drop.
+pub struct Namespace(pub String);
+
+impl Namespace {
+    pub fn new(purpose: &str) -> Namespace {
+        let name = format!("sluicedp-{purpose}-{}", std::process::id());
+        ip(&["netns", "add", &name]);
+        Namespace(name)
+    }
+
+    /// `nft list <what…>` inside the namespace.
+    pub fn nft_list(&self, what: &[&str]) -> String {
+        let output = Command::new("ip")
+            .args(["netns", "exec", &self.0, "nft", "list"])
+            .args(what)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "delete", &self.0]).status();
+    }
+}
+
+/// A pod on node-1 as its WorkloadEndpoint document (`---` first), labelled `app: <app>`, in
+/// its namespace's profile.
+pub fn workload_endpoint(namespace: &str, pod: &str, app: &str, address: &str, interface: &str) -> String {
+    format!(
+        r#"
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata:
+  name: node--1-k8s-{pod}-eth0
+  namespace: {namespace}
+  labels: {{app: {app}}}
+spec:
+  orchestrator: k8s
+  node: node-1
+  pod: {pod}
+  endpoint: eth0
+  interfaceName: {interface}
+  ipNetworks: ["{address}/32"]
+  profiles: [kns.{namespace}]
+"#
+    )
 }
