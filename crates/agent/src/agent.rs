@@ -8,12 +8,15 @@ use std::time::{Duration, Instant, SystemTime};
 use sluice_api::resource::RESOURCE_PREFIX;
 use sluice_api::{Resource, ResourceSet};
 use sluice_dataplane::routes::{NetlinkRoutes, RouteBackend};
-use sluice_dataplane::{LocalEndpoint, Syncer, programmable_endpoints, render, render_with_dns};
+use sluice_dataplane::{
+    DnsRender, FlowLogs, LocalEndpoint, Syncer, programmable_endpoints, render_with_flow_logs,
+};
 use sluice_ipam::layout::BLOCK_PREFIX;
 use sluice_nft::Backend;
 use sluice_store::{Change, Condition, Operation, Revision, Store, StoreError, Watch};
 
 use crate::dns::{DnsFlags, DnsShell};
+use crate::flows::{FlowLogFlags, FlowShell};
 use crate::gateway::{DEFAULT_TUNNEL_MTU, GatewayShell, GatewayUpdate};
 use crate::metrics::Metrics;
 use crate::routing::Routing;
@@ -80,6 +83,8 @@ pub struct Agent<B: Backend> {
     dns_flags: DnsFlags,
     /// `None` when the agent routes no egress gateway clients.
     gateways: Option<GatewayShell>,
+    /// The flow log's shell and the logging the ruleset carries for it.
+    flows: Option<(FlowShell, FlowLogs)>,
     metrics: Arc<Metrics>,
     /// The datastore's resources by key, kept current by the watch.
     resources: BTreeMap<String, Resource>,
@@ -123,6 +128,7 @@ impl<B: Backend> Agent<B> {
             dns: None,
             dns_flags: DnsFlags::default(),
             gateways: None,
+            flows: None,
             metrics,
             resources: BTreeMap::new(),
             policy_dirty: true,
@@ -183,6 +189,21 @@ impl<B: Backend> Agent<B> {
             self.config.tunnel_mtu,
         ));
         self
+    }
+
+    /// Records every connection that starts at, or is denied at, a local endpoint (see
+    /// [`FlowShell`]): the ruleset logs each decision to NFLOG group `flags.group`, which the
+    /// shell reads with conntrack's events from this network namespace.
+    pub fn with_flow_logs(mut self, flags: &FlowLogFlags) -> Result<Self, String> {
+        let (log, events, dump) = crate::flows::open_kernel(flags.group, None)?;
+        let shell = FlowShell::start(&self.config.node, flags, log, events, dump, self.metrics.clone())?;
+        self.config.flow_endpoints = shell.endpoints();
+        let logs = FlowLogs {
+            group: flags.group,
+            deny_rate_per_second: flags.deny_rate,
+        };
+        self.flows = Some((shell, logs));
+        Ok(self)
     }
 
     /// The FelixConfigurations in the datastore.
@@ -397,17 +418,23 @@ impl<B: Backend> Agent<B> {
         }
         self.check_node_is_known();
         let configurations = self.felix_configurations();
+        // The flow log learns the new ids before the kernel logs them.
+        if let Some((flows, _)) = &self.flows {
+            flows.update(&dataplane, &set);
+        }
+        let flow_logs = self.flows.as_ref().map(|(_, logs)| *logs);
         let ruleset = match &mut self.dns {
             Some(dns) => {
                 let settings =
                     crate::dns::configuration::settings(&configurations, &self.config.node, &self.dns_flags);
-                render_with_dns(
+                render_with_flow_logs(
                     &dataplane,
                     &local,
                     &dns.before_render(&dataplane, &local, settings),
+                    flow_logs,
                 )
             }
-            None => render(&dataplane, &local),
+            None => render_with_flow_logs(&dataplane, &local, &DnsRender::default(), flow_logs),
         };
         let rendered = Instant::now();
         self.counts = Counts {
@@ -591,6 +618,9 @@ impl<B: Backend> Agent<B> {
         if let Some(dns) = &mut self.dns {
             dns.shutdown();
         }
+        if let Some((flows, _)) = self.flows.take() {
+            flows.stop();
+        }
         if let Some(gateways) = &mut self.gateways {
             gateways.shutdown();
         }
@@ -625,6 +655,7 @@ pub fn run(
     store: Arc<dyn Store>,
     metrics_address: Option<&str>,
     dns: Option<DnsFlags>,
+    flow_logs: Option<FlowLogFlags>,
 ) -> Result<(), String> {
     // First, so a signal that comes during start-up stops the agent cleanly too.
     let stop = Arc::new(AtomicBool::new(false));
@@ -660,6 +691,9 @@ pub fn run(
         let pins =
             crate::gateway::NftPins(sluice_nft::CommandBackend::new().map_err(|error| error.to_string())?);
         agent = agent.with_gateways(routing, pins);
+    }
+    if let Some(flags) = &flow_logs {
+        agent = agent.with_flow_logs(flags)?;
     }
     agent.run_until(&stop);
     if let Some(server) = server {

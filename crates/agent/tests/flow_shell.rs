@@ -18,14 +18,22 @@ use sluice_policy::PolicyHit;
 struct Channel<T>(Receiver<T>);
 
 impl LogSource for Channel<LoggedPacket> {
-    fn read(&mut self, timeout: Duration) -> Result<Vec<LoggedPacket>, String> {
-        Ok(self.0.recv_timeout(timeout).into_iter().collect())
+    fn read(&mut self) -> Result<Vec<LoggedPacket>, String> {
+        Ok(self
+            .0
+            .recv_timeout(Duration::from_millis(100))
+            .into_iter()
+            .collect())
     }
 }
 
 impl ConntrackSource for Channel<ConntrackEvent> {
-    fn read(&mut self, timeout: Duration) -> Result<Vec<ConntrackEvent>, String> {
-        Ok(self.0.recv_timeout(timeout).into_iter().collect())
+    fn read(&mut self) -> Result<Vec<ConntrackEvent>, String> {
+        Ok(self
+            .0
+            .recv_timeout(Duration::from_millis(100))
+            .into_iter()
+            .collect())
     }
 }
 

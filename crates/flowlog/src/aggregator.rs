@@ -2,9 +2,10 @@
 //!
 //! How a connection becomes a flow:
 //! - An allowed [`LoggedPacket`] opens a tracked connection, keyed by the packet's tuple (the
-//!   forward hook sees it after destination NAT and before source NAT). Its sides are the
-//!   reporters: the logged hit's (`src` for egress, `dst` for ingress), and every end that is a
-//!   local endpoint (a side with no logged hit yet, filled when its own packet arrives). A
+//!   forward hook sees it after destination NAT and before source NAT). Its side is the logged
+//!   hit's reporter (`src` for egress, `dst` for ingress); when the other end is a local
+//!   endpoint too, its own logged decision adds its side (an allow) or a denied flow (a deny:
+//!   the kernel then drops the packet, and the first side's connection is never confirmed). A
 //!   repeated first packet of a tracked tuple (a retransmitted SYN is still `ct state new`)
 //!   opens nothing.
 //! - [`ConntrackEvent`]s bring cumulative counters; the core keeps the last seen and adds the
@@ -426,7 +427,9 @@ impl Aggregator {
             self.touch(tuple);
             return;
         }
-        let mut sides = self.local_sides(&tuple);
+        // Only the logged side: the other end, when local, logs its own decision (which may
+        // deny), so it is not assumed to allow.
+        let mut sides = [None, None];
         sides[reporter.index()] = Some(Side::Attributed(id, hit.clone()));
         self.tally.hit_usage(id, &hit).add(0, 0, 1);
         let nothing = [Counters::default(); 2];

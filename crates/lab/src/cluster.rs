@@ -484,6 +484,17 @@ fn start_agent(
         command.arg("--dns-trusted-server").arg(format!("{address}:53"));
         command.arg("--dns-cache-file").arg(cache_file);
     }
+    // Flow logs: a socket and a file per node in the lab's state directory, written every
+    // second so a probe shows up at once.
+    command
+        .arg("--flows-socket")
+        .arg(crate::flows::socket_path(paths, &node.name))
+        .arg("--flow-log-file")
+        .arg(crate::flows::file_path(paths, &node.name))
+        .args([
+            "--flow-log-interval",
+            &crate::flows::LAB_INTERVAL_SECONDS.to_string(),
+        ]);
     command.envs(variables.iter().copied());
     let process = format!("agent-{}", node.name);
     shell::spawn_background(

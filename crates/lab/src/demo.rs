@@ -1,5 +1,7 @@
 //! `sluice demo`: one command that builds a two-node lab from `crates/lab/demo/`, probes it
-//! against `explain`, explains one denied flow and tears everything down, also on error.
+//! against `explain`, explains one denied flow, prints the flow log the agents wrote of its
+//! probes, and tears everything down, also on error (unless `--keep`: then the lab stays up
+//! for `sluice ui` and `sluice flows`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -48,14 +50,19 @@ const FILES: [(&str, &str); 10] = [
     ),
 ];
 
-/// Removes the lab and its temporary directory when dropped, however the demo ends.
+/// Removes the lab and its temporary directory when dropped, however the demo ends, unless the
+/// demo succeeded with `--keep`.
 struct Teardown {
     environment: Environment,
     name: String,
+    keep: bool,
 }
 
 impl Drop for Teardown {
     fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
         println!();
         if let Err(error) = cluster::down(&self.environment, &self.name) {
             eprintln!("warning: tearing down the demo: {error}");
@@ -77,24 +84,31 @@ pub fn write_files(directory: &Path) -> Result<PathBuf, String> {
     Ok(directory.join("demo.yaml"))
 }
 
-/// `sluice demo`.
-pub fn demo(sluice_binary: &Path, cni_binary: &Path) -> Result<ExitCode, String> {
+/// `sluice demo`; with `keep`, the lab is left up under the lab's usual state directory (so
+/// `sluice lab status|down` find it) when the demo succeeds.
+pub fn demo(sluice_binary: &Path, cni_binary: &Path, keep: bool) -> Result<ExitCode, String> {
     let process = std::process::id();
+    let state_root = if keep {
+        crate::state::default_root()
+    } else {
+        std::env::temp_dir().join(format!("sluice-demo-{process}"))
+    };
     let environment = Environment {
-        state_root: std::env::temp_dir().join(format!("sluice-demo-{process}")),
+        state_root,
         sluice_binary: sluice_binary.to_path_buf(),
         cni_binary: cni_binary.to_path_buf(),
     };
     cluster::check_prerequisites(&environment)
         .map_err(|missing| missing.replacen("the lab needs", "sluice demo needs", 1))?;
     let name = format!("demo{}", process % 100_000);
-    let files = write_files(&environment.state_root.join("files"))?;
+    let files = write_files(&environment.state_root.join(format!("files-{name}")))?;
     println!("sluice demo: a two-node cluster of network namespaces on this machine (lab `{name}`)");
     println!("(if it is interrupted, clean up with `sluice lab down --name {name}`)");
     println!();
-    let _teardown = Teardown {
+    let mut teardown = Teardown {
         environment: environment.clone(),
         name: name.clone(),
+        keep: false,
     };
     cluster::up(&environment, &files, Some(&name), None)?;
     println!();
@@ -161,7 +175,92 @@ pub fn demo(sluice_binary: &Path, cni_binary: &Path) -> Result<ExitCode, String>
     if disagreements > 0 {
         return Err(format!("{disagreements} probe(s) disagreed with explain"));
     }
+    print_flow_log(&environment, &name, &report.rows)?;
+    let datastore = crate::state::LabPaths::new(&environment.state_root, &name)
+        .load()?
+        .datastore;
+    println!();
+    if keep {
+        teardown.keep = true;
+        println!("The lab stays up. See its flows live in a browser, with explain on click:");
+        println!("  sluice ui --datastore {datastore}      (then open http://127.0.0.1:8081/)");
+        println!("  sluice flows --datastore {datastore} --follow");
+        println!("and remove it with: sluice lab down --name {name}");
+    } else {
+        println!(
+            "To see these flows live in a browser: `sluice demo --keep`, then the `sluice ui` it prints."
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The flow log the agents wrote of the probes: what was denied, by which policy, and how many
+/// were allowed (as `sluice flows` shows them).
+fn print_flow_log(environment: &Environment, name: &str, rows: &[ProbeRow]) -> Result<(), String> {
+    let denied_sources: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .filter(|row| !row.allowed() && row.from.contains('/'))
+        .map(|row| row.from.as_str())
+        .collect();
+    // Each node's agent ends an interval every second: wait until every pod that had a probe
+    // denied has a denied record, for a few seconds at most.
+    let records =
+        crate::flows::wait_for_records(environment, name, std::time::Duration::from_secs(5), |records| {
+            denied_sources.iter().all(|source| {
+                records.iter().any(|record| {
+                    record.action == sluice_flowlog::FlowAction::Deny
+                        && format!("{}/{}", record.source_namespace, record.source_name) == *source
+                })
+            })
+        })?;
+    let denied: Vec<_> = records
+        .iter()
+        .filter(|record| record.action == sluice_flowlog::FlowAction::Deny)
+        .collect();
+    println!();
+    println!(
+        "The flow log the agents wrote ({} records, {} denied; `sluice flows --action deny`):",
+        records.len(),
+        denied.len()
+    );
+    println!();
+    let mut table = vec![vec![
+        "SOURCE".to_string(),
+        "DESTINATION".to_string(),
+        "PORT".to_string(),
+        "REPORTER".to_string(),
+        "POLICY".to_string(),
+    ]];
+    for record in denied {
+        let destination = match (&record.dest_ip, record.dest_namespace.as_str()) {
+            (Some(address), _) => address.to_string(),
+            (None, sluice_flowlog::NOT_INCLUDED) => record.dest_name.clone(),
+            (None, namespace) => format!("{namespace}/{}", record.dest_name),
+        };
+        table.push(vec![
+            format!("{}/{}", record.source_namespace, record.source_name),
+            destination,
+            format!(
+                "{}/{}",
+                record.proto,
+                record.dest_port.map(|port| port.to_string()).unwrap_or_default()
+            ),
+            format!("{:?}", record.reporter).to_ascii_lowercase(),
+            record.policies.join(","),
+        ]);
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|column| table.iter().map(|row| row[column].len()).max().unwrap_or(0))
+        .collect();
+    for row in &table {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:width$}"))
+            .collect();
+        println!("  {}", cells.join("   ").trim_end());
+    }
+    Ok(())
 }
 
 /// How the outside saw each pod: as its node (natOutgoing), as itself (routed) or as one of

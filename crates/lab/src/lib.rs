@@ -23,6 +23,7 @@ mod datastore;
 mod demo;
 pub mod dns;
 pub mod egress;
+pub mod flows;
 mod gateway;
 pub mod probe;
 pub mod servers;
@@ -323,6 +324,13 @@ pub fn restart_agent(
     variables: &[(&str, &str)],
 ) -> Result<u32, String> {
     cluster::restart_agent(environment, name, node, variables)
+}
+
+/// The resources in a lab's datastore, as the agents read them.
+pub fn datastore_resources(environment: &Environment, name: &str) -> Result<sluice_api::ResourceSet, String> {
+    let state = state::LabPaths::new(&environment.state_root, name).load()?;
+    let store = datastore::open(&state.datastore)?;
+    datastore::read_set(store.as_ref())
 }
 
 /// Wires a pod again through the CNI plugin (DEL, then ADD); returns its addresses.

@@ -67,11 +67,17 @@ enum Command {
     /// A cluster of network namespaces on this machine: up, status, probe, down.
     #[command(subcommand)]
     Lab(sluice_lab::LabCommand),
-    /// Bring up a 2-node lab, probe it, explain a denied flow, and tear it down (needs root).
-    Demo,
+    /// Bring up a 2-node lab, probe it, explain a denied flow, show the flow log, and tear it
+    /// down (needs root).
+    Demo {
+        /// Leave the lab up afterwards (for `sluice ui`, `sluice flows`); `sluice lab down`
+        /// removes it.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Run the node agent: watch the datastore and program this node's kernel. SIGTERM or
     /// SIGINT stops it (exit 0) and leaves the ruleset and routes in place, which fails closed.
-    Agent(AgentArguments),
+    Agent(AgentCommand),
     /// Run an egress gateway inside its pod's network namespace: forward, source-NAT what it
     /// forwards to the pod's address (table inet sluice-gateway), probe upstream targets and
     /// serve /readiness and /liveness. SIGTERM or SIGINT removes the table and exits 0.
@@ -111,8 +117,8 @@ fn main() -> ExitCode {
         Command::Lab(command) => binaries()
             .and_then(|(sluice, cni)| sluice_lab::run(command, &sluice, &cni))
             .map_err(Failure::from),
-        Command::Demo => binaries()
-            .and_then(|(sluice, cni)| sluice_lab::demo(&sluice, &cni))
+        Command::Demo { keep } => binaries()
+            .and_then(|(sluice, cni)| sluice_lab::demo(&sluice, &cni, keep))
             .map_err(Failure::from),
     };
     // What a command printed before it failed is still shown, then its error.
@@ -125,7 +131,7 @@ fn main() -> ExitCode {
 
 /// `sluice agent`: the agent's own flags and the datastore.
 #[derive(Debug, clap::Args)]
-struct AgentArguments {
+struct AgentCommand {
     #[command(flatten)]
     agent: sluice_agent::AgentArguments,
     #[command(flatten)]
@@ -152,7 +158,7 @@ fn run_gateway(arguments: &sluice_gateway_pod::GatewayArguments) -> Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_agent(arguments: &AgentArguments) -> Result<ExitCode, String> {
+fn run_agent(arguments: &AgentCommand) -> Result<ExitCode, String> {
     start_logging();
     let store = std::sync::Arc::from(arguments.datastore.open()?);
     let agent = &arguments.agent;
@@ -161,6 +167,7 @@ fn run_agent(arguments: &AgentArguments) -> Result<ExitCode, String> {
         store,
         agent.metrics_address.as_deref(),
         agent.dns(),
+        agent.flow_logs(),
     )?;
     Ok(ExitCode::SUCCESS)
 }

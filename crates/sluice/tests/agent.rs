@@ -65,6 +65,11 @@ impl Lab {
             .arg(env!("CARGO_BIN_EXE_sluice"))
             .args(["agent", "--node", "node-1", "--datastore", &self.address()])
             .args(["--metrics-address", "127.0.0.1:0"])
+            // Its flow log in this test's directory, not the machine's.
+            .arg("--flows-socket")
+            .arg(self.directory.join("flows.sock"))
+            .arg("--flow-log-file")
+            .arg(self.directory.join("flows.log"))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -189,6 +194,12 @@ fn stops_cleanly_on(signal: &str) {
     );
     let programmed = lab.sluice_table();
     assert!(programmed.status.success(), "{}", text(&programmed.stderr));
+    // Its record names where it serves its flow log, and `sluice flows` reads it from there.
+    let status = lab.node_status().expect("a status");
+    let socket = format!("unix:{}", lab.directory.join("flows.sock").display());
+    assert_eq!(status.flow_endpoints, vec![socket], "{status:?}");
+    let flows = lab.sluice(&["flows", "-o", "jsonl"]);
+    assert!(flows.status.success(), "{}", text(&flows.stderr));
 
     let output = lab.stop_agent(signal);
     let log = text(&output.stderr);

@@ -135,6 +135,15 @@ mod tests {
         let response = get(&server.endpoint, "/flows?after=2", timeout).unwrap();
         assert_eq!(response.text().unwrap(), "");
 
+        // A large answer comes with its length, not in chunks.
+        let big: Vec<(u64, String)> = (0..50)
+            .map(|index| (150, format!("{{\"n\":\"{}\"}}", "x".repeat(1000 + index))))
+            .collect();
+        recent.push(big);
+        let response = get(&server.endpoint, "/flows?after=2", timeout).unwrap();
+        assert!(response.header("Content-Length").is_some());
+        assert_eq!(response.text().unwrap().lines().count(), 50);
+
         let mut stream = get(&server.endpoint, "/flows/stream?since=0", timeout).unwrap();
         assert_eq!(stream.status, 200);
         let mut line = String::new();
@@ -143,6 +152,10 @@ mod tests {
         line.clear();
         stream.body.read_line(&mut line).unwrap();
         assert_eq!(line, "{\"n\":2}\n");
+        for _ in 0..50 {
+            line.clear();
+            stream.body.read_line(&mut line).unwrap();
+        }
         recent.push([(300, "{\"n\":3}".to_string())]);
         line.clear();
         stream.body.read_line(&mut line).unwrap();

@@ -13,13 +13,13 @@ pub use shell::now;
 pub use file::RotatingFile;
 pub use recent::{RecentFlows, RecentRecord};
 pub use server::{FlowListen, FlowServer, parse_since};
-pub use shell::{ConntrackDump, ConntrackSource, FlowShell, LogSource};
+pub use shell::{ConntrackDump, ConntrackSource, FlowShell, LogSource, open_kernel};
 
 /// The NFLOG group decisions are logged to by default: clear of Calico's 1 and 2.
-pub const DEFAULT_LOG_GROUP: u16 = 20;
+pub const DEFAULT_LOG_GROUP: u16 = sluice_dataplane::flow_logs::DEFAULT_FLOW_LOG_GROUP;
 
 /// Denied packets logged per second and deciding rule, by default.
-pub const DEFAULT_DENY_LOG_RATE: u32 = 100;
+pub const DEFAULT_DENY_LOG_RATE: u32 = sluice_dataplane::flow_logs::DEFAULT_DENY_RATE_PER_SECOND;
 
 /// What the flow-log shell is told by the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]

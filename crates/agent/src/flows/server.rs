@@ -128,7 +128,9 @@ fn handle(request: tiny_http::Request, recent: &Arc<RecentFlows>, streams: &Arc<
                 body.push_str(&record.line);
                 body.push('\n');
             }
+            // A length, never chunks: clients read the body to its end.
             let response = tiny_http::Response::from_string(body)
+                .with_chunked_threshold(usize::MAX)
                 .with_header(header("Content-Type", "application/x-ndjson"))
                 .with_header(header("X-Sluice-Last-Sequence", &last.to_string()));
             let _ = request.respond(response);

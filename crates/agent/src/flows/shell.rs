@@ -24,19 +24,20 @@ const FILE_KEEP: usize = 5;
 /// The served ring: at most this many records and bytes.
 const RING_RECORDS: usize = 50_000;
 const RING_BYTES: usize = 64 << 20;
-/// How long a read may block, so threads notice a stop.
-const READ_TIMEOUT: Duration = Duration::from_millis(200);
+/// How long a kernel read may block, so threads notice a stop.
+pub const READ_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// Logged packets, as the dataplane's NFLOG reader gives them.
 pub trait LogSource: Send + 'static {
-    /// What arrived within `timeout` (empty when nothing did).
-    fn read(&mut self, timeout: Duration) -> Result<Vec<LoggedPacket>, String>;
+    /// What arrived, waiting at most a fraction of a second (empty when nothing did), so the
+    /// reading thread notices a stop.
+    fn read(&mut self) -> Result<Vec<LoggedPacket>, String>;
 }
 
-/// Connection-tracking events and dumps, as the dataplane's conntrack readers give them.
+/// Connection-tracking events, as the dataplane's conntrack reader gives them.
 pub trait ConntrackSource: Send + 'static {
-    /// Events that arrived within `timeout`.
-    fn read(&mut self, timeout: Duration) -> Result<Vec<ConntrackEvent>, String>;
+    /// Events that arrived, waiting at most a fraction of a second.
+    fn read(&mut self) -> Result<Vec<ConntrackEvent>, String>;
 }
 
 /// Every live connection-tracking entry with its counters, as `Update` events.
@@ -144,7 +145,7 @@ impl FlowShell {
                 "flow-log",
                 Box::new(move || {
                     while !shared.stop.load(Ordering::Relaxed) {
-                        match log.read(READ_TIMEOUT) {
+                        match log.read() {
                             Ok(packets) if !packets.is_empty() => {
                                 shared.metrics.flows.log_packets.inc_by(packets.len() as u64);
                                 let mut aggregator = shared.aggregator.lock().expect("not poisoned");
@@ -166,7 +167,7 @@ impl FlowShell {
                 "flow-conntrack",
                 Box::new(move || {
                     while !shared.stop.load(Ordering::Relaxed) {
-                        match events.read(READ_TIMEOUT) {
+                        match events.read() {
                             Ok(events) if !events.is_empty() => feed_conntrack(&shared, &events),
                             Ok(_) => {}
                             Err(error) => read_failed(&shared, "conntrack events", &error),
@@ -346,6 +347,58 @@ fn drain(shared: &Shared) {
         took_ms = started.elapsed().as_millis(),
         "flow log interval written"
     );
+}
+
+/// The dataplane's readers as the shell's sources.
+impl LogSource for sluice_dataplane::nflog::NflogReader {
+    fn read(&mut self) -> Result<Vec<LoggedPacket>, String> {
+        self.receive()
+            .map(|batch| batch.packets)
+            .map_err(|error| error.to_string())
+    }
+}
+
+impl ConntrackSource for sluice_dataplane::conntrack_events::ConntrackEvents {
+    fn read(&mut self) -> Result<Vec<ConntrackEvent>, String> {
+        self.receive()
+            .map(|batch| batch.events)
+            .map_err(|error| error.to_string())
+    }
+}
+
+impl ConntrackDump for sluice_dataplane::conntrack_events::ConntrackDump {
+    fn dump(&mut self) -> Result<Vec<ConntrackEvent>, String> {
+        sluice_dataplane::conntrack_events::ConntrackDump::dump(self)
+            .map(|batch| batch.events)
+            .map_err(|error| error.to_string())
+    }
+}
+
+/// Opens the kernel's side in this network namespace (or the named one): accounting on, the
+/// NFLOG group bound, conntrack's New and Destroy events subscribed, a dump socket.
+pub fn open_kernel(
+    group: u16,
+    namespace: Option<&str>,
+) -> Result<
+    (
+        sluice_dataplane::nflog::NflogReader,
+        sluice_dataplane::conntrack_events::ConntrackEvents,
+        sluice_dataplane::conntrack_events::ConntrackDump,
+    ),
+    String,
+> {
+    use sluice_dataplane::conntrack_events::{self, ConntrackGroup};
+    conntrack_events::enable_accounting(namespace).map_err(|error| error.to_string())?;
+    let log = sluice_dataplane::nflog::NflogReader::open(group, namespace, READ_TIMEOUT)
+        .map_err(|error| error.to_string())?;
+    let events = conntrack_events::ConntrackEvents::subscribe(
+        namespace,
+        &[ConntrackGroup::New, ConntrackGroup::Destroy],
+        READ_TIMEOUT,
+    )
+    .map_err(|error| error.to_string())?;
+    let dump = conntrack_events::ConntrackDump::open(namespace).map_err(|error| error.to_string())?;
+    Ok((log, events, dump))
 }
 
 fn hit_labels(hit: &PolicyHit) -> HitLabels {

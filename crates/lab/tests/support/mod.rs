@@ -173,7 +173,13 @@ pub fn dispatch() -> Option<ExitCode> {
                 let metrics = std::env::var(METRICS_VARIABLE)
                     .ok()
                     .or_else(|| agent.metrics_address.clone());
-                sluice_agent::run(agent.config(), Arc::from(store), metrics.as_deref(), agent.dns())
+                sluice_agent::run(
+                    agent.config(),
+                    Arc::from(store),
+                    metrics.as_deref(),
+                    agent.dns(),
+                    agent.flow_logs(),
+                )
             }),
         Helper::Lab { command } => {
             let here = std::env::current_exe().unwrap_or_default();
