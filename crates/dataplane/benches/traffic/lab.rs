@@ -221,3 +221,74 @@ impl Drop for Lab {
         let _ = std::fs::remove_dir_all(&self.work);
     }
 }
+
+/// The two measurements, shared by the traffic and flow-log benchmarks.
+impl Lab {
+    /// wrk with `Connection: close`: every request is a new TCP connection. Returns requests per
+    /// second and wrk's socket error count.
+    pub fn connections_per_second(&self, seconds: usize) -> (f64, u64) {
+        let output = self.exec(
+            &self.pod,
+            &[
+                "wrk",
+                "-t1",
+                "-c32",
+                &format!("-d{seconds}s"),
+                "-H",
+                "Connection: close",
+                &format!("http://{OUTSIDE_ADDRESS}/"),
+            ],
+        );
+        let text = String::from_utf8_lossy(&output.stdout);
+        let rate: f64 = text
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("Requests/sec:"))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no rate in wrk's output:\n{text}"));
+        assert!(rate > 0.0, "no request succeeded:\n{text}");
+        let errors = text
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("Socket errors:"))
+            .map(|counts| {
+                counts
+                    .split(',')
+                    .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0);
+        (rate, errors)
+    }
+
+    /// iperf3, one TCP stream; the receiver's rate in Gb/s.
+    pub fn gigabits_per_second(&self, seconds: usize) -> f64 {
+        let output = self.exec(
+            &self.pod,
+            &["iperf3", "-c", OUTSIDE_ADDRESS, "-t", &seconds.to_string(), "-J"],
+        );
+        let text = String::from_utf8_lossy(&output.stdout);
+        let received = text
+            .find("\"sum_received\"")
+            .unwrap_or_else(|| panic!("no sum_received in iperf3's output:\n{text}"));
+        let field = "\"bits_per_second\":";
+        let start = received + text[received..].find(field).expect("bits_per_second") + field.len();
+        let number: String = text[start..]
+            .trim_start()
+            .chars()
+            .take_while(|character| {
+                character.is_ascii_digit() || matches!(character, '.' | 'e' | 'E' | '+' | '-')
+            })
+            .collect();
+        number.parse::<f64>().expect("a number") / 1e9
+    }
+}
+
+/// The median (the mean of the middle two for an even count).
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    if values.len() % 2 == 0 {
+        (values[middle - 1] + values[middle]) / 2.0
+    } else {
+        values[middle]
+    }
+}

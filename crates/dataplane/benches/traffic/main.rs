@@ -17,8 +17,8 @@ mod manifests;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lab::Lab;
-use manifests::{NAMESPACE, OUTSIDE_ADDRESS, POD, Shape, manifests};
+use lab::{Lab, median};
+use manifests::{NAMESPACE, POD, Shape, manifests};
 use sluice_dataplane::{LocalEndpoint, Ruleset, Syncer, render};
 use sluice_nft::CommandBackend;
 
@@ -148,8 +148,8 @@ fn main() {
             if let Some(time) = apply(&lab, &mut syncer, &ruleset, configuration) {
                 program_times.push(time);
             }
-            let (rate, errors) = connections_per_second(&lab, seconds);
-            let throughput = gigabits_per_second(&lab, seconds);
+            let (rate, errors) = lab.connections_per_second(seconds);
+            let throughput = lab.gigabits_per_second(seconds);
             println!(
                 "round {round}  {:<20} {rate:>8.0} conn/s  {throughput:>6.2} Gb/s  (socket errors {errors}, conntrack entries {})",
                 configuration.label(),
@@ -176,7 +176,7 @@ fn main() {
                 .spawn()
                 .expect("perf runs");
             std::thread::sleep(Duration::from_millis(300));
-            let (rate, _) = connections_per_second(&lab, seconds);
+            let (rate, _) = lab.connections_per_second(seconds);
             assert!(perf.wait().unwrap().success(), "perf record failed");
             println!(
                 "profile of {} ({rate:.0} conn/s): {}",
@@ -304,73 +304,6 @@ fn apply(
             assert!(report.full);
             Some(elapsed)
         }
-    }
-}
-
-/// wrk with `Connection: close`: every request is a new TCP connection. Returns requests per
-/// second and wrk's socket error count.
-fn connections_per_second(lab: &Lab, seconds: usize) -> (f64, u64) {
-    let output = lab.exec(
-        &lab.pod,
-        &[
-            "wrk",
-            "-t1",
-            "-c32",
-            &format!("-d{seconds}s"),
-            "-H",
-            "Connection: close",
-            &format!("http://{OUTSIDE_ADDRESS}/"),
-        ],
-    );
-    let text = String::from_utf8_lossy(&output.stdout);
-    let rate: f64 = text
-        .lines()
-        .find_map(|line| line.trim().strip_prefix("Requests/sec:"))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no rate in wrk's output:\n{text}"));
-    assert!(rate > 0.0, "no request succeeded:\n{text}");
-    let errors = text
-        .lines()
-        .find_map(|line| line.trim().strip_prefix("Socket errors:"))
-        .map(|counts| {
-            counts
-                .split(',')
-                .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
-                .sum()
-        })
-        .unwrap_or(0);
-    (rate, errors)
-}
-
-/// iperf3, one TCP stream; the receiver's rate in Gb/s.
-fn gigabits_per_second(lab: &Lab, seconds: usize) -> f64 {
-    let output = lab.exec(
-        &lab.pod,
-        &["iperf3", "-c", OUTSIDE_ADDRESS, "-t", &seconds.to_string(), "-J"],
-    );
-    let text = String::from_utf8_lossy(&output.stdout);
-    let received = text
-        .find("\"sum_received\"")
-        .unwrap_or_else(|| panic!("no sum_received in iperf3's output:\n{text}"));
-    let field = "\"bits_per_second\":";
-    let start = received + text[received..].find(field).expect("bits_per_second") + field.len();
-    let number: String = text[start..]
-        .trim_start()
-        .chars()
-        .take_while(|character| {
-            character.is_ascii_digit() || matches!(character, '.' | 'e' | 'E' | '+' | '-')
-        })
-        .collect();
-    number.parse::<f64>().expect("a number") / 1e9
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let middle = values.len() / 2;
-    if values.len() % 2 == 0 {
-        (values[middle - 1] + values[middle]) / 2.0
-    } else {
-        values[middle]
     }
 }
 
