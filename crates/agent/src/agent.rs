@@ -197,6 +197,10 @@ impl<B: Backend> Agent<B> {
     pub fn with_flow_logs(mut self, flags: &FlowLogFlags) -> Result<Self, String> {
         let (log, events, dump) = crate::flows::open_kernel(flags.group, None)?;
         let shell = FlowShell::start(&self.config.node, flags, log, events, dump, self.metrics.clone())?;
+        // Destinations named by what the pod resolved, when it learns names.
+        if let Some(dns) = &self.dns {
+            shell.set_domain_names(Box::new(dns.learned_names()));
+        }
         self.config.flow_endpoints = shell.endpoints();
         let logs = FlowLogs {
             group: flags.group,

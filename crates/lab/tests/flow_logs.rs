@@ -4,7 +4,8 @@
 //!
 //! - every probe of `lab probe` from a pod is in the flow log with the verdict and the deciding
 //!   rule `explain` gives on the same IR (the sender's egress; the receiver's ingress when the
-//!   sender let it through), attributed from the kernel's log prefix;
+//!   sender let it through), attributed from the kernel's log prefix; a probe by a name the pod
+//!   resolved under a domain rule carries the name (`dest_domains`);
 //! - packets and bytes of a connection that echoed a known number of bytes are within what
 //!   was sent and its headers;
 //! - a staged default deny is reported in `pending_policies` for exactly the probes it would
@@ -46,7 +47,7 @@ nodes:
   - name: node-2
 outside:
   - {name: partner, address: 203.0.113.10, tcp: [443], http: [80]}
-  - {name: other, address: 198.51.100.9, tcp: [443]}
+  - {name: other, address: 198.51.100.9, tcp: [443], names: [files.example.org]}
 manifests: [manifests/]
 pods:
   - {namespace: shop, name: web, node: node-1, labels: {app: web}}
@@ -82,6 +83,20 @@ spec:
     - action: Deny
       protocol: TCP
       destination: {nets: [198.51.100.0/24]}
+---
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: cron-egress, namespace: shop}
+spec:
+  selector: app == 'cron'
+  types: [Egress]
+  egress:
+    - action: Allow
+      protocol: UDP
+      destination: {ports: [53]}
+    - action: Allow
+      protocol: TCP
+      destination: {domains: [files.example.org], ports: [443]}
 ---
 apiVersion: projectcalico.org/v3
 kind: NetworkPolicy
@@ -148,6 +163,8 @@ fn unix_seconds() -> u64 {
 /// What a probe's record must say on one reporter's side.
 struct Expected {
     row: String,
+    /// The name the pod resolved, for a probe by name from a pod that learns names.
+    domain: Option<String>,
     reporter: Reporter,
     node: String,
     source: (String, String),
@@ -165,13 +182,33 @@ fn expectations(lab: &Lab, report: &ProbeReport) -> Result<Vec<Expected>, String
     let network_sets = sluice_flowlog::network_sets_from_entities(&entities);
     let dataplane = &report.dataplane;
     let mut expected = Vec::new();
+    // The pods whose rules allow names: their connections by address to an address they
+    // learned are allowed by the learned pair, which only the probe's own bookkeeping follows.
+    let learners: Vec<&str> = dataplane
+        .endpoints
+        .iter()
+        .filter(|endpoint| !dataplane.domain_sets_for(endpoint.id).is_empty())
+        .map(|endpoint| endpoint.name.as_str())
+        .collect();
     for row in report
         .rows
         .iter()
         .filter(|row| row.from.contains('/') && !row.no_common_family)
     {
+        let by_name = row.domain.is_some();
+        let looked_up = row
+            .outcome
+            .lookup
+            .as_ref()
+            .is_none_or(|lookup| lookup.result == sluice_lab::servers::LookupResult::Answered);
+        let learner = learners
+            .iter()
+            .any(|name| row.from.ends_with(&format!("/{name}")));
+        if !looked_up || (learner && !by_name && !row.to.contains('/')) {
+            continue;
+        }
         let flow = row.flow();
-        let verdict = dataplane.evaluate(&flow);
+        let verdict = dataplane.evaluate_with_domain(&flow, row.domain.as_deref());
         let (namespace, name) = row.from.split_once('/').expect("a pod");
         let source_node = state
             .pods
@@ -200,6 +237,10 @@ fn expectations(lab: &Lab, report: &ProbeReport) -> Result<Vec<Expected>, String
                 };
                 expected.push(Expected {
                     row: format!("{} -> {} {}/{}", row.from, row.to, protocol, row.port),
+                    domain: row
+                        .domain
+                        .clone()
+                        .filter(|_| learner && reporter == Reporter::Src),
                     reporter,
                     node,
                     source: (namespace.to_string(), name.to_string()),
@@ -250,6 +291,8 @@ fn matches(record: &FlowRecord, expected: &Expected, since: u64) -> bool {
         && record.dest_ip == expected.destination.3
         && record.dest_port == Some(expected.port)
         && record.proto == expected.protocol
+        && (expected.domain.is_none()
+            || record.dest_domains == expected.domain.iter().cloned().collect::<Vec<_>>())
 }
 
 fn check_probes_in_flow_log(lab: &Lab, report: &ProbeReport, since: u64) -> Result<Vec<FlowRecord>, String> {
@@ -296,8 +339,18 @@ fn check_probes_in_flow_log(lab: &Lab, report: &ProbeReport, since: u64) -> Resu
             problems.join("\n")
         ));
     }
+    let named = expected
+        .iter()
+        .filter(|expected| expected.domain.is_some())
+        .count();
+    if named == 0 {
+        return Err(
+            "no probe by a name that a pod's domain rule allows: the check of dest_domains ran on nothing"
+                .into(),
+        );
+    }
     println!(
-        "{} probe sides found in the flow log as explain decided them",
+        "{} probe sides found in the flow log as explain decided them ({named} by a learned name)",
         expected.len()
     );
     Ok(records)

@@ -11,4 +11,4 @@ pub mod shell;
 
 pub use configuration::{DEFAULT_QUEUE, DnsFlags, DnsSettings};
 pub use record::{DNS_CACHE_PREFIX, DnsCacheRecord, EndpointLearned, LearnedAddress, dns_cache_key};
-pub use shell::DnsShell;
+pub use shell::{DnsShell, LearnedNames};

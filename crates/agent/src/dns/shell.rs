@@ -6,9 +6,11 @@
 //! learned. Both sides share the learner and the writer behind one mutex, so batches reach the
 //! kernel in the order the learner gave them.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -42,9 +44,21 @@ struct Shared {
     writer: SetElementWriter,
     /// Something was learned, expired or forgotten since the last publication.
     changed: bool,
+    /// What each local endpoint resolved, for the flow log's `dest_domains`, when a flow log
+    /// asked for it: refreshed before a held answer is released (so the connection it leads
+    /// to is named) and when mappings expire.
+    names: Option<LearnedNames>,
+    /// The local endpoints' addresses by learner key, to index `names`.
+    endpoint_addresses: HashMap<String, Vec<IpAddr>>,
 }
 
 impl Shared {
+    fn refresh_names(&self) {
+        if let Some(names) = &self.names {
+            names.replace(&self.learner.snapshot(), &self.endpoint_addresses);
+        }
+    }
+
     /// Programs a batch and tells the learner how it went.
     fn program(&mut self, batch: Batch) -> Result<(), String> {
         let result = kernel::program(&mut self.writer, &batch);
@@ -88,6 +102,51 @@ pub struct DnsShell {
     queue_table_checked: Option<Instant>,
 }
 
+/// The name each local endpoint resolved to reach each address it learned, rebuilt from the
+/// learner when it learns (before the answer is released) and as mappings expire; shared with
+/// the flow log. When
+/// several names gave one address (a CNAME chain teaches every name of it), the shortest, then
+/// the first in order.
+#[derive(Debug, Clone, Default)]
+pub struct LearnedNames(Arc<RwLock<HashMap<(IpAddr, IpAddr), String>>>);
+
+impl LearnedNames {
+    fn replace(&self, snapshot: &[sluice_dns::EndpointSnapshot], addresses: &HashMap<String, Vec<IpAddr>>) {
+        let mut names: HashMap<(IpAddr, IpAddr), String> = HashMap::new();
+        for endpoint in snapshot {
+            let Some(own) = addresses.get(&endpoint.endpoint) else {
+                continue;
+            };
+            for (name, learned) in &endpoint.names {
+                for address in learned {
+                    for endpoint_address in own
+                        .iter()
+                        .filter(|own| own.is_ipv4() == address.address.is_ipv4())
+                    {
+                        let entry = names
+                            .entry((*endpoint_address, address.address))
+                            .or_insert_with(|| name.clone());
+                        if (name.len(), name) < (entry.len(), &*entry) {
+                            *entry = name.clone();
+                        }
+                    }
+                }
+            }
+        }
+        *self.0.write().expect("not poisoned") = names;
+    }
+}
+
+impl sluice_flowlog::DomainNames for LearnedNames {
+    fn domain_of(&self, endpoint: IpAddr, destination: IpAddr) -> Option<String> {
+        self.0
+            .read()
+            .expect("not poisoned")
+            .get(&(endpoint, destination))
+            .cloned()
+    }
+}
+
 impl std::fmt::Debug for DnsShell {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
@@ -121,6 +180,8 @@ impl DnsShell {
             learner: Learner::new(settings.learner_config()),
             writer,
             changed: true,
+            names: None,
+            endpoint_addresses: HashMap::new(),
         };
         Ok(DnsShell {
             node: node.to_string(),
@@ -164,6 +225,10 @@ impl DnsShell {
         let reconfigure = settings.learner_config() != self.settings.learner_config();
         self.settings = settings;
         let mut shared = lock(&self.shared);
+        shared.endpoint_addresses = endpoints
+            .iter()
+            .map(|endpoint| (endpoint.key.clone(), endpoint.addresses.clone()))
+            .collect();
         if reconfigure {
             tracing::info!("the DNS configuration changed; keeping what was learned");
             let entries = shared.learner.cache_entries();
@@ -174,6 +239,8 @@ impl DnsShell {
         if let Some(entries) = self.restore.take() {
             self.waiting.extend(shared.learner.restore(now, entries));
         }
+        // Endpoints and what was restored may have changed what names the flow log can give.
+        shared.refresh_names();
         let carried = self
             .carried
             .get_or_insert_with(|| kernel_elements(&mut shared.writer, dataplane, now));
@@ -300,6 +367,14 @@ impl DnsShell {
         }
     }
 
+    /// What local endpoints resolved, for the flow log (kept current by this shell from now on).
+    pub fn learned_names(&self) -> LearnedNames {
+        let mut shared = lock(&self.shared);
+        let names = shared.names.get_or_insert_with(LearnedNames::default).clone();
+        shared.refresh_names();
+        names
+    }
+
     /// When [`DnsShell::tick`] next has work.
     pub fn next_due(&self) -> Instant {
         (self.last_expire + EXPIRE_INTERVAL).min(self.last_save + self.settings.cache_save_interval)
@@ -332,7 +407,10 @@ impl DnsShell {
                 .inc_by(evictions.saturating_sub(self.evictions_seen));
             self.evictions_seen = evictions;
             self.metrics.dns.mappings.set(shared.learner.mappings() as i64);
-            shared.changed |= shared.learner.mappings() != before;
+            if shared.learner.mappings() != before {
+                shared.changed = true;
+                shared.refresh_names();
+            }
         }
         if now >= self.last_save + self.settings.cache_save_interval {
             self.last_save = now;
@@ -543,6 +621,8 @@ fn handle(socket: &mut QueueSocket, packet: QueuedPacket, shared: &Mutex<Shared>
             match programmed {
                 Ok(()) if waited <= HOLD_LIMIT => {
                     shared.learner.programmed(token);
+                    // Before the answer goes: the connection it leads to is logged by name.
+                    shared.refresh_names();
                     metrics.dns.answers_held.inc();
                     metrics.dns.hold_seconds.observe(waited.as_secs_f64());
                     Verdict::Accept

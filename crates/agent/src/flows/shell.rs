@@ -235,6 +235,15 @@ impl FlowShell {
         }));
     }
 
+    /// Where destinations' domain names come from (the DNS shell's learned names).
+    pub fn set_domain_names(&self, names: Box<dyn sluice_flowlog::DomainNames + Send>) {
+        self.shared
+            .aggregator
+            .lock()
+            .expect("not poisoned")
+            .set_domain_names(Some(names));
+    }
+
     /// Ends the threads, writes the interval in hand, and stops serving.
     pub fn stop(self) {
         self.shared.stop.store(true, Ordering::Relaxed);
@@ -375,7 +384,10 @@ impl ConntrackDump for sluice_dataplane::conntrack_events::ConntrackDump {
 }
 
 /// Opens the kernel's side in this network namespace (or the named one): accounting on, the
-/// NFLOG group bound, conntrack's New and Destroy events subscribed, a dump socket.
+/// NFLOG group bound, conntrack's Destroy events subscribed, a dump socket. Not New events: a
+/// logged first packet already opens the connection, and the interval's dump confirms it and
+/// finds any that started unlogged, so New would cost a message per connection for nothing
+/// (measured: docs/benchmarks.md, "Flow logs").
 pub fn open_kernel(
     group: u16,
     namespace: Option<&str>,
@@ -391,12 +403,9 @@ pub fn open_kernel(
     conntrack_events::enable_accounting(namespace).map_err(|error| error.to_string())?;
     let log = sluice_dataplane::nflog::NflogReader::open(group, namespace, READ_TIMEOUT)
         .map_err(|error| error.to_string())?;
-    let events = conntrack_events::ConntrackEvents::subscribe(
-        namespace,
-        &[ConntrackGroup::New, ConntrackGroup::Destroy],
-        READ_TIMEOUT,
-    )
-    .map_err(|error| error.to_string())?;
+    let events =
+        conntrack_events::ConntrackEvents::subscribe(namespace, &[ConntrackGroup::Destroy], READ_TIMEOUT)
+            .map_err(|error| error.to_string())?;
     let dump = conntrack_events::ConntrackDump::open(namespace).map_err(|error| error.to_string())?;
     Ok((log, events, dump))
 }
