@@ -115,6 +115,25 @@ impl ConntrackEvents {
         }
     }
 
+    /// The events of the next datagram (waiting as [`ConntrackEvents::receive`] does) and of
+    /// every datagram already waiting after it, at most `most` datagrams: each event is a
+    /// datagram of its own, so a reader draining bursts wakes once per burst, not per event.
+    pub fn receive_waiting(&mut self, most: usize) -> Result<ConntrackBatch, ReaderError> {
+        let mut batch = self.receive()?;
+        if batch.events.is_empty() && batch.unreadable == 0 {
+            return Ok(batch);
+        }
+        for _ in 1..most {
+            let Some(datagram) = self.socket.next_waiting_datagram()? else {
+                break;
+            };
+            let more = parse_datagram(&datagram, now())?;
+            batch.events.extend(more.events);
+            batch.unreadable += more.unreadable;
+        }
+        Ok(batch)
+    }
+
     /// How many times the kernel dropped events because this socket's buffer was full.
     pub fn overflows(&self) -> u64 {
         self.socket.overflows()

@@ -200,6 +200,29 @@ impl NetfilterSocket {
         }
     }
 
+    /// A datagram already waiting, without blocking; `None` when there is none (or the buffer
+    /// had overflowed, counted). For draining a burst after one blocking read.
+    pub fn next_waiting_datagram(&mut self) -> Result<Option<Vec<u8>>, ReaderError> {
+        if let Some(datagram) = self.pending.pop_front() {
+            return Ok(Some(datagram));
+        }
+        self.buffer.clear();
+        match self.socket.recv(&mut self.buffer, nix::libc::MSG_DONTWAIT) {
+            Ok(length) if length > self.buffer.capacity() => Err(ReaderError::Malformed(format!(
+                "a datagram of {length} bytes did not fit the {READ_BUFFER}-byte buffer"
+            ))),
+            Ok(_) => Ok(Some(self.buffer.clone())),
+            Err(error) if matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Ok(None)
+            }
+            Err(error) if error.raw_os_error() == Some(nix::libc::ENOBUFS) => {
+                self.overflows += 1;
+                Ok(None)
+            }
+            Err(error) => Err(self.io("reading from a NETLINK_NETFILTER socket", error)),
+        }
+    }
+
     /// How many times the kernel dropped messages because this socket's buffer was full.
     pub fn overflows(&self) -> u64 {
         self.overflows

@@ -95,6 +95,25 @@ impl NflogReader {
         }
     }
 
+    /// The packets of the next batch (waiting as [`NflogReader::receive`] does) and of every
+    /// batch already waiting after it, at most `most` batches, so a reader draining bursts
+    /// wakes once per burst.
+    pub fn receive_waiting(&mut self, most: usize) -> Result<LogBatch, ReaderError> {
+        let mut batch = self.receive()?;
+        if batch.packets.is_empty() && batch.unreadable == 0 {
+            return Ok(batch);
+        }
+        for _ in 1..most {
+            let Some(datagram) = self.socket.next_waiting_datagram()? else {
+                break;
+            };
+            let more = parse_datagram(&datagram, now())?;
+            batch.packets.extend(more.packets);
+            batch.unreadable += more.unreadable;
+        }
+        Ok(batch)
+    }
+
     /// How many times the kernel dropped log messages because this socket's buffer was full.
     pub fn overflows(&self) -> u64 {
         self.socket.overflows()

@@ -26,6 +26,13 @@ const RING_RECORDS: usize = 50_000;
 const RING_BYTES: usize = 64 << 20;
 /// How long a kernel read may block, so threads notice a stop.
 pub const READ_TIMEOUT: Duration = Duration::from_millis(200);
+/// After a burst of conntrack events or logged packets, a reader waits this long for the next
+/// to gather: every conntrack event is a datagram of its own, and waking for each cost 10% of
+/// this machine at 20,000 connections a second (docs/benchmarks.md, "Flow logs"). The sockets'
+/// buffers hold far more than this pause gathers.
+const EVENT_PAUSE: Duration = Duration::from_millis(20);
+/// The most datagrams one read drains.
+const EVENT_BURST: usize = 4096;
 
 /// Logged packets, as the dataplane's NFLOG reader gives them.
 pub trait LogSource: Send + 'static {
@@ -152,6 +159,8 @@ impl FlowShell {
                                 for packet in &packets {
                                     aggregator.logged_packet(packet);
                                 }
+                                drop(aggregator);
+                                std::thread::sleep(EVENT_PAUSE);
                             }
                             Ok(_) => {}
                             Err(error) => read_failed(&shared, "the decision log", &error),
@@ -168,7 +177,10 @@ impl FlowShell {
                 Box::new(move || {
                     while !shared.stop.load(Ordering::Relaxed) {
                         match events.read() {
-                            Ok(events) if !events.is_empty() => feed_conntrack(&shared, &events),
+                            Ok(events) if !events.is_empty() => {
+                                feed_conntrack(&shared, &events);
+                                std::thread::sleep(EVENT_PAUSE);
+                            }
                             Ok(_) => {}
                             Err(error) => read_failed(&shared, "conntrack events", &error),
                         }
@@ -361,7 +373,7 @@ fn drain(shared: &Shared) {
 /// The dataplane's readers as the shell's sources.
 impl LogSource for sluice_dataplane::nflog::NflogReader {
     fn read(&mut self) -> Result<Vec<LoggedPacket>, String> {
-        self.receive()
+        self.receive_waiting(EVENT_BURST)
             .map(|batch| batch.packets)
             .map_err(|error| error.to_string())
     }
@@ -369,7 +381,7 @@ impl LogSource for sluice_dataplane::nflog::NflogReader {
 
 impl ConntrackSource for sluice_dataplane::conntrack_events::ConntrackEvents {
     fn read(&mut self) -> Result<Vec<ConntrackEvent>, String> {
-        self.receive()
+        self.receive_waiting(EVENT_BURST)
             .map(|batch| batch.events)
             .map_err(|error| error.to_string())
     }
