@@ -111,6 +111,12 @@ pub fn demo(sluice_binary: &Path, cni_binary: &Path, keep: bool) -> Result<ExitC
         keep: false,
     };
     cluster::up(&environment, &files, Some(&name), None)?;
+    if keep {
+        // The lab holds what it read; a kept lab leaves no files beside it for `lab down`.
+        if let Some(directory) = files.parent() {
+            let _ = std::fs::remove_dir_all(directory);
+        }
+    }
     println!();
     cluster::status(&environment, &name)?;
     println!();
@@ -224,22 +230,36 @@ fn print_flow_log(environment: &Environment, name: &str, rows: &[ProbeRow]) -> R
         denied.len()
     );
     println!();
-    let mut table = vec![vec![
-        "SOURCE".to_string(),
-        "DESTINATION".to_string(),
-        "PORT".to_string(),
-        "REPORTER".to_string(),
-        "POLICY".to_string(),
-    ]];
+    // One row per flow key, however many intervals it spanned.
+    let side = |kind: sluice_flowlog::EndpointType,
+                namespace: &str,
+                name: &str,
+                aggregated: &str,
+                address: Option<std::net::IpAddr>| {
+        match (kind, address) {
+            (sluice_flowlog::EndpointType::Network, Some(address)) => address.to_string(),
+            (sluice_flowlog::EndpointType::Network, None) => aggregated.to_string(),
+            _ if namespace == sluice_flowlog::NOT_INCLUDED => name.to_string(),
+            _ => format!("{namespace}/{name}"),
+        }
+    };
+    let mut rows: std::collections::BTreeMap<[String; 5], u64> = std::collections::BTreeMap::new();
     for record in denied {
-        let destination = match (&record.dest_ip, record.dest_namespace.as_str()) {
-            (Some(address), _) => address.to_string(),
-            (None, sluice_flowlog::NOT_INCLUDED) => record.dest_name.clone(),
-            (None, namespace) => format!("{namespace}/{}", record.dest_name),
-        };
-        table.push(vec![
-            format!("{}/{}", record.source_namespace, record.source_name),
-            destination,
+        let key = [
+            side(
+                record.source_type,
+                &record.source_namespace,
+                &record.source_name,
+                &record.source_name_aggr,
+                record.source_ip,
+            ),
+            side(
+                record.dest_type,
+                &record.dest_namespace,
+                &record.dest_name,
+                &record.dest_name_aggr,
+                record.dest_ip,
+            ),
             format!(
                 "{}/{}",
                 record.proto,
@@ -247,9 +267,23 @@ fn print_flow_log(environment: &Environment, name: &str, rows: &[ProbeRow]) -> R
             ),
             format!("{:?}", record.reporter).to_ascii_lowercase(),
             record.policies.join(","),
-        ]);
+        ];
+        *rows.entry(key).or_default() += record.num_flows;
     }
-    let widths: Vec<usize> = (0..5)
+    let mut table = vec![vec![
+        "SOURCE".to_string(),
+        "DESTINATION".to_string(),
+        "PORT".to_string(),
+        "REPORTER".to_string(),
+        "POLICY".to_string(),
+        "FLOWS".to_string(),
+    ]];
+    for (key, flows) in rows {
+        let mut row = key.to_vec();
+        row.push(flows.to_string());
+        table.push(row);
+    }
+    let widths: Vec<usize> = (0..6)
         .map(|column| table.iter().map(|row| row[column].len()).max().unwrap_or(0))
         .collect();
     for row in &table {
