@@ -56,6 +56,9 @@ struct Teardown {
     environment: Environment,
     name: String,
     keep: bool,
+    /// The state root is the demo's own temporary directory (removed with the lab); a kept
+    /// demo's is the lab's shared one, where other labs live.
+    private_root: bool,
 }
 
 impl Drop for Teardown {
@@ -67,7 +70,11 @@ impl Drop for Teardown {
         if let Err(error) = cluster::down(&self.environment, &self.name) {
             eprintln!("warning: tearing down the demo: {error}");
         }
-        let _ = std::fs::remove_dir_all(&self.environment.state_root);
+        if self.private_root {
+            let _ = std::fs::remove_dir_all(&self.environment.state_root);
+        } else {
+            let _ = std::fs::remove_dir_all(self.environment.state_root.join(format!("files-{}", self.name)));
+        }
     }
 }
 
@@ -109,6 +116,7 @@ pub fn demo(sluice_binary: &Path, cni_binary: &Path, keep: bool) -> Result<ExitC
         environment: environment.clone(),
         name: name.clone(),
         keep: false,
+        private_root: !keep,
     };
     cluster::up(&environment, &files, Some(&name), None)?;
     if keep {
