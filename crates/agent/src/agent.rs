@@ -195,6 +195,11 @@ impl<B: Backend> Agent<B> {
     /// [`FlowShell`]): the ruleset logs each decision to NFLOG group `flags.group`, which the
     /// shell reads with conntrack's events from this network namespace.
     pub fn with_flow_logs(mut self, flags: &FlowLogFlags) -> Result<Self, String> {
+        self.start_flow_logs(flags)?;
+        Ok(self)
+    }
+
+    fn start_flow_logs(&mut self, flags: &FlowLogFlags) -> Result<(), String> {
         let (log, events, dump) = crate::flows::open_kernel(flags.group, None)?;
         let shell = FlowShell::start(&self.config.node, flags, log, events, dump, self.metrics.clone())?;
         // Destinations named by what the pod resolved, when it learns names.
@@ -207,7 +212,7 @@ impl<B: Backend> Agent<B> {
             deny_rate_per_second: flags.deny_rate,
         };
         self.flows = Some((shell, logs));
-        Ok(self)
+        Ok(())
     }
 
     /// The FelixConfigurations in the datastore.
@@ -697,7 +702,12 @@ pub fn run(
         agent = agent.with_gateways(routing, pins);
     }
     if let Some(flags) = &flow_logs {
-        agent = agent.with_flow_logs(flags)?;
+        // Flow logs are for seeing; enforcement never waits on them. The ruleset then carries
+        // no log statements, and the status record names no flow endpoint.
+        if let Err(error) = agent.start_flow_logs(flags) {
+            tracing::error!(%error, "flow logs are off: the agent enforces policy without them");
+            agent.metrics.flows.read_errors.inc();
+        }
     }
     agent.run_until(&stop);
     if let Some(server) = server {

@@ -57,6 +57,12 @@ impl Lab {
 
     /// Starts `sluice agent --node node-1` inside a namespace of its own.
     fn start_agent(&mut self) {
+        let log = self.directory.join("flows.log");
+        self.start_agent_with_flow_log(&log);
+    }
+
+    /// Starts the agent with its flow log file at `log`.
+    fn start_agent_with_flow_log(&mut self, log: &Path) {
         run("ip", &["netns", "add", &self.netns]);
         run("ip", &["-n", &self.netns, "link", "set", "lo", "up"]);
         // `ip netns exec` execs the agent, so the child's id is the agent's.
@@ -69,7 +75,7 @@ impl Lab {
             .arg("--flows-socket")
             .arg(self.directory.join("flows.sock"))
             .arg("--flow-log-file")
-            .arg(self.directory.join("flows.log"))
+            .arg(log)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -327,4 +333,33 @@ fn rfc3339_text(time: SystemTime) -> String {
 /// A table line with its columns' padding reduced to single spaces.
 fn words(line: &str) -> String {
     line.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Flow logs are for seeing: when they cannot start (here, a file that cannot be created), the
+/// agent says so and enforces policy without them.
+#[test]
+fn an_agent_whose_flow_log_cannot_start_still_programs() {
+    if !is_root() {
+        println!("skipped: network namespaces need root");
+        return;
+    }
+    let mut lab = Lab::new("noflows");
+    lab.apply_examples();
+    lab.start_agent_with_flow_log(Path::new("/dev/null/flows.log"));
+    wait_for("the agent to program node-1", || {
+        lab.node_status()
+            .is_some_and(|status| status.in_sync && status.local_endpoints == 1)
+    });
+    let status = lab.node_status().expect("a status");
+    assert!(status.flow_endpoints.is_empty(), "{status:?}");
+    let programmed = lab.sluice_table();
+    assert!(programmed.status.success(), "{}", text(&programmed.stderr));
+    assert!(
+        !text(&programmed.stdout).contains("log group"),
+        "{}",
+        text(&programmed.stdout)
+    );
+    let output = lab.stop_agent("TERM");
+    let log = text(&output.stderr);
+    assert!(log.contains("flow logs are off"), "{log}");
 }
