@@ -23,7 +23,7 @@
 //! - At each interval's end [`Aggregator::drain`] folds each live connection into its keys
 //!   (one flow, live) and returns the records; live connections carry over.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -37,6 +37,7 @@ use crate::counters::{ActionCounters, Gauges, Statistics, Usage};
 use crate::events::{ConntrackEvent, ConntrackEventKind, Counters, LoggedPacket, Timestamp, Tuple};
 use crate::naming::{DomainNames, EndpointType, Naming, NetworkSetName, PeerName};
 use crate::record::{FlowAction, FlowRecord, Reporter, has_ports, protocol_name};
+use crate::{FastMap, FastSet};
 
 /// What the staged policies would decide for a flow: the "what if" verdict, computed by the
 /// caller with the one evaluator over the staged IR.
@@ -83,11 +84,11 @@ pub struct Aggregator {
     domains: Option<Box<dyn DomainNames + Send>>,
     pending: Option<Box<dyn PendingPolicies + Send>>,
     interval_start: Timestamp,
-    connections: HashMap<Tuple, Connection>,
+    connections: FastMap<Tuple, Connection>,
     /// Least recently active first: what eviction takes.
     by_recency: BTreeMap<u64, Tuple>,
     next_recency: u64,
-    denied_seen: HashSet<(Tuple, Reporter)>,
+    denied_seen: FastSet<(Tuple, Reporter)>,
     denied_order: VecDeque<(Tuple, Reporter)>,
     tally: Tally,
 }
@@ -171,10 +172,10 @@ struct Bucket {
 /// connection can be folded while the map holding it is borrowed.
 #[derive(Debug, Default)]
 struct Tally {
-    buckets: HashMap<FlowKey, Bucket>,
+    buckets: FastMap<FlowKey, Bucket>,
     allowed_keys: usize,
     denied_keys: usize,
-    hit_usage: HashMap<HitId, (Arc<PolicyHit>, Usage)>,
+    hit_usage: FastMap<HitId, (Arc<PolicyHit>, Usage)>,
     actions: ActionCounters,
     statistics: Statistics,
 }
@@ -332,10 +333,10 @@ impl Aggregator {
             domains: None,
             pending: None,
             interval_start: now,
-            connections: HashMap::new(),
+            connections: FastMap::default(),
             by_recency: BTreeMap::new(),
             next_recency: 0,
-            denied_seen: HashSet::new(),
+            denied_seen: FastSet::default(),
             denied_order: VecDeque::new(),
             tally: Tally::default(),
             config,

@@ -4,18 +4,18 @@
 //! took its log prefixes from. A compile replaces it; the previous generation stays for a grace
 //! period, since packets logged by the previous ruleset may still be in the socket's queue.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use sluice_policy::{Dataplane, HitId, PolicyHit};
 
+use crate::FastMap;
 use crate::events::Timestamp;
 
 #[derive(Debug, Clone, Default)]
 pub struct Attribution {
-    current: HashMap<HitId, Arc<PolicyHit>>,
+    current: FastMap<HitId, Arc<PolicyHit>>,
     /// The previous compile's hits and when they stop resolving.
-    previous: Option<(HashMap<HitId, Arc<PolicyHit>>, Timestamp)>,
+    previous: Option<(FastMap<HitId, Arc<PolicyHit>>, Timestamp)>,
     grace_milliseconds: u64,
     unknown: u64,
 }
@@ -30,7 +30,7 @@ impl Attribution {
 
     /// Takes the hits of a new compile; the ones in use until now resolve for the grace period.
     pub fn replace(&mut self, dataplane: &Dataplane, now: Timestamp) {
-        let mut current = HashMap::new();
+        let mut current = FastMap::default();
         for hit in dataplane.hits() {
             // Two hits with one id would be a 64-bit hash collision: the first keeps it.
             current.entry(hit.id()).or_insert_with(|| Arc::new(hit));

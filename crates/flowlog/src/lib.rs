@@ -32,6 +32,12 @@ mod attribution;
 mod config;
 mod counters;
 pub mod events;
+
+/// Hash maps keyed by what the kernel reports (tuples an outside peer chooses): foldhash, seeded
+/// per process, a fraction of SipHash's cost (which was 40% of the core's time per connection,
+/// docs/benchmarks.md) and still not predictable from outside.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 mod naming;
 mod recommend;
 mod record;

@@ -16,6 +16,8 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use sluice_policy::{Dataplane, Entity, EntityKind};
 
+use crate::FastMap;
+
 /// What Calico writes for a field that does not apply (a global object's namespace).
 pub const NOT_INCLUDED: &str = "-";
 
@@ -93,7 +95,7 @@ struct NamedEndpoint {
 /// Address → name for one compile: endpoints by exact address, network sets by longest prefix.
 #[derive(Debug, Clone)]
 pub struct Naming {
-    endpoints: HashMap<IpAddr, NamedEndpoint>,
+    endpoints: FastMap<IpAddr, NamedEndpoint>,
     network_sets: PrefixTable,
     public: PeerName,
     private: PeerName,
@@ -111,7 +113,7 @@ impl Naming {
     /// endpoints are local.
     pub fn new(dataplane: &Dataplane, network_sets: &[NetworkSetName], host: &str) -> Naming {
         let not_included: Arc<str> = Arc::from(NOT_INCLUDED);
-        let mut endpoints = HashMap::new();
+        let mut endpoints = FastMap::default();
         for endpoint in &dataplane.endpoints {
             let name: Arc<str> = Arc::from(endpoint.name.as_str());
             let named = NamedEndpoint {
@@ -202,7 +204,7 @@ pub fn is_private(address: IpAddr) -> bool {
 /// prefix length, not one comparison per network.
 #[derive(Debug, Clone, Default)]
 struct PrefixTable {
-    by_length: Vec<(bool, u8, HashMap<u128, PeerName>)>,
+    by_length: Vec<(bool, u8, FastMap<u128, PeerName>)>,
 }
 
 impl PrefixTable {
@@ -217,7 +219,7 @@ impl PrefixTable {
         let entries = match position {
             Some(position) => &mut self.by_length[position].2,
             None => {
-                self.by_length.push((is_v6, length, HashMap::new()));
+                self.by_length.push((is_v6, length, FastMap::default()));
                 self.by_length
                     .sort_by_key(|(family, prefix, _)| (*family, std::cmp::Reverse(*prefix)));
                 let position = self
