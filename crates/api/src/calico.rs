@@ -121,6 +121,9 @@ pub struct Rule {
     /// one pointer (loading a 50 MB manifest, issue 8).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<Box<HttpMatch>>,
+    /// Sluice's addition: the TLS server name (SNI) of an egress connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Box<TlsMatch>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<RuleMetadata>,
 }
@@ -186,6 +189,23 @@ pub struct HttpMatch {
     pub methods: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<HttpPath>,
+    /// Sluice's addition: the request's `Host` (exact names or `*.` wildcards), OR'd, AND'd
+    /// with methods and paths.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<DomainPattern>,
+}
+
+/// Sluice's addition: what the TLS ClientHello of an egress connection must name. Both
+/// conditions, when given, must hold.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsMatch {
+    /// Exact names or `*.` wildcards, OR'd.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_names: Vec<DomainPattern>,
+    /// The server name must match one of the rule's `destination.domains`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub match_domains: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -617,6 +617,10 @@ impl Loader {
             Resource::FelixConfiguration(configuration) => configuration.warnings(),
             Resource::Namespace(namespace) => egress_annotation_warnings(&namespace.metadata),
             Resource::Pod(pod) => egress_annotation_warnings(&pod.metadata),
+            Resource::NetworkPolicy(policy) => validate::l7_warnings(&policy.spec),
+            Resource::GlobalNetworkPolicy(policy) => validate::l7_warnings(&policy.spec),
+            Resource::StagedNetworkPolicy(policy) => validate::l7_warnings(&policy.spec.policy_spec()),
+            Resource::StagedGlobalNetworkPolicy(policy) => validate::l7_warnings(&policy.spec.policy_spec()),
             Resource::Kept(kept) => vec![(
                 String::new(),
                 format!(

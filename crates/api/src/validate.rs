@@ -321,8 +321,168 @@ pub fn policy_spec(spec: &PolicySpec, global: bool, report: &mut Report) {
             let path = format!("spec.{direction}[{index}]");
             self::rule(rule, &path, report);
             domains(rule, direction == "egress", &path, report);
+            l7(rule, direction == "egress", &path, report);
         }
     }
+}
+
+/// HTTP matches (Calico's, plus Sluice's `hosts`) and TLS matches (Sluice's). Calico's limits:
+/// `api/pkg/apis/projectcalico/v3/policy_common.go` (Allow only, protocol TCP or unset, at
+/// most 20 methods and paths) and `validateHTTPRule` in libcalico-go's validator (no duplicate
+/// methods; one of `exact` or `prefix`, starting with `/`, without `?`, `#` or space).
+fn l7(rule: &Rule, egress: bool, path: &str, report: &mut Report) {
+    if let Some(http) = &rule.http {
+        http_match(rule, http, path, report);
+    }
+    if let Some(tls) = &rule.tls {
+        tls_match(rule, tls, egress, path, report);
+    }
+}
+
+fn http_match(rule: &Rule, http: &HttpMatch, path: &str, report: &mut Report) {
+    if rule.action != Action::Allow {
+        report.error(format!("{path}.http"), "HTTP match is only valid on Allow rules");
+    }
+    if rule.protocol.is_some_and(|protocol| protocol != Protocol::Tcp) {
+        report.error(
+            format!("{path}.http"),
+            "rules with HTTP match must have protocol TCP or unset",
+        );
+    }
+    for (count, field) in [
+        (http.methods.len(), "methods"),
+        (http.paths.len(), "paths"),
+        (http.hosts.len(), "hosts"),
+    ] {
+        if count > MAX_HTTP_ITEMS {
+            report.error(
+                format!("{path}.http.{field}"),
+                format!("{count} {field}; at most {MAX_HTTP_ITEMS}"),
+            );
+        }
+    }
+    for (index, method) in http.methods.iter().enumerate() {
+        let field = format!("{path}.http.methods[{index}]");
+        if method.is_empty() || !method.chars().all(|character| character.is_ascii_alphabetic()) {
+            report.error(&field, format!("`{method}` is not an HTTP method"));
+        } else if http.methods[..index].contains(method) {
+            report.error(
+                &field,
+                format!("`{method}` is listed twice; Calico refuses duplicate methods"),
+            );
+        }
+    }
+    for (index, entry) in http.paths.iter().enumerate() {
+        let field = format!("{path}.http.paths[{index}]");
+        match (&entry.exact, &entry.prefix) {
+            (Some(value), None) | (None, Some(value)) => {
+                if !value.starts_with('/') || value.len() > 1024 {
+                    report.error(
+                        field,
+                        "an HTTP path starts with `/` and has at most 1024 characters",
+                    );
+                } else if let Some(bad) = value
+                    .chars()
+                    .find(|character| matches!(character, '?' | '#' | ' '))
+                {
+                    report.error(
+                        field,
+                        format!("`{value}` contains `{bad}`; an HTTP path match has no `?`, `#` or space (the query and fragment are not matched)"),
+                    );
+                }
+            }
+            _ => report.error(field, "give exactly one of `exact` or `prefix`"),
+        }
+    }
+    server_name_patterns(&http.hosts, &format!("{path}.http.hosts"), report);
+}
+
+/// Host and server name patterns: an exact name or `*.` and a name (one or more labels).
+fn server_name_patterns(patterns: &[crate::domain::DomainPattern], field: &str, report: &mut Report) {
+    for (index, pattern) in patterns.iter().enumerate() {
+        if pattern.is_wildcard() && !pattern.as_str().starts_with("*.") {
+            report.error(
+                format!("{field}[{index}]"),
+                format!("`{pattern}` has its `*` inside; here a wildcard is only a leading `*.`, as in `*.example.com`"),
+            );
+        }
+    }
+}
+
+fn tls_match(rule: &Rule, tls: &TlsMatch, egress: bool, path: &str, report: &mut Report) {
+    let field = format!("{path}.tls");
+    if !egress {
+        report.error(
+            &field,
+            "a TLS match is only valid in egress rules (it names the server a pod connects to)",
+        );
+    }
+    if rule.action != Action::Allow {
+        report.error(&field, "a TLS match is only valid on Allow rules");
+    }
+    if rule.protocol != Some(Protocol::Tcp) {
+        report.error(&field, "a rule with a TLS match must have protocol TCP");
+    }
+    if rule.http.is_some() {
+        report.error(
+            &field,
+            "a rule has `http` or `tls`, not both: a connection is one or the other; write two rules",
+        );
+    }
+    if tls.server_names.is_empty() && !tls.match_domains {
+        report.error(&field, "a TLS match needs `serverNames` or `matchDomains: true`");
+    }
+    if tls.server_names.len() > MAX_HTTP_ITEMS {
+        report.error(
+            format!("{field}.serverNames"),
+            format!(
+                "{} server names; at most {MAX_HTTP_ITEMS}",
+                tls.server_names.len()
+            ),
+        );
+    }
+    server_name_patterns(&tls.server_names, &format!("{field}.serverNames"), report);
+    if tls.match_domains && rule.destination.domains.is_empty() {
+        report.error(
+            format!("{field}.matchDomains"),
+            "`matchDomains: true` checks the server name against the rule's `destination.domains`, and this rule has none",
+        );
+    }
+}
+
+/// What a policy relies on that Calico would refuse: `http` in egress rules (Calico's
+/// validator: "not allowed in egress rule(s)"), `http.hosts` and `tls` (fields Calico does not
+/// have). Sluice enforces them; the warning says the manifest is not portable.
+pub fn l7_warnings(spec: &PolicySpec) -> Vec<(String, String)> {
+    let mut warnings = Vec::new();
+    for (rules, direction) in [(&spec.ingress, "ingress"), (&spec.egress, "egress")] {
+        for (index, rule) in rules.iter().enumerate() {
+            let path = format!("spec.{direction}[{index}]");
+            if let Some(http) = &rule.http {
+                if direction == "egress" {
+                    warnings.push((
+                        format!("{path}.http"),
+                        "an HTTP match in an egress rule is a Sluice extension: Calico would reject it (\"not allowed in egress rules\"); Sluice enforces it".to_string(),
+                    ));
+                }
+                if !http.hosts.is_empty() {
+                    warnings.push((
+                        format!("{path}.http.hosts"),
+                        "`hosts` is a Sluice extension: Calico would reject the field; Sluice enforces it"
+                            .to_string(),
+                    ));
+                }
+            }
+            if rule.tls.is_some() {
+                warnings.push((
+                    format!("{path}.tls"),
+                    "`tls` is a Sluice extension: Calico would reject the field; Sluice enforces it"
+                        .to_string(),
+                ));
+            }
+        }
+    }
+    warnings
 }
 
 /// Where Calico Enterprise lets `domains` go (its EntityRule reference: "the parent Rule's
@@ -523,51 +683,6 @@ fn rule(rule: &Rule, path: &str, report: &mut Report) {
             }
             if fields.icmp_type == Some(255) {
                 report.error(format!("{path}.{icmp_field}.type"), "ICMP type must be 0 to 254");
-            }
-        }
-    }
-    if let Some(http) = &rule.http {
-        if rule.action != Action::Allow {
-            report.error(format!("{path}.http"), "HTTP match is only valid on Allow rules");
-        }
-        if rule.protocol.is_some_and(|protocol| protocol != Protocol::Tcp) {
-            report.error(
-                format!("{path}.http"),
-                "rules with HTTP match must have protocol TCP or unset",
-            );
-        }
-        if http.methods.len() > MAX_HTTP_ITEMS {
-            report.error(
-                format!("{path}.http.methods"),
-                format!("at most {MAX_HTTP_ITEMS} methods"),
-            );
-        }
-        if http.paths.len() > MAX_HTTP_ITEMS {
-            report.error(
-                format!("{path}.http.paths"),
-                format!("at most {MAX_HTTP_ITEMS} paths"),
-            );
-        }
-        for (index, method) in http.methods.iter().enumerate() {
-            if method.is_empty() || !method.chars().all(|character| character.is_ascii_alphabetic()) {
-                report.error(
-                    format!("{path}.http.methods[{index}]"),
-                    format!("`{method}` is not an HTTP method"),
-                );
-            }
-        }
-        for (index, entry) in http.paths.iter().enumerate() {
-            let field = format!("{path}.http.paths[{index}]");
-            match (&entry.exact, &entry.prefix) {
-                (Some(value), None) | (None, Some(value)) => {
-                    if !value.starts_with('/') || value.len() > 1024 {
-                        report.error(
-                            field,
-                            "an HTTP path starts with `/` and has at most 1024 characters",
-                        );
-                    }
-                }
-                _ => report.error(field, "give exactly one of `exact` or `prefix`"),
             }
         }
     }

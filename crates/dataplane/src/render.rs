@@ -697,7 +697,7 @@ fn lookup_of(ir: &Dataplane, rule: &CompiledRule, direction: PolicyType, hit: Po
         || rule
             .domains
             .is_some_and(|domains| domains.usage != DomainUse::Ignored)
-        || rule.http
+        || rule.l7.is_some()
         || rule.icmp.is_some()
         || rule.not_icmp.is_some()
         || rule.not_protocol.is_some()
@@ -1136,8 +1136,9 @@ impl RuleRenderer<'_> {
     /// alternative of its port match (numbers, or each named-port set). All carry the same
     /// action, so splitting keeps the rule's meaning.
     fn rule(&self, rule: &CompiledRule, action: &str) -> Vec<String> {
-        if rule.http {
-            // Not enforced yet, and Allow-only: never matching fails closed.
+        if rule.l7.is_some() {
+            // HTTP and TLS matches are not enforced in the kernel yet, and they are Allow-only:
+            // never matching fails closed.
             return Vec::new();
         }
         let mut rendered = Vec::new();

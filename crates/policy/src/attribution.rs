@@ -182,7 +182,17 @@ impl Dataplane {
     /// from, if any): one [`Dataplane::evaluate_with_domain`], each decision named by
     /// [`Dataplane::hit_of`]. A side that is no endpoint of this IR has none.
     pub fn deciding_hits(&self, flow: &Flow, destination_domain: Option<&str>) -> FlowHits {
-        let verdict = self.evaluate_with_domain(flow, destination_domain);
+        self.deciding_hits_with_l7(flow, destination_domain, None)
+    }
+
+    /// [`Dataplane::deciding_hits`] for a flow with an HTTP request or TLS server name.
+    pub fn deciding_hits_with_l7(
+        &self,
+        flow: &Flow,
+        destination_domain: Option<&str>,
+        l7: Option<&crate::l7::FlowL7>,
+    ) -> FlowHits {
+        let verdict = self.evaluate_with_l7(flow, destination_domain, l7);
         let hit = |side: Option<(usize, Decision)>, direction| {
             side.and_then(|(endpoint, decision)| self.hit_of(&self.endpoints[endpoint], direction, decision))
         };

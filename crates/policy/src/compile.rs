@@ -23,6 +23,7 @@ use crate::entities::{
 use crate::ip_set::{AddressSlots, Membership, NetworkLookup};
 use crate::ir::*;
 use crate::kubernetes;
+use crate::l7::{HttpMatch, PathMatch, TlsMatch};
 use crate::prefilter::RuleIndex;
 
 /// Compiles resources into the IR. Pods without an address are left out (nothing can address
@@ -206,6 +207,7 @@ pub(crate) fn compile_with_origins(resources: &ResourceSet, origins: &StagedOrig
     dataplane.ip_sets = interner.ip_sets;
     dataplane.named_port_sets = interner.named_port_sets;
     dataplane.domain_sets = interner.domain_sets;
+    dataplane.l7_matches = interner.l7_matches;
     dataplane
 }
 
@@ -436,11 +438,39 @@ fn compile_rules(
                 not_icmp: rule.not_icmp.and_then(icmp_match),
                 source,
                 destination,
-                http: rule.http.is_some(),
+                l7: l7_match(rule).map(|l7| interner.l7_match(l7)),
                 domains,
             }
         })
         .collect()
+}
+
+/// The rule's HTTP or TLS match in the IR's form. Validation refuses a rule with both; a stored
+/// value that slipped past it keeps the HTTP match, and the rule still matches only requests
+/// it allows.
+fn l7_match(rule: &Rule) -> Option<L7Match> {
+    if let Some(http) = &rule.http {
+        let paths = http
+            .paths
+            .iter()
+            .filter_map(|path| match (&path.exact, &path.prefix) {
+                (Some(exact), _) => Some(PathMatch::Exact(exact.clone())),
+                (None, Some(prefix)) => Some(PathMatch::Prefix(prefix.clone())),
+                (None, None) => None,
+            })
+            .collect();
+        return Some(L7Match::Http(HttpMatch {
+            methods: http.methods.clone(),
+            paths,
+            hosts: http.hosts.clone(),
+        }));
+    }
+    rule.tls.as_ref().map(|tls| {
+        L7Match::Tls(TlsMatch {
+            server_names: tls.server_names.clone(),
+            rule_domains: tls.match_domains,
+        })
+    })
 }
 
 /// The domains a rule allows, as Calico Enterprise reads them: `destination.domains` in an
@@ -529,6 +559,8 @@ struct Interner<'a> {
     named_port_by_key: HashMap<(String, String), NamedPortSetId>,
     domain_sets: Vec<DomainSet>,
     domain_set_by_patterns: HashMap<Vec<DomainPattern>, DomainSetId>,
+    l7_matches: Vec<L7Match>,
+    l7_match_ids: HashMap<L7Match, L7MatchId>,
     /// Canonical selector → the `allowedEgressDomains` of the network sets it picks.
     selector_domains: HashMap<String, Vec<DomainPattern>>,
     /// Whether any network set has `allowedEgressDomains` (most inputs have none).
@@ -547,6 +579,8 @@ impl<'a> Interner<'a> {
             named_port_by_key: HashMap::new(),
             domain_sets: Vec::new(),
             domain_set_by_patterns: HashMap::new(),
+            l7_matches: Vec::new(),
+            l7_match_ids: HashMap::new(),
             selector_domains: HashMap::new(),
             any_domains: entities
                 .iter()
@@ -573,6 +607,17 @@ impl<'a> Interner<'a> {
             patterns: patterns.clone(),
         });
         self.domain_set_by_patterns.insert(patterns, id);
+        id
+    }
+
+    /// The id of an L7 match, shared by every rule with the same match.
+    fn l7_match(&mut self, l7: L7Match) -> L7MatchId {
+        if let Some(id) = self.l7_match_ids.get(&l7) {
+            return *id;
+        }
+        let id = L7MatchId::try_from(self.l7_matches.len()).expect("fewer than 2^32 L7 matches");
+        self.l7_matches.push(l7.clone());
+        self.l7_match_ids.insert(l7, id);
         id
     }
 

@@ -9,6 +9,7 @@ use serde::Serialize;
 use sluice_api::values::{Action, PolicyType};
 
 use crate::ir::*;
+use crate::l7::{FlowL7, L7Finding};
 use crate::prefilter::{NO_SET, RuleSummary};
 
 /// One packet's worth of a connection: who sends, who receives, protocol and ports.
@@ -85,9 +86,19 @@ pub enum TraceStep {
         policy: PolicyId,
         rule_index: usize,
     },
-    HttpRuleSkipped {
+    /// Everything else matched and the rule's HTTP or TLS match held on the flow's L7 view:
+    /// `finding` names the method, path, host or server name that allowed it.
+    L7Matched {
         policy: PolicyId,
         rule_index: usize,
+        finding: L7Finding,
+    },
+    /// Everything else matched but the rule's HTTP or TLS match did not hold (or the flow has
+    /// no L7 view): the rule does not match, and evaluation goes on with the next rule.
+    L7NotMatched {
+        policy: PolicyId,
+        rule_index: usize,
+        finding: L7Finding,
     },
     TierPassed {
         tier: String,
@@ -131,6 +142,15 @@ enum NameTest<'a> {
     AssumeMatches,
 }
 
+/// How a rule's L7 match is checked.
+#[derive(Debug, Clone, Copy)]
+enum L7Test<'a> {
+    /// Against the flow's L7 view, if it has one.
+    View(Option<&'a FlowL7>),
+    /// As if it held: does everything else?
+    AssumeMatches,
+}
+
 /// Records nothing.
 #[derive(Debug, Default)]
 pub struct NoTrace;
@@ -152,13 +172,24 @@ impl Dataplane {
     /// The verdict for a flow, recording nothing: the fast path for batches. The flow has no
     /// destination name, so rules that allow only domain names do not match it.
     pub fn evaluate(&self, flow: &Flow) -> Verdict {
-        self.evaluate_traced(flow, None, &mut NoTrace, &mut NoTrace)
+        self.evaluate_traced(flow, None, None, &mut NoTrace, &mut NoTrace)
     }
 
     /// The verdict for a flow whose destination address was resolved from `destination_domain`
     /// (the caller vouches for that pairing, as the DNS learner does in the kernel).
     pub fn evaluate_with_domain(&self, flow: &Flow, destination_domain: Option<&str>) -> Verdict {
-        self.evaluate_traced(flow, destination_domain, &mut NoTrace, &mut NoTrace)
+        self.evaluate_traced(flow, destination_domain, None, &mut NoTrace, &mut NoTrace)
+    }
+
+    /// The verdict for a flow whose request (HTTP) or ClientHello (TLS) is `l7`: rules with an
+    /// L7 match match only when it holds on `l7` (without one, they never match).
+    pub fn evaluate_with_l7(
+        &self,
+        flow: &Flow,
+        destination_domain: Option<&str>,
+        l7: Option<&FlowL7>,
+    ) -> Verdict {
+        self.evaluate_traced(flow, destination_domain, l7, &mut NoTrace, &mut NoTrace)
     }
 
     /// The verdict with the egress and ingress steps recorded.
@@ -166,6 +197,7 @@ impl Dataplane {
         &self,
         flow: &Flow,
         destination_domain: Option<&str>,
+        l7: Option<&FlowL7>,
         egress_trace: &mut T,
         ingress_trace: &mut T,
     ) -> Verdict {
@@ -180,7 +212,7 @@ impl Dataplane {
                     endpoint,
                     PolicyType::Egress,
                     flow,
-                    destination_domain,
+                    (destination_domain, l7),
                     slots,
                     egress_trace,
                 ),
@@ -199,7 +231,7 @@ impl Dataplane {
                     endpoint,
                     PolicyType::Ingress,
                     flow,
-                    destination_domain,
+                    (destination_domain, l7),
                     slots,
                     ingress_trace,
                 ),
@@ -228,7 +260,7 @@ impl Dataplane {
         endpoint: &EndpointProgram,
         direction: PolicyType,
         flow: &Flow,
-        domain: Option<&str>,
+        (domain, l7): (Option<&str>, Option<&FlowL7>),
         slots: (Option<u32>, Option<u32>),
         trace: &mut T,
     ) -> Decision {
@@ -256,32 +288,29 @@ impl Dataplane {
                         continue;
                     }
                     let rule = &self.policies[policy].rules(direction)[rule_index];
-                    if !summary.exact && !self.rule_matches(rule, flow, NameTest::Name(domain), slots) {
-                        if T::RECORDS
-                            && rule.domains.is_some()
-                            && self.rule_matches(rule, flow, NameTest::AssumeMatches, slots)
-                        {
-                            trace.step(|| TraceStep::DomainNotMatched {
-                                policy,
-                                rule_index,
-                                domain: domain.map(str::to_string),
-                            });
+                    let name = NameTest::Name(domain);
+                    if !summary.exact && !self.rule_matches(rule, flow, name, L7Test::View(l7), slots) {
+                        if T::RECORDS {
+                            self.trace_miss(rule, flow, (domain, l7), slots, (policy, rule_index), trace);
                         }
                         continue;
                     }
-                    if T::RECORDS
-                        && let Some((domain, pattern)) = self.matched_by_name(rule, flow, domain, slots)
-                    {
-                        trace.step(|| TraceStep::DomainMatched {
-                            policy,
-                            rule_index,
-                            domain: domain.to_string(),
-                            pattern: pattern.to_string(),
-                        });
-                    }
-                    if rule.http {
-                        trace.step(|| TraceStep::HttpRuleSkipped { policy, rule_index });
-                        continue;
+                    if T::RECORDS {
+                        if let Some((domain, pattern)) = self.matched_by_name(rule, flow, domain, slots) {
+                            trace.step(|| TraceStep::DomainMatched {
+                                policy,
+                                rule_index,
+                                domain: domain.to_string(),
+                                pattern: pattern.to_string(),
+                            });
+                        }
+                        if let Some(l7_match) = self.l7_match(rule) {
+                            trace.step(|| TraceStep::L7Matched {
+                                policy,
+                                rule_index,
+                                finding: l7_match.check(self.rule_domain_set(rule), l7),
+                            });
+                        }
                     }
                     match rule.action {
                         Action::Allow | Action::Deny => {
@@ -310,6 +339,54 @@ impl Dataplane {
             return Decision::TierDefault { tier: tier_index };
         }
         Decision::ProfileAfterPass
+    }
+
+    /// Why a rule whose other matches hold did not match: its destination's name
+    /// ([`TraceStep::DomainNotMatched`]) or its L7 match ([`TraceStep::L7NotMatched`]).
+    fn trace_miss<T: Tracer>(
+        &self,
+        rule: &CompiledRule,
+        flow: &Flow,
+        (domain, l7): (Option<&str>, Option<&FlowL7>),
+        slots: (Option<u32>, Option<u32>),
+        (policy, rule_index): (PolicyId, usize),
+        trace: &mut T,
+    ) {
+        let name = NameTest::Name(domain);
+        if rule.domains.is_some()
+            && self.rule_matches(rule, flow, NameTest::AssumeMatches, L7Test::AssumeMatches, slots)
+            && !self.rule_matches(rule, flow, name, L7Test::AssumeMatches, slots)
+        {
+            trace.step(|| TraceStep::DomainNotMatched {
+                policy,
+                rule_index,
+                domain: domain.map(str::to_string),
+            });
+        } else if let Some(l7_match) = self.l7_match(rule)
+            && self.rule_matches(rule, flow, name, L7Test::AssumeMatches, slots)
+        {
+            trace.step(|| TraceStep::L7NotMatched {
+                policy,
+                rule_index,
+                finding: l7_match.check(self.rule_domain_set(rule), l7),
+            });
+        }
+    }
+
+    /// The domain set a TLS match with `matchDomains` checks against: the rule's own
+    /// `destination.domains`.
+    fn rule_domain_set(&self, rule: &CompiledRule) -> Option<&DomainSet> {
+        rule.domains
+            .filter(|domains| domains.usage == DomainUse::Only)
+            .map(|domains| &self.domain_sets[domains.set as usize])
+    }
+
+    /// Whether the rule's L7 match (if any) holds.
+    fn l7_holds(&self, rule: &CompiledRule, l7: L7Test<'_>) -> bool {
+        match (self.l7_match(rule), l7) {
+            (None, _) | (Some(_), L7Test::AssumeMatches) => true,
+            (Some(l7_match), L7Test::View(view)) => l7_match.holds(self.rule_domain_set(rule), view),
+        }
     }
 
     /// The necessary condition of a rule from its summary (see `prefilter`).
@@ -388,6 +465,19 @@ impl Dataplane {
 
     /// `slots` are the endpoint address slots of source and destination, when they are pods.
     fn rule_matches(
+        &self,
+        rule: &CompiledRule,
+        flow: &Flow,
+        name: NameTest<'_>,
+        l7: L7Test<'_>,
+        slots: (Option<u32>, Option<u32>),
+    ) -> bool {
+        // The L7 match is the last condition: checked only when the rest holds.
+        self.rule_matches_below_l7(rule, flow, name, slots) && self.l7_holds(rule, l7)
+    }
+
+    /// Every match of the rule but its L7 match.
+    fn rule_matches_below_l7(
         &self,
         rule: &CompiledRule,
         flow: &Flow,
@@ -633,7 +723,18 @@ mod tests {
                     .to_string(),
             );
         }
-        let extras: Vec<&str> = [protocol, not_protocol, icmp]
+        // Some rules match requests or server names too; they never match by summary alone.
+        let has_domains = destination.iter().any(|field| field.starts_with("domains"));
+        let l7 = match (protocol, random.below(5)) {
+            ("" | "protocol: TCP", 0) => random.pick(&[
+                "http: {methods: [GET]}",
+                "http: {paths: [{prefix: /v1/}], hosts: [a.example]}",
+            ]),
+            ("protocol: TCP", 1) if has_domains => "tls: {matchDomains: true}",
+            ("protocol: TCP", 1) => "tls: {serverNames: ['*.example']}",
+            _ => "",
+        };
+        let extras: Vec<&str> = [protocol, not_protocol, icmp, l7]
             .into_iter()
             .filter(|field| !field.is_empty())
             .collect();
@@ -671,6 +772,27 @@ mod tests {
         let addresses = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "192.0.2.9", "198.51.100.1"];
         let mut exact_checks = 0;
         let mut domain_matches = 0;
+        let (mut l7_matches, mut l7_misses) = (0, 0);
+        let request = |method: &str, path: &str, host: &str| crate::l7::FlowL7 {
+            http: Some(crate::l7::HttpRequest {
+                method: method.into(),
+                path: path.into(),
+                host: Some(host.into()),
+            }),
+            server_name: None,
+        };
+        let server_name = |name: &str| crate::l7::FlowL7 {
+            http: None,
+            server_name: Some(name.into()),
+        };
+        let views = [
+            None,
+            Some(request("GET", "/v1/x", "a.example")),
+            Some(request("POST", "/v1/", "c.test")),
+            Some(server_name("a.example")),
+            Some(server_name("x.b.example")),
+            Some(server_name("c.test")),
+        ];
         for _ in 0..4000 {
             let protocol = [6, 17, 1, 132][random.below(4) as usize];
             let flow = Flow {
@@ -694,8 +816,9 @@ mod tests {
             let slots = (slot(flow.source), slot(flow.destination));
             let name =
                 [None, Some("a.example"), Some("x.b.example"), Some("c.test")][random.below(4) as usize];
+            let l7 = views[random.below(views.len() as u64) as usize].as_ref();
             for (rule, summary) in rules.iter().zip(summaries) {
-                let full = dataplane.rule_matches(rule, &flow, NameTest::Name(name), slots);
+                let full = dataplane.rule_matches(rule, &flow, NameTest::Name(name), L7Test::View(l7), slots);
                 let quick = dataplane.summary_matches(summary, &flow, slots);
                 assert!(
                     quick || !full,
@@ -708,15 +831,33 @@ mod tests {
                 if full && rule.domains.is_some() {
                     domain_matches += 1;
                 }
+                if rule.l7.is_some() {
+                    assert!(!summary.exact, "an L7 rule's summary is exact: {rule:?}");
+                    if full {
+                        l7_matches += 1;
+                    } else if dataplane.rule_matches(
+                        rule,
+                        &flow,
+                        NameTest::Name(name),
+                        L7Test::AssumeMatches,
+                        slots,
+                    ) {
+                        l7_misses += 1;
+                    }
+                }
             }
         }
         assert!(
-            exact_checks > 100_000,
+            exact_checks > 50_000,
             "too few exact summaries exercised: {exact_checks}"
         );
         assert!(
             domain_matches > 1_000,
             "too few domain rule matches exercised: {domain_matches}"
+        );
+        assert!(
+            l7_matches > 1_000 && l7_misses > 1_000,
+            "too few L7 rules exercised: {l7_matches} matched, {l7_misses} failed only their L7 match"
         );
     }
 }

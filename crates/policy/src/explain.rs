@@ -6,6 +6,7 @@ use sluice_api::values::{Action, PolicyType};
 
 use crate::evaluate::{Decision, Flow, TraceStep};
 use crate::ir::{Dataplane, EndpointId, PolicyId};
+use crate::l7::{FlowL7, L7Finding};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Explanation {
@@ -29,6 +30,9 @@ pub struct RuleReference {
     /// When the rule allowed the destination by its name: the domain pattern that matched it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub domain_pattern: Option<String>,
+    /// When the rule has an HTTP or TLS match: what of the request or server name it allowed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub l7: Option<L7Finding>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -57,9 +61,26 @@ pub fn explain_with_domain(
     flow: &Flow,
     destination_domain: Option<&str>,
 ) -> Explanation {
+    explain_with_l7(dataplane, flow, destination_domain, None)
+}
+
+/// Evaluates a flow with its HTTP request or TLS server name (`l7`) and explains the verdict,
+/// naming the L7 match that decided or why one did not match.
+pub fn explain_with_l7(
+    dataplane: &Dataplane,
+    flow: &Flow,
+    destination_domain: Option<&str>,
+    l7: Option<&FlowL7>,
+) -> Explanation {
     let mut egress_steps = Vec::new();
     let mut ingress_steps = Vec::new();
-    let verdict = dataplane.evaluate_traced(flow, destination_domain, &mut egress_steps, &mut ingress_steps);
+    let verdict = dataplane.evaluate_traced(
+        flow,
+        destination_domain,
+        l7,
+        &mut egress_steps,
+        &mut ingress_steps,
+    );
     Explanation {
         verdict: if verdict.allowed { "allow" } else { "deny" },
         egress: verdict
@@ -96,6 +117,7 @@ pub fn rule_reference(
         rule_index: rule.origin_index,
         action: rule.action,
         domain_pattern: None,
+        l7: None,
     }
 }
 
@@ -169,9 +191,19 @@ fn describe(
             TraceStep::Passed { policy, rule_index } => {
                 format!("  {}: Pass to the next tier", rule_text(*policy, *rule_index))
             }
-            TraceStep::HttpRuleSkipped { policy, rule_index } => format!(
-                "  {}: has an HTTP match, which Sluice does not enforce yet; the rule does not match",
-                rule_text(*policy, *rule_index)
+            TraceStep::L7Matched {
+                policy,
+                rule_index,
+                finding,
+            } => format!("  {}: {}", rule_text(*policy, *rule_index), l7_sentence(finding)),
+            TraceStep::L7NotMatched {
+                policy,
+                rule_index,
+                finding,
+            } => format!(
+                "  {}: {}; the rule does not match, evaluation continues",
+                rule_text(*policy, *rule_index),
+                l7_sentence(finding)
             ),
             TraceStep::TierPassed { tier } => format!("  end of tier {tier}: its default action is Pass"),
             TraceStep::DomainMatched {
@@ -233,13 +265,25 @@ fn describe(
                 } if *matched_policy == policy && *matched_rule == rule_index => Some((domain, pattern)),
                 _ => None,
             });
-            let reason = match by_name {
+            let by_l7 = steps.iter().rev().find_map(|step| match step {
+                TraceStep::L7Matched {
+                    policy: matched_policy,
+                    rule_index: matched_rule,
+                    finding,
+                } if *matched_policy == policy && *matched_rule == rule_index => Some(finding),
+                _ => None,
+            });
+            let mut reason = match by_name {
                 Some((domain, pattern)) => {
                     reference.domain_pattern = Some(pattern.clone());
                     format!("{verb} by {reference}, for the name {domain} (domain pattern {pattern})")
                 }
                 None => format!("{verb} by {reference}"),
             };
+            if let Some(finding) = by_l7 {
+                reason = format!("{reason}; {}", l7_sentence(finding));
+                reference.l7 = Some(finding.clone());
+            }
             (reason, Some(reference))
         }
         Decision::TierDefault { tier } => {
@@ -280,5 +324,71 @@ fn describe(
         reason,
         rule,
         steps: step_texts,
+    }
+}
+
+/// One L7 finding as a phrase: what matched, or what did not and why.
+pub fn l7_sentence(finding: &L7Finding) -> String {
+    let list = |items: &[String]| items.join(", ");
+    match finding {
+        L7Finding::HttpMatched {
+            method,
+            path,
+            host,
+            by_method,
+            by_path,
+            by_host,
+        } => {
+            let mut by = Vec::new();
+            by.push(match by_method {
+                Some(method) => format!("method {method}"),
+                None => "any method".to_string(),
+            });
+            by.push(match by_path {
+                Some(path) => format!("path {path}"),
+                None => "any path".to_string(),
+            });
+            if let Some(host) = by_host {
+                by.push(format!("host {host}"));
+            }
+            let host = host.as_deref().map(|host| format!(" to {host}")).unwrap_or_default();
+            format!("the HTTP request {method} {path}{host} matches its HTTP match ({})", by.join(", "))
+        }
+        L7Finding::TlsMatched {
+            server_name,
+            by_server_name,
+            by_domain,
+        } => {
+            let mut by = Vec::new();
+            if let Some(pattern) = by_server_name {
+                by.push(format!("server name {pattern}"));
+            }
+            if let Some(domain) = by_domain {
+                by.push(format!("the rule's domain {domain}"));
+            }
+            format!("the TLS server name {server_name} matches its TLS match ({})", by.join(", "))
+        }
+        L7Finding::NoHttpRequest => "has an HTTP match and this flow carries no HTTP request (give one: `--http-method`, `--http-path`, `--http-host`, or \"http\" in a flow line)".to_string(),
+        L7Finding::NoServerName => "has a TLS match and this flow carries no TLS server name (give one: `--server-name`, or \"serverName\" in a flow line)".to_string(),
+        L7Finding::MethodNotListed { method, methods } => {
+            format!("its HTTP match allows the methods {}, not {method}", list(methods))
+        }
+        L7Finding::PathNotListed { path, paths } => {
+            format!("its HTTP match allows the paths {}, not {path}", list(paths))
+        }
+        L7Finding::HostNotListed { host: Some(host), hosts } => {
+            format!("its HTTP match allows the hosts {}, not {host}", list(hosts))
+        }
+        L7Finding::HostNotListed { host: None, hosts } => {
+            format!("its HTTP match allows the hosts {}, and the request names no host", list(hosts))
+        }
+        L7Finding::ServerNameNotListed { server_name, server_names } => format!(
+            "its TLS match allows the server names {}, not {server_name}",
+            list(server_names)
+        ),
+        L7Finding::ServerNameNotInDomains { server_name, domains } => format!(
+            "its TLS match allows only server names among its domains ({}), not {server_name}",
+            list(domains)
+        ),
     }
 }

@@ -14,6 +14,7 @@ use sluice_api::domain::DomainPattern;
 use sluice_api::values::{Action, PolicyType};
 
 use crate::ip_set::NetworkLookup;
+pub use crate::l7::{L7Match, L7MatchId};
 
 /// Set ids are 32-bit to keep compiled rules small: the evaluator walks many rules per verdict
 /// and is bound by how many cache lines they span.
@@ -32,6 +33,8 @@ pub struct Dataplane {
     pub named_port_sets: Vec<NamedPortSet>,
     /// Distinct lists of domain patterns that egress Allow rules allow (see [`DomainSet`]).
     pub domain_sets: Vec<DomainSet>,
+    /// Distinct L7 matches (HTTP or TLS) of rules, by [`L7MatchId`].
+    pub l7_matches: Vec<L7Match>,
     /// Every network named by a rule or a network set, for the connectivity matrix.
     pub external_networks: Vec<IpNet>,
     /// Workload pods left out because they have no address yet.
@@ -61,6 +64,11 @@ impl Dataplane {
         self.endpoint_by_name
             .get(&(namespace.to_string(), name.to_string()))
             .map(|id| &self.endpoints[*id])
+    }
+
+    /// The L7 match of a rule, if it has one.
+    pub fn l7_match(&self, rule: &CompiledRule) -> Option<&L7Match> {
+        rule.l7.map(|id| &self.l7_matches[id as usize])
     }
 
     /// The domain sets an endpoint's egress rules allow, by id: what the DNS learner must
@@ -195,9 +203,10 @@ pub struct CompiledRule {
     pub not_icmp: Option<IcmpMatch>,
     pub source: PeerMatch,
     pub destination: PeerMatch,
-    /// HTTP matches are parsed and validated but not enforced yet; a rule that has one never
-    /// matches (such rules are Allow-only, so this fails closed).
-    pub http: bool,
+    /// The rule's HTTP or TLS match (an index into [`Dataplane::l7_matches`]): the rule
+    /// matches only a flow whose L7 view satisfies it, and never one without a view (such rules
+    /// are Allow-only, so a reader that sees no requests fails closed).
+    pub l7: Option<L7MatchId>,
     /// Domain names the rule's destination allows, and how (see [`DomainUse`]).
     pub domains: Option<DomainMatch>,
 }
@@ -345,4 +354,19 @@ pub fn merge_port_ranges(mut ranges: Vec<(u16, u16)>) -> Vec<(u16, u16)> {
         }
     }
     merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The evaluator walks many rules per verdict and reads a full rule only when its summary
+    /// passes; an L7 match is an interned id, so it costs a rule an `Option<u32>`, never the
+    /// match itself.
+    #[test]
+    fn a_compiled_rule_stays_small() {
+        let size = std::mem::size_of::<CompiledRule>();
+        assert!(size <= 136, "CompiledRule is {size} bytes");
+        assert_eq!(std::mem::size_of::<Option<L7MatchId>>(), 8);
+    }
 }

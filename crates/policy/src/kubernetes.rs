@@ -93,6 +93,7 @@ pub fn convert_rule(peers: &[NetworkPolicyPeer], ports: &[NetworkPolicyPort], in
                 source,
                 destination,
                 http: None,
+                tls: None,
                 metadata: None,
             });
         }

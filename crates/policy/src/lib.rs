@@ -22,6 +22,7 @@ mod family;
 mod ip_set;
 pub mod ir;
 mod kubernetes;
+pub mod l7;
 mod prefilter;
 pub mod staged;
 
@@ -31,7 +32,10 @@ pub use entities::{
     Entity, EntityKind, LABEL_NAMESPACE, LABEL_ORCHESTRATOR, LABEL_SERVICE_ACCOUNT, build_entities,
 };
 pub use evaluate::{Decision, Flow, NoTrace, TraceStep, Tracer, Verdict};
-pub use explain::{DirectionExplanation, Explanation, explain, explain_with_domain};
+pub use explain::{
+    DirectionExplanation, Explanation, explain, explain_with_domain, explain_with_l7, l7_sentence,
+};
 pub use family::{FamilyPair, IpFamily, families_text, family_pairs};
 pub use ir::Dataplane;
+pub use l7::{FlowL7, HttpRequest, L7Finding};
 pub use staged::{compile_staged, has_staged_policies, pending_policies, with_staged_applied};

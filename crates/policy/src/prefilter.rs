@@ -112,7 +112,7 @@ fn summarise(rule: &CompiledRule) -> RuleSummary {
         && rule.not_protocol.is_none()
         && rule.icmp.is_none()
         && rule.not_icmp.is_none()
-        && !rule.http
+        && rule.l7.is_none()
         && rule.source.ports.is_none()
         && only_sets(&rule.source)
         && only_sets(&rule.destination);

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use serde_json::{Value, json};
-use sluice_policy::{Dataplane, DirectionExplanation, Explanation, FamilyPair, explain_with_domain};
+use sluice_policy::{Dataplane, DirectionExplanation, Explanation, FamilyPair, HttpRequest, explain_with_l7};
 
 use crate::OutputFormat;
 use crate::diagnostics::resources_from;
@@ -43,8 +43,22 @@ pub struct ExplainArguments {
     /// Destination port (not needed for ICMP).
     #[arg(long)]
     port: Option<u16>,
+    /// The HTTP request's method, for rules with an HTTP match (default GET when another
+    /// --http-* is given).
+    #[arg(long, value_name = "METHOD", conflicts_with = "flows")]
+    http_method: Option<String>,
+    /// The HTTP request's path (default `/` when another --http-* is given).
+    #[arg(long, value_name = "PATH", conflicts_with = "flows")]
+    http_path: Option<String>,
+    /// The HTTP request's Host header.
+    #[arg(long, value_name = "HOST", conflicts_with = "flows")]
+    http_host: Option<String>,
+    /// The server name of the TLS ClientHello, for rules with a TLS match.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["flows", "http_method", "http_path", "http_host"])]
+    server_name: Option<String>,
     /// A file of flows, one JSON object a line: {"from": "prod/web", "to": "203.0.113.7", "protocol": "TCP", "port": 443},
-    /// optionally with "domain": the name "to" was resolved from.
+    /// optionally with "domain": the name "to" was resolved from, and "http": {"method": "GET",
+    /// "path": "/v1/x", "host": "api.partner.example"} or "serverName": "api.partner.example".
     #[arg(long)]
     flows: Option<PathBuf>,
     /// text: the trace (with --flows, one line a flow); json: one document (with --flows, an
@@ -131,6 +145,13 @@ pub fn run(arguments: &ExplainArguments, out: &mut Output) -> Result<ExitCode, F
         }
         (None, vec![to])
     };
+    let http =
+        (arguments.http_method.is_some() || arguments.http_path.is_some() || arguments.http_host.is_some())
+            .then(|| HttpRequest {
+                method: arguments.http_method.clone().unwrap_or_else(|| "GET".to_string()),
+                path: arguments.http_path.clone().unwrap_or_else(|| "/".to_string()),
+                host: arguments.http_host.clone(),
+            });
     let mut requests = Vec::new();
     for destination in destinations {
         let mut request = FlowRequest {
@@ -139,6 +160,8 @@ pub fn run(arguments: &ExplainArguments, out: &mut Output) -> Result<ExitCode, F
             protocol: Value::String(arguments.protocol.clone()),
             port: arguments.port,
             domain: domain.clone(),
+            http: http.clone(),
+            server_name: arguments.server_name.clone(),
         };
         let flows = request.prepare_flows(&dataplane)?;
         requests.push((request, flows));
@@ -232,6 +255,8 @@ struct Answer<'a> {
 impl<'a> Answer<'a> {
     fn new(plans: Plans<'_>, request: &'a FlowRequest, resolved: ResolvedFlows) -> Answer<'a> {
         let domain = request.domain.as_deref();
+        let l7 = request.l7();
+        let l7 = l7.as_ref();
         Answer {
             request,
             no_common_family: resolved.no_common_family(request),
@@ -240,7 +265,7 @@ impl<'a> Answer<'a> {
                 resolved
                     .flows
                     .iter()
-                    .map(|(_, flow)| explain_with_domain(staged, flow, domain))
+                    .map(|(_, flow)| explain_with_l7(staged, flow, domain, l7))
                     .collect()
             }),
             pending_policies: plans
@@ -250,7 +275,7 @@ impl<'a> Answer<'a> {
                         .flows
                         .iter()
                         .map(|(_, flow)| {
-                            let hits = sluice_policy::pending_policies(staged, flow, domain);
+                            let hits = staged.deciding_hits_with_l7(flow, domain, l7);
                             [hits.egress, hits.ingress]
                                 .into_iter()
                                 .flatten()
@@ -263,7 +288,7 @@ impl<'a> Answer<'a> {
             families: resolved
                 .flows
                 .iter()
-                .map(|(pair, flow)| (*pair, explain_with_domain(plans.enforced, flow, domain)))
+                .map(|(pair, flow)| (*pair, explain_with_l7(plans.enforced, flow, domain, l7)))
                 .collect(),
         }
     }
@@ -555,6 +580,12 @@ fn request_json(request: &FlowRequest) -> Value {
     if let Some(domain) = &request.domain {
         value["domain"] = json!(domain);
     }
+    if let Some(http) = &request.http {
+        value["http"] = json!(http);
+    }
+    if let Some(name) = &request.server_name {
+        value["serverName"] = json!(name);
+    }
     value
 }
 
@@ -581,7 +612,11 @@ fn flow_text(request: &FlowRequest) -> String {
         Some(domain) => format!("{domain} ({})", request.to),
         None => request.to.clone(),
     };
-    format!("{} -> {to} {}{port}", request.from, protocol_text(request))
+    let l7 = request
+        .l7_text()
+        .map(|text| format!(", {text}"))
+        .unwrap_or_default();
+    format!("{} -> {to} {}{port}{l7}", request.from, protocol_text(request))
 }
 
 fn write_trace(out: &mut Output, explanation: &Explanation) -> Result<(), Failure> {

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 use sluice_api::values::Protocol;
-use sluice_policy::{Dataplane, FamilyPair, Flow, families_text, family_pairs};
+use sluice_policy::{Dataplane, FamilyPair, Flow, FlowL7, HttpRequest, families_text, family_pairs};
 
 /// A flow as a person writes it: `ns/pod` or an address on each side.
 #[derive(Debug, Clone, Deserialize)]
@@ -19,6 +19,12 @@ pub struct FlowRequest {
     /// The name `to` was resolved from, for rules that allow domain names.
     #[serde(default)]
     pub domain: Option<String>,
+    /// The HTTP request on the connection, for rules with an HTTP match.
+    #[serde(default)]
+    pub http: Option<HttpRequest>,
+    /// The TLS ClientHello's server name, for rules with a TLS match.
+    #[serde(default, rename = "serverName")]
+    pub server_name: Option<String>,
 }
 
 fn default_protocol() -> serde_json::Value {
@@ -91,6 +97,60 @@ pub fn parse_protocol(value: &serde_json::Value) -> Result<Protocol, String> {
 }
 
 impl FlowRequest {
+    /// What the flow carries above TCP, when it says.
+    pub fn l7(&self) -> Option<FlowL7> {
+        let l7 = FlowL7 {
+            http: self.http.clone(),
+            server_name: self.server_name.clone(),
+        };
+        (!l7.is_empty()).then_some(l7)
+    }
+
+    /// `GET /v1/x to api.partner.example` or `TLS server name api.partner.example`.
+    pub fn l7_text(&self) -> Option<String> {
+        if let Some(http) = &self.http {
+            let host = http
+                .host
+                .as_deref()
+                .map(|host| format!(" to {host}"))
+                .unwrap_or_default();
+            return Some(format!("HTTP {} {}{host}", http.method, http.path));
+        }
+        self.server_name
+            .as_ref()
+            .map(|name| format!("TLS server name {name}"))
+    }
+
+    /// The HTTP request and server name make sense: a TCP flow, one or the other, a method
+    /// that is a token and a path that starts with `/`.
+    fn check_l7(&self, protocol: Protocol) -> Result<(), String> {
+        if self.http.is_none() && self.server_name.is_none() {
+            return Ok(());
+        }
+        if protocol != Protocol::Tcp {
+            return Err(format!(
+                "an HTTP request or a TLS server name travels over TCP, and this flow is {protocol}"
+            ));
+        }
+        if self.http.is_some() && self.server_name.is_some() {
+            return Err("give \"http\" or \"serverName\", not both: a connection is HTTP or TLS".to_string());
+        }
+        if let Some(http) = &self.http {
+            if http.method.is_empty() || !http.method.bytes().all(|byte| byte.is_ascii_alphabetic()) {
+                return Err(format!("`{}` is not an HTTP method", http.method));
+            }
+            if !http.path.starts_with('/') {
+                return Err(format!("the HTTP path `{}` does not start with `/`", http.path));
+            }
+        }
+        if let Some(name) = &self.server_name
+            && (name.is_empty() || name.chars().any(|character| character.is_whitespace()))
+        {
+            return Err(format!("`{name}` is not a server name"));
+        }
+        Ok(())
+    }
+
     /// Checks the request (lowercasing `domain` in place) and gives its flows, one per IP
     /// family both ends have.
     pub fn prepare_flows(&mut self, dataplane: &Dataplane) -> Result<ResolvedFlows, String> {
@@ -98,6 +158,7 @@ impl FlowRequest {
             self.domain = Some(crate::resolve::domain_name(domain)?);
         }
         let protocol = parse_protocol(&self.protocol)?;
+        self.check_l7(protocol)?;
         let sources = resolve(dataplane, &self.from)?;
         let destinations = resolve(dataplane, &self.to)?;
         if protocol.supports_ports() && self.port.is_none() {
