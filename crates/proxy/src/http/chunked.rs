@@ -48,7 +48,8 @@ pub(crate) enum ChunkProgress {
     Consumed,
     /// The body ended after this many of the bytes; the rest is the next request.
     Finished(usize),
-    Failed(RequestError),
+    /// The body is malformed at this byte; the ones before it were body.
+    Failed(usize, RequestError),
 }
 
 #[derive(Debug, Clone)]
@@ -94,7 +95,7 @@ impl ChunkedBody {
             match self.step(input[index]) {
                 Ok(true) => return ChunkProgress::Finished(index + 1),
                 Ok(false) => index += 1,
-                Err(error) => return ChunkProgress::Failed(error),
+                Err(error) => return ChunkProgress::Failed(index, error),
             }
         }
         ChunkProgress::Consumed
@@ -234,8 +235,12 @@ impl ChunkedBody {
 mod tests {
     use super::*;
 
+    /// The progress, with the position of a failure left out.
     fn run(body: &[u8]) -> ChunkProgress {
-        ChunkedBody::new(64, 64).advance(body)
+        match ChunkedBody::new(64, 64).advance(body) {
+            ChunkProgress::Failed(_, error) => ChunkProgress::Failed(0, error),
+            progress => progress,
+        }
     }
 
     #[test]
@@ -250,41 +255,58 @@ mod tests {
             (b"0\r\nChecksum: x\r\n\r\n", ChunkProgress::Finished(18)),
             (b"5\r\nhel", ChunkProgress::Consumed),
             (b"5\r\nhello\r\n0\r\nX: y\r\n", ChunkProgress::Consumed),
-            (b"\r\n", ChunkProgress::Failed(RequestError::InvalidChunkSize)),
-            (b"x\r\n", ChunkProgress::Failed(RequestError::InvalidChunkSize)),
-            (b"0x5\r\n", ChunkProgress::Failed(RequestError::InvalidChunkSize)),
-            (b"-5\r\n", ChunkProgress::Failed(RequestError::InvalidChunkSize)),
-            (b"5 5\r\n", ChunkProgress::Failed(RequestError::InvalidChunkSize)),
-            (b"5\n", ChunkProgress::Failed(RequestError::InvalidChunkSize)),
-            (b"5\rx", ChunkProgress::Failed(RequestError::InvalidChunkSize)),
+            (b"\r\n", ChunkProgress::Failed(0, RequestError::InvalidChunkSize)),
+            (b"x\r\n", ChunkProgress::Failed(0, RequestError::InvalidChunkSize)),
+            (
+                b"0x5\r\n",
+                ChunkProgress::Failed(0, RequestError::InvalidChunkSize),
+            ),
+            (
+                b"-5\r\n",
+                ChunkProgress::Failed(0, RequestError::InvalidChunkSize),
+            ),
+            (
+                b"5 5\r\n",
+                ChunkProgress::Failed(0, RequestError::InvalidChunkSize),
+            ),
+            (b"5\n", ChunkProgress::Failed(0, RequestError::InvalidChunkSize)),
+            (b"5\rx", ChunkProgress::Failed(0, RequestError::InvalidChunkSize)),
             (
                 b"5\r\nhelloX",
-                ChunkProgress::Failed(RequestError::MissingChunkDataEnd),
+                ChunkProgress::Failed(0, RequestError::MissingChunkDataEnd),
             ),
             (
                 b"5\r\nhello\n",
-                ChunkProgress::Failed(RequestError::MissingChunkDataEnd),
+                ChunkProgress::Failed(0, RequestError::MissingChunkDataEnd),
             ),
             (
                 b"10000000000000000\r\n",
-                ChunkProgress::Failed(RequestError::ChunkSizeOverflow),
+                ChunkProgress::Failed(0, RequestError::ChunkSizeOverflow),
             ),
             (
                 b"0\r\n folded: x\r\n\r\n",
-                ChunkProgress::Failed(RequestError::InvalidTrailer),
+                ChunkProgress::Failed(0, RequestError::InvalidTrailer),
             ),
             (
                 b"0\r\nno colon\r\n\r\n",
-                ChunkProgress::Failed(RequestError::InvalidTrailer),
+                ChunkProgress::Failed(0, RequestError::InvalidTrailer),
             ),
             (
                 b"0\r\nX: y\n\r\n",
-                ChunkProgress::Failed(RequestError::InvalidTrailer),
+                ChunkProgress::Failed(0, RequestError::InvalidTrailer),
             ),
         ];
         for (body, expected) in cases {
             assert_eq!(&run(body), expected, "{:?}", String::from_utf8_lossy(body));
         }
+    }
+
+    #[test]
+    fn a_failure_says_where_the_body_went_wrong() {
+        assert_eq!(
+            ChunkedBody::new(64, 64).advance(b"5\r\nhelloX"),
+            ChunkProgress::Failed(8, RequestError::MissingChunkDataEnd)
+        );
     }
 
     #[test]
@@ -300,12 +322,12 @@ mod tests {
         let long_extension = [b"1;".as_slice(), &[b'x'; 70], b"\r\n"].concat();
         assert_eq!(
             run(&long_extension),
-            ChunkProgress::Failed(RequestError::ChunkLineTooLong { limit: 64 })
+            ChunkProgress::Failed(0, RequestError::ChunkLineTooLong { limit: 64 })
         );
         let long_trailer = [b"0\r\nX: ".as_slice(), &[b'y'; 70], b"\r\n\r\n"].concat();
         assert_eq!(
             run(&long_trailer),
-            ChunkProgress::Failed(RequestError::TrailerTooLarge { limit: 64 })
+            ChunkProgress::Failed(0, RequestError::TrailerTooLarge { limit: 64 })
         );
     }
 }

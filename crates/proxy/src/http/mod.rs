@@ -188,7 +188,8 @@ impl HttpConnection {
                         index += length;
                         self.state = State::Head { scanned: 0 };
                     }
-                    ChunkProgress::Failed(error) => {
+                    ChunkProgress::Failed(length, error) => {
+                        forward(outputs, index..index + length);
                         self.state = State::Finished;
                         outputs.push(Output::Close(error));
                         return;
