@@ -213,7 +213,13 @@ impl ClientHelloReader {
             }
             let start = self.next_record + RECORD_HEADER_BYTES;
             let Some(payload) = self.received.get(start..start + length) else {
-                return HelloProgress::NeedMore;
+                // Refuse a wrong or oversized hello on its header, not after its last byte.
+                let partial = &self.received[start.min(self.received.len())..];
+                let header: Vec<u8> = self.handshake.iter().chain(partial).take(4).copied().collect();
+                return match self.header_failure(&header) {
+                    Some(error) => HelloProgress::Failed(error),
+                    None => HelloProgress::NeedMore,
+                };
             };
             self.handshake.extend_from_slice(payload);
             self.records += 1;
@@ -221,24 +227,36 @@ impl ClientHelloReader {
         }
     }
 
+    /// What is wrong with the first handshake bytes (up to 4), if anything.
+    fn header_failure(&self, header: &[u8]) -> Option<TlsError> {
+        if header.first().is_some_and(|kind| *kind != CLIENT_HELLO) {
+            return Some(TlsError::NotClientHello);
+        }
+        if header.len() == 4 && hello_length(header) > self.limits.maximum_hello_bytes {
+            return Some(TlsError::HelloTooLarge {
+                limit: self.limits.maximum_hello_bytes,
+            });
+        }
+        None
+    }
+
     /// The hello, once the handshake bytes hold all of it (or show it is not one).
     fn hello_in_handshake(&self) -> Option<HelloProgress> {
         let header = self.handshake.get(..4)?;
-        if header[0] != CLIENT_HELLO {
-            return Some(HelloProgress::Failed(TlsError::NotClientHello));
+        if let Some(error) = self.header_failure(header) {
+            return Some(HelloProgress::Failed(error));
         }
-        let length = usize::from(header[1]) << 16 | usize::from(header[2]) << 8 | usize::from(header[3]);
-        if length > self.limits.maximum_hello_bytes {
-            return Some(HelloProgress::Failed(TlsError::HelloTooLarge {
-                limit: self.limits.maximum_hello_bytes,
-            }));
-        }
+        let length = hello_length(header);
         let body = self.handshake.get(4..4 + length)?;
         Some(match parse_client_hello(body) {
             Ok(hello) => HelloProgress::Complete(hello),
             Err(error) => HelloProgress::Failed(error),
         })
     }
+}
+
+fn hello_length(header: &[u8]) -> usize {
+    usize::from(header[1]) << 16 | usize::from(header[2]) << 8 | usize::from(header[3])
 }
 
 /// What the first bytes show before any record is complete: TLS starts with a handshake
