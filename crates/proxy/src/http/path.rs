@@ -17,8 +17,11 @@
 //!   `exact` rule for `/a/b` does not match `/a//b`, and a `prefix` that matches stays a prefix
 //!   after merging, so the difference can only deny, never widen what is allowed.
 //!
-//! Cilium hands paths to Envoy with `normalize_path` on; Sluice forwards without rewriting, so
-//! it refuses the cases Envoy would have rewritten.
+//! Envoy normalises and forwards the rewritten path (its advisory GHSA-xcx5-93pw-jw2w is the
+//! `/info/../private` bypass that made it do so); Istio asks for merged slashes as well
+//! (CVE-2021-31920), because its policies can deny a path. Sluice's L7 rules only allow, and it
+//! forwards without rewriting, so it refuses what Envoy would have rewritten and leaves `//`
+//! to fail closed.
 
 use thiserror::Error;
 
