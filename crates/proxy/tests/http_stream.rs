@@ -350,6 +350,16 @@ fn malformed_heads_are_refused_with_their_status() {
             "400 Bad Request",
         ),
         (
+            b"GET / HTTP/1.1\nHost: h\n\n",
+            malformed("a line ends in LF without CR"),
+            "400 Bad Request",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: h\r\nX: a\nTransfer-Encoding: chunked\r\n\r\n",
+            malformed("a line ends in LF without CR"),
+            "400 Bad Request",
+        ),
+        (
             b"GET / HTTP/1.1\r\n\r\n",
             RequestError::MissingHost,
             "400 Bad Request",

@@ -149,6 +149,18 @@ pub(crate) fn parse_head(buffer: &[u8], maximum_headers: usize) -> HeadParse {
             });
         }
     };
+    // httparse accepts a bare LF as a line end (RFC 9112 §2.2 allows it); a server that does
+    // not would read the fields differently, so the proxy refuses what it cannot be sure of.
+    let head = &buffer[..length];
+    let bare_line_feed = head
+        .iter()
+        .enumerate()
+        .any(|(index, byte)| *byte == b'\n' && (index == 0 || head[index - 1] != b'\r'));
+    if bare_line_feed {
+        return HeadParse::Failed(RequestError::Malformed {
+            detail: "a line ends in LF without CR".to_string(),
+        });
+    }
     match read_request(&parsed) {
         Ok(request) => HeadParse::Complete { length, request },
         Err(error) => HeadParse::Failed(error),
