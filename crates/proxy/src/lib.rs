@@ -13,6 +13,19 @@
 //! - [`matcher`]: the rule alternatives as plain data, each with the [`matcher::RuleIdentity`]
 //!   a decision names, and the first-match decision.
 //!
+//! # The shell's contract
+//!
+//! 1. Per accepted connection, pick the alternatives of the rule(s) the connection reached (by
+//!    endpoint, original destination and port) and make an [`http::HttpConnection`] or a
+//!    [`tls::TlsConnection`]. Nothing goes to the original destination before the core says so;
+//!    the shell may connect to it when the first request is allowed.
+//! 2. Give every read from the client to `receive` and carry out the answers in order (see
+//!    [`http`] and [`tls`] for each answer). Copy the destination's bytes back to the client
+//!    untouched; the core never reads responses.
+//! 3. Bound the time a head or a hello may take to arrive (the core reads no clock): a client
+//!    that stalls is closed, with nothing forwarded of the request in progress.
+//! 4. Log each decision with the [`matcher::RuleIdentity`] it carries.
+//!
 //! Fail closed: anything the core cannot read the way every server would is refused, never
 //! passed on unchecked; limits bound what a connection can make the core hold.
 //!

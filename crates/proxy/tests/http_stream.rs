@@ -481,6 +481,25 @@ fn oversized_heads_are_refused_at_the_limit() {
 }
 
 #[test]
+fn empty_lines_before_a_request_are_skipped_up_to_a_bound() {
+    let few = [b"\r\n\r\n\r\n".as_slice(), &get("/v1/x")].concat();
+    let events = run_http_whole(open_rules(), &few);
+    assert!(
+        matches!(events.as_slice(), [Event::Allowed { .. }]),
+        "{events:#?}"
+    );
+    assert_eq!(forwarded_bytes(&events), few);
+    let many = [b"\r\n".repeat(20).as_slice(), &get("/v1/x")].concat();
+    let events = run_http_whole(open_rules(), &many);
+    assert_eq!(
+        refusal_error(&events),
+        &RequestError::Malformed {
+            detail: "too many empty lines before the request line".to_string()
+        }
+    );
+}
+
+#[test]
 fn http2_prior_knowledge_gets_goaway_http_1_1_required() {
     for splits in [vec![], vec![3], vec![16, 18, 20]] {
         let events = run_http(open_rules(), Limits::default(), CURL_HTTP2, &splits);

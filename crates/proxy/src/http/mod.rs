@@ -42,6 +42,10 @@ use head::{HeadParse, parse_head};
 /// The first bytes of HTTP/2 with prior knowledge (RFC 9113 §3.4), up to the first empty line.
 const HTTP2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0\r\n\r\n";
 
+/// Empty lines accepted before a request line (RFC 9112 §2.2 asks servers to skip at least
+/// one); each one costs a parse of the head so far, so they are bounded.
+const MAXIMUM_LEADING_EMPTY_LINES: u8 = 8;
+
 /// Bounds on what one connection may make the core hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -131,6 +135,8 @@ pub struct HttpConnection {
     limits: Limits,
     state: State,
     head: Vec<u8>,
+    /// Empty lines seen before the current head's request line.
+    leading_empty_lines: u8,
     forwarded_requests: u64,
 }
 
@@ -142,6 +148,7 @@ impl HttpConnection {
             limits,
             state: State::Head { scanned: 0 },
             head: Vec::new(),
+            leading_empty_lines: 0,
             forwarded_requests: 0,
         }
     }
@@ -230,7 +237,18 @@ impl HttpConnection {
             }
             match parse_head(&self.head[..end], self.limits.maximum_headers) {
                 // Only empty lines so far, which servers skip before a request line.
-                HeadParse::Partial => continue,
+                HeadParse::Partial => {
+                    self.leading_empty_lines += 1;
+                    if self.leading_empty_lines > MAXIMUM_LEADING_EMPTY_LINES {
+                        self.refuse(
+                            RefusalReason::Invalid(RequestError::Malformed {
+                                detail: "too many empty lines before the request line".to_string(),
+                            }),
+                            outputs,
+                        );
+                        return taken;
+                    }
+                }
                 HeadParse::Failed(error) => {
                     self.refuse(RefusalReason::Invalid(error), outputs);
                     return taken;
@@ -241,6 +259,7 @@ impl HttpConnection {
                     self.head.truncate(length);
                     let used = length - before;
                     let head = std::mem::take(&mut self.head);
+                    self.leading_empty_lines = 0;
                     self.decide(request, head, outputs);
                     return used;
                 }
