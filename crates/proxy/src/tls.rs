@@ -242,10 +242,13 @@ impl ClientHelloReader {
 
     /// The hello, once the handshake bytes hold all of it (or show it is not one).
     fn hello_in_handshake(&self) -> Option<HelloProgress> {
-        let header = self.handshake.get(..4)?;
-        if let Some(error) = self.header_failure(header) {
+        // Checked on as many header bytes as there are, as the partial-record path does, so
+        // that how records are split never changes which fault is found first.
+        let available = &self.handshake[..self.handshake.len().min(4)];
+        if let Some(error) = self.header_failure(available) {
             return Some(HelloProgress::Failed(error));
         }
+        let header = self.handshake.get(..4)?;
         let length = hello_length(header);
         let body = self.handshake.get(4..4 + length)?;
         Some(match parse_client_hello(body) {

@@ -87,6 +87,32 @@ fn tls_stream() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
+/// Short records of mostly handshake type, with lengths right or wrong: reaches the record and
+/// handshake-header faults in every order.
+fn tls_record_soup() -> impl Strategy<Value = Vec<u8>> {
+    let record = (
+        prop_oneof![6 => Just(22u8), 1 => Just(21u8), 1 => any::<u8>()],
+        0u8..6,
+        proptest::collection::vec(
+            prop_oneof![3 => Just(1u8), 1 => Just(0u8), 2 => any::<u8>()],
+            0..6,
+        ),
+        proptest::option::weighted(0.8, Just(())),
+    )
+        .prop_map(|(kind, minor, payload, right_length)| {
+            let length = if right_length.is_some() {
+                payload.len() as u16
+            } else {
+                payload.len() as u16 + 3
+            };
+            let mut bytes = vec![kind, 3, minor];
+            bytes.extend_from_slice(&length.to_be_bytes());
+            bytes.extend_from_slice(&payload);
+            bytes
+        });
+    proptest::collection::vec(record, 0..8).prop_map(|records| records.concat())
+}
+
 fn check_http(stream: &[u8], splits: &[usize], limits: http::Limits) -> Result<(), TestCaseError> {
     for rules in [open_rules(), partner_rules()] {
         let whole = run_http(rules.clone(), limits, stream, &[]);
@@ -127,6 +153,11 @@ proptest! {
 
     #[test]
     fn tls_hello_like_streams((stream, splits) in stream_and_splits(tls_stream())) {
+        check_tls(&stream, &splits)?;
+    }
+
+    #[test]
+    fn tls_record_soups((stream, splits) in stream_and_splits(tls_record_soup())) {
         check_tls(&stream, &splits)?;
     }
 

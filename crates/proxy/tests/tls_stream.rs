@@ -293,3 +293,20 @@ fn truncated_hellos_wait_and_oversized_ones_are_reset() {
         HelloProgress::Failed(_)
     ));
 }
+
+#[test]
+fn the_first_fault_found_does_not_depend_on_how_records_arrive() {
+    // Two one-byte handshake records holding no ClientHello type, then a record of another
+    // type: the wrong message type is the first fault, whole or a byte at a time (found by the
+    // fuzz target).
+    let mut stream = vec![22, 3, 2, 0, 1, 0, 22, 3, 2, 0, 1, 0];
+    stream.extend_from_slice(&[1, 0xfc, 0x35, 0x2e, 0x63]);
+    let every_byte: Vec<usize> = (1..stream.len()).collect();
+    for splits in [vec![], every_byte] {
+        let (decision, _) = run_tls(tls_rules(&[]), Limits::default(), &stream, &splits);
+        assert_eq!(
+            decision,
+            TlsDecision::Reset(ResetReason::Invalid(TlsError::NotClientHello))
+        );
+    }
+}
