@@ -89,6 +89,17 @@ fn a_denied_request_gets_a_403_naming_the_rule_and_nothing_after_it_is_read() {
 }
 
 #[test]
+fn a_denied_head_request_gets_no_body() {
+    let events = run_http_whole(
+        partner_rules(),
+        b"HEAD /admin HTTP/1.1\r\nHost: api.example.com\r\n\r\n",
+    );
+    let response = response_of(&events);
+    assert!(response.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{response}");
+    assert!(response.ends_with("connection: close\r\n\r\n"), "{response}");
+}
+
+#[test]
 fn each_pipelined_request_is_checked_and_a_denial_waits_for_earlier_answers() {
     let mut stream = get("/v1/a");
     stream.extend_from_slice(&get("/v1/b"));

@@ -27,7 +27,12 @@ pub(crate) fn for_refusal(reason: &RefusalReason) -> Vec<u8> {
                 request.method,
                 rules_text(alternatives)
             );
-            http_response(403, "Forbidden", &body)
+            let mut response = http_response(403, "Forbidden", &body);
+            // An answer to HEAD has no body (RFC 9110 §9.3.2), only the length it would have.
+            if request.method == "HEAD" {
+                response.truncate(response.len() - body.len());
+            }
+            response
         }
         RefusalReason::Invalid(RequestError::Http2PriorKnowledge) => http2_goaway(),
         RefusalReason::Invalid(error) => {
