@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fuzzes sluice-api's selector parser and manifest loader for a bounded time.
+# Fuzzes sluice-api's selector parser and manifest loader, and sluice-proxy's HTTP request and
+# TLS ClientHello cores, for a bounded time.
 #
 #   scripts/fuzz.sh [SECONDS]    fuzz each target for SECONDS (default 60)
 #   scripts/fuzz.sh 0            only replay the seeds and the saved corpus (a quick check)
@@ -8,7 +9,8 @@
 # and `--sanitizer none` (sanitizers need nightly); without cargo-fuzz it builds the targets
 # with the same coverage flags cargo-fuzz passes to rustc (force that with
 # SLUICE_FUZZ_WITHOUT_CARGO_FUZZ=1). A crash leaves its input in
-# fuzz/artifacts/<target>/; add it as a regression test in crates/api/tests.
+# fuzz/artifacts/<target>/; add it as a regression test in crates/api/tests (or crates/proxy/tests,
+# and as a seed: crates/proxy/tests/fuzz_seeds.rs replays the proxy seeds on stable).
 set -euo pipefail
 
 seconds="${1:-60}"
@@ -19,7 +21,7 @@ fi
 
 fuzz_directory="$(cd "$(dirname "$0")/../fuzz" && pwd)"
 cd "$fuzz_directory"
-targets=(selector_parser manifest_loader)
+targets=(selector_parser manifest_loader http_request tls_client_hello)
 host="$(rustc -vV | sed -n 's/^host: //p')"
 # Manifests longer than this add time per run but no new paths.
 libfuzzer_options=(-max_len=8192 -timeout=10)
