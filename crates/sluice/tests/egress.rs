@@ -117,11 +117,22 @@ fn text(bytes: &[u8]) -> String {
 }
 
 /// Standard output's lines with runs of spaces made one, so columns compare as words.
+/// The output's lines with runs of spaces as one. Ages are read back to the whole seconds the
+/// records were written with (`40s`, `5s`): the command may run a few seconds later on a busy
+/// machine.
 fn words(output: &Output) -> Vec<String> {
     assert!(output.status.success(), "{}", text(&output.stderr));
+    let settle = |word: &str| match word
+        .strip_suffix('s')
+        .and_then(|number| number.parse::<u64>().ok())
+    {
+        Some(40..=44) => "40s".to_string(),
+        Some(5..=9) => "5s".to_string(),
+        _ => word.to_string(),
+    };
     text(&output.stdout)
         .lines()
-        .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+        .map(|line| line.split_whitespace().map(settle).collect::<Vec<_>>().join(" "))
         .collect()
 }
 
