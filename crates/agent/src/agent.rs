@@ -193,12 +193,8 @@ impl<B: Backend> Agent<B> {
 
     /// Records every connection that starts at, or is denied at, a local endpoint (see
     /// [`FlowShell`]): the ruleset logs each decision to NFLOG group `flags.group`, which the
-    /// shell reads with conntrack's events from this network namespace.
-    pub fn with_flow_logs(mut self, flags: &FlowLogFlags) -> Result<Self, String> {
-        self.start_flow_logs(flags)?;
-        Ok(self)
-    }
-
+    /// shell reads with conntrack's events from this network namespace. On an error the agent
+    /// is unchanged (it runs on without flow logs).
     fn start_flow_logs(&mut self, flags: &FlowLogFlags) -> Result<(), String> {
         let (log, events, dump) = crate::flows::open_kernel(flags.group, None)?;
         let shell = FlowShell::start(&self.config.node, flags, log, events, dump, self.metrics.clone())?;

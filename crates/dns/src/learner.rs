@@ -412,6 +412,17 @@ impl Learner {
         entries
     }
 
+    /// The (name, address) pairs one endpoint (by its key) learned, in no order: for a reader
+    /// that indexes them, without a snapshot's copies.
+    pub fn learned_pairs(&self, endpoint: &str) -> impl Iterator<Item = (&str, IpAddr)> + '_ {
+        self.endpoints.get(endpoint).into_iter().flat_map(|state| {
+            state
+                .names
+                .iter()
+                .flat_map(|(name, learned)| learned.iter().map(move |learned| (&**name, learned.address)))
+        })
+    }
+
     /// What each endpoint learned, sorted by endpoint, name and address.
     pub fn snapshot(&self) -> Vec<EndpointSnapshot> {
         let mut snapshot: Vec<EndpointSnapshot> = self

@@ -34,12 +34,7 @@ pub fn served_records(environment: &Environment, name: &str) -> Result<Vec<FlowR
         let text = response
             .text()
             .map_err(|error| format!("node {}: {error}", node.name))?;
-        for line in text.lines().filter(|line| !line.is_empty()) {
-            records.push(
-                FlowRecord::from_json_line(line)
-                    .map_err(|error| format!("node {}: a record that does not parse: {error}", node.name))?,
-            );
-        }
+        records.extend(parse_lines(&text, &format!("node {}", node.name))?);
     }
     Ok(records)
 }
@@ -54,14 +49,20 @@ pub fn file_records(environment: &Environment, name: &str) -> Result<Vec<FlowRec
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
-        for line in text.lines().filter(|line| !line.is_empty()) {
-            records.push(
-                FlowRecord::from_json_line(line)
-                    .map_err(|error| format!("{}: a record that does not parse: {error}", path.display()))?,
-            );
-        }
+        records.extend(parse_lines(&text, &path.display().to_string())?);
     }
     Ok(records)
+}
+
+/// The records of a flow log's lines; `origin` names where they came from in an error.
+fn parse_lines(text: &str, origin: &str) -> Result<Vec<FlowRecord>, String> {
+    text.lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            FlowRecord::from_json_line(line)
+                .map_err(|error| format!("{origin}: a record that does not parse: {error}"))
+        })
+        .collect()
 }
 
 /// Waits until `done` holds for the served records (or `timeout` passes) and returns them: an

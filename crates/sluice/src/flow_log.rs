@@ -137,6 +137,23 @@ pub fn agent_endpoints(store: &dyn Store, node: Option<&str>) -> Result<Vec<(Str
     Ok(endpoints)
 }
 
+/// The agents to read: the endpoints given (`--agent`, each named by itself), or else those the
+/// nodes' status records name.
+pub fn endpoints(
+    given: &[String],
+    datastore: &crate::datastore::DatastoreArguments,
+    node: Option<&str>,
+) -> Result<Vec<(String, String)>, String> {
+    if !given.is_empty() {
+        return Ok(given
+            .iter()
+            .map(|endpoint| (endpoint.clone(), endpoint.clone()))
+            .collect());
+    }
+    let store = datastore.open()?;
+    agent_endpoints(store.as_ref(), node)
+}
+
 /// Polls one agent's `/flows`, remembering where it got to so no record comes twice; an agent
 /// that restarted (its sequence went back) is read from its start again.
 #[derive(Debug, Clone)]
@@ -204,16 +221,7 @@ pub fn run(arguments: &FlowsArguments, out: &mut Output) -> Result<ExitCode, Fai
     if let Some(path) = &arguments.file {
         return follow_file(path, since, &filter, arguments.follow, &mut printer, out);
     }
-    let endpoints = if arguments.agent.is_empty() {
-        let store = arguments.datastore.open()?;
-        agent_endpoints(store.as_ref(), arguments.node.as_deref())?
-    } else {
-        arguments
-            .agent
-            .iter()
-            .map(|endpoint| (endpoint.clone(), endpoint.clone()))
-            .collect()
-    };
+    let endpoints = endpoints(&arguments.agent, &arguments.datastore, arguments.node.as_deref())?;
     if endpoints.is_empty() {
         return Err(Failure::from(
             "no agent serves a flow log: no node status record names a flow endpoint (is the agent running with flow logs on?)".to_string(),

@@ -5,9 +5,10 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use clap::{Args, ValueEnum};
-use serde_json::{Value, json};
+use serde_json::json;
+use sluice_flowlog::FlowRecord;
 
-use crate::flow_log::{AgentCursor, agent_endpoints};
+use crate::flow_log::{AgentCursor, endpoints};
 use crate::output::{Failure, Output};
 
 #[derive(Debug, Args)]
@@ -40,18 +41,9 @@ pub enum RecommendFormat {
 pub fn run(arguments: &RecommendArguments, out: &mut Output) -> Result<ExitCode, Failure> {
     let since = sluice_agent::flows::parse_since(&arguments.since, SystemTime::now())
         .map_err(|message| Failure::from(message.trim_end().to_string()))?;
-    let mut records = Vec::new();
+    let mut records: Vec<FlowRecord> = Vec::new();
     if arguments.file.is_empty() {
-        let endpoints = if arguments.agent.is_empty() {
-            let store = arguments.datastore.open()?;
-            agent_endpoints(store.as_ref(), None)?
-        } else {
-            arguments
-                .agent
-                .iter()
-                .map(|endpoint| (endpoint.clone(), endpoint.clone()))
-                .collect()
-        };
+        let endpoints = endpoints(&arguments.agent, &arguments.datastore, None)?;
         if endpoints.is_empty() {
             return Err(Failure::from(
                 "no agent serves a flow log: give --file or --agent, or run agents with flow logs on"
@@ -60,10 +52,13 @@ pub fn run(arguments: &RecommendArguments, out: &mut Output) -> Result<ExitCode,
         }
         for (node, endpoint) in endpoints {
             let mut cursor = AgentCursor::new(node.clone(), endpoint, since);
+            let polled = cursor
+                .poll()
+                .map_err(|error| Failure::from(format!("node {node}: {error}")))?;
             records.extend(
-                cursor
-                    .poll()
-                    .map_err(|error| Failure::from(format!("node {node}: {error}")))?,
+                polled
+                    .into_iter()
+                    .filter_map(|record| serde_json::from_value(record).ok()),
             );
         }
     } else {
@@ -72,8 +67,8 @@ pub fn run(arguments: &RecommendArguments, out: &mut Output) -> Result<ExitCode,
                 .map_err(|error| Failure::from(format!("{}: {error}", path.display())))?;
             records.extend(
                 text.lines()
-                    .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-                    .filter(|record| record.get("end_time").and_then(Value::as_u64).unwrap_or(0) >= since),
+                    .filter_map(|line| FlowRecord::from_json_line(line).ok())
+                    .filter(|record| record.end_time >= since),
             );
         }
     }
@@ -82,10 +77,6 @@ pub fn run(arguments: &RecommendArguments, out: &mut Output) -> Result<ExitCode,
         crate::datastore::read_set(store.as_ref())?
     };
     let (entities, _) = sluice_policy::build_entities(&resources);
-    let records: Vec<sluice_flowlog::FlowRecord> = records
-        .into_iter()
-        .filter_map(|record| serde_json::from_value(record).ok())
-        .collect();
     let documents = sluice_flowlog::recommend(&arguments.namespace, &records, &entities);
     match arguments.output {
         RecommendFormat::Json => writeln!(

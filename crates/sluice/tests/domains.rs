@@ -1,8 +1,12 @@
 //! `sluice explain` with destination names: `--to NAME --resolve NAME=ADDR[,ADDR]`, and flow
 //! lines with `"domain"` beside the address in `"to"`.
 
+mod support;
+
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
+
+use support::{manifest_file, sluice, text};
 
 const MANIFESTS: &str = r#"
 apiVersion: v1
@@ -26,22 +30,7 @@ spec:
 "#;
 
 fn manifests(test: &str) -> PathBuf {
-    let directory = std::env::temp_dir().join(format!("sluice-domains-{}-{test}", std::process::id()));
-    std::fs::create_dir_all(&directory).unwrap();
-    let path = directory.join("policy.yaml");
-    std::fs::write(&path, MANIFESTS).unwrap();
-    path
-}
-
-fn sluice(arguments: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(arguments)
-        .output()
-        .expect("the sluice binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    manifest_file("domains", test, MANIFESTS)
 }
 
 fn explain(test: &str, extra: &[&str]) -> Output {

@@ -53,9 +53,24 @@ struct Shared {
 }
 
 impl Shared {
+    /// Indexes every endpoint's learned names again (endpoints changed, mappings expired).
     fn refresh_names(&self) {
         if let Some(names) = &self.names {
-            names.replace(&self.learner.snapshot(), &self.endpoint_addresses);
+            names.replace_all(&self.learner, &self.endpoint_addresses);
+        }
+    }
+
+    /// Indexes again only the endpoints that have one of `addresses`: what a held answer
+    /// taught, without the cost of every other endpoint's mappings on the answer's way.
+    fn refresh_names_of(&self, addresses: impl Iterator<Item = IpAddr>) {
+        let Some(names) = &self.names else {
+            return;
+        };
+        let addresses: Vec<IpAddr> = addresses.collect();
+        for (key, own) in &self.endpoint_addresses {
+            if own.iter().any(|address| addresses.contains(address)) {
+                names.replace_endpoint(own, self.learner.learned_pairs(key));
+            }
         }
     }
 
@@ -102,39 +117,45 @@ pub struct DnsShell {
     queue_table_checked: Option<Instant>,
 }
 
-/// The name each local endpoint resolved to reach each address it learned, rebuilt from the
-/// learner when it learns (before the answer is released) and as mappings expire; shared with
-/// the flow log. When
-/// several names gave one address (a CNAME chain teaches every name of it), the shortest, then
-/// the first in order.
+/// The name each local endpoint resolved to reach each address it learned, by endpoint address
+/// then learned address, kept by the DNS shell (an endpoint's entries are replaced when it learns,
+/// before the answer is released; all of them when endpoints change or mappings expire) and
+/// read by the flow log. When several names gave one address (a CNAME chain teaches every name
+/// of it), the shortest, then the first in order.
 #[derive(Debug, Clone, Default)]
-pub struct LearnedNames(Arc<RwLock<HashMap<(IpAddr, IpAddr), String>>>);
+pub struct LearnedNames(Arc<RwLock<HashMap<IpAddr, HashMap<IpAddr, String>>>>);
 
 impl LearnedNames {
-    fn replace(&self, snapshot: &[sluice_dns::EndpointSnapshot], addresses: &HashMap<String, Vec<IpAddr>>) {
-        let mut names: HashMap<(IpAddr, IpAddr), String> = HashMap::new();
-        for endpoint in snapshot {
-            let Some(own) = addresses.get(&endpoint.endpoint) else {
-                continue;
-            };
-            for (name, learned) in &endpoint.names {
-                for address in learned {
-                    for endpoint_address in own
-                        .iter()
-                        .filter(|own| own.is_ipv4() == address.address.is_ipv4())
-                    {
-                        let entry = names
-                            .entry((*endpoint_address, address.address))
-                            .or_insert_with(|| name.clone());
-                        if (name.len(), name) < (entry.len(), &*entry) {
-                            *entry = name.clone();
-                        }
-                    }
-                }
+    fn replace_all(&self, learner: &Learner, endpoints: &HashMap<String, Vec<IpAddr>>) {
+        let mut all = HashMap::new();
+        for (key, own) in endpoints {
+            let names = choose_names(learner.learned_pairs(key));
+            for address in own {
+                all.insert(*address, names.clone());
             }
         }
-        *self.0.write().expect("not poisoned") = names;
+        *self.0.write().expect("not poisoned") = all;
     }
+
+    fn replace_endpoint<'a>(&self, own: &[IpAddr], pairs: impl Iterator<Item = (&'a str, IpAddr)>) {
+        let names = choose_names(pairs);
+        let mut all = self.0.write().expect("not poisoned");
+        for address in own {
+            all.insert(*address, names.clone());
+        }
+    }
+}
+
+/// Learned address → the name to report for it.
+fn choose_names<'a>(pairs: impl Iterator<Item = (&'a str, IpAddr)>) -> HashMap<IpAddr, String> {
+    let mut names: HashMap<IpAddr, String> = HashMap::new();
+    for (name, address) in pairs {
+        let entry = names.entry(address).or_insert_with(|| name.to_string());
+        if (name.len(), name) < (entry.len(), entry.as_str()) {
+            *entry = name.to_string();
+        }
+    }
+    names
 }
 
 impl sluice_flowlog::DomainNames for LearnedNames {
@@ -142,7 +163,8 @@ impl sluice_flowlog::DomainNames for LearnedNames {
         self.0
             .read()
             .expect("not poisoned")
-            .get(&(endpoint, destination))
+            .get(&endpoint)?
+            .get(&destination)
             .cloned()
     }
 }
@@ -622,7 +644,12 @@ fn handle(socket: &mut QueueSocket, packet: QueuedPacket, shared: &Mutex<Shared>
                 Ok(()) if waited <= HOLD_LIMIT => {
                     shared.learner.programmed(token);
                     // Before the answer goes: the connection it leads to is logged by name.
-                    shared.refresh_names();
+                    shared.refresh_names_of(
+                        batch
+                            .additions
+                            .iter()
+                            .map(|addition| addition.element.endpoint_address),
+                    );
                     metrics.dns.answers_held.inc();
                     metrics.dns.hold_seconds.observe(waited.as_secs_f64());
                     Verdict::Accept

@@ -40,17 +40,17 @@ impl RotatingFile {
 
     /// Appends the lines and syncs them to disk (a written record survives an agent restart or
     /// a crash), rotating first when the file is full.
-    pub fn append(&mut self, lines: &[String]) -> std::io::Result<()> {
-        if lines.is_empty() {
+    pub fn append<'a>(&mut self, lines: impl IntoIterator<Item = &'a str>) -> std::io::Result<()> {
+        let mut text = String::new();
+        for line in lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        if text.is_empty() {
             return Ok(());
         }
         if self.size > 0 && self.size >= self.max_bytes {
             self.rotate()?;
-        }
-        let mut text = String::with_capacity(lines.iter().map(|line| line.len() + 1).sum());
-        for line in lines {
-            text.push_str(line);
-            text.push('\n');
         }
         self.file.write_all(text.as_bytes())?;
         self.file.sync_data()?;
@@ -94,7 +94,7 @@ mod tests {
         let path = directory.path().join("logs/flows.log");
         let mut file = RotatingFile::open(&path, 20, 2).unwrap();
         for index in 0..5 {
-            file.append(&[format!("{{\"n\":{index:09}}}")]).unwrap();
+            file.append([format!("{{\"n\":{index:09}}}").as_str()]).unwrap();
         }
         // Each line is 16 bytes: every second append rotates.
         let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
@@ -110,11 +110,11 @@ mod tests {
         let path = directory.path().join("flows.log");
         RotatingFile::open(&path, 1 << 20, 3)
             .unwrap()
-            .append(&["{\"a\":1}".to_string()])
+            .append(["{\"a\":1}"])
             .unwrap();
         RotatingFile::open(&path, 1 << 20, 3)
             .unwrap()
-            .append(&["{\"b\":2}".to_string()])
+            .append(["{\"b\":2}"])
             .unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n{\"b\":2}\n");
     }

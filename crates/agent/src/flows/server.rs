@@ -9,7 +9,7 @@
 //!   length: the body ends when the connection does).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -213,10 +213,8 @@ struct Query {
 impl Query {
     fn parse(query: &str) -> Result<Query, String> {
         let mut parsed = Query::default();
-        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = percent_decode(value);
-            match name {
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            match &*name {
                 "since" => parsed.since = parse_since(&value, SystemTime::now())?,
                 "after" => {
                     parsed.after = value
@@ -249,36 +247,6 @@ pub fn parse_since(text: &str, now: SystemTime) -> Result<u64, String> {
     Err(format!(
         "since={text}: expected Unix seconds, an RFC 3339 time or a duration such as 5m\n"
     ))
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        match bytes[index] {
-            b'%' if index + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[index + 1..index + 3]).ok();
-                match hex.and_then(|hex| u8::from_str_radix(hex, 16).ok()) {
-                    Some(byte) => {
-                        decoded.push(byte);
-                        index += 3;
-                        continue;
-                    }
-                    None => decoded.push(b'%'),
-                }
-            }
-            b'+' => decoded.push(b' '),
-            byte => decoded.push(byte),
-        }
-        index += 1;
-    }
-    String::from_utf8_lossy(&decoded).into_owned()
-}
-
-/// The socket path a lab or a test gives an agent, when it is a path.
-pub fn socket_path(endpoint: &str) -> Option<&Path> {
-    endpoint.strip_prefix("unix:").map(Path::new)
 }
 
 #[cfg(test)]

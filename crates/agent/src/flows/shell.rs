@@ -308,9 +308,8 @@ fn drain(shared: &Shared) {
         .map(|record| (record.end_time, record.to_json_line()))
         .collect();
     if !lines.is_empty() {
-        let texts: Vec<String> = lines.iter().map(|(_, line)| line.clone()).collect();
         if let Some(file) = shared.file.lock().expect("not poisoned").as_mut()
-            && let Err(error) = file.append(&texts)
+            && let Err(error) = file.append(lines.iter().map(|(_, line)| line.as_str()))
         {
             shared.metrics.flows.write_errors.inc();
             tracing::warn!(error = %error, file = %file.path().display(), "writing the flow log failed");

@@ -13,7 +13,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use clap::Args;
@@ -57,16 +57,14 @@ pub fn run(arguments: &UiArguments, out: &mut Output) -> Result<ExitCode, Failur
 
     let flows = Arc::new(RecentFlows::new(20_000, 32 << 20));
     let agents = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
     let datastore = arguments.datastore.clone();
     let explicit = arguments.agent.clone();
     {
         let flows = Arc::clone(&flows);
         let agents = Arc::clone(&agents);
-        let stop = Arc::clone(&stop);
         std::thread::Builder::new()
             .name("ui-follow".into())
-            .spawn(move || follow_agents(&datastore, &explicit, since, &flows, &agents, &stop))
+            .spawn(move || follow_agents(&datastore, &explicit, since, &flows, &agents))
             .map_err(|error| Failure::from(error.to_string()))?;
     }
     for request in server.incoming_requests() {
@@ -78,23 +76,22 @@ pub fn run(arguments: &UiArguments, out: &mut Output) -> Result<ExitCode, Failur
             .name("ui-request".into())
             .spawn(move || handle(request, &flows, agents, &datastore));
     }
-    stop.store(true, Ordering::Relaxed);
     Ok(ExitCode::SUCCESS)
 }
 
-/// Polls every agent each second; the list of agents is read again every ten seconds, so
-/// agents that start later are found.
+/// Polls every agent each second for as long as the page is served (the process ends with
+/// Ctrl-C); the list of agents is read again every ten seconds, so agents that start later are
+/// found.
 fn follow_agents(
     datastore: &crate::datastore::DatastoreArguments,
     explicit: &[String],
     since: u64,
     flows: &RecentFlows,
     agents: &AtomicUsize,
-    stop: &AtomicBool,
 ) {
     let mut cursors: Vec<AgentCursor> = Vec::new();
     let mut round = 0u64;
-    while !stop.load(Ordering::Relaxed) {
+    loop {
         if round % 10 == 0 {
             let mut found: Vec<(String, String)> = explicit
                 .iter()
@@ -133,14 +130,7 @@ fn handle(
 ) {
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-    let parameters: Vec<(String, String)> = query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (name.to_string(), percent_decode(value))
-        })
-        .collect();
+    let parameters: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
     let parameter = |name: &str| {
         parameters
             .iter()
@@ -222,25 +212,4 @@ fn explain(
         "text": text,
         "json": document,
     }))
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        if bytes[index] == b'%'
-            && index + 2 < bytes.len()
-            && let Some(byte) = std::str::from_utf8(&bytes[index + 1..index + 3])
-                .ok()
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-        {
-            decoded.push(byte);
-            index += 3;
-            continue;
-        }
-        decoded.push(if bytes[index] == b'+' { b' ' } else { bytes[index] });
-        index += 1;
-    }
-    String::from_utf8_lossy(&decoded).into_owned()
 }
