@@ -193,11 +193,18 @@ impl<B: Backend> Agent<B> {
 
     /// Records every connection that starts at, or is denied at, a local endpoint (see
     /// [`FlowShell`]): the ruleset logs each decision to NFLOG group `flags.group`, which the
-    /// shell reads with conntrack's events from this network namespace. On an error the agent
+    /// shell reads with dumps of conntrack's table from this network namespace. On an error the agent
     /// is unchanged (it runs on without flow logs).
     fn start_flow_logs(&mut self, flags: &FlowLogFlags) -> Result<(), String> {
-        let (log, events, dump) = crate::flows::open_kernel(flags.group, None)?;
-        let shell = FlowShell::start(&self.config.node, flags, log, events, dump, self.metrics.clone())?;
+        let kernel = crate::flows::open_kernel(flags.group, None, flags.conntrack_events)?;
+        let shell = FlowShell::start(
+            &self.config.node,
+            flags,
+            kernel.log,
+            kernel.events,
+            kernel.dump,
+            self.metrics.clone(),
+        )?;
         // Destinations named by what the pod resolved, when it learns names.
         if let Some(dns) = &self.dns {
             shell.set_domain_names(Box::new(dns.learned_names()));

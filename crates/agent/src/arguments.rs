@@ -82,6 +82,16 @@ pub struct FlowLogArguments {
     /// denied packets costs neither allowed traffic nor the agent's memory.
     #[arg(long, value_name = "N", default_value_t = crate::flows::DEFAULT_DENY_LOG_RATE, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub flow_log_deny_rate: u32,
+    /// Dump the conntrack table every this many seconds (1 to 3,600; at most the interval):
+    /// how connections' packet and byte counts and ends are read, as Calico's collector polls
+    /// conntrack.
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::flows::DEFAULT_DUMP_INTERVAL.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub flow_log_dump_interval: u64,
+    /// Also read conntrack's Destroy events: a connection's end is seen as it happens, not at
+    /// the next dump, and none is missed when its tuple is taken again between two dumps; costs
+    /// a kernel message per connection (about 5% of new connections/s, docs/benchmarks.md).
+    #[arg(long)]
+    pub flow_log_conntrack_events: bool,
 }
 
 fn parse_trusted_server(text: &str) -> Result<std::net::SocketAddr, String> {
@@ -118,6 +128,8 @@ impl AgentArguments {
             address: flags.flows_address.clone(),
             group: flags.flow_log_group,
             deny_rate: flags.flow_log_deny_rate,
+            dump_interval: Duration::from_secs(flags.flow_log_dump_interval),
+            conntrack_events: flags.flow_log_conntrack_events,
         })
     }
 }

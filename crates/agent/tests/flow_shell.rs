@@ -1,10 +1,12 @@
-//! The flow-log shell with the kernel's readers replaced by channels: a logged first packet
-//! naming a rule's hit id and conntrack's events for the connection become one record, in the
-//! node's file and served over the agent's Unix socket, with the deciding policy, the staged
-//! "what if" from a staged policy in the same resources, and conntrack's byte counts.
+//! The flow-log shell with the kernel's readers replaced by channels and a table: a logged first
+//! packet naming a rule's hit id and the connection's conntrack entry (read by dumps alone, its
+//! end a closed TCP state; or with Destroy events) become one record, in the node's file and
+//! served over the agent's Unix socket, with the deciding policy, the staged "what if" from a
+//! staged policy in the same resources, and conntrack's byte counts.
 
 use std::net::IpAddr;
 use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sluice_agent::Metrics;
@@ -37,11 +39,13 @@ impl ConntrackSource for Channel<ConntrackEvent> {
     }
 }
 
-struct NoLiveConnections;
+/// The conntrack table as the test sets it: what each dump lists.
+#[derive(Clone, Default)]
+struct Table(Arc<Mutex<Vec<ConntrackEvent>>>);
 
-impl ConntrackDump for NoLiveConnections {
+impl ConntrackDump for Table {
     fn dump(&mut self) -> Result<Vec<ConntrackEvent>, String> {
-        Ok(Vec::new())
+        Ok(self.0.lock().unwrap().clone())
     }
 }
 
@@ -79,7 +83,16 @@ fn address(text: &str) -> IpAddr {
 }
 
 #[test]
-fn a_logged_connection_becomes_a_record_in_the_file_and_on_the_socket() {
+fn a_logged_connection_read_by_dumps_becomes_a_record_in_the_file_and_on_the_socket() {
+    logged_connection_becomes_a_record(false);
+}
+
+#[test]
+fn a_logged_connection_with_conntrack_events_becomes_a_record_in_the_file_and_on_the_socket() {
+    logged_connection_becomes_a_record(true);
+}
+
+fn logged_connection_becomes_a_record(conntrack_events: bool) {
     let directory = tempfile::tempdir().unwrap();
     let resources = sluice_api::load_str("cluster.yaml", MANIFESTS).unwrap();
     let dataplane = sluice_policy::compile(&resources);
@@ -92,14 +105,17 @@ fn a_logged_connection_becomes_a_record_in_the_file_and_on_the_socket() {
         address: None,
         group: 20,
         deny_rate: 100,
+        dump_interval: Duration::from_secs(1),
+        conntrack_events,
     };
+    let table = Table::default();
     let metrics = Metrics::new();
     let shell = FlowShell::start(
         "node-1",
         &flags,
         Channel(log_receiver),
-        Channel(event_receiver),
-        NoLiveConnections,
+        conntrack_events.then(|| Box::new(Channel(event_receiver)) as Box<dyn ConntrackSource>),
+        table.clone(),
         metrics.clone(),
     )
     .unwrap();
@@ -127,6 +143,24 @@ fn a_logged_connection_becomes_a_record_in_the_file_and_on_the_socket() {
         destination_port: 40_000,
         ..tuple
     };
+    let entry = |kind, closed| ConntrackEvent {
+        at: now(),
+        kind,
+        id: 7,
+        original: tuple,
+        reply,
+        original_counters: Some(Counters {
+            packets: 10,
+            bytes: 1_000,
+        }),
+        reply_counters: Some(Counters {
+            packets: 8,
+            bytes: 6_000,
+        }),
+        closed,
+    };
+    // In the table before the first packet is read, as in the kernel (a dump may come between).
+    *table.0.lock().unwrap() = vec![entry(ConntrackEventKind::Update, false)];
     log_sender
         .send(LoggedPacket {
             at: now(),
@@ -134,22 +168,18 @@ fn a_logged_connection_becomes_a_record_in_the_file_and_on_the_socket() {
             tuple,
             length: 60,
             icmp: None,
+            tcp_sequence: Some(1),
         })
         .unwrap();
-    for kind in [ConntrackEventKind::New, ConntrackEventKind::Destroy] {
-        let counters =
-            |packets, bytes| (kind == ConntrackEventKind::Destroy).then_some(Counters { packets, bytes });
+    std::thread::sleep(Duration::from_millis(300));
+    if conntrack_events {
+        table.0.lock().unwrap().clear();
         event_sender
-            .send(ConntrackEvent {
-                at: now(),
-                kind,
-                id: 7,
-                original: tuple,
-                reply,
-                original_counters: counters(10, 1_000),
-                reply_counters: counters(8, 6_000),
-            })
+            .send(entry(ConntrackEventKind::Destroy, false))
             .unwrap();
+    } else {
+        // Closed: TIME_WAIT, listed until it times out.
+        *table.0.lock().unwrap() = vec![entry(ConntrackEventKind::Update, true)];
     }
 
     let deadline = Instant::now() + Duration::from_secs(10);

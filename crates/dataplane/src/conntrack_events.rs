@@ -6,7 +6,9 @@
 //!   confirmed, a Destroy event with the final counters when the entry goes (closed and past
 //!   its last timeout, or deleted). The kernel sends no counters with New and Update events.
 //! - [`ConntrackDump::dump`] lists every live entry (IPCTNL_MSG_CT_GET with NLM_F_DUMP), read
-//!   as Update events with the counters so far: how long-lived connections are counted. A dump
+//!   as Update events with the counters so far: how long-lived connections are counted, and,
+//!   for the agent's default reading by dumps alone, how ends are seen (a TCP entry in TIME_WAIT
+//!   or CLOSE is `closed`; an entry that is gone from the next dump has ended). A dump
 //!   also evicts the entries whose last timeout ran out (6.18, `ctnetlink_dump_table`), which
 //!   the kernel's garbage collector, when it has few entries, reaps up to a minute late: a
 //!   periodic dump makes their Destroy events arrive on time.
@@ -38,7 +40,13 @@ const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
 const CTA_COUNTERS_ORIG: u16 = 9;
 const CTA_COUNTERS_REPLY: u16 = 10;
+const CTA_PROTOINFO: u16 = 4;
 const CTA_ID: u16 = 12;
+const CTA_PROTOINFO_TCP: u16 = 1;
+const CTA_PROTOINFO_TCP_STATE: u16 = 1;
+/// `enum tcp_conntrack`: TIME_WAIT and CLOSE are the states of a connection that ended.
+const TCP_CONNTRACK_TIME_WAIT: u8 = 7;
+const TCP_CONNTRACK_CLOSE: u8 = 8;
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_TUPLE_PROTO: u16 = 2;
 const CTA_IP_V4_SRC: u16 = 1;
@@ -156,10 +164,11 @@ impl ConntrackDump {
     /// Every live entry of both families, as Update events with their counters so far.
     pub fn dump(&mut self) -> Result<ConntrackBatch, ReaderError> {
         let sequence = self.socket.next_sequence();
+        // Before asking: a connection opened before this time and not in the answer has ended.
+        let at = now();
         self.socket
             .send(&dump_request(sequence), "asking for the conntrack table")?;
         let mut batch = ConntrackBatch::default();
-        let at = now();
         loop {
             let datagram = match self.socket.receive()? {
                 Received::Datagram(datagram) => datagram,
@@ -273,6 +282,7 @@ fn event(
     let mut id = None;
     let mut original_counters = None;
     let mut reply_counters = None;
+    let mut closed = false;
     for attribute in NlasIterator::new(attributes) {
         let attribute = malformed(attribute, "conntrack attribute")?;
         let value = attribute.value();
@@ -282,6 +292,7 @@ fn event(
             CTA_ID => id = Some(be_u32(value, "CTA_ID")?),
             CTA_COUNTERS_ORIG => original_counters = Some(counters(value)?),
             CTA_COUNTERS_REPLY => reply_counters = Some(counters(value)?),
+            CTA_PROTOINFO => closed = tcp_closed(value)?,
             _ => {}
         }
     }
@@ -296,7 +307,29 @@ fn event(
         reply,
         original_counters,
         reply_counters,
+        closed,
     }))
+}
+
+/// CTA_PROTOINFO: whether a TCP entry's state is TIME_WAIT or CLOSE (false for other protocols).
+fn tcp_closed(attributes: &[u8]) -> Result<bool, ReaderError> {
+    for attribute in NlasIterator::new(attributes) {
+        let attribute = malformed(attribute, "CTA_PROTOINFO")?;
+        if attribute.kind() & NLA_TYPE_MASK != CTA_PROTOINFO_TCP {
+            continue;
+        }
+        for inner in NlasIterator::new(attribute.value()) {
+            let inner = malformed(inner, "CTA_PROTOINFO_TCP")?;
+            if inner.kind() & NLA_TYPE_MASK == CTA_PROTOINFO_TCP_STATE {
+                let state = inner.value().first().copied();
+                return Ok(matches!(
+                    state,
+                    Some(TCP_CONNTRACK_TIME_WAIT | TCP_CONNTRACK_CLOSE)
+                ));
+            }
+        }
+    }
+    Ok(false)
 }
 
 fn malformed<T, E: std::fmt::Display>(result: Result<T, E>, what: &str) -> Result<T, ReaderError> {
@@ -489,6 +522,7 @@ mod tests {
                     reply: expected_reply,
                     original_counters: None,
                     reply_counters: None,
+                    closed: false,
                 },
                 ConntrackEvent {
                     at: AT,
@@ -504,9 +538,36 @@ mod tests {
                         packets: 8,
                         bytes: 432
                     }),
+                    closed: false,
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_dumped_tcp_entry_in_time_wait_or_close_is_closed_and_one_established_is_not() {
+        let protocol_information = |state: u8| {
+            nested(
+                CTA_PROTOINFO,
+                &[nested(
+                    CTA_PROTOINFO_TCP,
+                    &[attribute(CTA_PROTOINFO_TCP_STATE, &[state])],
+                )],
+            )
+        };
+        for (state, closed) in [(3, false), (4, false), (7, true), (8, true)] {
+            let datagram = ct_message(
+                IPCTNL_MSG_CT_NEW,
+                0,
+                &[
+                    ipv4_tuple(CTA_TUPLE_ORIG, [10, 61, 0, 5], [192, 0, 2, 2], (40000, 8080)),
+                    ipv4_tuple(CTA_TUPLE_REPLY, [192, 0, 2, 2], [10, 61, 0, 5], (8080, 40000)),
+                    protocol_information(state),
+                ],
+            );
+            let batch = parse_datagram(&datagram, AT).unwrap();
+            assert_eq!(batch.events[0].closed, closed, "TCP state {state}");
+        }
     }
 
     #[test]

@@ -226,12 +226,21 @@ pub fn logged_packet(prefix: Option<&[u8]>, payload: &[u8], at: Timestamp) -> Op
         destination_port: 0,
     };
     let mut icmp = None;
+    let mut tcp_sequence = None;
     let transport = if fragment { &[][..] } else { transport };
     match protocol {
         // TCP, UDP, SCTP and UDP-Lite start with the two ports.
         6 | 17 | 132 | 136 if transport.len() >= 4 => {
             tuple.source_port = u16::from_be_bytes([transport[0], transport[1]]);
             tuple.destination_port = u16::from_be_bytes([transport[2], transport[3]]);
+            if protocol == 6 && transport.len() >= 8 {
+                tcp_sequence = Some(u32::from_be_bytes([
+                    transport[4],
+                    transport[5],
+                    transport[6],
+                    transport[7],
+                ]));
+            }
         }
         // ICMP and ICMPv6: type and code, and for echo the identifier, as conntrack keys them.
         1 | 58 if transport.len() >= 2 => {
@@ -251,6 +260,7 @@ pub fn logged_packet(prefix: Option<&[u8]>, payload: &[u8], at: Timestamp) -> Op
         tuple,
         length,
         icmp,
+        tcp_sequence,
     })
 }
 
@@ -298,6 +308,7 @@ mod tests {
                 },
                 length: 60,
                 icmp: None,
+                tcp_sequence: Some(1),
             }]
         );
     }

@@ -60,6 +60,7 @@ fn main() {
                 tuple: *tuple,
                 length: 60,
                 icmp: None,
+                tcp_sequence: None,
             }));
             let reply = Tuple {
                 source: tuple.destination,
@@ -82,6 +83,7 @@ fn main() {
                     packets: 5,
                     bytes: 900,
                 }),
+                closed: false,
             }));
         }
         let events = started.elapsed();

@@ -12,6 +12,12 @@
 //!   difference. They are matched by the same tuple: the original direction's source and the
 //!   reply direction's source as destination (where DNAT sent it). `Destroy` completes the
 //!   connection; a new conntrack id on a tracked tuple ends the old connection first.
+//! - Read by dumps alone (the agent's default, as Calico's collector polls conntrack), ends are
+//!   seen in [`Aggregator::dumped`]: a TCP entry in TIME_WAIT or CLOSE completes its connection
+//!   with its final counters (conntrack keeps such entries 120 s and 10 s), and a connection
+//!   missing from a dump that started after it was opened has ended, with what the previous dump
+//!   counted (its entry went between two dumps: reset and reaped, its tuple taken again, or a
+//!   UDP or ICMP flow that timed out).
 //! - A conntrack entry whose first packet was never logged (logged before the agent started,
 //!   logged with an unknown id, or the log packet lost) is tracked with empty `policies` and
 //!   action `allow` (conntrack confirmed it, so every hook accepted it), one side per local end;
@@ -90,6 +96,8 @@ pub struct Aggregator {
     next_recency: u64,
     denied_seen: FastSet<(Tuple, Reporter)>,
     denied_order: VecDeque<(Tuple, Reporter)>,
+    /// Counts the dumps; each connection remembers the last one that listed it.
+    dump_generation: u64,
     tally: Tally,
 }
 
@@ -130,6 +138,10 @@ struct Connection {
     started_in_interval: bool,
     last_event: Timestamp,
     recency: u64,
+    /// The last dump that listed it.
+    dump_generation: u64,
+    /// The logged first packet's TCP sequence number.
+    tcp_sequence: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -338,6 +350,7 @@ impl Aggregator {
             next_recency: 0,
             denied_seen: FastSet::default(),
             denied_order: VecDeque::new(),
+            dump_generation: 0,
             tally: Tally::default(),
             config,
         })
@@ -414,6 +427,14 @@ impl Aggregator {
         reporter: Reporter,
     ) {
         let tuple = packet.tuple;
+        let taken_again = self.connections.get(&tuple).is_some_and(|connection| {
+            matches!((connection.tcp_sequence, packet.tcp_sequence), (Some(before), Some(now)) if before != now)
+        });
+        if taken_again {
+            // Another SYN, not a retransmission: the tracked connection ended (unseen, between
+            // two dumps) and a new one took its tuple.
+            self.finish(&tuple, Ending::Completed);
+        }
         if let Some(connection) = self.connections.get_mut(&tuple) {
             // Conntrack reported it first, or a repeated first packet: fill the side if empty.
             let side = &mut connection.sides[reporter.index()];
@@ -424,6 +445,7 @@ impl Aggregator {
                 *side = Some(Side::Attributed(id, hit.clone()));
                 self.tally.hit_usage(id, &hit).add(0, 0, 1);
             }
+            connection.tcp_sequence = connection.tcp_sequence.or(packet.tcp_sequence);
             connection.last_event = connection.last_event.max(packet.at);
             self.touch(tuple);
             return;
@@ -435,6 +457,9 @@ impl Aggregator {
         self.tally.hit_usage(id, &hit).add(0, 0, 1);
         let nothing = [Counters::default(); 2];
         self.open(tuple, sides, packet.at, true, None, (nothing, nothing));
+        if let Some(connection) = self.connections.get_mut(&tuple) {
+            connection.tcp_sequence = packet.tcp_sequence;
+        }
     }
 
     /// An unattributed side for each end that is a local endpoint.
@@ -479,6 +504,8 @@ impl Aggregator {
                 started_in_interval: started,
                 last_event: at,
                 recency,
+                dump_generation: self.dump_generation,
+                tcp_sequence: None,
             },
         );
     }
@@ -567,8 +594,38 @@ impl Aggregator {
         true
     }
 
-    /// A conntrack event or dumped entry.
+    /// A conntrack event, or an entry of a dump read without [`Aggregator::dumped`].
     pub fn conntrack(&mut self, event: &ConntrackEvent) {
+        self.apply(event, None);
+    }
+
+    /// A whole dump of the conntrack table, asked for at `started`: each entry counted as
+    /// [`Aggregator::conntrack`] counts it, closed TCP entries completing their connections,
+    /// then every connection opened before `started` that the dump did not list ended.
+    pub fn dumped(&mut self, entries: &[ConntrackEvent], started: Timestamp) {
+        self.dump_generation += 1;
+        let generation = self.dump_generation;
+        for entry in entries {
+            self.apply(entry, Some(generation));
+        }
+        // A connection opened (its first packet read) before the dump was asked for was in the
+        // table when the dump began, unless it had ended.
+        let gone: Vec<Tuple> = self
+            .connections
+            .iter()
+            .filter(|(_, connection)| {
+                connection.dump_generation != generation
+                    && (connection.confirmed || connection.last_event < started)
+            })
+            .map(|(tuple, _)| *tuple)
+            .collect();
+        self.tally.statistics.gone_from_dumps += gone.len() as u64;
+        for tuple in gone {
+            self.finish(&tuple, Ending::Completed);
+        }
+    }
+
+    fn apply(&mut self, event: &ConntrackEvent, dump: Option<u64>) {
         self.tally.statistics.conntrack_events += 1;
         let tuple = decided_tuple(event);
         let other_entry = self
@@ -598,7 +655,13 @@ impl Aggregator {
             connection.conntrack_id = Some(event.id);
             connection.confirmed = true;
             connection.last_event = connection.last_event.max(event.at);
+            if let Some(generation) = dump {
+                connection.dump_generation = generation;
+            }
             if event.kind == ConntrackEventKind::Destroy {
+                self.finish(&tuple, Ending::Completed);
+            } else if event.closed {
+                self.tally.statistics.closed_in_dumps += 1;
                 self.finish(&tuple, Ending::Completed);
             } else {
                 self.touch(tuple);
@@ -607,6 +670,11 @@ impl Aggregator {
         }
         if event.kind == ConntrackEventKind::Destroy {
             self.tally.statistics.untracked_ends += 1;
+            return;
+        }
+        if event.closed {
+            // Over before it was tracked (or already completed: conntrack lists a closed entry
+            // until its TIME_WAIT ends): nothing left to count.
             return;
         }
         let sides = self.local_sides(&tuple);

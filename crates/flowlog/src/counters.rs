@@ -46,6 +46,10 @@ pub struct Statistics {
     pub foreign_connections: u64,
     /// Conntrack ends of connections that were not tracked.
     pub untracked_ends: u64,
+    /// Tracked connections a dump found closed (TCP TIME_WAIT or CLOSE).
+    pub closed_in_dumps: u64,
+    /// Tracked connections missing from a dump: their entry went between two dumps.
+    pub gone_from_dumps: u64,
     /// Connections evicted to stay within `maxConnections`.
     pub connections_evicted: u64,
     /// Confirmed connections with no conntrack event for `idleTimeoutMilliseconds`.

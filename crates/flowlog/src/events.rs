@@ -47,6 +47,10 @@ pub struct LoggedPacket {
     pub length: u32,
     /// ICMP type and code, when the packet is ICMP or ICMPv6.
     pub icmp: Option<(u8, u8)>,
+    /// A TCP packet's sequence number: a retransmitted SYN repeats it, and a new connection
+    /// that takes the tuple of an ended one does not, though both are `ct state new`.
+    #[serde(default)]
+    pub tcp_sequence: Option<u32>,
 }
 
 /// What happened to a tracked connection.
@@ -80,4 +84,8 @@ pub struct ConntrackEvent {
     pub original_counters: Option<Counters>,
     /// Reply direction.
     pub reply_counters: Option<Counters>,
+    /// A TCP entry in TIME_WAIT or CLOSE: the connection is over though conntrack keeps the
+    /// entry a while (120 s and 10 s by default) for late packets. How a dump tells an end.
+    #[serde(default)]
+    pub closed: bool,
 }

@@ -56,6 +56,7 @@ fn logged(at: u64, hit: Option<HitId>, tuple: Tuple) -> LoggedPacket {
         tuple,
         length: 60,
         icmp: None,
+        tcp_sequence: None,
     }
 }
 
@@ -85,6 +86,7 @@ fn conntrack(
         },
         original_counters: counters(original.0, original.1),
         reply_counters: counters(reply.0, reply.1),
+        closed: false,
     }
 }
 
@@ -429,6 +431,107 @@ fn a_connection_first_seen_in_a_dump_counts_only_what_follows() {
         (3, 300, 1, 1_000)
     );
     assert_eq!((record.num_flows_started, record.num_flows_live), (0, 1));
+}
+
+/// The counts of a record: flows, started, completed, live.
+fn flow_counts(record: &FlowRecord) -> (u64, u64, u64, u64) {
+    (
+        record.num_flows,
+        record.num_flows_started,
+        record.num_flows_completed,
+        record.num_flows_live,
+    )
+}
+
+#[test]
+fn read_by_dumps_alone_a_connection_ends_when_closed_or_gone_from_a_dump() {
+    let (mut aggregator, dataplane) = aggregator_with(node_one());
+    let closing = tcp(WEB, 41000, "203.0.113.5", 443);
+    let allowed = hit(&dataplane, &closing, PolicyType::Egress);
+    aggregator.logged_packet(&logged(1_000, Some(allowed.id()), closing));
+    let update = |at, original, reply| conntrack(at, ConntrackEventKind::Update, 7, closing, original, reply);
+    aggregator.dumped(&[update(5_000, (3, 180), (2, 120))], Timestamp(4_990));
+    aggregator.dumped(
+        &[ConntrackEvent {
+            closed: true,
+            ..update(10_000, (5, 300), (4, 240))
+        }],
+        Timestamp(9_990),
+    );
+    let records = aggregator.drain(Timestamp(15_000));
+    let record = only(&records);
+    assert_eq!((record.packets_out, record.bytes_out), (5, 300));
+    assert_eq!((record.packets_in, record.bytes_in), (4, 240));
+    assert_eq!(flow_counts(record), (1, 1, 1, 0), "TIME_WAIT completes it");
+    assert_eq!(aggregator.statistics().closed_in_dumps, 1);
+
+    // Conntrack lists the closed entry until its TIME_WAIT ends: it is not a connection again.
+    aggregator.dumped(
+        &[ConntrackEvent {
+            closed: true,
+            ..update(20_000, (5, 300), (4, 240))
+        }],
+        Timestamp(19_990),
+    );
+    assert_eq!(aggregator.gauges().tracked_connections, 0);
+    assert!(aggregator.drain(Timestamp(30_000)).is_empty());
+    assert_eq!(aggregator.statistics().unattributed_connections, 0);
+
+    // Opened before a dump that does not list it: it went between two dumps. Opened after the
+    // dump was asked for: the dump could not know it yet.
+    let gone = tcp(WEB, 41001, "203.0.113.5", 443);
+    let too_new = tcp(WEB, 41002, "203.0.113.5", 443);
+    aggregator.logged_packet(&logged(31_000, Some(allowed.id()), gone));
+    aggregator.logged_packet(&logged(34_995, Some(allowed.id()), too_new));
+    aggregator.dumped(&[], Timestamp(34_990));
+    assert_eq!(aggregator.statistics().gone_from_dumps, 1);
+    let records = aggregator.drain(Timestamp(45_000));
+    let record = only(&records);
+    assert_eq!(flow_counts(record), (2, 2, 1, 1));
+}
+
+#[test]
+fn a_new_syn_on_a_tracked_tuple_ends_the_connection_that_had_it() {
+    let (mut aggregator, dataplane) = aggregator_with(node_one());
+    let tuple = tcp(WEB, 41010, "203.0.113.5", 443);
+    let allowed = hit(&dataplane, &tuple, PolicyType::Egress);
+    let syn = |at, sequence| LoggedPacket {
+        tcp_sequence: Some(sequence),
+        ..logged(at, Some(allowed.id()), tuple)
+    };
+    aggregator.logged_packet(&syn(1_000, 100));
+    aggregator.logged_packet(&syn(2_000, 100)); // retransmitted: the same connection
+    aggregator.dumped(
+        &[conntrack(
+            3_000,
+            ConntrackEventKind::Update,
+            7,
+            tuple,
+            (4, 400),
+            (3, 300),
+        )],
+        Timestamp(2_990),
+    );
+    // The connection closed and a new one took its tuple between two dumps.
+    aggregator.logged_packet(&syn(4_000, 9_000));
+    aggregator.logged_packet(&syn(4_500, 9_000));
+    aggregator.dumped(
+        &[conntrack(
+            5_000,
+            ConntrackEventKind::Update,
+            8,
+            tuple,
+            (2, 120),
+            (1, 60),
+        )],
+        Timestamp(4_990),
+    );
+    let records = aggregator.drain(Timestamp(15_000));
+    let record = only(&records);
+    assert_eq!(record.policies, vec![allowed.text()], "both attributed");
+    assert_eq!(flow_counts(record), (2, 2, 1, 1));
+    assert_eq!((record.packets_out, record.packets_in), (6, 4));
+    assert_eq!(aggregator.statistics().unattributed_connections, 0);
 }
 
 #[test]

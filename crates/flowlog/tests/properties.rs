@@ -1,5 +1,6 @@
 //! Random event sequences: the aggregator never panics, its counters (totals, per action, and per
-//! hit while the hit is reported) never decrease, its caps hold after every event, and every
+//! hit while the hit is reported) never decrease, whether conntrack is read by events or by
+//! whole dumps, its caps hold after every event, and every
 //! record is consistent with itself.
 
 use std::collections::HashMap;
@@ -32,6 +33,7 @@ enum Operation {
         hit: usize,
         tuple: (usize, usize, usize, usize, u16),
         length: u32,
+        tcp_sequence: Option<u32>,
     },
     Conntrack {
         advance: u64,
@@ -40,6 +42,12 @@ enum Operation {
         tuple: (usize, usize, usize, usize, u16),
         original: (u64, u64),
         reply: (u64, u64),
+        closed: bool,
+    },
+    /// A whole dump: entries as (id, tuple, original, reply, closed).
+    Dump {
+        advance: u64,
+        entries: Vec<DumpEntry>,
     },
     Drain {
         advance: u64,
@@ -48,6 +56,14 @@ enum Operation {
         staged: bool,
     },
 }
+
+type DumpEntry = (
+    u32,
+    (usize, usize, usize, usize, u16),
+    (u64, u64),
+    (u64, u64),
+    bool,
+);
 
 fn tuple_strategy() -> impl Strategy<Value = (usize, usize, usize, usize, u16)> {
     (
@@ -61,8 +77,8 @@ fn tuple_strategy() -> impl Strategy<Value = (usize, usize, usize, usize, u16)> 
 
 fn operation() -> impl Strategy<Value = Operation> {
     prop_oneof![
-        4 => (0..3_000u64, 0..24usize, tuple_strategy(), 40..1_500u32).prop_map(
-            |(advance, hit, tuple, length)| Operation::Logged { advance, hit, tuple, length }
+        4 => (0..3_000u64, 0..24usize, tuple_strategy(), 40..1_500u32, proptest::option::of(0..3u32)).prop_map(
+            |(advance, hit, tuple, length, tcp_sequence)| Operation::Logged { advance, hit, tuple, length, tcp_sequence }
         ),
         4 => (
             0..3_000u64,
@@ -70,16 +86,26 @@ fn operation() -> impl Strategy<Value = Operation> {
             0..3u32,
             tuple_strategy(),
             (0..1_000u64, 0..100_000u64),
-            (0..1_000u64, 0..100_000u64)
+            (0..1_000u64, 0..100_000u64),
+            any::<bool>(),
         )
-            .prop_map(|(advance, kind, id, tuple, original, reply)| Operation::Conntrack {
+            .prop_map(|(advance, kind, id, tuple, original, reply, closed)| Operation::Conntrack {
                 advance,
                 kind,
                 id,
                 tuple,
                 original,
                 reply,
+                closed,
             }),
+        2 => (
+            0..3_000u64,
+            proptest::collection::vec(
+                (0..3u32, tuple_strategy(), (0..1_000u64, 0..100_000u64), (0..1_000u64, 0..100_000u64), any::<bool>()),
+                0..6,
+            ),
+        )
+            .prop_map(|(advance, entries)| Operation::Dump { advance, entries }),
         1 => (0..40_000u64).prop_map(|advance| Operation::Drain { advance }),
         1 => any::<bool>().prop_map(|staged| Operation::Compile { staged }),
     ]
@@ -119,6 +145,36 @@ fn hit_counters(aggregator: &Aggregator) -> HashMap<PolicyHit, Usage> {
         .into_iter()
         .map(|(hit, usage)| (hit.clone(), usage))
         .collect()
+}
+
+fn entry(
+    now: u64,
+    kind: ConntrackEventKind,
+    (id, chosen, original, reply, closed): DumpEntry,
+) -> ConntrackEvent {
+    let original_tuple = tuple(chosen);
+    ConntrackEvent {
+        at: Timestamp(now),
+        kind,
+        id,
+        original: original_tuple,
+        reply: Tuple {
+            source: original_tuple.destination,
+            destination: original_tuple.source,
+            source_port: original_tuple.destination_port,
+            destination_port: original_tuple.source_port,
+            protocol: original_tuple.protocol,
+        },
+        original_counters: Some(Counters {
+            packets: original.0,
+            bytes: original.1,
+        }),
+        reply_counters: (id != 2).then_some(Counters {
+            packets: reply.0,
+            bytes: reply.1,
+        }),
+        closed,
+    }
 }
 
 fn check_record(record: &FlowRecord) {
@@ -164,7 +220,7 @@ proptest! {
         let mut per_hit = hit_counters(&aggregator);
         for operation in operations {
             match operation {
-                Operation::Logged { advance, hit, tuple: chosen, length } => {
+                Operation::Logged { advance, hit, tuple: chosen, length, tcp_sequence } => {
                     now += advance;
                     // Some ids are unknown, some are not hit ids at all.
                     let hit = match hit {
@@ -178,27 +234,21 @@ proptest! {
                         tuple: tuple(chosen),
                         length,
                         icmp: None,
+                        tcp_sequence,
                     });
                 }
-                Operation::Conntrack { advance, kind, id, tuple: chosen, original, reply } => {
+                Operation::Conntrack { advance, kind, id, tuple: chosen, original, reply, closed } => {
                     now += advance;
-                    let original_tuple = tuple(chosen);
                     let kind = [ConntrackEventKind::New, ConntrackEventKind::Update, ConntrackEventKind::Destroy][kind as usize];
-                    aggregator.conntrack(&ConntrackEvent {
-                        at: Timestamp(now),
-                        kind,
-                        id,
-                        original: original_tuple,
-                        reply: Tuple {
-                            source: original_tuple.destination,
-                            destination: original_tuple.source,
-                            source_port: original_tuple.destination_port,
-                            destination_port: original_tuple.source_port,
-                            protocol: original_tuple.protocol,
-                        },
-                        original_counters: Some(Counters { packets: original.0, bytes: original.1 }),
-                        reply_counters: (id != 2).then_some(Counters { packets: reply.0, bytes: reply.1 }),
-                    });
+                    aggregator.conntrack(&entry(now, kind, (id, chosen, original, reply, closed)));
+                }
+                Operation::Dump { advance, entries } => {
+                    now += advance;
+                    let entries: Vec<ConntrackEvent> = entries
+                        .into_iter()
+                        .map(|dumped| entry(now, ConntrackEventKind::Update, dumped))
+                        .collect();
+                    aggregator.dumped(&entries, Timestamp(now.saturating_sub(advance / 2)));
                 }
                 Operation::Drain { advance } => {
                     now += advance;

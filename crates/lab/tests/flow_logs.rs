@@ -6,6 +6,7 @@
 //!   rule `explain` gives on the same IR (the sender's egress; the receiver's ingress when the
 //!   sender let it through), attributed from the kernel's log prefix; a probe by a name the pod
 //!   resolved under a domain rule carries the name (`dest_domains`);
+//! - every allowed TCP probe's connection is seen to end (closed in the next conntrack dump);
 //! - packets and bytes of a connection that echoed a known number of bytes are within what
 //!   was sent and its headers;
 //! - a staged default deny is reported in `pending_policies` for exactly the probes it would
@@ -163,6 +164,9 @@ fn unix_seconds() -> u64 {
 /// What a probe's record must say on one reporter's side.
 struct Expected {
     row: String,
+    /// The probe connected: both sides allowed it (a SYN the receiver dropped leaves the
+    /// sender's entry in SYN_SENT, a live connection, until conntrack's timeout).
+    connected: bool,
     /// The name the pod resolved, for a probe by name from a pod that learns names.
     domain: Option<String>,
     reporter: Reporter,
@@ -237,6 +241,7 @@ fn expectations(lab: &Lab, report: &ProbeReport) -> Result<Vec<Expected>, String
                 };
                 expected.push(Expected {
                     row: format!("{} -> {} {}/{}", row.from, row.to, protocol, row.port),
+                    connected: row.allowed(),
                     domain: row
                         .domain
                         .clone()
@@ -295,6 +300,25 @@ fn matches(record: &FlowRecord, expected: &Expected, since: u64) -> bool {
             || record.dest_domains == expected.domain.iter().cloned().collect::<Vec<_>>())
 }
 
+/// For a TCP probe that connected, the connections its records started and completed when they
+/// differ: a probe's connection closes at once, and the agent sees it closed (TIME_WAIT) at its
+/// next dump of the conntrack table, so every one must have completed.
+fn completed(records: &[FlowRecord], expected: &Expected, since: u64) -> Option<(u64, u64)> {
+    if !expected.connected || expected.protocol != "tcp" {
+        return None;
+    }
+    let (started, ended) = records
+        .iter()
+        .filter(|record| matches(record, expected, since))
+        .fold((0, 0), |(started, ended), record| {
+            (
+                started + record.num_flows_started,
+                ended + record.num_flows_completed,
+            )
+        });
+    (started != ended).then_some((started, ended))
+}
+
 fn check_probes_in_flow_log(lab: &Lab, report: &ProbeReport, since: u64) -> Result<Vec<FlowRecord>, String> {
     let expected = expectations(lab, report)?;
     let records = sluice_lab::flows::wait_for_records(
@@ -302,9 +326,10 @@ fn check_probes_in_flow_log(lab: &Lab, report: &ProbeReport, since: u64) -> Resu
         &lab.name,
         Duration::from_secs(10),
         |records| {
-            expected
-                .iter()
-                .all(|expected| records.iter().any(|record| matches(record, expected, since)))
+            expected.iter().all(|expected| {
+                records.iter().any(|record| matches(record, expected, since))
+                    && completed(records, expected, since).is_none()
+            })
         },
     )?;
     let mut problems = Vec::new();
@@ -316,6 +341,12 @@ fn check_probes_in_flow_log(lab: &Lab, report: &ProbeReport, since: u64) -> Resu
         if found.is_empty() {
             problems.push(format!("{} ({:?}): no record", expected.row, expected.reporter));
             continue;
+        }
+        if let Some((started, ended)) = completed(&records, expected, since) {
+            problems.push(format!(
+                "{} ({:?}): {started} connections started, {ended} completed: the closed connection was not seen to end",
+                expected.row, expected.reporter
+            ));
         }
         for record in found {
             if record.action != expected.action || record.policies != [expected.policy.clone()] {
@@ -384,9 +415,10 @@ fn run(lab: &Lab) -> Result<(), String> {
         &lab.name,
         Duration::from_secs(10),
         |records| {
-            expected
-                .iter()
-                .all(|expected| records.iter().any(|record| matches(record, expected, since)))
+            expected.iter().all(|expected| {
+                records.iter().any(|record| matches(record, expected, since))
+                    && completed(records, expected, since).is_none()
+            })
         },
     )?;
     let mut problems = Vec::new();

@@ -230,11 +230,20 @@ fn apply(
         address: None,
         group: GROUP,
         deny_rate: 100,
+        dump_interval: sluice_agent::flows::DEFAULT_DUMP_INTERVAL,
+        conntrack_events: false,
     };
-    let (log, events, dump) =
-        open_kernel(GROUP, Some(&lab.node)).expect("the kernel's flow-log sockets open");
-    let shell =
-        FlowShell::start("node", &flags, log, events, dump, Metrics::new()).expect("the shell starts");
+    let kernel = open_kernel(GROUP, Some(&lab.node), flags.conntrack_events)
+        .expect("the kernel's flow-log sockets open");
+    let shell = FlowShell::start(
+        "node",
+        &flags,
+        kernel.log,
+        kernel.events,
+        kernel.dump,
+        Metrics::new(),
+    )
+    .expect("the shell starts");
     shell.update(ir, resources);
     Some((shell, directory))
 }

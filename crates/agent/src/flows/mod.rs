@@ -13,7 +13,7 @@ pub use shell::now;
 pub use file::RotatingFile;
 pub use recent::{RecentFlows, RecentRecord};
 pub use server::{FlowListen, FlowServer, parse_since};
-pub use shell::{ConntrackDump, ConntrackSource, FlowShell, LogSource, open_kernel};
+pub use shell::{ConntrackDump, ConntrackSource, FlowShell, KernelSources, LogSource, open_kernel};
 
 /// The NFLOG group decisions are logged to by default: clear of Calico's 1 and 2.
 pub const DEFAULT_LOG_GROUP: u16 = sluice_dataplane::flow_logs::DEFAULT_FLOW_LOG_GROUP;
@@ -36,4 +36,13 @@ pub struct FlowLogFlags {
     pub group: u16,
     /// Denied packets logged per second and deciding rule.
     pub deny_rate: u32,
+    /// How often the conntrack table is dumped (at most the interval): how ends and counters
+    /// are read.
+    pub dump_interval: std::time::Duration,
+    /// Subscribe to conntrack's Destroy events too: ends exact to the event instead of the next
+    /// dump, at a cost per connection (docs/flow-logs.md).
+    pub conntrack_events: bool,
 }
+
+/// How often the conntrack table is dumped by default.
+pub const DEFAULT_DUMP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);

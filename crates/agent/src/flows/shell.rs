@@ -1,7 +1,11 @@
-//! The flow-log shell: the kernel's decision log and connection-tracking events in, through
+//! The flow-log shell: the kernel's decision log and the connection-tracking table in, through
 //! `sluice-flowlog`'s aggregator, records out to the node's file, the served ring and the
-//! metrics. Three threads: one reads logged packets, one conntrack events, one ends each
-//! interval (dumping live connections' counters first, so long connections report as they go).
+//! metrics. Threads: one reads logged packets (each connection's first packet, and denied
+//! ones); one dumps the conntrack table every few seconds (counters, and ends: closed TCP
+//! entries and entries gone since the last dump) and ends each interval; with
+//! `conntrack_events`, one more reads conntrack's Destroy events. Reading by dumps alone is
+//! Calico's way and costs nothing per connection; events cost a message per connection, which
+//! took 5% of new connections/s on this machine (docs/benchmarks.md, "Flow logs").
 //! The agent tells it each compile's IR, so ids in log prefixes name their policies, and the
 //! staged IR, so records carry `pending_policies`.
 
@@ -100,7 +104,7 @@ impl FlowShell {
         node: &str,
         flags: &FlowLogFlags,
         log: impl LogSource,
-        events: impl ConntrackSource,
+        events: Option<Box<dyn ConntrackSource>>,
         dump: impl ConntrackDump,
         metrics: Arc<Metrics>,
     ) -> Result<FlowShell, String> {
@@ -169,9 +173,8 @@ impl FlowShell {
                 }),
             )?);
         }
-        {
+        if let Some(mut events) = events {
             let shared = shared.clone();
-            let mut events = events;
             threads.push(spawn(
                 "flow-conntrack",
                 Box::new(move || {
@@ -191,21 +194,36 @@ impl FlowShell {
         {
             let shared = shared.clone();
             let mut dump = dump;
+            let dump_every = flags.dump_interval.min(flags.interval).as_millis().max(1) as u64;
             threads.push(spawn(
-                "flow-drain",
+                "flow-dump",
                 Box::new(move || {
+                    let mut next_dump = now().0.saturating_add(dump_every);
                     loop {
-                        let due = shared.aggregator.lock().expect("not poisoned").next_drain();
-                        while !shared.stop.load(Ordering::Relaxed) && now() < due {
-                            let left = due.0.saturating_sub(now().0).min(100);
+                        let next_drain = shared.aggregator.lock().expect("not poisoned").next_drain();
+                        let due = next_dump.min(next_drain.0);
+                        while !shared.stop.load(Ordering::Relaxed) && now().0 < due {
+                            let left = due.saturating_sub(now().0).min(100);
                             std::thread::sleep(Duration::from_millis(left.max(1)));
                         }
+                        let started = now();
                         match dump.dump() {
-                            Ok(events) => feed_conntrack(&shared, &events),
+                            Ok(entries) => {
+                                shared.metrics.flows.conntrack_events.inc_by(entries.len() as u64);
+                                shared
+                                    .aggregator
+                                    .lock()
+                                    .expect("not poisoned")
+                                    .dumped(&entries, started);
+                            }
                             Err(error) => read_failed(&shared, "a conntrack dump", &error),
                         }
-                        drain(&shared);
-                        if shared.stop.load(Ordering::Relaxed) {
+                        next_dump = started.0.saturating_add(dump_every);
+                        let stopping = shared.stop.load(Ordering::Relaxed);
+                        if stopping || now() >= next_drain {
+                            drain(&shared);
+                        }
+                        if stopping {
                             break;
                         }
                     }
@@ -394,31 +412,47 @@ impl ConntrackDump for sluice_dataplane::conntrack_events::ConntrackDump {
     }
 }
 
+/// The kernel's side of the flow log, opened by [`open_kernel`].
+pub struct KernelSources {
+    pub log: sluice_dataplane::nflog::NflogReader,
+    /// Conntrack's Destroy events, when asked for.
+    pub events: Option<Box<dyn ConntrackSource>>,
+    pub dump: sluice_dataplane::conntrack_events::ConntrackDump,
+}
+
+impl std::fmt::Debug for KernelSources {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("KernelSources")
+            .field("events", &self.events.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Opens the kernel's side in this network namespace (or the named one): accounting on, the
-/// NFLOG group bound, conntrack's Destroy events subscribed, a dump socket. Not New events: a
-/// logged first packet already opens the connection, and the interval's dump confirms it and
-/// finds any that started unlogged, so New would cost a message per connection for nothing
-/// (measured: docs/benchmarks.md, "Flow logs").
+/// NFLOG group bound, a dump socket, and with `conntrack_events` a subscription to conntrack's
+/// Destroy events. Never New events: a logged first packet already opens the connection, and
+/// the next dump confirms it and finds any that started unlogged, so New would cost a message
+/// per connection for nothing (measured: docs/benchmarks.md, "Flow logs").
 pub fn open_kernel(
     group: u16,
     namespace: Option<&str>,
-) -> Result<
-    (
-        sluice_dataplane::nflog::NflogReader,
-        sluice_dataplane::conntrack_events::ConntrackEvents,
-        sluice_dataplane::conntrack_events::ConntrackDump,
-    ),
-    String,
-> {
+    conntrack_events: bool,
+) -> Result<KernelSources, String> {
     use sluice_dataplane::conntrack_events::{self, ConntrackGroup};
     conntrack_events::enable_accounting(namespace).map_err(|error| error.to_string())?;
     let log = sluice_dataplane::nflog::NflogReader::open(group, namespace, READ_TIMEOUT)
         .map_err(|error| error.to_string())?;
-    let events =
-        conntrack_events::ConntrackEvents::subscribe(namespace, &[ConntrackGroup::Destroy], READ_TIMEOUT)
-            .map_err(|error| error.to_string())?;
+    let events = if conntrack_events {
+        let events =
+            conntrack_events::ConntrackEvents::subscribe(namespace, &[ConntrackGroup::Destroy], READ_TIMEOUT)
+                .map_err(|error| error.to_string())?;
+        Some(Box::new(events) as Box<dyn ConntrackSource>)
+    } else {
+        None
+    };
     let dump = conntrack_events::ConntrackDump::open(namespace).map_err(|error| error.to_string())?;
-    Ok((log, events, dump))
+    Ok(KernelSources { log, events, dump })
 }
 
 fn hit_labels(hit: &PolicyHit) -> HitLabels {
