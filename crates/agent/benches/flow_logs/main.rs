@@ -2,8 +2,9 @@
 //! host through a node programmed with Sluice's ruleset (the traffic benchmark's 1,000 policies
 //! and 100,000-network set, `crates/dataplane/benches/traffic`), with flow logs off and on,
 //! interleaved in one run. "On" is the agent's: the ruleset logs every decision to NFLOG and the
-//! agent's flow-log shell (`FlowShell`, the NFLOG and conntrack readers and the aggregator, with
-//! its file and socket) runs in this process, reading the node's namespace. This process does
+//! agent's flow-log shell (`FlowShell`, the NFLOG reader, the conntrack dumps and the
+//! aggregator, with its file and socket) runs in this process, reading the node's namespace;
+//! "on, with events" adds conntrack's Destroy events (`--flow-log-conntrack-events`). This process does
 //! nothing else while wrk runs, so its CPU time and memory are the shell's. Then the delay from
 //! a connection to its record on `/flows/stream` (what `sluice flows --follow` reads), with the
 //! default 15-second interval and the lab's 1 second.
@@ -29,6 +30,7 @@ use sluice_dataplane::{DnsRender, FlowLogs, LocalEndpoint, Ruleset, Syncer, rend
 use sluice_nft::CommandBackend;
 
 const GROUP: u16 = 7100;
+const LABELS: [&str; 4] = ["flow logs off", "log rules only", "flow logs on", "on, with events"];
 
 fn main() {
     if !std::env::args().any(|argument| argument == "--bench") {
@@ -75,17 +77,21 @@ fn main() {
         assert!(!lab.ping(), "the ruleset lets ICMP through");
     }
     println!(
-        "\n{rounds} rounds of: flow logs off, the ruleset's log rules with no reader, flow logs on; each wrk -t1 -c32 -d{seconds}s (Connection: close), then iperf3 -t {seconds}"
+        "\n{rounds} rounds of: flow logs off, the ruleset's log rules with no reader, flow logs on (conntrack dumps every {} s), on with conntrack events; each wrk -t1 -c32 -d{seconds}s (Connection: close), then iperf3 -t {seconds}",
+        sluice_agent::flows::DEFAULT_DUMP_INTERVAL.as_secs()
     );
     // Off; the ruleset's logging with no reader bound (what the kernel alone pays: with no
-    // socket on the group, a log statement does almost nothing); on (the ruleset and the shell).
-    let mut samples: Vec<[(f64, f64); 3]> = Vec::new();
-    let mut cpu_per_10k = Vec::new();
+    // socket on the group, a log statement does almost nothing); on (the ruleset and the shell,
+    // reading conntrack by dumps alone); on with conntrack's Destroy events too.
+    let mut samples: Vec<[(f64, f64); 4]> = Vec::new();
+    let mut cpu_per_10k = [Vec::new(), Vec::new()];
     let mut peak_rss = 0;
     let mut records = 0;
     for round in 1..=rounds {
-        let mut row = [(0.0, 0.0); 3];
-        for (index, (ruleset, logging)) in [(&off, false), (&on, false), (&on, true)].into_iter().enumerate()
+        let mut row = [(0.0, 0.0); 4];
+        for (index, (ruleset, logging)) in [(&off, None), (&on, None), (&on, Some(false)), (&on, Some(true))]
+            .into_iter()
+            .enumerate()
         {
             let shell = apply(&lab, &mut syncer, ruleset, logging, &ir, &resources, 15);
             let cpu_before = process_cpu_seconds();
@@ -94,20 +100,20 @@ fn main() {
             let cpu = process_cpu_seconds() - cpu_before;
             let wall = started.elapsed().as_secs_f64();
             let throughput = lab.gigabits_per_second(seconds);
-            let label = ["flow logs off", "log rules only", "flow logs on"][index];
+            let label = LABELS[index];
             let entries = lab.conntrack_count();
             if let Some((shell, directory)) = shell {
                 let cores = cpu / wall;
-                cpu_per_10k.push(cores * 10_000.0 / rate);
+                cpu_per_10k[index - 2].push(cores * 10_000.0 / rate);
                 println!(
-                    "round {round}  {label:<14} {rate:>8.0} conn/s  {throughput:>6.2} Gb/s  shell CPU {:.1}% of a core while wrk ran  (conntrack entries {entries})",
+                    "round {round}  {label:<22} {rate:>8.0} conn/s  {throughput:>6.2} Gb/s  shell CPU {:.1}% of a core while wrk ran  (conntrack entries {entries})",
                     cores * 100.0
                 );
                 shell.stop();
                 records += lines(&directory.join("flows.log"));
             } else {
                 println!(
-                    "round {round}  {label:<14} {rate:>8.0} conn/s  {throughput:>6.2} Gb/s  (conntrack entries {entries})"
+                    "round {round}  {label:<22} {rate:>8.0} conn/s  {throughput:>6.2} Gb/s  (conntrack entries {entries})"
                 );
             }
             peak_rss = peak_rss.max(peak_resident_kib());
@@ -133,12 +139,9 @@ fn main() {
         format!("{:.3} [{low:.3}–{high:.3}]", median(values))
     };
     println!("\nmedians of {rounds} rounds");
-    for (index, label) in ["flow logs off", "log rules only", "flow logs on"]
-        .into_iter()
-        .enumerate()
-    {
+    for (index, label) in LABELS.into_iter().enumerate() {
         println!(
-            "  {label:<15} {:>8.0} conn/s  {:>6.2} Gb/s",
+            "  {label:<22} {:>8.0} conn/s  {:>6.2} Gb/s",
             median(samples.iter().map(|row| row[index].0).collect()),
             median(samples.iter().map(|row| row[index].1).collect())
         );
@@ -148,8 +151,6 @@ fn main() {
         summary(ratios(1, false)),
         summary(ratios(1, true))
     );
-    let connections = ratios(2, false);
-    let throughput = ratios(2, true);
     let verdict = |values: &[f64]| {
         if median(values.to_vec()) >= 0.95 {
             "met"
@@ -157,22 +158,26 @@ fn main() {
             "MISSED"
         }
     };
+    for (index, label) in [(2, "on / off"), (3, "on with events / off")] {
+        let connections = ratios(index, false);
+        let throughput = ratios(index, true);
+        println!(
+            "{label}: conn/s {} ({}), throughput {} ({})  [target ≥ 0.95]; the shell's CPU: median {:.1}% of a core per 10,000 new connections/s",
+            summary(connections.clone()),
+            verdict(&connections),
+            summary(throughput.clone()),
+            verdict(&throughput),
+            median(cpu_per_10k[index - 2].clone()) * 100.0,
+        );
+    }
     println!(
-        "on / off: conn/s {} ({}), throughput {} ({})  [target ≥ 0.95]",
-        summary(connections.clone()),
-        verdict(&connections),
-        summary(throughput.clone()),
-        verdict(&throughput)
-    );
-    println!(
-        "the shell's CPU: median {:.1}% of a core per 10,000 new connections/s; peak resident memory of this process {} MiB; {records} records written",
-        median(cpu_per_10k) * 100.0,
+        "peak resident memory of this process {} MiB; {records} records written",
         peak_rss / 1024
     );
 
     for interval in [15, 1] {
         let (shell, _directory) =
-            apply(&lab, &mut syncer, &on, true, &ir, &resources, interval).expect("flow logs on");
+            apply(&lab, &mut syncer, &on, Some(false), &ir, &resources, interval).expect("flow logs on");
         let mut delays = Vec::new();
         for _ in 0..trials {
             delays.push(delay(&lab, &shell, interval));
@@ -201,12 +206,13 @@ fn number(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// Installs the ruleset from scratch; with flow logs, starts a shell reading the node.
+/// Installs the ruleset from scratch; with `logging` (whether to read conntrack events too),
+/// starts a shell reading the node.
 fn apply(
     lab: &Lab,
     syncer: &mut Syncer<CommandBackend>,
     ruleset: &Ruleset,
-    logging: bool,
+    logging: Option<bool>,
     ir: &sluice_policy::Dataplane,
     resources: &sluice_api::ResourceSet,
     interval: u64,
@@ -216,9 +222,7 @@ fn apply(
     let _ = lab.exec(&lab.node, &["conntrack", "-F"]);
     syncer.resync_next();
     syncer.sync(ruleset).expect("the kernel accepts the ruleset");
-    if !logging {
-        return None;
-    }
+    let conntrack_events = logging?;
     static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let start = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let directory = lab.work.join(format!("flows-{start}"));
@@ -231,7 +235,7 @@ fn apply(
         group: GROUP,
         deny_rate: 100,
         dump_interval: sluice_agent::flows::DEFAULT_DUMP_INTERVAL,
-        conntrack_events: false,
+        conntrack_events,
     };
     let kernel = open_kernel(GROUP, Some(&lab.node), flags.conntrack_events)
         .expect("the kernel's flow-log sockets open");
