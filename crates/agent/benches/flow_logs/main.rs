@@ -30,7 +30,12 @@ use sluice_dataplane::{DnsRender, FlowLogs, LocalEndpoint, Ruleset, Syncer, rend
 use sluice_nft::CommandBackend;
 
 const GROUP: u16 = 7100;
-const LABELS: [&str; 4] = ["flow logs off", "log rules only", "flow logs on", "on, with events"];
+const LABELS: [&str; 4] = [
+    "flow logs off",
+    "log rules only",
+    "flow logs on",
+    "on, with events",
+];
 
 fn main() {
     if !std::env::args().any(|argument| argument == "--bench") {
