@@ -78,6 +78,18 @@ impl Drop for Namespace {
     }
 }
 
+/// Whether libxtables finds this extension (Debian's and others' multiarch directories).
+fn xtables_extension_installed(name: &str) -> bool {
+    [
+        "/usr/lib/x86_64-linux-gnu/xtables",
+        "/usr/lib/aarch64-linux-gnu/xtables",
+        "/usr/lib/xtables",
+        "/usr/lib64/xtables",
+    ]
+    .iter()
+    .any(|directory| std::path::Path::new(directory).join(name).exists())
+}
+
 #[test]
 fn installed_tables_are_listed_checked_repaired_and_removed() {
     let namespace = Namespace::new("install");
@@ -89,7 +101,12 @@ fn installed_tables_are_listed_checked_repaired_and_removed() {
     assert!(listed.contains("table inet sluice-dns"), "{listed}");
     assert!(tables.is_installed(&queue()).unwrap());
     // `nft list ruleset` still reads the ruleset with the compat target in it; nft (built with
-    // libxtables) prints the target translated, as the `queue` statement it stands for.
+    // libxtables) prints the target translated, as the `queue` statement it stands for, through
+    // the xtables extension the iptables package installs.
+    assert!(
+        xtables_extension_installed("libxt_NFQUEUE.so"),
+        "nft lists the queue rule's target only with the xtables extensions: apt-get install iptables"
+    );
     let ruleset = namespace.run(&["nft", "list", "ruleset"]);
     assert!(
         ruleset.contains("meta mark & 0x00020000 == 0x00020000 queue num 4000"),
