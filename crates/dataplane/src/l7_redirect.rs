@@ -21,7 +21,9 @@
 //!   an earlier rule decides never leaves the kernel's fast path.
 //! - `l7-redirect`: `tproxy` to the proxy's loopback listener, marking packet and connection;
 //!   `tproxy` falls through when no socket listens, so an explicit `drop` follows (fail
-//!   closed: the client's retransmission finds the proxy once it is back).
+//!   closed: the client's retransmission finds the proxy once it is back). Both count, so
+//!   `nft list chain inet sluice l7-redirect` shows how many connections went to the proxy
+//!   and how many first packets found none.
 //! - base chain `l7-output` (filter, output, priority -150): the proxy's upstream sockets carry
 //!   [`MARK_PROXY_UPSTREAM`] (`SO_MARK`); their connections get [`MARK_PROXY`], so replies,
 //!   addressed to the pod (the proxy connects from the pod's own address), reach the proxy.
@@ -176,14 +178,14 @@ pub(crate) fn render_redirect(
             rules: vec![
                 (
                     format!(
-                        "meta nfproto ipv4 meta l4proto tcp tproxy ip to 127.0.0.1:{} {marks} accept",
+                        "meta nfproto ipv4 meta l4proto tcp counter tproxy ip to 127.0.0.1:{} {marks} accept",
                         redirect.port
                     ),
                     None,
                 ),
                 (
                     format!(
-                        "meta nfproto ipv6 meta l4proto tcp tproxy ip6 to [::1]:{} {marks} accept",
+                        "meta nfproto ipv6 meta l4proto tcp counter tproxy ip6 to [::1]:{} {marks} accept",
                         redirect.port
                     ),
                     None,

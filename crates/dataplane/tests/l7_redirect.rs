@@ -106,7 +106,7 @@ fn only_endpoints_with_l7_rules_are_redirected_and_only_from_prerouting() {
         redirect_rules[0].contains("tproxy ip to 127.0.0.1:15901"),
         "{redirect_rules:?}"
     );
-    assert_eq!(redirect_rules.last(), Some(&"drop"));
+    assert_eq!(redirect_rules.last(), Some(&"counter drop"));
     // The forward hook's own chains still never match the L7 rule.
     assert!(
         !with

@@ -29,6 +29,7 @@ pub mod probe;
 pub mod servers;
 mod shell;
 pub mod state;
+pub mod tls;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -95,6 +96,9 @@ pub enum LabCommand {
         udp: Vec<u16>,
         #[arg(long)]
         http: Vec<u16>,
+        /// TLS: answers the peer's address and the server name it asked for.
+        #[arg(long)]
+        https: Vec<u16>,
         /// Append a line per connection here.
         #[arg(long)]
         log: Option<PathBuf>,
@@ -114,6 +118,16 @@ pub enum LabCommand {
         port: u16,
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
+        /// HTTP: the request's method.
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// HTTP: the request's path.
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// HTTPS: the server name the ClientHello carries (default: the name connected to,
+        /// else none).
+        #[arg(long)]
+        server_name: Option<String>,
     },
     /// Answer the lab's DNS names on port 53, UDP and TCP (run inside an outside host's namespace).
     #[command(hide = true)]
@@ -238,9 +252,10 @@ pub fn run_in(command: LabCommand, environment: &Environment) -> Result<ExitCode
             tcp,
             udp,
             http,
+            https,
             log,
         } => {
-            servers::serve(address, &tcp, &udp, &http, log.as_deref())?;
+            servers::serve(address, &tcp, &udp, &http, &https, log.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Connect {
@@ -249,11 +264,19 @@ pub fn run_in(command: LabCommand, environment: &Environment) -> Result<ExitCode
             name,
             port,
             timeout_ms,
+            method,
+            path,
+            server_name,
         } => {
             let timeout = Duration::from_millis(timeout_ms.clamp(1, 30_000));
+            let request = servers::Request {
+                method,
+                path,
+                server_name,
+            };
             let outcome = match (to, name) {
-                (Some(to), _) => servers::connect(protocol, to, port, timeout),
-                (None, Some(name)) => servers::connect_by_name(protocol, &name, port, timeout),
+                (Some(to), _) => servers::connect_with(protocol, to, port, timeout, &request),
+                (None, Some(name)) => servers::connect_by_name_with(protocol, &name, port, timeout, &request),
                 (None, None) => return Err("connect needs --to or --name".into()),
             };
             println!(

@@ -597,6 +597,7 @@ fn describe(result: ConnectResult) -> &'static str {
         ConnectResult::TimedOut => "timed out",
         ConnectResult::Refused => "was refused",
         ConnectResult::Unreachable => "found no route",
+        ConnectResult::Forbidden => "was answered 403",
         ConnectResult::Error => "failed",
     }
 }
@@ -663,6 +664,7 @@ pub fn print_table(report: &ProbeReport, against_explain: bool) {
             ConnectResult::TimedOut => "denied",
             ConnectResult::Refused => "refused",
             ConnectResult::Unreachable => "unreachable",
+            ConnectResult::Forbidden => "forbidden",
             ConnectResult::Error => "error",
         };
         let seen = row
