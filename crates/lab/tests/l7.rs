@@ -49,6 +49,9 @@ spec:
   types: [Egress]
   egress:
     - action: Allow
+      protocol: UDP
+      destination: {ports: [53]}
+    - action: Allow
       protocol: TCP
       destination: {ports: [22]}
     - action: Allow
@@ -59,6 +62,11 @@ spec:
       protocol: TCP
       destination: {ports: [443]}
       tls: {serverNames: [api.partner.example]}
+    # A CDN address many sites share: only the names the rule allows get through.
+    - action: Allow
+      protocol: TCP
+      destination: {domains: [api.cdn.example], ports: [443]}
+      tls: {matchDomains: true}
 "#;
 
 const LAB: &str = r#"kind: Lab
@@ -67,6 +75,7 @@ nodes:
   - name: node-1
 outside:
   - {name: partner, address: 203.0.113.10, tcp: [22], http: [80], https: [443], names: [api.partner.example]}
+  - {name: cdn, address: 203.0.113.50, https: [443], names: [api.cdn.example, other.cdn.example]}
 manifests: [manifests/]
 pods:
   - {namespace: shop, name: web, node: node-1, labels: {app: web}}
@@ -190,7 +199,7 @@ fn l7_rules() -> Result<(), String> {
         || !post
             .detail
             .as_deref()
-            .is_some_and(|body| body.contains("NetworkPolicy shop/web-egress egress rule 1"))
+            .is_some_and(|body| body.contains("NetworkPolicy shop/web-egress egress rule 2"))
     {
         problems.push(format!("POST /v1/items: {post:?}"));
     }
@@ -214,6 +223,43 @@ fn l7_rules() -> Result<(), String> {
     let no_name = request(&lab, "https", 443, &[]);
     if no_name.result != ConnectResult::Refused {
         problems.push(format!("TLS without a server name: {no_name:?}"));
+    }
+    // matchDomains: the pod resolves api.cdn.example (the agent learns the address), and the
+    // same address under another name is reset; the allowed name passes.
+    let pod_netns = lab.netns(POD)?;
+    let by_name = |name: &str| {
+        let output = lab
+            .command_in(
+                &pod_netns,
+                &[
+                    "lab",
+                    "connect",
+                    "--protocol",
+                    "https",
+                    "--name",
+                    name,
+                    "--port",
+                    "443",
+                    "--timeout-ms",
+                    "2000",
+                ],
+            )
+            .output()
+            .map_err(|error| error.to_string())?;
+        serde_json::from_slice::<ConnectOutcome>(&output.stdout)
+            .map_err(|_| format!("connect printed {:?}", String::from_utf8_lossy(&output.stdout)))
+    };
+    let allowed_by_domain = by_name("api.cdn.example")?;
+    if allowed_by_domain.result != ConnectResult::Connected
+        || allowed_by_domain.detail.as_deref() != Some("server name api.cdn.example")
+    {
+        problems.push(format!("TLS by name to api.cdn.example: {allowed_by_domain:?}"));
+    }
+    let shared = by_name("other.cdn.example")?;
+    if shared.result != ConnectResult::Refused {
+        problems.push(format!(
+            "TLS by name to other.cdn.example, the same address: {shared:?}"
+        ));
     }
 
     // Only connections that reach the L7 rules went to the proxy: the redirect's counter
@@ -259,7 +305,6 @@ fn l7_rules() -> Result<(), String> {
 
     // A keep-alive connection the proxy judged: an allowed request, then the proxy is killed,
     // then a request it would deny. Nothing of the second reaches the destination.
-    let pod_netns = lab.netns(POD)?;
     let agent_before = sluice_lab::agent_pid(&lab.environment, &lab.name, "node-1");
     let proxy_before = proxy_pid(&lab).ok_or("no L7 proxy process")?;
     let target = SocketAddr::new(PARTNER.parse::<IpAddr>().unwrap(), 80);

@@ -15,7 +15,7 @@ use sluice_proxy::http::{HttpConnection, Limits, Output};
 use sluice_proxy::tls::{ClientHelloReader, HelloProgress};
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 
-use super::judge::{FlowJudge, Outcome};
+use super::judge::{FlowJudge, KernelPairs, Outcome};
 
 /// How long a request head or a ClientHello may take to arrive, counted per read.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,6 +45,7 @@ pub(crate) fn serve(client: TcpStream, peer: SocketAddr, dataplane: Option<Arc<D
         return reset(&client);
     }
     let judge = FlowJudge {
+        pairs: Arc::new(KernelPairs),
         dataplane,
         flow: Flow {
             source: peer.ip(),
@@ -257,7 +258,7 @@ fn tls(mut client: TcpStream, peer: SocketAddr, original: SocketAddr, judge: Flo
             .then(|| hello.server_name.clone())
             .flatten(),
     };
-    match judge.decide(&view) {
+    match judge.decide(&view, view.server_name.as_deref()) {
         Outcome::Allowed(rule) => {
             tracing::debug!(%peer, %original, server_name = ?hello.server_name, allowed_by = %rule, "TLS connection allowed");
         }
