@@ -192,7 +192,7 @@ pub(crate) fn render_redirect(
                 ),
                 // `tproxy` finds no listener: the proxy is down. Dropped, never forwarded.
                 (
-                    "drop".to_string(),
+                    "counter drop".to_string(),
                     Some("no L7 proxy listening: fail closed".to_string()),
                 ),
             ],
