@@ -137,6 +137,7 @@ pub fn demo(sluice_binary: &Path, cni_binary: &Path, keep: bool) -> Result<ExitC
         &ProbeOptions {
             against_explain: true,
             services: Vec::new(),
+            ..Default::default()
         },
     )?;
     probe::print_table(&report, true);

@@ -79,9 +79,19 @@ pub enum LabCommand {
         /// non-zero on any disagreement.
         #[arg(long)]
         against_explain: bool,
-        /// Only these services, e.g. tcp/443,udp/53,http/80 (default: all each destination offers).
+        /// Only these services, e.g. tcp/443,udp/53,http/80,https/443 (default: all each
+        /// destination offers).
         #[arg(long, value_delimiter = ',')]
         ports: Vec<String>,
+        /// The method of HTTP probes (explain judges the same request).
+        #[arg(long, default_value = "GET")]
+        http_method: String,
+        /// The path of HTTP probes.
+        #[arg(long, default_value = "/")]
+        http_path: String,
+        /// The TLS server name of HTTPS probes by address (by name, the name is sent).
+        #[arg(long)]
+        server_name: Option<String>,
         #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
         output: ProbeOutput,
     },
@@ -225,6 +235,9 @@ pub fn run_in(command: LabCommand, environment: &Environment) -> Result<ExitCode
             name,
             against_explain,
             ports,
+            http_method,
+            http_path,
+            server_name,
             output,
         } => {
             let name = state::choose_lab(root, name.as_deref())?;
@@ -235,6 +248,11 @@ pub fn run_in(command: LabCommand, environment: &Environment) -> Result<ExitCode
             let options = ProbeOptions {
                 against_explain,
                 services,
+                request: servers::Request {
+                    method: http_method,
+                    path: http_path,
+                    server_name,
+                },
             };
             let report = probe::probe(environment, &name, &options)?;
             match output {

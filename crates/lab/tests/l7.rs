@@ -16,7 +16,8 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use sluice_lab::{ConnectOutcome, ConnectResult};
+use sluice_lab::servers::Request;
+use sluice_lab::{ConnectOutcome, ConnectResult, ProbeOptions, ServiceProtocol};
 use support::{Lab, Test};
 
 const TESTS: [(&str, Test); 1] = [(
@@ -260,6 +261,56 @@ fn l7_rules() -> Result<(), String> {
         problems.push(format!(
             "TLS by name to other.cdn.example, the same address: {shared:?}"
         ));
+    }
+
+    // `lab probe --against-explain` with an HTTP request and a TLS server name: explain judges
+    // each probe with the same request, and the proxy agrees.
+    for (method, path, http_result) in [
+        ("GET", "/v1/items", ConnectResult::Connected),
+        ("POST", "/v1/items", ConnectResult::Forbidden),
+    ] {
+        let report = sluice_lab::probe(
+            &lab.environment,
+            &lab.name,
+            &ProbeOptions {
+                against_explain: true,
+                services: Vec::new(),
+                request: Request {
+                    method: method.into(),
+                    path: path.into(),
+                    server_name: Some("api.partner.example".into()),
+                },
+            },
+        )?;
+        for row in &report.rows {
+            if let Some(disagreement) = &row.disagreement {
+                problems.push(format!(
+                    "probe {method} {path}: {} → {} {:?} {}/{}: {disagreement}",
+                    row.from,
+                    row.to,
+                    row.domain,
+                    row.protocol.name(),
+                    row.port
+                ));
+            }
+        }
+        let http_by_address = report
+            .rows
+            .iter()
+            .find(|row| row.protocol == ServiceProtocol::Http && row.domain.is_none());
+        if http_by_address.map(|row| row.outcome.result) != Some(http_result) {
+            problems.push(format!(
+                "probe {method} {path}: the HTTP row is {http_by_address:?}"
+            ));
+        }
+        let tls_rows = report
+            .rows
+            .iter()
+            .filter(|row| row.protocol == ServiceProtocol::Https)
+            .count();
+        if tls_rows < 5 {
+            problems.push(format!("probe {method} {path}: {tls_rows} HTTPS rows"));
+        }
     }
 
     // Only connections that reach the L7 rules went to the proxy: the redirect's counter
