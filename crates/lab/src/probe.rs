@@ -644,24 +644,54 @@ fn describe(result: ConnectResult) -> &'static str {
 }
 
 fn connect_from(environment: &Environment, probe: &Planned<'_>, request: &Request) -> ConnectOutcome {
-    let mut command = shell::in_netns(probe.netns, &environment.sluice_binary);
     let destination = match &probe.domain {
-        Some(name) => ["--name".to_string(), name.clone()],
-        None => ["--to".to_string(), probe.to_address.to_string()],
+        Some(name) => Destination::Name(name),
+        None => Destination::Address(probe.to_address),
     };
-    command.args(["lab", "connect", "--protocol", probe.protocol.name()]);
-    command.args(destination);
+    connect_in(
+        environment,
+        probe.netns,
+        probe.protocol,
+        destination,
+        probe.port,
+        request,
+    )
+}
+
+/// Where a connection from a pod goes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Destination<'a> {
+    Address(IpAddr),
+    /// Resolved in the pod first (and, for HTTPS, the server name sent).
+    Name(&'a str),
+}
+
+/// One `lab connect` inside a namespace, as a probe makes it.
+pub(crate) fn connect_in(
+    environment: &Environment,
+    netns: &str,
+    protocol: ServiceProtocol,
+    destination: Destination<'_>,
+    port: u16,
+    request: &Request,
+) -> ConnectOutcome {
+    let mut command = shell::in_netns(netns, &environment.sluice_binary);
+    command.args(["lab", "connect", "--protocol", protocol.name()]);
+    match destination {
+        Destination::Name(name) => command.args(["--name", name]),
+        Destination::Address(address) => command.args(["--to", &address.to_string()]),
+    };
     command.args([
         "--port",
-        &probe.port.to_string(),
+        &port.to_string(),
         "--timeout-ms",
         &PROBE_TIMEOUT.as_millis().to_string(),
     ]);
-    match probe.protocol {
+    match protocol {
         ServiceProtocol::Http => {
             command.args(["--method", &request.method, "--path", &request.path]);
         }
-        ServiceProtocol::Https if probe.domain.is_none() => {
+        ServiceProtocol::Https if matches!(destination, Destination::Address(_)) => {
             if let Some(name) = &request.server_name {
                 command.args(["--server-name", name]);
             }
