@@ -44,6 +44,9 @@ pub fn server_config() -> Result<Arc<ServerConfig>, String> {
 /// Completes the handshake on an accepted connection and answers `<peer address> <server
 /// name or ->`; returns the server name asked for.
 pub fn answer(stream: TcpStream, config: Arc<ServerConfig>, seen: IpAddr) -> std::io::Result<Option<String>> {
+    // Handshake flights are several small writes: without NODELAY, Nagle and delayed ACKs
+    // add tens of milliseconds to every handshake.
+    stream.set_nodelay(true)?;
     let connection = ServerConnection::new(config).map_err(std::io::Error::other)?;
     let mut tls = StreamOwned::new(connection, stream);
     while tls.conn.is_handshaking() {
@@ -161,6 +164,7 @@ pub fn handshake(
     };
     let connection = ClientConnection::new(Arc::new(config), name).map_err(std::io::Error::other)?;
     let stream = TcpStream::connect_timeout(&address, timeout)?;
+    stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     let mut tls = StreamOwned::new(connection, stream);
