@@ -257,3 +257,20 @@ fn a_connection_reaching_an_l7_rule_goes_to_the_transparent_listener_and_out_fro
     assert!(pod_reads(&topology, 80).is_err());
     assert_eq!(on_80.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn the_redirect_comes_and_goes_incrementally_in_the_real_nft() {
+    let namespace = support::Namespace::new("l7sync");
+    let mut syncer = Syncer::new(CommandBackend::in_namespace(&namespace.0).expect("nft is installed"));
+    let redirect = L7Redirect { port: PROXY_PORT };
+    let with = ruleset("slcl7sync", Some(&redirect));
+    let without = ruleset("slcl7sync", None);
+    assert!(syncer.sync(&without).expect("the plain ruleset").full);
+    assert!(!syncer.sync(&with).expect("the redirect added").full);
+    let listed = namespace.nft_list(&["table", "inet", "sluice"]);
+    assert!(listed.contains("tproxy ip to 127.0.0.1:15901"), "{listed}");
+    assert!(!syncer.sync(&without).expect("the redirect removed").full);
+    let listed = namespace.nft_list(&["table", "inet", "sluice"]);
+    assert!(!listed.contains("tproxy") && !listed.contains("l7-"), "{listed}");
+    assert!(!syncer.sync(&with).expect("and back").full);
+}
