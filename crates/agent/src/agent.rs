@@ -8,9 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use sluice_api::resource::RESOURCE_PREFIX;
 use sluice_api::{Resource, ResourceSet};
 use sluice_dataplane::routes::{NetlinkRoutes, RouteBackend};
-use sluice_dataplane::{
-    DnsRender, FlowLogs, LocalEndpoint, Syncer, programmable_endpoints, render_with_flow_logs,
-};
+use sluice_dataplane::{DnsRender, FlowLogs, LocalEndpoint, Syncer, programmable_endpoints, render_with_l7};
 use sluice_ipam::layout::BLOCK_PREFIX;
 use sluice_nft::Backend;
 use sluice_store::{Change, Condition, Operation, Revision, Store, StoreError, Watch};
@@ -19,6 +17,7 @@ use crate::dns::{DnsFlags, DnsShell};
 use crate::flows::{FlowLogFlags, FlowShell};
 use crate::gateway::{DEFAULT_TUNNEL_MTU, GatewayShell, GatewayUpdate};
 use crate::metrics::Metrics;
+use crate::proxy::supervisor::ProxySupervisor;
 use crate::routing::Routing;
 use crate::status::{HEARTBEAT_INTERVAL, NodeStatus, status_key};
 
@@ -53,6 +52,10 @@ pub struct AgentConfig {
     pub tunnel_mtu: u32,
     /// Where the agent serves its flow log, as its status record names it for `sluice flows`.
     pub flow_endpoints: Vec<String>,
+    /// The L7 proxy's port (`None`: no proxy; L7 rules never match).
+    pub l7_proxy_port: Option<u16>,
+    /// This process is the agent's L7 proxy child, not the agent.
+    pub l7_proxy_child: bool,
 }
 
 impl AgentConfig {
@@ -67,6 +70,8 @@ impl AgentConfig {
             egress_gateways: true,
             tunnel_mtu: DEFAULT_TUNNEL_MTU,
             flow_endpoints: Vec::new(),
+            l7_proxy_port: None,
+            l7_proxy_child: false,
         }
     }
 }
@@ -85,6 +90,8 @@ pub struct Agent<B: Backend> {
     gateways: Option<GatewayShell>,
     /// The flow log's shell and the logging the ruleset carries for it.
     flows: Option<(FlowShell, FlowLogs)>,
+    /// The L7 proxy, when the agent runs one.
+    proxy: Option<ProxySupervisor>,
     metrics: Arc<Metrics>,
     /// The datastore's resources by key, kept current by the watch.
     resources: BTreeMap<String, Resource>,
@@ -129,6 +136,7 @@ impl<B: Backend> Agent<B> {
             dns_flags: DnsFlags::default(),
             gateways: None,
             flows: None,
+            proxy: None,
             metrics,
             resources: BTreeMap::new(),
             policy_dirty: true,
@@ -189,6 +197,19 @@ impl<B: Backend> Agent<B> {
             self.config.tunnel_mtu,
         ));
         self
+    }
+
+    /// Runs the L7 proxy (a child process, see [`crate::proxy`]) on `port` once some local
+    /// endpoint has an egress rule with an HTTP or TLS match, and redirects such connections
+    /// to it.
+    pub fn with_l7_proxy(mut self, port: u16) -> Self {
+        self.proxy = Some(ProxySupervisor::new(port));
+        self
+    }
+
+    /// The L7 proxy's process id, while it runs.
+    pub fn l7_proxy_pid(&self) -> Option<u32> {
+        self.proxy.as_ref().and_then(ProxySupervisor::pid)
     }
 
     /// Records every connection that starts at, or is denied at, a local endpoint (see
@@ -382,6 +403,9 @@ impl<B: Backend> Agent<B> {
         {
             dns.tick(self.store.as_ref());
         }
+        if let Some(proxy) = &mut self.proxy {
+            proxy.check();
+        }
         let mut policy = self.policy_due().min(self.heartbeat_due());
         if let Some(dns) = &self.dns {
             policy = policy.min(dns.next_due());
@@ -435,18 +459,26 @@ impl<B: Backend> Agent<B> {
             flows.update(&dataplane, &set);
         }
         let flow_logs = self.flows.as_ref().map(|(_, logs)| *logs);
+        let redirect = self.proxy.as_ref().map(|proxy| *proxy.redirect());
         let ruleset = match &mut self.dns {
             Some(dns) => {
                 let settings =
                     crate::dns::configuration::settings(&configurations, &self.config.node, &self.dns_flags);
-                render_with_flow_logs(
+                render_with_l7(
                     &dataplane,
                     &local,
                     &dns.before_render(&dataplane, &local, settings),
                     flow_logs,
+                    redirect.as_ref(),
                 )
             }
-            None => render_with_flow_logs(&dataplane, &local, &DnsRender::default(), flow_logs),
+            None => render_with_l7(
+                &dataplane,
+                &local,
+                &DnsRender::default(),
+                flow_logs,
+                redirect.as_ref(),
+            ),
         };
         let rendered = Instant::now();
         self.counts = Counts {
@@ -494,6 +526,15 @@ impl<B: Backend> Agent<B> {
                 self.metrics.local_endpoints.set(local.len() as i64);
                 if let Some(dns) = &mut self.dns {
                     dns.after_sync(true, report.full);
+                }
+                if let Some(proxy) = &mut self.proxy {
+                    let (revision, resources) = (self.revision, &self.resources);
+                    let redirects = ruleset.redirects_to_proxy();
+                    if let Err(error) = proxy.after_sync(redirects, || {
+                        crate::proxy::snapshot::encode(revision, resources.values())
+                    }) {
+                        tracing::error!(%error, "the L7 proxy's routing: redirected connections are dropped until it is in place");
+                    }
                 }
                 Ok(())
             }
@@ -636,6 +677,9 @@ impl<B: Backend> Agent<B> {
         if let Some(gateways) = &mut self.gateways {
             gateways.shutdown();
         }
+        if let Some(proxy) = &mut self.proxy {
+            proxy.stop();
+        }
         self.write_status(true);
     }
 
@@ -669,6 +713,12 @@ pub fn run(
     dns: Option<DnsFlags>,
     flow_logs: Option<FlowLogFlags>,
 ) -> Result<(), String> {
+    if config.l7_proxy_child {
+        let port = config
+            .l7_proxy_port
+            .ok_or("the L7 proxy child needs a port (--l7-proxy-port)")?;
+        return crate::proxy::child::run(&config.node, port);
+    }
     // First, so a signal that comes during start-up stops the agent cleanly too.
     let stop = Arc::new(AtomicBool::new(false));
     crate::shutdown::stop_on_signals(stop.clone())?;
@@ -689,7 +739,11 @@ pub fn run(
     }
     let program_routes = config.program_routes;
     let egress_gateways = config.egress_gateways;
+    let l7_proxy_port = config.l7_proxy_port;
     let mut agent = Agent::new(config, store, backend, metrics);
+    if let Some(port) = l7_proxy_port {
+        agent = agent.with_l7_proxy(port);
+    }
     if program_routes {
         let routes = NetlinkRoutes::open().map_err(|error| error.to_string())?;
         agent = agent.with_routes(Box::new(routes));

@@ -52,6 +52,22 @@ pub struct AgentArguments {
     pub egress_tunnel_mtu: u32,
     #[command(flatten)]
     pub flow_logs: FlowLogArguments,
+    #[command(flatten)]
+    pub l7_proxy: L7ProxyArguments,
+}
+
+/// The L7 proxy's flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct L7ProxyArguments {
+    /// Run no L7 proxy: egress rules with an HTTP or TLS match then never match (fail closed).
+    #[arg(long)]
+    pub no_l7_proxy: bool,
+    /// The port the L7 proxy listens on, on 127.0.0.1 and [::1] in the node's namespace.
+    #[arg(long, value_name = "PORT", default_value_t = crate::proxy::DEFAULT_PORT, value_parser = clap::value_parser!(u16).range(1..))]
+    pub l7_proxy_port: u16,
+    /// Run as the agent's L7 proxy child (the agent starts it so).
+    #[arg(long, hide = true)]
+    pub l7_proxy_child: bool,
 }
 
 /// The flow log's flags.
@@ -106,6 +122,8 @@ impl AgentArguments {
         config.program_routes = !self.no_routes;
         config.egress_gateways = !self.no_egress_gateways;
         config.tunnel_mtu = self.egress_tunnel_mtu;
+        config.l7_proxy_port = (!self.l7_proxy.no_l7_proxy).then_some(self.l7_proxy.l7_proxy_port);
+        config.l7_proxy_child = self.l7_proxy.l7_proxy_child;
         config
     }
 

@@ -19,6 +19,7 @@ pub mod dns;
 pub mod flows;
 pub mod gateway;
 mod metrics;
+pub mod proxy;
 mod routing;
 mod shutdown;
 mod status;

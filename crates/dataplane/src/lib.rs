@@ -21,18 +21,21 @@ pub mod domains;
 pub mod flow_logs;
 pub mod gateway_pins;
 pub mod gateway_routes;
+pub mod l7_redirect;
 pub mod netfilter_socket;
 pub mod netlink;
 pub mod nflog;
+pub mod proxy_routes;
 mod render;
 pub mod routes;
 mod sync;
 
 pub use domains::{DnsRender, LearnedElement, domain_set_name};
 pub use flow_logs::FlowLogs;
+pub use l7_redirect::L7Redirect;
 pub use netfilter_socket::ReaderError;
 pub use render::{
     ChainState, DynamicElement, INTERFACE_PREFIX, IpFamily, LocalEndpoint, Ruleset, SetState, TABLE_NAME,
-    programmable_endpoints, render, render_with_dns, render_with_flow_logs,
+    programmable_endpoints, render, render_with_dns, render_with_flow_logs, render_with_l7,
 };
 pub use sync::{SyncReport, Syncer, ensure_fail_closed};

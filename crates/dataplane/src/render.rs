@@ -31,6 +31,7 @@ use sluice_policy::{Dataplane, PolicyHit};
 
 use crate::domains::{DeclaredDomainSets, DnsRender, domain_set_name, render_domains};
 use crate::flow_logs::{FlowLogs, allow_verdict};
+use crate::l7_redirect::{L7Redirect, accept_redirected, render_redirect};
 
 pub const TABLE_NAME: &str = "sluice";
 /// Host-side interfaces of pods start with this (the CNI plugin names them so); a packet on
@@ -145,7 +146,7 @@ impl Ruleset {
 }
 
 /// A short stable name part from any hashable description.
-fn short_hash(value: impl Hash) -> String {
+pub(crate) fn short_hash(value: impl Hash) -> String {
     // FNV-1a over the std hasher's input would be stable too; DefaultHasher's algorithm is
     // not guaranteed across Rust releases, which only matters across agent upgrades, and a
     // changed name merely causes one full rewrite.
@@ -274,6 +275,19 @@ pub fn render_with_flow_logs(
     local: &[LocalEndpoint],
     dns: &DnsRender,
     flow_logs: Option<FlowLogs>,
+) -> Ruleset {
+    render_with_l7(ir, local, dns, flow_logs, None)
+}
+
+/// [`render_with_flow_logs`] and, when `l7` is given, the redirect of connections that reach
+/// an egress rule with an HTTP or TLS match to the node's proxy (see [`crate::l7_redirect`]);
+/// without it, such rules never match and nothing is redirected.
+pub fn render_with_l7(
+    ir: &Dataplane,
+    local: &[LocalEndpoint],
+    dns: &DnsRender,
+    flow_logs: Option<FlowLogs>,
+    l7: Option<&L7Redirect>,
 ) -> Ruleset {
     let flow_logs = flow_logs.as_ref();
     let (local, _) = programmable_endpoints(local);
@@ -524,7 +538,17 @@ pub fn render_with_flow_logs(
     ruleset
         .chains
         .insert("forward".into(), dispatch("forward", 0, true));
-    ruleset.chains.insert("input".into(), dispatch("input", 0, false));
+    let mut input = dispatch("input", 0, false);
+    if let Some(l7) = l7
+        && render_redirect(ir, &local_programs, &renderer, l7, &mut ruleset)
+    {
+        // A connection the prerouting copy of its endpoint's egress sent to the proxy is
+        // delivered locally: its first packet meets the input hook, where the endpoint's chain
+        // would drop it (its L7 rule never matches in the kernel). The proxy judges it.
+        let position = 2;
+        input.rules.insert(position, accept_redirected());
+    }
+    ruleset.chains.insert("input".into(), input);
     render_gateway_replies(ir, &local_programs, &mut ruleset);
     render_nat(ir, &mut ruleset);
     ruleset
@@ -603,7 +627,7 @@ fn render_nat(ir: &Dataplane, ruleset: &mut Ruleset) {
     );
 }
 
-fn direction_name(direction: PolicyType) -> &'static str {
+pub(crate) fn direction_name(direction: PolicyType) -> &'static str {
     match direction {
         PolicyType::Egress => "egress",
         PolicyType::Ingress => "ingress",
@@ -1100,7 +1124,7 @@ fn plain_verdict(action: Action, log_label: &str) -> String {
     }
 }
 
-struct RuleRenderer<'a> {
+pub(crate) struct RuleRenderer<'a> {
     /// Per IP set: how rules refer to its IPv4 and IPv6 parts.
     addresses: &'a [[Reference; 2]],
     /// Per named-port set, likewise.
@@ -1137,10 +1161,16 @@ impl RuleRenderer<'_> {
     /// action, so splitting keeps the rule's meaning.
     fn rule(&self, rule: &CompiledRule, action: &str) -> Vec<String> {
         if rule.l7.is_some() {
-            // HTTP and TLS matches are not enforced in the kernel yet, and they are Allow-only:
-            // never matching fails closed.
+            // The kernel cannot see requests, and L7 rules are Allow-only: in the forward
+            // hook they never match (fail closed). Connections that reach one are sent to the
+            // proxy from prerouting instead (`l7_redirect`).
             return Vec::new();
         }
+        self.rule_below_l7(rule, action)
+    }
+
+    /// The nft rules for every match of a rule but its L7 match.
+    pub(crate) fn rule_below_l7(&self, rule: &CompiledRule, action: &str) -> Vec<String> {
         let mut rendered = Vec::new();
         for &family in self.families {
             if rule

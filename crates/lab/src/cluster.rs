@@ -233,6 +233,7 @@ fn build(
                     (ServiceProtocol::Tcp, host.tcp.clone()),
                     (ServiceProtocol::Udp, host.udp.clone()),
                     (ServiceProtocol::Http, host.http.clone()),
+                    (ServiceProtocol::Https, host.https.clone()),
                 ];
                 start_server(
                     environment,
@@ -437,7 +438,7 @@ fn ipv6_available() -> bool {
 
 /// Whether an outside host offers any service (one without only sends).
 pub(crate) fn host_serves(host: &crate::config::OutsideHostSpec) -> bool {
-    !(host.tcp.is_empty() && host.udp.is_empty() && host.http.is_empty())
+    !(host.tcp.is_empty() && host.udp.is_empty() && host.http.is_empty() && host.https.is_empty())
 }
 
 fn add_netns(netns: &str) -> Result<(), String> {
@@ -996,6 +997,7 @@ pub fn status(environment: &Environment, name: &str) -> Result<bool, String> {
                 ("tcp", &host.spec.tcp),
                 ("udp", &host.spec.udp),
                 ("http", &host.spec.http),
+                ("https", &host.spec.https),
             ]
             .iter()
             .flat_map(|(protocol, ports)| ports.iter().map(move |port| format!("{protocol}/{port}")))

@@ -78,6 +78,9 @@ pub struct OutsideHostSpec {
     pub udp: Vec<u16>,
     #[serde(default)]
     pub http: Vec<u16>,
+    /// TLS servers with a self-signed certificate that answer the server name asked for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub https: Vec<u16>,
     /// DNS names the lab's DNS server answers with this host's address (lowercased on reading).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub names: Vec<String>,
@@ -294,6 +297,7 @@ impl LabFile {
                 .iter()
                 .chain(&host.udp)
                 .chain(&host.http)
+                .chain(&host.https)
                 .any(|port| *port == 0)
             {
                 return Err(Problem::at(
@@ -408,7 +412,10 @@ impl LabFile {
             .iter()
             .enumerate()
             .find(|(_, host)| host.address == address)
-            && (host.tcp.contains(&53) || host.udp.contains(&53) || host.http.contains(&53))
+            && (host.tcp.contains(&53)
+                || host.udp.contains(&53)
+                || host.http.contains(&53)
+                || host.https.contains(&53))
         {
             return Err(Problem::at(
                 &format!("outside[{index}]"),

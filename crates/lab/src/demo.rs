@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::probe::{ProbeOptions, ProbeRow};
+use crate::servers::{ConnectResult, Request, ServiceProtocol};
 use crate::{Environment, cluster, probe};
 
 /// The demo's lab file and manifests, compiled in so the demo runs from any directory.
@@ -137,6 +138,7 @@ pub fn demo(sluice_binary: &Path, cni_binary: &Path, keep: bool) -> Result<ExitC
         &ProbeOptions {
             against_explain: true,
             services: Vec::new(),
+            ..Default::default()
         },
     )?;
     probe::print_table(&report, true);
@@ -185,6 +187,7 @@ pub fn demo(sluice_binary: &Path, cni_binary: &Path, keep: bool) -> Result<ExitC
             Some(name),
         ));
     }
+    print_l7(&environment, &name, &report)?;
     let disagreements = report.disagreements();
     if disagreements > 0 {
         return Err(format!("{disagreements} probe(s) disagreed with explain"));
@@ -342,6 +345,102 @@ fn pick_denied(rows: &[ProbeRow]) -> Option<&ProbeRow> {
         .filter(denied)
         .find(|row| !row.to.contains('/'))
         .or_else(|| rows.iter().find(denied))
+}
+
+/// HTTP and TLS rules at work: a GET and a POST from prod/web to the partner's port 80, judged
+/// per request by the node's L7 proxy, and the notebook's TLS connections to the CDN by its two
+/// names (from the matrix); then why the POST was refused.
+fn print_l7(environment: &Environment, name: &str, report: &probe::ProbeReport) -> Result<(), String> {
+    let Some(web) = report
+        .rows
+        .iter()
+        .find(|row| row.from == "prod/web" && row.to == "partner" && row.protocol == ServiceProtocol::Http)
+    else {
+        return Ok(());
+    };
+    let netns = crate::state::LabPaths::new(&environment.state_root, name)
+        .load()?
+        .pods
+        .iter()
+        .find(|pod| pod.shown() == "prod/web")
+        .map(|pod| pod.netns.clone())
+        .ok_or("the demo has no prod/web")?;
+    println!();
+    println!("HTTP and TLS rules, judged per request by each node's L7 proxy (only connections that");
+    println!("reach such a rule leave the kernel's fast path):");
+    println!();
+    let mut denied = None;
+    for method in ["GET", "POST"] {
+        let request = Request {
+            method: method.to_string(),
+            path: "/v1/orders".to_string(),
+            server_name: None,
+        };
+        let outcome = probe::connect_in(
+            environment,
+            &netns,
+            ServiceProtocol::Http,
+            probe::Destination::Address(web.to_address),
+            web.port,
+            &request,
+        );
+        let shown = match outcome.result {
+            ConnectResult::Connected => "allowed".to_string(),
+            ConnectResult::Forbidden => format!("403: {}", outcome.detail.as_deref().unwrap_or_default()),
+            other => format!("{other:?}"),
+        };
+        println!(
+            "  prod/web  {method} http://{}/v1/orders  {shown}",
+            web.to_address
+        );
+        if outcome.result != ConnectResult::Connected {
+            denied = Some(request);
+        }
+    }
+    for row in report
+        .rows
+        .iter()
+        // The notebook's rule checks the server name against its domains (tls.matchDomains).
+        .filter(|row| {
+            row.protocol == ServiceProtocol::Https && row.domain.is_some() && row.from == "research/notebook"
+        })
+    {
+        let shown = match row.outcome.result {
+            ConnectResult::Connected => "allowed".to_string(),
+            ConnectResult::Refused => "reset by the proxy".to_string(),
+            other => format!("{other:?}"),
+        };
+        println!(
+            "  {}  TLS to {} ({}) naming {}  {shown}",
+            row.from,
+            row.domain.as_deref().unwrap_or_default(),
+            row.to_address,
+            row.domain.as_deref().unwrap_or_default()
+        );
+    }
+    if let Some(request) = denied {
+        println!();
+        println!(
+            "Why was the POST refused? (sluice explain --from prod/web --to {} --port {} --http-method POST --http-path /v1/orders)",
+            web.to_address, web.port
+        );
+        println!();
+        let view = sluice_policy::FlowL7 {
+            http: Some(sluice_policy::HttpRequest {
+                method: request.method,
+                path: request.path,
+                host: Some(web.to_address.to_string()),
+            }),
+            server_name: None,
+        };
+        print_explanation(&sluice_policy::explain_with_l7(
+            &report.dataplane,
+            &web.flow(),
+            None,
+            Some(&view),
+        ));
+    }
+    Ok(())
 }
 
 fn print_explanation(explanation: &sluice_policy::Explanation) {

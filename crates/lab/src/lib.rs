@@ -29,6 +29,7 @@ pub mod probe;
 pub mod servers;
 mod shell;
 pub mod state;
+pub mod tls;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -78,9 +79,19 @@ pub enum LabCommand {
         /// non-zero on any disagreement.
         #[arg(long)]
         against_explain: bool,
-        /// Only these services, e.g. tcp/443,udp/53,http/80 (default: all each destination offers).
+        /// Only these services, e.g. tcp/443,udp/53,http/80,https/443 (default: all each
+        /// destination offers).
         #[arg(long, value_delimiter = ',')]
         ports: Vec<String>,
+        /// The method of HTTP probes (explain judges the same request).
+        #[arg(long, default_value = "GET")]
+        http_method: String,
+        /// The path of HTTP probes.
+        #[arg(long, default_value = "/")]
+        http_path: String,
+        /// The TLS server name of HTTPS probes by address (by name, the name is sent).
+        #[arg(long)]
+        server_name: Option<String>,
         #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
         output: ProbeOutput,
     },
@@ -95,6 +106,9 @@ pub enum LabCommand {
         udp: Vec<u16>,
         #[arg(long)]
         http: Vec<u16>,
+        /// TLS: answers the peer's address and the server name it asked for.
+        #[arg(long)]
+        https: Vec<u16>,
         /// Append a line per connection here.
         #[arg(long)]
         log: Option<PathBuf>,
@@ -114,6 +128,16 @@ pub enum LabCommand {
         port: u16,
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
+        /// HTTP: the request's method.
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// HTTP: the request's path.
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// HTTPS: the server name the ClientHello carries (default: the name connected to,
+        /// else none).
+        #[arg(long)]
+        server_name: Option<String>,
     },
     /// Answer the lab's DNS names on port 53, UDP and TCP (run inside an outside host's namespace).
     #[command(hide = true)]
@@ -211,6 +235,9 @@ pub fn run_in(command: LabCommand, environment: &Environment) -> Result<ExitCode
             name,
             against_explain,
             ports,
+            http_method,
+            http_path,
+            server_name,
             output,
         } => {
             let name = state::choose_lab(root, name.as_deref())?;
@@ -221,6 +248,11 @@ pub fn run_in(command: LabCommand, environment: &Environment) -> Result<ExitCode
             let options = ProbeOptions {
                 against_explain,
                 services,
+                request: servers::Request {
+                    method: http_method,
+                    path: http_path,
+                    server_name,
+                },
             };
             let report = probe::probe(environment, &name, &options)?;
             match output {
@@ -238,9 +270,10 @@ pub fn run_in(command: LabCommand, environment: &Environment) -> Result<ExitCode
             tcp,
             udp,
             http,
+            https,
             log,
         } => {
-            servers::serve(address, &tcp, &udp, &http, log.as_deref())?;
+            servers::serve(address, &tcp, &udp, &http, &https, log.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Connect {
@@ -249,11 +282,19 @@ pub fn run_in(command: LabCommand, environment: &Environment) -> Result<ExitCode
             name,
             port,
             timeout_ms,
+            method,
+            path,
+            server_name,
         } => {
             let timeout = Duration::from_millis(timeout_ms.clamp(1, 30_000));
+            let request = servers::Request {
+                method,
+                path,
+                server_name,
+            };
             let outcome = match (to, name) {
-                (Some(to), _) => servers::connect(protocol, to, port, timeout),
-                (None, Some(name)) => servers::connect_by_name(protocol, &name, port, timeout),
+                (Some(to), _) => servers::connect_with(protocol, to, port, timeout, &request),
+                (None, Some(name)) => servers::connect_by_name_with(protocol, &name, port, timeout, &request),
                 (None, None) => return Err("connect needs --to or --name".into()),
             };
             println!(

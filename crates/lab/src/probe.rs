@@ -8,13 +8,13 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::Serialize;
-use sluice_policy::{Dataplane, Flow, family_pairs};
+use sluice_policy::{Dataplane, Flow, FlowL7, HttpRequest, family_pairs};
 
 use crate::Environment;
 use crate::cluster;
 use crate::datastore;
 use crate::egress::{EgressExpectation, expectation};
-use crate::servers::{ConnectOutcome, ConnectResult, LookupResult, ServiceProtocol};
+use crate::servers::{ConnectOutcome, ConnectResult, LookupResult, Request, ServiceProtocol};
 use crate::shell;
 use crate::state::{LabPaths, LabState};
 
@@ -28,6 +28,9 @@ pub struct ProbeOptions {
     pub against_explain: bool,
     /// Only these services; empty means every service each destination offers.
     pub services: Vec<(ServiceProtocol, u16)>,
+    /// What HTTP probes ask (method and path) and the server name HTTPS probes by address send
+    /// (by name, they send the name); explain judges each probe with the same request.
+    pub request: Request,
 }
 
 /// One probe's flow, outcome and what explain says of it.
@@ -88,6 +91,29 @@ impl ProbeRow {
         }
     }
 
+    /// What the probe carries above TCP, as the evaluator's L7 view: the HTTP request the
+    /// probe sends (its `Host` is the address connected to), or the TLS server name.
+    pub fn l7_view(&self, request: &Request) -> Option<FlowL7> {
+        match self.protocol {
+            ServiceProtocol::Http => Some(FlowL7 {
+                http: Some(HttpRequest {
+                    method: request.method.clone(),
+                    path: request.path.clone(),
+                    host: Some(match self.to_address {
+                        IpAddr::V6(address) => format!("[{address}]"),
+                        IpAddr::V4(address) => address.to_string(),
+                    }),
+                }),
+                server_name: None,
+            }),
+            ServiceProtocol::Https => Some(FlowL7 {
+                http: None,
+                server_name: self.domain.clone().or_else(|| request.server_name.clone()),
+            }),
+            ServiceProtocol::Tcp | ServiceProtocol::Udp => None,
+        }
+    }
+
     /// For a probe by name, the DNS query it makes first: UDP to port 53 of the lab's server.
     pub fn lookup_flow(&self, dns_server: IpAddr) -> Option<Flow> {
         self.domain.as_ref()?;
@@ -125,7 +151,12 @@ pub fn parse_service(text: &str) -> Result<(ServiceProtocol, u16), String> {
         "tcp" => ServiceProtocol::Tcp,
         "udp" => ServiceProtocol::Udp,
         "http" => ServiceProtocol::Http,
-        other => return Err(format!("`{text}`: protocol `{other}` is not tcp, udp or http")),
+        "https" => ServiceProtocol::Https,
+        other => {
+            return Err(format!(
+                "`{text}`: protocol `{other}` is not tcp, udp, http or https"
+            ));
+        }
     };
     let port = port
         .parse::<u16>()
@@ -205,7 +236,7 @@ pub fn probe(environment: &Environment, name: &str, options: &ProbeOptions) -> R
     let (by_address, by_name): (Vec<usize>, Vec<usize>) =
         (0..planned.len()).partition(|index| planned[*index].domain.is_none());
     for phase in [by_address, by_name] {
-        run_probes(environment, &planned, &phase, &outcomes);
+        run_probes(environment, &planned, &phase, &outcomes, &options.request);
     }
     let outcomes = outcomes.into_inner().expect("probe outcomes");
     let rows = planned
@@ -243,15 +274,20 @@ pub fn probe(environment: &Environment, name: &str, options: &ProbeOptions) -> R
             if options.against_explain && row.no_common_family {
                 row.disagreement = unroutable_disagreement(&row);
             } else if options.against_explain {
+                let view = row.l7_view(&options.request);
                 let allows = dataplane
-                    .evaluate_with_domain(&row.flow(), row.domain.as_deref())
+                    .evaluate_with_l7(&row.flow(), row.domain.as_deref(), view.as_ref())
                     .allowed
                     || (row.domain.is_none()
                         && learned
                             .get(&(row.from.clone(), row.to_address))
                             .into_iter()
                             .flatten()
-                            .any(|name| dataplane.evaluate_with_domain(&row.flow(), Some(name)).allowed));
+                            .any(|name| {
+                                dataplane
+                                    .evaluate_with_l7(&row.flow(), Some(name), view.as_ref())
+                                    .allowed
+                            }));
                 match dns_server.and_then(|server| row.lookup_flow(server)) {
                     Some(lookup_flow) => {
                         // A lookup leaves through the client's gateways too: with none to
@@ -286,6 +322,7 @@ fn run_probes(
     planned: &[Planned<'_>],
     indices: &[usize],
     outcomes: &Mutex<Vec<Option<ConnectOutcome>>>,
+    request: &Request,
 ) {
     let next = Mutex::new(0_usize);
     std::thread::scope(|scope| {
@@ -301,7 +338,7 @@ fn run_probes(
                     let Some(index) = indices.get(position).copied() else {
                         break;
                     };
-                    let outcome = connect_from(environment, &planned[index]);
+                    let outcome = connect_from(environment, &planned[index], request);
                     outcomes.lock().expect("probe outcomes")[index] = Some(outcome);
                 }
             });
@@ -376,6 +413,7 @@ fn plan<'a>(state: &'a LabState, options: &ProbeOptions) -> Vec<Planned<'a>> {
                     (ServiceProtocol::Tcp, &host.spec.tcp),
                     (ServiceProtocol::Udp, &host.spec.udp),
                     (ServiceProtocol::Http, &host.spec.http),
+                    (ServiceProtocol::Https, &host.spec.https),
                 ] {
                     for port in ports.iter().copied().filter(|port| wanted(protocol, *port)) {
                         planned.push(Planned {
@@ -520,8 +558,11 @@ fn disagreement(row: &ProbeRow, explain_allows: bool) -> Option<String> {
             "explain allows, but the probe {}{detail}",
             describe(result)
         )),
-        // A policy drop is silent: only a timeout agrees with a deny.
+        // A policy drop is silent: only a timeout agrees with a deny, or, where the node's L7
+        // proxy judged the request, its 403 (HTTP) or reset (TLS).
         (false, ConnectResult::TimedOut) => None,
+        (false, ConnectResult::Forbidden) if row.protocol == ServiceProtocol::Http => None,
+        (false, ConnectResult::Refused) if row.protocol == ServiceProtocol::Https => None,
         (false, ConnectResult::Connected) => Some("explain denies, but the connection succeeded".to_string()),
         (false, result) => Some(format!(
             "explain denies, but the probe {} rather than timing out{detail}",
@@ -597,24 +638,66 @@ fn describe(result: ConnectResult) -> &'static str {
         ConnectResult::TimedOut => "timed out",
         ConnectResult::Refused => "was refused",
         ConnectResult::Unreachable => "found no route",
+        ConnectResult::Forbidden => "was answered 403",
         ConnectResult::Error => "failed",
     }
 }
 
-fn connect_from(environment: &Environment, probe: &Planned<'_>) -> ConnectOutcome {
-    let mut command = shell::in_netns(probe.netns, &environment.sluice_binary);
+fn connect_from(environment: &Environment, probe: &Planned<'_>, request: &Request) -> ConnectOutcome {
     let destination = match &probe.domain {
-        Some(name) => ["--name".to_string(), name.clone()],
-        None => ["--to".to_string(), probe.to_address.to_string()],
+        Some(name) => Destination::Name(name),
+        None => Destination::Address(probe.to_address),
     };
-    command.args(["lab", "connect", "--protocol", probe.protocol.name()]);
-    command.args(destination);
+    connect_in(
+        environment,
+        probe.netns,
+        probe.protocol,
+        destination,
+        probe.port,
+        request,
+    )
+}
+
+/// Where a connection from a pod goes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Destination<'a> {
+    Address(IpAddr),
+    /// Resolved in the pod first (and, for HTTPS, the server name sent).
+    Name(&'a str),
+}
+
+/// One `lab connect` inside a namespace, as a probe makes it.
+pub(crate) fn connect_in(
+    environment: &Environment,
+    netns: &str,
+    protocol: ServiceProtocol,
+    destination: Destination<'_>,
+    port: u16,
+    request: &Request,
+) -> ConnectOutcome {
+    let mut command = shell::in_netns(netns, &environment.sluice_binary);
+    command.args(["lab", "connect", "--protocol", protocol.name()]);
+    match destination {
+        Destination::Name(name) => command.args(["--name", name]),
+        Destination::Address(address) => command.args(["--to", &address.to_string()]),
+    };
     command.args([
         "--port",
-        &probe.port.to_string(),
+        &port.to_string(),
         "--timeout-ms",
         &PROBE_TIMEOUT.as_millis().to_string(),
     ]);
+    match protocol {
+        ServiceProtocol::Http => {
+            command.args(["--method", &request.method, "--path", &request.path]);
+        }
+        ServiceProtocol::Https if matches!(destination, Destination::Address(_)) => {
+            if let Some(name) = &request.server_name {
+                command.args(["--server-name", name]);
+            }
+        }
+        _ => {}
+    }
     let failed = |detail: String| ConnectOutcome {
         result: ConnectResult::Error,
         seen: None,
@@ -663,6 +746,7 @@ pub fn print_table(report: &ProbeReport, against_explain: bool) {
             ConnectResult::TimedOut => "denied",
             ConnectResult::Refused => "refused",
             ConnectResult::Unreachable => "unreachable",
+            ConnectResult::Forbidden => "forbidden",
             ConnectResult::Error => "error",
         };
         let seen = row

@@ -22,13 +22,15 @@ pub enum ServiceProtocol {
     Tcp,
     Udp,
     Http,
+    /// A TLS handshake; the server answers the peer's address and the server name asked for.
+    Https,
 }
 
 impl ServiceProtocol {
     /// The IP protocol number policy sees.
     pub fn ip_protocol(self) -> u8 {
         match self {
-            ServiceProtocol::Tcp | ServiceProtocol::Http => 6,
+            ServiceProtocol::Tcp | ServiceProtocol::Http | ServiceProtocol::Https => 6,
             ServiceProtocol::Udp => 17,
         }
     }
@@ -38,6 +40,7 @@ impl ServiceProtocol {
             ServiceProtocol::Tcp => "tcp",
             ServiceProtocol::Udp => "udp",
             ServiceProtocol::Http => "http",
+            ServiceProtocol::Https => "https",
         }
     }
 }
@@ -94,6 +97,8 @@ pub enum ConnectResult {
     Refused,
     /// No route, or an ICMP unreachable from a router.
     Unreachable,
+    /// An HTTP 403 (the node's L7 proxy denied the request).
+    Forbidden,
     Error,
 }
 
@@ -134,10 +139,53 @@ impl ConnectOutcome {
     }
 }
 
+/// What an HTTP probe asks for and which server name a TLS probe names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    /// For HTTPS: the ClientHello's server name (none: no server-name extension).
+    pub server_name: Option<String>,
+}
+
+impl Default for Request {
+    fn default() -> Request {
+        Request {
+            method: "GET".to_string(),
+            path: "/".to_string(),
+            server_name: None,
+        }
+    }
+}
+
 /// One connection attempt, bounded by `timeout` for connecting and again for the answer.
 pub fn connect(protocol: ServiceProtocol, to: IpAddr, port: u16, timeout: Duration) -> ConnectOutcome {
+    connect_with(protocol, to, port, timeout, &Request::default())
+}
+
+/// [`connect`] with the HTTP request's method and path, or the TLS server name.
+pub fn connect_with(
+    protocol: ServiceProtocol,
+    to: IpAddr,
+    port: u16,
+    timeout: Duration,
+    request: &Request,
+) -> ConnectOutcome {
     let address = SocketAddr::new(to, port);
     match protocol {
+        ServiceProtocol::Https => {
+            match crate::tls::handshake(address, request.server_name.as_deref(), timeout) {
+                Ok(answer) => {
+                    let mut words = answer.split_whitespace();
+                    let mut outcome = ConnectOutcome::answered(words.next().unwrap_or_default());
+                    if let Some(name) = words.next() {
+                        outcome.detail = Some(format!("server name {name}"));
+                    }
+                    outcome
+                }
+                Err(error) => ConnectOutcome::from_error(&error),
+            }
+        }
         ServiceProtocol::Tcp | ServiceProtocol::Http => {
             let mut stream = match TcpStream::connect_timeout(&address, timeout) {
                 Ok(stream) => stream,
@@ -146,8 +194,15 @@ pub fn connect(protocol: ServiceProtocol, to: IpAddr, port: u16, timeout: Durati
             let _ = stream.set_read_timeout(Some(timeout));
             let _ = stream.set_write_timeout(Some(timeout));
             if protocol == ServiceProtocol::Http {
-                let request = format!("GET / HTTP/1.0\r\nHost: {to}\r\nUser-Agent: sluice-lab\r\n\r\n");
-                if let Err(error) = stream.write_all(request.as_bytes()) {
+                let host = match to {
+                    IpAddr::V6(address) => format!("[{address}]"),
+                    IpAddr::V4(address) => address.to_string(),
+                };
+                let head = format!(
+                    "{} {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sluice-lab\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                    request.method, request.path
+                );
+                if let Err(error) = stream.write_all(head.as_bytes()) {
                     return ConnectOutcome::from_error(&error);
                 }
             }
@@ -159,8 +214,11 @@ pub fn connect(protocol: ServiceProtocol, to: IpAddr, port: u16, timeout: Durati
                 let Some((head, body)) = answer.split_once("\r\n\r\n") else {
                     return ConnectOutcome::failed(ConnectResult::Error, "connected, but no HTTP answer");
                 };
+                let status = head.lines().next().unwrap_or_default();
+                if head.starts_with("HTTP/1.") && status.contains(" 403 ") {
+                    return ConnectOutcome::failed(ConnectResult::Forbidden, body.trim());
+                }
                 if !head.starts_with("HTTP/1.") || !head.contains(" 200 ") {
-                    let status = head.lines().next().unwrap_or_default();
                     return ConnectOutcome::failed(ConnectResult::Error, format!("HTTP answer {status:?}"));
                 }
                 return ConnectOutcome::answered(body);
@@ -200,6 +258,18 @@ pub fn connect_by_name(
     name: &str,
     port: u16,
     timeout: Duration,
+) -> ConnectOutcome {
+    connect_by_name_with(protocol, name, port, timeout, &Request::default())
+}
+
+/// [`connect_by_name`] with an HTTP request's method and path, or a TLS server name (by
+/// default the name connected by).
+pub fn connect_by_name_with(
+    protocol: ServiceProtocol,
+    name: &str,
+    port: u16,
+    timeout: Duration,
+    request: &Request,
 ) -> ConnectOutcome {
     let server = match nameserver_from(Path::new("/etc/resolv.conf")) {
         Ok(server) => server,
@@ -249,7 +319,9 @@ pub fn connect_by_name(
     let Some(first) = lookup.addresses.first().copied() else {
         return without_address(lookup);
     };
-    let mut outcome = connect(protocol, first, port, timeout);
+    let mut request = request.clone();
+    request.server_name = request.server_name.or_else(|| Some(name.to_string()));
+    let mut outcome = connect_with(protocol, first, port, timeout, &request);
     outcome.lookup = Some(lookup);
     outcome
 }
@@ -277,6 +349,7 @@ pub fn serve(
     tcp: &[u16],
     udp: &[u16],
     http: &[u16],
+    https: &[u16],
     log: Option<&Path>,
 ) -> Result<(), String> {
     let log: Arc<Mutex<Box<dyn Write + Send>>> = Arc::new(Mutex::new(match log {
@@ -299,6 +372,17 @@ pub fn serve(
             workers.push(std::thread::spawn(move || accept_loop(listener, protocol, log)));
         }
     }
+    if !https.is_empty() {
+        let config = crate::tls::server_config()?;
+        for port in https {
+            let listener = TcpListener::bind((address, *port))
+                .map_err(|error| format!("cannot listen on HTTPS {address}:{port}: {error}"))?;
+            let (log, config) = (log.clone(), config.clone());
+            workers.push(std::thread::spawn(move || {
+                crate::tls::serve(listener, config, move |line| record(&log, &line))
+            }));
+        }
+    }
     for port in udp {
         let socket = UdpSocket::bind((address, *port))
             .map_err(|error| format!("cannot listen on UDP {address}:{port}: {error}"))?;
@@ -307,7 +391,7 @@ pub fn serve(
     }
     record(
         &log,
-        &format!("serving on {address}: tcp {tcp:?} udp {udp:?} http {http:?}"),
+        &format!("serving on {address}: tcp {tcp:?} udp {udp:?} http {http:?} https {https:?}"),
     );
     for worker in workers {
         let _ = worker.join();
@@ -337,16 +421,19 @@ fn accept_loop(listener: TcpListener, protocol: ServiceProtocol, log: Log) {
             if let Some(peer) = peer {
                 record(&log, &format!("{} {port} from {peer}", protocol.name()));
             }
-            let _ = answer_stream(stream, protocol, peer);
+            if let (Ok(Some(request_line)), Some(peer)) = (answer_stream(stream, protocol, peer), peer) {
+                record(&log, &format!("http {port} request from {peer}: {request_line}"));
+            }
         });
     }
 }
 
+/// Answers one connection; for HTTP, returns the request line it answered.
 fn answer_stream(
     mut stream: TcpStream,
     protocol: ServiceProtocol,
     peer: Option<SocketAddr>,
-) -> std::io::Result<()> {
+) -> std::io::Result<Option<String>> {
     let timeout = Some(Duration::from_secs(2));
     stream.set_read_timeout(timeout)?;
     stream.set_write_timeout(timeout)?;
@@ -370,10 +457,13 @@ fn answer_stream(
             body.len()
         );
         stream.write_all(answer.as_bytes())?;
-    } else {
-        stream.write_all(format!("{seen}\n").as_bytes())?;
+        stream.shutdown(Shutdown::Write)?;
+        let line = request.split(|byte| *byte == b'\n').next().unwrap_or_default();
+        return Ok(Some(String::from_utf8_lossy(line).trim_end().to_string()));
     }
-    stream.shutdown(Shutdown::Write)
+    stream.write_all(format!("{seen}\n").as_bytes())?;
+    stream.shutdown(Shutdown::Write)?;
+    Ok(None)
 }
 
 /// The peer's address as the sender owns it: a dual-stack socket (a pod server bound to `::`)
@@ -417,7 +507,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        std::thread::spawn(move || serve(loopback, &[tcp], &[udp], &[http], None));
+        std::thread::spawn(move || serve(loopback, &[tcp], &[udp], &[http], &[], None));
         let timeout = Duration::from_secs(1);
         for (protocol, port) in [
             (ServiceProtocol::Tcp, tcp),

@@ -221,6 +221,7 @@ fn agrees_with_explain(lab: &Lab) -> Result<sluice_lab::ProbeReport, String> {
         &ProbeOptions {
             against_explain: true,
             services: Vec::new(),
+            ..Default::default()
         },
     )?;
     let disagreements = support::disagreements(&report);

@@ -133,6 +133,7 @@ fn shared_host() -> Result<(), String> {
             &ProbeOptions {
                 against_explain: true,
                 services: Vec::new(),
+                ..Default::default()
             },
         )?;
         let results: Vec<_> = report
@@ -281,6 +282,7 @@ fn probes(lab: &Lab) -> Result<(), String> {
         &ProbeOptions {
             against_explain: true,
             services: Vec::new(),
+            ..Default::default()
         },
     )?;
     let shown = || table(&report);

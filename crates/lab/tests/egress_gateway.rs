@@ -445,6 +445,7 @@ fn egress_gateways() -> Result<(), String> {
         &ProbeOptions {
             against_explain: true,
             services: vec![(ServiceProtocol::Tcp, 443)],
+            ..Default::default()
         },
     )?;
     let problems = support::disagreements(&report);

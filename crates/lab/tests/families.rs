@@ -110,6 +110,7 @@ fn families() -> Result<(), String> {
         &ProbeOptions {
             against_explain: true,
             services: Vec::new(),
+            ..Default::default()
         },
     )?;
     let disagreements = support::disagreements(&report);

@@ -143,6 +143,7 @@ fn probe(lab: &Lab) -> Result<(ProbeReport, u64), String> {
         &ProbeOptions {
             against_explain: true,
             services: Vec::new(),
+            ..Default::default()
         },
     )?;
     let disagreements = support::disagreements(&report);

@@ -982,6 +982,7 @@ fn probe_seeds(lab: &Lab, seeds: &[u64]) -> Result<(), String> {
             &ProbeOptions {
                 against_explain: true,
                 services: Vec::new(),
+                ..Default::default()
             },
         )
         .map_err(|error| format!("seed {seed}: {error}"))?;

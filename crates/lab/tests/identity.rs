@@ -85,6 +85,7 @@ fn forgery() -> Result<(), String> {
         &ProbeOptions {
             against_explain: true,
             services: Vec::new(),
+            ..Default::default()
         },
     )?;
     let disagreements = support::disagreements(&report);

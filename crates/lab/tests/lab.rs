@@ -64,6 +64,7 @@ fn end_to_end() -> Result<(), String> {
             &ProbeOptions {
                 against_explain: true,
                 services: Vec::new(),
+                ..Default::default()
             },
         )?;
         println!(
@@ -109,6 +110,7 @@ fn the_examples() -> Result<(), String> {
             &ProbeOptions {
                 against_explain: true,
                 services: Vec::new(),
+                ..Default::default()
             },
         )?;
         let disagreements = support::disagreements(&report);
@@ -265,6 +267,7 @@ fn check_sender(environment: &Environment, name: &str) -> Result<(), String> {
         &ProbeOptions {
             against_explain: true,
             services: Vec::new(),
+            ..Default::default()
         },
     )?;
     if report.rows.iter().any(|row| row.to == "sender") {

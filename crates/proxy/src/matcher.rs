@@ -99,6 +99,23 @@ impl TlsAlternative {
     }
 }
 
+/// A request's decision, as a judge gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Judgement {
+    /// Forward the request; the rule that allowed it.
+    Allow(RuleIdentity),
+    /// Answer 403; the rules whose L7 match was tried (the answer names them).
+    Deny(Vec<RuleIdentity>),
+}
+
+/// Decides complete requests. The core's own alternatives are one judge; the node's proxy
+/// passes the policy evaluator's verdict on the connection's flow and the request, so that the
+/// proxy has no rule interpreter of its own. A judge must not block for long: the core calls it
+/// inside `receive`.
+pub trait RequestJudge: fmt::Debug + Send + Sync {
+    fn judge(&self, request: &crate::http::Request) -> Judgement;
+}
+
 /// The first HTTP alternative that allows the request, if any.
 pub fn match_request<'a>(
     alternatives: &'a [HttpAlternative],

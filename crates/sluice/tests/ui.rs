@@ -265,6 +265,7 @@ fn against_a_lab_a_denied_probe_appears_within_seconds_and_its_trace_opens() {
         &sluice_lab::ProbeOptions {
             against_explain: true,
             services: Vec::new(),
+            ..Default::default()
         },
     )
     .unwrap();

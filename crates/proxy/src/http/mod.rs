@@ -36,6 +36,7 @@ pub use head::{BodyFraming, Request, RequestError, Version};
 pub use path::{PathError, canonical_path};
 
 use crate::matcher::{HttpAlternative, RuleIdentity, match_request};
+pub use crate::matcher::{Judgement, RequestJudge};
 use chunked::{ChunkProgress, ChunkedBody};
 use head::{HeadParse, parse_head};
 
@@ -131,7 +132,7 @@ enum State {
 /// One client connection's requests. See the module documentation for the shell's part.
 #[derive(Debug, Clone)]
 pub struct HttpConnection {
-    alternatives: Arc<[HttpAlternative]>,
+    judge: Arc<dyn RequestJudge>,
     limits: Limits,
     state: State,
     head: Vec<u8>,
@@ -143,8 +144,14 @@ pub struct HttpConnection {
 impl HttpConnection {
     /// A connection whose requests are matched against `alternatives` in order.
     pub fn new(alternatives: Arc<[HttpAlternative]>, limits: Limits) -> HttpConnection {
+        HttpConnection::with_judge(Arc::new(Alternatives(alternatives)), limits)
+    }
+
+    /// A connection whose requests `judge` decides (the shell's evaluator): the core still
+    /// reads and frames every request, and asks the judge only about complete, safe heads.
+    pub fn with_judge(judge: Arc<dyn RequestJudge>, limits: Limits) -> HttpConnection {
         HttpConnection {
-            alternatives,
+            judge,
             limits,
             state: State::Head { scanned: 0 },
             head: Vec::new(),
@@ -268,26 +275,18 @@ impl HttpConnection {
     }
 
     fn decide(&mut self, request: Request, head: Vec<u8>, outputs: &mut Vec<Output>) {
-        let allowed = match_request(
-            &self.alternatives,
-            &request.method,
-            &request.path,
-            request.host.as_deref(),
-        );
-        let Some(alternative) = allowed else {
-            let alternatives = self
-                .alternatives
-                .iter()
-                .map(|alternative| alternative.rule.clone())
-                .collect();
-            self.refuse(
-                RefusalReason::Denied {
-                    request,
-                    alternatives,
-                },
-                outputs,
-            );
-            return;
+        let allowed_by = match self.judge.judge(&request) {
+            Judgement::Allow(rule) => rule,
+            Judgement::Deny(alternatives) => {
+                self.refuse(
+                    RefusalReason::Denied {
+                        request,
+                        alternatives,
+                    },
+                    outputs,
+                );
+                return;
+            }
         };
         self.state = match request.body {
             BodyFraming::Empty => State::Head { scanned: 0 },
@@ -300,7 +299,7 @@ impl HttpConnection {
         self.forwarded_requests += 1;
         outputs.push(Output::ForwardHead(Box::new(AllowedRequest {
             request,
-            allowed_by: alternative.rule.clone(),
+            allowed_by,
             head,
         })));
     }
@@ -314,6 +313,24 @@ impl HttpConnection {
             response,
             after_forwarded_requests: self.forwarded_requests,
         })));
+    }
+}
+
+/// The core's own judge: the first alternative that matches allows.
+#[derive(Debug)]
+struct Alternatives(Arc<[HttpAlternative]>);
+
+impl RequestJudge for Alternatives {
+    fn judge(&self, request: &Request) -> Judgement {
+        match match_request(&self.0, &request.method, &request.path, request.host.as_deref()) {
+            Some(alternative) => Judgement::Allow(alternative.rule.clone()),
+            None => Judgement::Deny(
+                self.0
+                    .iter()
+                    .map(|alternative| alternative.rule.clone())
+                    .collect(),
+            ),
+        }
     }
 }
 

@@ -1,0 +1,473 @@
+//! HTTP and TLS rules on egress with real packets (root; skipped otherwise): the node's agent
+//! runs its L7 proxy, the kernel redirects only the connections that reach an L7 rule, a GET
+//! is allowed and a POST answered 403 naming the rule, the outside server sees what it sees
+//! without the proxy (the node's NAT address here, as for a connection that stays in the
+//! kernel), a TLS connection naming an allowed server passes and another name on the same
+//! address is reset, and a proxy killed under load lets no request through unchecked and comes
+//! back without an agent restart.
+//!
+//! Like `tests/lab.rs`, this binary has no libtest harness (see `support`).
+
+mod support;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use sluice_lab::servers::Request;
+use sluice_lab::{ConnectOutcome, ConnectResult, ProbeOptions, ServiceProtocol};
+use support::{Lab, Test};
+
+const TESTS: [(&str, Test); 1] = [(
+    "http_and_tls_rules_are_enforced_by_the_proxy_and_a_killed_proxy_lets_nothing_through",
+    l7_rules,
+)];
+
+fn main() -> ExitCode {
+    if let Some(code) = support::dispatch() {
+        return code;
+    }
+    support::run_tests(&TESTS)
+}
+
+const MANIFESTS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: natted}
+spec: {cidr: 10.65.0.0/16, natOutgoing: true}
+---
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: web-egress, namespace: shop}
+spec:
+  selector: app == 'web'
+  types: [Egress]
+  egress:
+    - action: Allow
+      protocol: UDP
+      destination: {ports: [53]}
+    - action: Allow
+      protocol: TCP
+      destination: {ports: [22]}
+    - action: Allow
+      protocol: TCP
+      destination: {ports: [80]}
+      http: {methods: [GET], paths: [{prefix: /v1/}]}
+    - action: Allow
+      protocol: TCP
+      destination: {ports: [443]}
+      tls: {serverNames: [api.partner.example]}
+    # A CDN address many sites share: only the names the rule allows get through.
+    - action: Allow
+      protocol: TCP
+      destination: {domains: [api.cdn.example], ports: [443]}
+      tls: {matchDomains: true}
+"#;
+
+const LAB: &str = r#"kind: Lab
+name: placeholder
+nodes:
+  - name: node-1
+outside:
+  - {name: partner, address: 203.0.113.10, tcp: [22], http: [80], https: [443], names: [api.partner.example]}
+  - {name: cdn, address: 203.0.113.50, https: [443], names: [api.cdn.example, other.cdn.example]}
+manifests: [manifests/]
+pods:
+  - {namespace: shop, name: web, node: node-1, labels: {app: web}}
+"#;
+
+const PARTNER: &str = "203.0.113.10";
+const POD: &str = "shop/web";
+
+/// `lab connect` from the pod with an HTTP method and path or a TLS server name.
+fn request(lab: &Lab, protocol: &str, port: u16, extra: &[&str]) -> ConnectOutcome {
+    let netns = lab.netns(POD).unwrap_or_default();
+    let mut arguments = vec![
+        "lab",
+        "connect",
+        "--protocol",
+        protocol,
+        "--to",
+        PARTNER,
+        "--port",
+    ];
+    let port = port.to_string();
+    arguments.push(&port);
+    arguments.extend_from_slice(&["--timeout-ms", "2000"]);
+    arguments.extend_from_slice(extra);
+    let output = lab.command_in(&netns, &arguments).output();
+    let failed = |detail: String| ConnectOutcome {
+        result: ConnectResult::Error,
+        seen: None,
+        detail: Some(detail),
+        lookup: None,
+    };
+    match output {
+        Ok(output) => serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+            failed(format!(
+                "{} {}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ))
+        }),
+        Err(error) => failed(error.to_string()),
+    }
+}
+
+fn get(lab: &Lab, path: &str) -> ConnectOutcome {
+    request(lab, "http", 80, &["--method", "GET", "--path", path])
+}
+
+/// The agent's L7 proxy child: the process whose parent is the agent and whose command line
+/// carries the child flag.
+fn proxy_pid(lab: &Lab) -> Option<u32> {
+    let agent = sluice_lab::agent_pid(&lab.environment, &lab.name, "node-1")?;
+    let entries = std::fs::read_dir("/proc").ok()?;
+    entries.filter_map(Result::ok).find_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
+        let parent: u32 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("PPid:"))?
+            .trim()
+            .parse()
+            .ok()?;
+        let command = std::fs::read(entry.path().join("cmdline")).ok()?;
+        let child = String::from_utf8_lossy(&command).contains(sluice_agent::proxy::CHILD_FLAG);
+        (parent == agent && child).then_some(pid)
+    })
+}
+
+/// The outside host's record of HTTP request lines (`http 80 request from …: POST /…`).
+fn served_requests(lab: &Lab) -> Vec<String> {
+    let log = lab.paths().log_file("host-partner").with_extension("served");
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.contains(" request from "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Runs `work` on a thread inside a namespace (its sockets stay there).
+fn in_namespace<T: Send>(netns: &str, work: impl FnOnce() -> T + Send) -> Result<T, String> {
+    let file = File::open(format!("/run/netns/{netns}")).map_err(|error| error.to_string())?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|error| error.to_string())?;
+                Ok(work())
+            })
+            .join()
+            .map_err(|_| "the namespace thread panicked".to_string())?
+    })
+}
+
+fn l7_rules() -> Result<(), String> {
+    let lab = Lab::up("lsev", LAB, &[("policy.yaml", MANIFESTS.to_string())])?;
+    let mut problems = Vec::new();
+
+    // The proxy starts once the agent programmed the L7 rule; until it listens, the kernel
+    // drops redirected connections (and the client retries).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let first = loop {
+        let outcome = get(&lab, "/v1/items");
+        if outcome.result == ConnectResult::Connected || Instant::now() > deadline {
+            break outcome;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    if first.result != ConnectResult::Connected {
+        problems.push(format!("GET /v1/items: {first:?}"));
+    }
+    // What the outside sees without the proxy: a connection the kernel alone decides.
+    let direct = request(&lab, "tcp", 22, &[]);
+    if direct.result != ConnectResult::Connected || direct.seen != first.seen {
+        problems.push(format!(
+            "the outside saw {:?} through the proxy and {:?} without it",
+            first.seen, direct.seen
+        ));
+    }
+    let post = request(&lab, "http", 80, &["--method", "POST", "--path", "/v1/items"]);
+    if post.result != ConnectResult::Forbidden
+        || !post
+            .detail
+            .as_deref()
+            .is_some_and(|body| body.contains("NetworkPolicy shop/web-egress egress rule 2"))
+    {
+        problems.push(format!("POST /v1/items: {post:?}"));
+    }
+    let other_path = get(&lab, "/admin");
+    if other_path.result != ConnectResult::Forbidden {
+        problems.push(format!("GET /admin: {other_path:?}"));
+    }
+    let allowed_name = request(&lab, "https", 443, &["--server-name", "api.partner.example"]);
+    if allowed_name.result != ConnectResult::Connected
+        || allowed_name.detail.as_deref() != Some("server name api.partner.example")
+        || allowed_name.seen != direct.seen
+    {
+        problems.push(format!("TLS to api.partner.example: {allowed_name:?}"));
+    }
+    for name in ["www.partner.example", "evil.example"] {
+        let refused = request(&lab, "https", 443, &["--server-name", name]);
+        if refused.result != ConnectResult::Refused {
+            problems.push(format!("TLS to {name} on the same address: {refused:?}"));
+        }
+    }
+    let no_name = request(&lab, "https", 443, &[]);
+    if no_name.result != ConnectResult::Refused {
+        problems.push(format!("TLS without a server name: {no_name:?}"));
+    }
+    // matchDomains: the pod resolves api.cdn.example (the agent learns the address), and the
+    // same address under another name is reset; the allowed name passes.
+    let pod_netns = lab.netns(POD)?;
+    let by_name = |name: &str| {
+        let output = lab
+            .command_in(
+                &pod_netns,
+                &[
+                    "lab",
+                    "connect",
+                    "--protocol",
+                    "https",
+                    "--name",
+                    name,
+                    "--port",
+                    "443",
+                    "--timeout-ms",
+                    "2000",
+                ],
+            )
+            .output()
+            .map_err(|error| error.to_string())?;
+        serde_json::from_slice::<ConnectOutcome>(&output.stdout)
+            .map_err(|_| format!("connect printed {:?}", String::from_utf8_lossy(&output.stdout)))
+    };
+    let allowed_by_domain = by_name("api.cdn.example")?;
+    if allowed_by_domain.result != ConnectResult::Connected
+        || allowed_by_domain.detail.as_deref() != Some("server name api.cdn.example")
+    {
+        problems.push(format!("TLS by name to api.cdn.example: {allowed_by_domain:?}"));
+    }
+    let shared = by_name("other.cdn.example")?;
+    if shared.result != ConnectResult::Refused {
+        problems.push(format!(
+            "TLS by name to other.cdn.example, the same address: {shared:?}"
+        ));
+    }
+
+    // `lab probe --against-explain` with an HTTP request and a TLS server name: explain judges
+    // each probe with the same request, and the proxy agrees.
+    for (method, path, http_result) in [
+        ("GET", "/v1/items", ConnectResult::Connected),
+        ("POST", "/v1/items", ConnectResult::Forbidden),
+    ] {
+        let report = sluice_lab::probe(
+            &lab.environment,
+            &lab.name,
+            &ProbeOptions {
+                against_explain: true,
+                services: Vec::new(),
+                request: Request {
+                    method: method.into(),
+                    path: path.into(),
+                    server_name: Some("api.partner.example".into()),
+                },
+            },
+        )?;
+        for row in &report.rows {
+            if let Some(disagreement) = &row.disagreement {
+                problems.push(format!(
+                    "probe {method} {path}: {} → {} {:?} {}/{}: {disagreement}",
+                    row.from,
+                    row.to,
+                    row.domain,
+                    row.protocol.name(),
+                    row.port
+                ));
+            }
+        }
+        let http_by_address = report
+            .rows
+            .iter()
+            .find(|row| row.protocol == ServiceProtocol::Http && row.domain.is_none());
+        if http_by_address.map(|row| row.outcome.result) != Some(http_result) {
+            problems.push(format!(
+                "probe {method} {path}: the HTTP row is {http_by_address:?}"
+            ));
+        }
+        let tls_rows = report
+            .rows
+            .iter()
+            .filter(|row| row.protocol == ServiceProtocol::Https)
+            .count();
+        if tls_rows < 5 {
+            problems.push(format!("probe {method} {path}: {tls_rows} HTTPS rows"));
+        }
+    }
+
+    // Only connections that reach the L7 rules went to the proxy: the redirect's counter
+    // moves for them, not for the port-22 connection.
+    let node_netns = lab.netns("node-1")?;
+    let redirected = || -> Result<u64, String> {
+        let output = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &node_netns,
+                "nft",
+                "list",
+                "chain",
+                "inet",
+                "sluice",
+                "l7-redirect",
+            ])
+            .output()
+            .map_err(|error| error.to_string())?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        text.lines()
+            .find(|line| line.contains("tproxy ip to"))
+            .and_then(|line| line.split("counter packets ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|count| count.parse().ok())
+            .ok_or_else(|| format!("no redirect counter in {text}"))
+    };
+    let before = redirected()?;
+    let kernel_only = request(&lab, "tcp", 22, &[]);
+    let after_kernel_only = redirected()?;
+    let _ = get(&lab, "/v1/x");
+    let after_http = redirected()?;
+    if kernel_only.result != ConnectResult::Connected
+        || after_kernel_only != before
+        || after_http != before + 1
+    {
+        problems.push(format!(
+            "redirect counter {before} → {after_kernel_only} after a port-22 connection ({:?}) → {after_http} after a GET",
+            kernel_only.result
+        ));
+    }
+
+    // A keep-alive connection the proxy judged: an allowed request, then the proxy is killed,
+    // then a request it would deny. Nothing of the second reaches the destination.
+    let agent_before = sluice_lab::agent_pid(&lab.environment, &lab.name, "node-1");
+    let proxy_before = proxy_pid(&lab).ok_or("no L7 proxy process")?;
+    let target = SocketAddr::new(PARTNER.parse::<IpAddr>().unwrap(), 80);
+    let held = in_namespace(&pod_netns, || -> Result<String, String> {
+        let mut stream =
+            TcpStream::connect_timeout(&target, Duration::from_secs(2)).map_err(|error| error.to_string())?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .map_err(|error| error.to_string())?;
+        stream
+            .write_all(b"GET /v1/keep HTTP/1.1\r\nHost: partner\r\n\r\n")
+            .map_err(|error| error.to_string())?;
+        let mut answer = vec![0_u8; 4096];
+        let read = stream.read(&mut answer).map_err(|error| error.to_string())?;
+        let first_answer = String::from_utf8_lossy(&answer[..read]).to_string();
+        // The server closes after each answer (HTTP/1.0); the proxy still holds our side.
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &proxy_before.to_string()])
+            .status();
+        std::thread::sleep(Duration::from_millis(100));
+        let _ =
+            stream.write_all(b"POST /v1/after-kill HTTP/1.1\r\nHost: partner\r\nContent-Length: 0\r\n\r\n");
+        let _ = stream.read(&mut answer);
+        Ok(first_answer)
+    })??;
+    if !held.starts_with("HTTP/1.0 200") {
+        problems.push(format!("the held connection's first answer: {held:?}"));
+    }
+
+    // Under load: new connections every few milliseconds, GETs and POSTs, while the proxy
+    // is killed again; then it is back, started by the same agent.
+    let proxy_again = {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match proxy_pid(&lab) {
+                Some(pid) if pid != proxy_before => break Some(pid),
+                _ if Instant::now() > deadline => break None,
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    };
+    let Some(proxy_again) = proxy_again else {
+        return Err(format!(
+            "the L7 proxy did not come back; agent log:\n{}",
+            lab.agent_log("node-1")
+        ));
+    };
+    let load = std::thread::scope(|scope| {
+        let killer = scope.spawn(|| {
+            std::thread::sleep(Duration::from_millis(700));
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &proxy_again.to_string()])
+                .status();
+        });
+        let mut outcomes = Vec::new();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(2500) {
+            let method = if outcomes.len() % 2 == 0 { "POST" } else { "GET" };
+            let path = format!("/v1/load-{}", outcomes.len());
+            outcomes.push((
+                method,
+                request(&lab, "http", 80, &["--method", method, "--path", &path]),
+            ));
+        }
+        let _ = killer.join();
+        outcomes
+    });
+    for (method, outcome) in &load {
+        if *method == "POST" && outcome.result == ConnectResult::Connected {
+            problems.push(format!("a POST under load got through: {outcome:?}"));
+        }
+    }
+    let posts_served: Vec<String> = served_requests(&lab)
+        .into_iter()
+        .filter(|line| !line.contains(": GET "))
+        .collect();
+    if !posts_served.is_empty() {
+        problems.push(format!("the outside server received {posts_served:?}"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let back = loop {
+        let outcome = get(&lab, "/v1/back");
+        if outcome.result == ConnectResult::Connected || Instant::now() > deadline {
+            break outcome;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    if back.result != ConnectResult::Connected {
+        problems.push(format!("after the kill, GET /v1/back: {back:?}"));
+    }
+    if sluice_lab::agent_pid(&lab.environment, &lab.name, "node-1") != agent_before {
+        problems.push("the agent restarted".to_string());
+    }
+    let gets_during_load = load
+        .iter()
+        .filter(|(method, outcome)| *method == "GET" && outcome.result == ConnectResult::Connected)
+        .count();
+    println!(
+        "    {} requests under load ({gets_during_load} GETs answered), proxy {proxy_before} → {proxy_again} → {:?}",
+        load.len(),
+        proxy_pid(&lab)
+    );
+
+    if problems.is_empty() {
+        lab.finish()
+    } else {
+        let log = lab.agent_log("node-1");
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        Err(format!(
+            "{}\nagent log ends:\n{}",
+            problems.join("\n"),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ))
+    }
+}
