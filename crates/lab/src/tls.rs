@@ -48,8 +48,6 @@ pub fn answer(stream: TcpStream, config: Arc<ServerConfig>, seen: IpAddr) -> std
     // add tens of milliseconds to every handshake.
     stream.set_nodelay(true)?;
     let connection = ServerConnection::new(config).map_err(std::io::Error::other)?;
-    // Each flight is written in pieces: without this, delayed ACKs add 40 ms to a handshake.
-    stream.set_nodelay(true)?;
     let mut tls = StreamOwned::new(connection, stream);
     while tls.conn.is_handshaking() {
         tls.conn.complete_io(&mut tls.sock)?;

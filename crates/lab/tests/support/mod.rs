@@ -122,26 +122,6 @@ enum SupportCommand {
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
     },
-    /// Makes requests back to back on `concurrency` threads for `seconds` (HTTP: GET `path`,
-    /// a new connection each, as the lab's server closes; HTTPS: a full handshake naming
-    /// `server_name`); prints `<completed> <failed> <seconds> <p50 µs> <p99 µs>` of the
-    /// completed ones' latency.
-    RequestLoad {
-        #[arg(long, value_enum)]
-        protocol: ServiceProtocol,
-        #[arg(long)]
-        to: IpAddr,
-        #[arg(long)]
-        port: u16,
-        #[arg(long)]
-        seconds: f64,
-        #[arg(long, default_value_t = 1)]
-        concurrency: usize,
-        #[arg(long, default_value = "/")]
-        path: String,
-        #[arg(long)]
-        server_name: Option<String>,
-    },
     /// Sends a UDP datagram from a fresh socket (a new flow each time) every `interval_us` and
     /// waits `timeout_ms` for the echo; prints `<allowed|denied> <unix µs>` whenever the
     /// outcome changes for `confirm` attempts in a row, with the start of the first of them.
@@ -404,67 +384,6 @@ fn support(command: SupportCommand) -> Result<(), String> {
                 failed += missed;
             }
             println!("{completed} {failed} {}", started.elapsed().as_secs_f64());
-            Ok(())
-        }
-        SupportCommand::RequestLoad {
-            protocol,
-            to,
-            port,
-            seconds,
-            concurrency,
-            path,
-            server_name,
-        } => {
-            let request = sluice_lab::servers::Request {
-                method: "GET".to_string(),
-                path,
-                server_name,
-            };
-            let started = Instant::now();
-            let workers: Vec<_> = (0..concurrency)
-                .map(|_| {
-                    let request = request.clone();
-                    std::thread::spawn(move || {
-                        let (mut latencies, mut failed) = (Vec::new(), 0_u64);
-                        while started.elapsed().as_secs_f64() < seconds {
-                            let begun = Instant::now();
-                            let outcome = sluice_lab::servers::connect_with(
-                                protocol,
-                                to,
-                                port,
-                                Duration::from_secs(1),
-                                &request,
-                            );
-                            if outcome.result == ConnectResult::Connected {
-                                latencies.push(begun.elapsed().as_micros() as u64);
-                            } else {
-                                failed += 1;
-                            }
-                        }
-                        (latencies, failed)
-                    })
-                })
-                .collect();
-            let (mut latencies, mut failed) = (Vec::new(), 0);
-            for worker in workers {
-                let (done, missed) = worker.join().map_err(|_| "a worker panicked".to_string())?;
-                latencies.extend(done);
-                failed += missed;
-            }
-            latencies.sort_unstable();
-            let quantile = |q: f64| {
-                latencies
-                    .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-                    .copied()
-                    .unwrap_or(0)
-            };
-            println!(
-                "{} {failed} {} {} {}",
-                latencies.len(),
-                started.elapsed().as_secs_f64(),
-                quantile(0.5),
-                quantile(0.99)
-            );
             Ok(())
         }
         SupportCommand::FlipProbe {
