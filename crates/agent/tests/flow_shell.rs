@@ -158,6 +158,7 @@ fn logged_connection_becomes_a_record(conntrack_events: bool) {
             bytes: 6_000,
         }),
         closed,
+        mark: 0,
     };
     // In the table before the first packet is read, as in the kernel (a dump may come between).
     *table.0.lock().unwrap() = vec![entry(ConntrackEventKind::Update, false)];

@@ -41,6 +41,7 @@ const CTA_TUPLE_REPLY: u16 = 2;
 const CTA_COUNTERS_ORIG: u16 = 9;
 const CTA_COUNTERS_REPLY: u16 = 10;
 const CTA_PROTOINFO: u16 = 4;
+const CTA_MARK: u16 = 8;
 const CTA_ID: u16 = 12;
 const CTA_PROTOINFO_TCP: u16 = 1;
 const CTA_PROTOINFO_TCP_STATE: u16 = 1;
@@ -283,6 +284,7 @@ fn event(
     let mut original_counters = None;
     let mut reply_counters = None;
     let mut closed = false;
+    let mut mark = 0;
     for attribute in NlasIterator::new(attributes) {
         let attribute = malformed(attribute, "conntrack attribute")?;
         let value = attribute.value();
@@ -293,6 +295,7 @@ fn event(
             CTA_COUNTERS_ORIG => original_counters = Some(counters(value)?),
             CTA_COUNTERS_REPLY => reply_counters = Some(counters(value)?),
             CTA_PROTOINFO => closed = tcp_closed(value)?,
+            CTA_MARK => mark = be_u32(value, "CTA_MARK")?,
             _ => {}
         }
     }
@@ -308,6 +311,7 @@ fn event(
         original_counters,
         reply_counters,
         closed,
+        mark,
     }))
 }
 
@@ -523,6 +527,7 @@ mod tests {
                     original_counters: None,
                     reply_counters: None,
                     closed: false,
+                    mark: 0,
                 },
                 ConntrackEvent {
                     at: AT,
@@ -539,6 +544,7 @@ mod tests {
                         bytes: 432
                     }),
                     closed: false,
+                    mark: 0,
                 },
             ]
         );

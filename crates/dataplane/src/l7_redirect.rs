@@ -15,7 +15,8 @@
 //!   connection the proxy was judging is never forwarded unchecked.
 //! - new TCP connections from an endpoint with an L7 egress rule go through `l7-endpoint-…`
 //!   (anti-spoofing, then a jump per tier up to the last tier holding an L7 rule) and
-//!   `l7-tier-…` chains: a rule with an L7 match becomes `goto l7-redirect`; an Allow or Deny
+//!   `l7-tier-…` chains: a rule with an L7 match becomes `goto l7-redirect` (with flow logs,
+//!   after logging the rule's allow, so the flow log records the connection); an Allow or Deny
 //!   rule without one ends the evaluation (the forward hook decides, exactly as without a
 //!   proxy); Pass leaves the tier; Log rules are left to the forward hook. So a connection that
 //!   an earlier rule decides never leaves the kernel's fast path.
@@ -26,7 +27,9 @@
 //!   and how many first packets found none.
 //! - base chain `l7-output` (filter, output, priority -150): the proxy's upstream sockets carry
 //!   [`MARK_PROXY_UPSTREAM`] (`SO_MARK`); their connections get [`MARK_PROXY`], so replies,
-//!   addressed to the pod (the proxy connects from the pod's own address), reach the proxy.
+//!   addressed to the pod (the proxy connects from the pod's own address), reach the proxy,
+//!   and [`MARK_PROXY_UPSTREAM`] too, by which the flow log tells them from the pod's own
+//!   connections (the pod's connection to the proxy is the one it records).
 //! - the `input` chain accepts packets marked [`MARK_PROXY`] before its endpoint dispatch
 //!   (the endpoint's own chain would drop them: its L7 rule never matches in the kernel).
 //!
@@ -39,9 +42,10 @@ use std::net::IpAddr;
 
 use sluice_api::values::{Action, PolicyType};
 use sluice_nft::{BaseChain, Set};
-use sluice_policy::Dataplane;
 use sluice_policy::ir::EndpointProgram;
+use sluice_policy::{Dataplane, PolicyHit};
 
+use crate::flow_logs::FlowLogs;
 use crate::render::{
     ChainState, IpFamily, LocalEndpoint, MARK_ACCEPT, RuleRenderer, Ruleset, SetState, short_hash, truncate,
 };
@@ -93,6 +97,7 @@ pub(crate) fn render_redirect(
     local_programs: &[(&LocalEndpoint, &EndpointProgram)],
     renderer: &RuleRenderer<'_>,
     redirect: &L7Redirect,
+    flow_logs: Option<&FlowLogs>,
     ruleset: &mut Ruleset,
 ) -> bool {
     let mut from_endpoint = BTreeSet::new();
@@ -108,7 +113,23 @@ pub(crate) fn render_redirect(
                 let policy = &ir.policies[policy_id];
                 for rule in &policy.egress {
                     let action = match (rule.l7, rule.action) {
-                        (Some(_), _) => format!("goto {REDIRECT}"),
+                        // Logged as the rule's allow: the flow log records the connection the
+                        // proxy then judges request by request.
+                        (Some(_), _) => match flow_logs {
+                            Some(flow_logs) => format!(
+                                "{} goto {REDIRECT}",
+                                flow_logs.log(
+                                    PolicyHit::rule(
+                                        &policy.reference,
+                                        PolicyType::Egress,
+                                        rule.origin_index,
+                                        Action::Allow
+                                    )
+                                    .id()
+                                )
+                            ),
+                            None => format!("goto {REDIRECT}"),
+                        },
                         (None, Action::Allow | Action::Deny) => {
                             format!("meta mark set meta mark | {MARK_ACCEPT:#010x} return")
                         }
@@ -232,9 +253,13 @@ pub(crate) fn render_redirect(
             }),
             rules: vec![(
                 format!(
-                    "meta mark & {MARK_PROXY_UPSTREAM:#010x} == {MARK_PROXY_UPSTREAM:#010x} ct mark set ct mark | {MARK_PROXY:#010x}"
+                    "meta mark & {MARK_PROXY_UPSTREAM:#010x} == {MARK_PROXY_UPSTREAM:#010x} ct mark set ct mark | {:#010x}",
+                    MARK_PROXY | MARK_PROXY_UPSTREAM
                 ),
-                Some("the proxy's upstream connections: replies go to the proxy".to_string()),
+                Some(
+                    "the proxy's upstream connections: replies go to the proxy; the flow log skips them"
+                        .to_string(),
+                ),
             )],
         },
     );

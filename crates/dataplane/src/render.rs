@@ -540,7 +540,7 @@ pub fn render_with_l7(
         .insert("forward".into(), dispatch("forward", 0, true));
     let mut input = dispatch("input", 0, false);
     if let Some(l7) = l7
-        && render_redirect(ir, &local_programs, &renderer, l7, &mut ruleset)
+        && render_redirect(ir, &local_programs, &renderer, l7, flow_logs, &mut ruleset)
     {
         // A connection the prerouting copy of its endpoint's egress sent to the proxy is
         // delivered locally: its first packet meets the input hook, where the endpoint's chain

@@ -121,6 +121,46 @@ fn only_endpoints_with_l7_rules_are_redirected_and_only_from_prerouting() {
     assert!(without.chains.keys().all(|name| !name.starts_with("l7-")));
 }
 
+#[test]
+fn with_flow_logs_the_l7_rule_logs_its_allow_before_the_redirect_and_upstream_connections_are_marked() {
+    let ir = sluice_policy::compile(&sluice_api::load_str("l7.yaml", &manifests(INTERFACE)).unwrap());
+    let flow_logs = sluice_dataplane::FlowLogs::default();
+    let ruleset = render_with_l7(
+        &ir,
+        &local(INTERFACE),
+        &DnsRender::default(),
+        Some(flow_logs),
+        Some(&L7Redirect { port: PROXY_PORT }),
+    );
+    let hit = sluice_policy::PolicyHit::rule(
+        &ir.policies[0].reference,
+        sluice_api::values::PolicyType::Egress,
+        1,
+        sluice_api::values::Action::Allow,
+    );
+    let logged = format!(
+        "log group {} prefix \"{}\" goto l7-redirect",
+        flow_logs.group,
+        hit.id()
+    );
+    assert!(
+        ruleset
+            .chains
+            .iter()
+            .filter(|(name, _)| name.starts_with("l7-tier-"))
+            .any(|(_, chain)| chain.rules.iter().any(|(rule, _)| rule.ends_with(&logged))),
+        "no L7 rule ends with `{logged}`"
+    );
+    let output = &ruleset.chains["l7-output"].rules[0].0;
+    assert!(
+        output.ends_with(&format!(
+            "ct mark set ct mark | {:#010x}",
+            0x0004_0000 | MARK_PROXY_UPSTREAM
+        )),
+        "{output}"
+    );
+}
+
 /// The outside host's server: answers `outside <peer>` and counts connections.
 fn serve_outside(topology: &Topology, port: u16, accepted: Arc<AtomicUsize>) {
     let listener = in_namespace(&topology.outside, || {

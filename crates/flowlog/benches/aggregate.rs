@@ -84,6 +84,7 @@ fn main() {
                     bytes: 900,
                 }),
                 closed: false,
+                mark: 0,
             }));
         }
         let events = started.elapsed();

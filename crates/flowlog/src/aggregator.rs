@@ -627,6 +627,10 @@ impl Aggregator {
 
     fn apply(&mut self, event: &ConntrackEvent, dump: Option<u64>) {
         self.tally.statistics.conntrack_events += 1;
+        if event.mark & self.config.skipped_connection_mark != 0 {
+            self.tally.statistics.skipped_by_mark += 1;
+            return;
+        }
         let tuple = decided_tuple(event);
         let other_entry = self
             .connections

@@ -36,6 +36,10 @@ pub struct Config {
     /// Keep the address of a `net` destination in the key (`dest_ip`): what a pod reached
     /// outside, for reading and for recommendations. On by default.
     pub network_destination_addresses: bool,
+    /// Conntrack entries whose connection mark has any of these bits are not recorded: the
+    /// agent sets the L7 proxy's upstream bit, since the pod's own connection to the proxy is
+    /// the one a proxied connection is recorded by. 0 (the default) skips nothing.
+    pub skipped_connection_mark: u32,
 }
 
 impl Default for Config {
@@ -52,6 +56,7 @@ impl Default for Config {
             attribution_grace_milliseconds: 60_000,
             network_source_addresses: false,
             network_destination_addresses: true,
+            skipped_connection_mark: 0,
         }
     }
 }

@@ -44,6 +44,9 @@ pub struct Statistics {
     pub unattributed_connections: u64,
     /// Conntrack entries with no local endpoint at either end: not this node's to report.
     pub foreign_connections: u64,
+    /// Conntrack events and entries whose mark `skippedConnectionMark` names (the L7 proxy's
+    /// upstream connections).
+    pub skipped_by_mark: u64,
     /// Conntrack ends of connections that were not tracked.
     pub untracked_ends: u64,
     /// Tracked connections a dump found closed (TCP TIME_WAIT or CLOSE).

@@ -88,4 +88,7 @@ pub struct ConntrackEvent {
     /// entry a while (120 s and 10 s by default) for late packets. How a dump tells an end.
     #[serde(default)]
     pub closed: bool,
+    /// The entry's connection mark (CTA_MARK; 0 without one).
+    #[serde(default)]
+    pub mark: u32,
 }

@@ -87,6 +87,7 @@ fn conntrack(
         original_counters: counters(original.0, original.1),
         reply_counters: counters(reply.0, reply.1),
         closed: false,
+        mark: 0,
     }
 }
 
@@ -488,6 +489,28 @@ fn read_by_dumps_alone_a_connection_ends_when_closed_or_gone_from_a_dump() {
     let records = aggregator.drain(Timestamp(45_000));
     let record = only(&records);
     assert_eq!(flow_counts(record), (2, 2, 1, 1));
+}
+
+#[test]
+fn entries_with_a_skipped_mark_bit_are_not_recorded() {
+    let (mut aggregator, _) = aggregator_with(Config {
+        skipped_connection_mark: 0x0008_0000,
+        ..node_one()
+    });
+    let upstream = tcp(WEB, 41020, "203.0.113.5", 80);
+    let own = tcp(WEB, 41021, "203.0.113.5", 80);
+    let entry = |id, tuple, mark| ConntrackEvent {
+        mark,
+        ..conntrack(1_000, ConntrackEventKind::Update, id, tuple, (4, 400), (3, 300))
+    };
+    aggregator.dumped(
+        &[entry(1, upstream, 0x000c_0000), entry(2, own, 0x0004_0000)],
+        Timestamp(990),
+    );
+    assert_eq!(aggregator.statistics().skipped_by_mark, 1);
+    assert_eq!(aggregator.gauges().tracked_connections, 1);
+    let records = aggregator.drain(Timestamp(15_000));
+    assert_eq!(only(&records).source_name, "web");
 }
 
 #[test]

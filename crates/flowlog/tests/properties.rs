@@ -174,6 +174,7 @@ fn entry(
             bytes: reply.1,
         }),
         closed,
+        mark: 0,
     }
 }
 

@@ -204,6 +204,30 @@ fn l7_rules() -> Result<(), String> {
     {
         problems.push(format!("POST /v1/items: {post:?}"));
     }
+    // The flow log records the proxied connections by the L7 rule that sent them to the proxy,
+    // and not the proxy's own upstream connections (which would show with no policy).
+    let l7_rule = "default|NetworkPolicy|shop/web-egress|2|allow";
+    let to_port_80 = |record: &sluice_flowlog::FlowRecord| {
+        record.source_name == "web"
+            && record.dest_ip == Some(PARTNER.parse().expect("an address"))
+            && record.dest_port == Some(80)
+    };
+    let records = sluice_lab::flows::wait_for_records(
+        &lab.environment,
+        &lab.name,
+        Duration::from_secs(10),
+        |records| {
+            records
+                .iter()
+                .any(|record| to_port_80(record) && record.policies == [l7_rule])
+        },
+    )?;
+    let proxied: Vec<_> = records.iter().filter(|record| to_port_80(record)).collect();
+    if proxied.is_empty() || proxied.iter().any(|record| record.policies != [l7_rule]) {
+        problems.push(format!(
+            "the flow log should record the connections to port 80 by {l7_rule} alone: {proxied:#?}"
+        ));
+    }
     let other_path = get(&lab, "/admin");
     if other_path.result != ConnectResult::Forbidden {
         problems.push(format!("GET /admin: {other_path:?}"));

@@ -114,6 +114,9 @@ impl FlowShell {
             // Connections idle this long with no conntrack event are dumped again at each
             // interval, so only ended ones that conntrack failed to report go this way.
             idle_timeout_milliseconds: (flags.interval.as_millis() as u64 * 4).max(60_000),
+            // The L7 proxy's upstream connections: the pod's connection to the proxy is the
+            // one recorded, with the L7 rule that sent it there.
+            skipped_connection_mark: sluice_dataplane::l7_redirect::MARK_PROXY_UPSTREAM,
             ..Config::default()
         };
         let aggregator = Aggregator::new(config, now()).map_err(|error| error.to_string())?;
