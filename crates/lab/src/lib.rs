@@ -89,7 +89,9 @@ pub enum LabCommand {
         /// The path of HTTP probes.
         #[arg(long, default_value = "/")]
         http_path: String,
-        /// The TLS server name of HTTPS probes by address (by name, the name is sent).
+        /// The name HTTPS probes by address send as the TLS server name and HTTP probes by
+        /// address as `Host` (by name, the name is sent; without either, HTTP's `Host` is the
+        /// address).
         #[arg(long)]
         server_name: Option<String>,
         #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
@@ -134,8 +136,8 @@ pub enum LabCommand {
         /// HTTP: the request's path.
         #[arg(long, default_value = "/")]
         path: String,
-        /// HTTPS: the server name the ClientHello carries (default: the name connected to,
-        /// else none).
+        /// HTTPS: the server name the ClientHello carries; HTTP: the `Host` (default: the name
+        /// connected to, else none for HTTPS and the address for HTTP).
         #[arg(long)]
         server_name: Option<String>,
     },

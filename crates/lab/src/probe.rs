@@ -92,17 +92,23 @@ impl ProbeRow {
     }
 
     /// What the probe carries above TCP, as the evaluator's L7 view: the HTTP request the
-    /// probe sends (its `Host` is the address connected to), or the TLS server name.
+    /// probe sends (its `Host` is the name probed by, else the request's name, else the address
+    /// connected to), or the TLS server name (the same names, or none).
     pub fn l7_view(&self, request: &Request) -> Option<FlowL7> {
         match self.protocol {
             ServiceProtocol::Http => Some(FlowL7 {
                 http: Some(HttpRequest {
                     method: request.method.clone(),
                     path: request.path.clone(),
-                    host: Some(match self.to_address {
-                        IpAddr::V6(address) => format!("[{address}]"),
-                        IpAddr::V4(address) => address.to_string(),
-                    }),
+                    host: Some(
+                        self.domain
+                            .clone()
+                            .or_else(|| request.server_name.clone())
+                            .unwrap_or_else(|| match self.to_address {
+                                IpAddr::V6(address) => format!("[{address}]"),
+                                IpAddr::V4(address) => address.to_string(),
+                            }),
+                    ),
                 }),
                 server_name: None,
             }),
@@ -687,16 +693,15 @@ pub(crate) fn connect_in(
         "--timeout-ms",
         &PROBE_TIMEOUT.as_millis().to_string(),
     ]);
-    match protocol {
-        ServiceProtocol::Http => {
-            command.args(["--method", &request.method, "--path", &request.path]);
-        }
-        ServiceProtocol::Https if matches!(destination, Destination::Address(_)) => {
-            if let Some(name) = &request.server_name {
-                command.args(["--server-name", name]);
-            }
-        }
-        _ => {}
+    if protocol == ServiceProtocol::Http {
+        command.args(["--method", &request.method, "--path", &request.path]);
+    }
+    // The name asked for (TLS server name, HTTP Host); by name, the name itself.
+    if matches!(protocol, ServiceProtocol::Http | ServiceProtocol::Https)
+        && matches!(destination, Destination::Address(_))
+        && let Some(name) = &request.server_name
+    {
+        command.args(["--server-name", name]);
     }
     let failed = |detail: String| ConnectOutcome {
         result: ConnectResult::Error,

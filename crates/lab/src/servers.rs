@@ -144,7 +144,8 @@ impl ConnectOutcome {
 pub struct Request {
     pub method: String,
     pub path: String,
-    /// For HTTPS: the ClientHello's server name (none: no server-name extension).
+    /// The name asked for: for HTTPS the ClientHello's server name (none: no server-name
+    /// extension), for HTTP the `Host` (none: the address connected to).
     pub server_name: Option<String>,
 }
 
@@ -194,10 +195,10 @@ pub fn connect_with(
             let _ = stream.set_read_timeout(Some(timeout));
             let _ = stream.set_write_timeout(Some(timeout));
             if protocol == ServiceProtocol::Http {
-                let host = match to {
+                let host = request.server_name.clone().unwrap_or_else(|| match to {
                     IpAddr::V6(address) => format!("[{address}]"),
                     IpAddr::V4(address) => address.to_string(),
-                };
+                });
                 let head = format!(
                     "{} {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sluice-lab\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
                     request.method, request.path

@@ -68,6 +68,11 @@ spec:
       protocol: TCP
       destination: {domains: [api.cdn.example], ports: [443]}
       tls: {matchDomains: true}
+    # Any method and path, only to the named hosts (Sluice's http.hosts).
+    - action: Allow
+      protocol: TCP
+      destination: {ports: [8080]}
+      http: {hosts: ["*.partner.example"]}
 "#;
 
 const LAB: &str = r#"kind: Lab
@@ -75,7 +80,7 @@ name: placeholder
 nodes:
   - name: node-1
 outside:
-  - {name: partner, address: 203.0.113.10, tcp: [22], http: [80], https: [443], names: [api.partner.example]}
+  - {name: partner, address: 203.0.113.10, tcp: [22], http: [80, 8080], https: [443], names: [api.partner.example]}
   - {name: cdn, address: 203.0.113.50, https: [443], names: [api.cdn.example, other.cdn.example]}
 manifests: [manifests/]
 pods:
@@ -227,6 +232,23 @@ fn l7_rules() -> Result<(), String> {
         problems.push(format!(
             "the flow log should record the connections to port 80 by {l7_rule} alone: {proxied:#?}"
         ));
+    }
+    // http.hosts: the Host header decides, whatever the method and path.
+    for (host, expected) in [
+        (Some("api.partner.example"), ConnectResult::Connected),
+        (Some("www.partner.example"), ConnectResult::Connected),
+        (Some("partner.example"), ConnectResult::Forbidden),
+        (Some("evil.example"), ConnectResult::Forbidden),
+        (None, ConnectResult::Forbidden),
+    ] {
+        let mut extra = vec!["--method", "POST", "--path", "/anything"];
+        if let Some(host) = host {
+            extra.extend(["--server-name", host]);
+        }
+        let outcome = request(&lab, "http", 8080, &extra);
+        if outcome.result != expected {
+            problems.push(format!("POST to port 8080 with Host {host:?}: {outcome:?}"));
+        }
     }
     let other_path = get(&lab, "/admin");
     if other_path.result != ConnectResult::Forbidden {
@@ -454,7 +476,8 @@ fn l7_rules() -> Result<(), String> {
     }
     let posts_served: Vec<String> = served_requests(&lab)
         .into_iter()
-        .filter(|line| !line.contains(": GET "))
+        // Port 8080 allows any method to the named hosts.
+        .filter(|line| line.starts_with("http 80 ") && !line.contains(": GET "))
         .collect();
     if !posts_served.is_empty() {
         problems.push(format!("the outside server received {posts_served:?}"));
