@@ -7,7 +7,7 @@
 //! apart from the agent's proxy.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -163,15 +163,16 @@ fn with_flow_logs_the_l7_rule_logs_its_allow_before_the_redirect_and_upstream_co
 
 /// The outside host's server: answers `outside <peer>` and counts connections.
 fn serve_outside(topology: &Topology, port: u16, accepted: Arc<AtomicUsize>) {
+    // `[::]` takes IPv4 connections too, their peers as mapped addresses.
     let listener = in_namespace(&topology.outside, || {
-        TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).unwrap()
+        TcpListener::bind((Ipv6Addr::UNSPECIFIED, port)).unwrap()
     });
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
             accepted.fetch_add(1, Ordering::SeqCst);
             let peer = stream.peer_addr().unwrap();
-            let _ = stream.write_all(format!("outside {}", peer.ip()).as_bytes());
+            let _ = stream.write_all(format!("outside {}", peer.ip().to_canonical()).as_bytes());
         }
     });
 }
@@ -179,16 +180,23 @@ fn serve_outside(topology: &Topology, port: u16, accepted: Arc<AtomicUsize>) {
 /// A transparent listener on the node's loopback, as the agent's proxy has: for each
 /// connection it connects to the original destination from the client's own address (marked
 /// as the proxy's upstream) and answers `proxied <original destination> <what upstream said>`.
-fn transparent_listener(topology: &Topology) -> Socket {
+fn transparent_listener(topology: &Topology, loopback: IpAddr) -> Socket {
     in_namespace(&topology.node, || {
-        let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+        let socket = Socket::new(
+            Domain::for_address(SocketAddr::new(loopback, 0)),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )
+        .unwrap();
         socket.set_reuse_address(true).unwrap();
-        socket.set_ip_transparent_v4(true).unwrap();
+        if loopback.is_ipv4() {
+            socket.set_ip_transparent_v4(true).unwrap();
+        } else {
+            socket.set_only_v6(true).unwrap();
+            socket.set_ip_transparent_v6(true).unwrap();
+        }
         socket
-            .bind(&SockAddr::from(SocketAddr::from((
-                Ipv4Addr::LOCALHOST,
-                PROXY_PORT,
-            ))))
+            .bind(&SockAddr::from(SocketAddr::new(loopback, PROXY_PORT)))
             .unwrap();
         socket.listen(16).unwrap();
         socket
@@ -204,8 +212,12 @@ fn serve_transparently(topology: &Topology, listener: Socket) {
             let mut client: TcpStream = client.into();
             let original = client.local_addr().unwrap();
             let peer = peer.as_socket().unwrap();
-            let upstream = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
-            upstream.set_ip_transparent_v4(true).unwrap();
+            let upstream = Socket::new(Domain::for_address(peer), Type::STREAM, Some(Protocol::TCP)).unwrap();
+            if peer.is_ipv4() {
+                upstream.set_ip_transparent_v4(true).unwrap();
+            } else {
+                upstream.set_ip_transparent_v6(true).unwrap();
+            }
             upstream.set_mark(MARK_PROXY_UPSTREAM).unwrap();
             upstream
                 .bind(&SockAddr::from(SocketAddr::new(peer.ip(), 0)))
@@ -227,7 +239,11 @@ fn serve_transparently(topology: &Topology, listener: Socket) {
 
 /// What the pod reads from a connection to the outside host's `port`, or why it got nothing.
 fn pod_reads(topology: &Topology, port: u16) -> Result<String, String> {
-    let target = SocketAddr::new(OUTSIDE.parse().unwrap(), port);
+    pod_reads_from(topology, OUTSIDE.parse().unwrap(), port)
+}
+
+fn pod_reads_from(topology: &Topology, outside: IpAddr, port: u16) -> Result<String, String> {
+    let target = SocketAddr::new(outside, port);
     in_namespace(&topology.pod, || {
         let mut stream = TcpStream::connect_timeout(&target, Duration::from_millis(1500))
             .map_err(|error| error.to_string())?;
@@ -280,7 +296,7 @@ fn a_connection_reaching_an_l7_rule_goes_to_the_transparent_listener_and_out_fro
     assert!(refused.is_err(), "{refused:?}");
     assert_eq!(on_80.load(Ordering::SeqCst), 0);
 
-    let listener = transparent_listener(&topology);
+    let listener = transparent_listener(&topology, Ipv4Addr::LOCALHOST.into());
     serve_transparently(&topology, listener.try_clone().unwrap());
     let said = pod_reads(&topology, 80).expect("the listener answers");
     assert_eq!(said, format!("proxied {OUTSIDE}:80 outside {POD}"));
@@ -313,4 +329,92 @@ fn the_redirect_comes_and_goes_incrementally_in_the_real_nft() {
     let listed = namespace.nft_list(&["table", "inet", "sluice"]);
     assert!(!listed.contains("tproxy") && !listed.contains("l7-"), "{listed}");
     assert!(!syncer.sync(&with).expect("and back").full);
+}
+
+/// The pod's and the outside host's IPv6 addresses, and the node's on its uplink.
+const POD_V6: &str = "fd61::5";
+const OUTSIDE_V6: &str = "2001:db8:2::2";
+
+/// Gives the topology IPv6 as the CNI plugin wires it: the pod's /128 and a default route via
+/// the node's link-local gateway on the pod's veth, the node forwarding to an outside network.
+fn add_ipv6(topology: &Topology, interface: &str) {
+    let (pod, node, outside) = (&topology.pod, &topology.node, &topology.outside);
+    support::sysctl(node, "net.ipv6.conf.all.forwarding=1");
+    for (namespace, address, device) in [
+        (pod, "fd61::5/128", "eth0"),
+        (node, "fe80::1/64", interface),
+        (node, "2001:db8:2::1/64", "uplink"),
+        (outside, "2001:db8:2::2/64", "eth0"),
+    ] {
+        support::ip(&[
+            "-n", namespace, "-6", "address", "add", address, "dev", device, "nodad",
+        ]);
+    }
+    support::ip(&[
+        "-n", pod, "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0",
+    ]);
+    support::ip(&["-n", node, "-6", "route", "add", "fd61::5/128", "dev", interface]);
+    support::ip(&[
+        "-n",
+        outside,
+        "-6",
+        "route",
+        "add",
+        "fd61::/64",
+        "via",
+        "2001:db8:2::1",
+    ]);
+}
+
+#[test]
+fn an_ipv6_connection_reaching_an_l7_rule_goes_to_the_ipv6_listener_and_out_from_the_pods_address() {
+    let interface = "slcl7six";
+    let topology = Topology::new("sluicel76", interface);
+    add_ipv6(&topology, interface);
+    let dual_stack = manifests(interface).replace(
+        &format!("ipNetworks: [\"{POD}/32\"]"),
+        &format!("ipNetworks: [\"{POD}/32\", \"{POD_V6}/128\"]"),
+    );
+    assert!(dual_stack.contains(POD_V6), "the endpoint has its IPv6 address");
+    let ir = sluice_policy::compile(&sluice_api::load_str("l7.yaml", &dual_stack).unwrap());
+    let ruleset = render_with_l7(
+        &ir,
+        &local(interface),
+        &DnsRender::default(),
+        None,
+        Some(&L7Redirect { port: PROXY_PORT }),
+    );
+    let mut syncer = Syncer::new(CommandBackend::in_namespace(&topology.node).expect("nft is installed"));
+    syncer.sync(&ruleset).expect("the kernel takes the redirect");
+    ProxyRoutes::in_namespace(&topology.node)
+        .expect("netlink")
+        .ensure()
+        .expect("the proxy's rule and routes");
+    let on_80 = Arc::new(AtomicUsize::new(0));
+    let on_22 = Arc::new(AtomicUsize::new(0));
+    serve_outside(&topology, 80, on_80.clone());
+    serve_outside(&topology, 22, on_22.clone());
+    let outside: IpAddr = OUTSIDE_V6.parse().unwrap();
+
+    // The port-22 rule decides in the kernel (which also shows the IPv6 path works, once the
+    // veths' link-local addresses have passed duplicate address detection, a second or two).
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    let direct = loop {
+        let read = pod_reads_from(&topology, outside, 22);
+        if read.is_ok() || std::time::Instant::now() > deadline {
+            break read;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(direct.unwrap(), format!("outside {POD_V6}"));
+    // No IPv6 listener: dropped, nothing reaches the outside.
+    assert!(pod_reads_from(&topology, outside, 80).is_err());
+    assert_eq!(on_80.load(Ordering::SeqCst), 0);
+
+    let listener = transparent_listener(&topology, Ipv6Addr::LOCALHOST.into());
+    serve_transparently(&topology, listener.try_clone().unwrap());
+    let said = pod_reads_from(&topology, outside, 80).expect("the IPv6 listener answers");
+    assert_eq!(said, format!("proxied [{OUTSIDE_V6}]:80 outside {POD_V6}"));
+    assert_eq!(on_80.load(Ordering::SeqCst), 1);
+    assert_eq!(on_22.load(Ordering::SeqCst), 1);
 }
