@@ -142,6 +142,10 @@ struct Connection {
     dump_generation: u64,
     /// The logged first packet's TCP sequence number.
     tcp_sequence: Option<u32>,
+    /// Opened from a dump with no logged first packet: what conntrack had counted then, left
+    /// uncounted in case it was counted before (an agent restart). A first packet logged later
+    /// shows the connection is new, and this is its own.
+    uncounted: Option<[Counters; 2]>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -446,6 +450,13 @@ impl Aggregator {
                 self.tally.hit_usage(id, &hit).add(0, 0, 1);
             }
             connection.tcp_sequence = connection.tcp_sequence.or(packet.tcp_sequence);
+            if let Some(uncounted) = connection.uncounted.take() {
+                // A dump listed it just before its first packet was read: it started now.
+                for (direction, counted) in uncounted.into_iter().enumerate() {
+                    add_counters(&mut connection.unreported[direction], counted);
+                }
+                connection.started_in_interval = true;
+            }
             connection.last_event = connection.last_event.max(packet.at);
             self.touch(tuple);
             return;
@@ -506,6 +517,7 @@ impl Aggregator {
                 recency,
                 dump_generation: self.dump_generation,
                 tcp_sequence: None,
+                uncounted: None,
             },
         );
     }
@@ -699,6 +711,9 @@ impl Aggregator {
             Some(event.id),
             (current, unreported),
         );
+        if !is_new && let Some(connection) = self.connections.get_mut(&tuple) {
+            connection.uncounted = Some(current);
+        }
     }
 
     /// Ends the interval at `now`: the records of every key it saw, live connections carried

@@ -492,6 +492,35 @@ fn read_by_dumps_alone_a_connection_ends_when_closed_or_gone_from_a_dump() {
 }
 
 #[test]
+fn a_first_packet_read_after_a_dump_listed_its_connection_counts_it_whole_and_started() {
+    let (mut aggregator, dataplane) = aggregator_with(node_one());
+    let tuple = tcp(WEB, 41030, "203.0.113.5", 443);
+    let allowed = hit(&dataplane, &tuple, PolicyType::Egress);
+    // The dump ran between the first packet and the agent reading its log message.
+    aggregator.dumped(
+        &[conntrack(
+            1_000,
+            ConntrackEventKind::Update,
+            9,
+            tuple,
+            (3, 180),
+            (2, 120),
+        )],
+        Timestamp(995),
+    );
+    aggregator.logged_packet(&LoggedPacket {
+        tcp_sequence: Some(5),
+        ..logged(1_010, Some(allowed.id()), tuple)
+    });
+    let records = aggregator.drain(Timestamp(15_000));
+    let record = only(&records);
+    assert_eq!(record.policies, vec![allowed.text()]);
+    assert_eq!(flow_counts(record), (1, 1, 0, 1));
+    assert_eq!((record.packets_out, record.bytes_out), (3, 180));
+    assert_eq!((record.packets_in, record.bytes_in), (2, 120));
+}
+
+#[test]
 fn entries_with_a_skipped_mark_bit_are_not_recorded() {
     let (mut aggregator, _) = aggregator_with(Config {
         skipped_connection_mark: 0x0008_0000,
