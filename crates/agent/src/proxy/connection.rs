@@ -44,10 +44,9 @@ pub(crate) fn serve(client: TcpStream, peer: SocketAddr, dataplane: Option<Arc<D
         tracing::warn!(%peer, %original, "not a local endpoint's redirected connection: reset");
         return reset(&client);
     }
-    let judge = FlowJudge {
-        pairs: Arc::new(KernelPairs),
+    let judge = FlowJudge::new(
         dataplane,
-        flow: Flow {
+        Flow {
             source: peer.ip(),
             destination: original.ip(),
             protocol: 6,
@@ -56,7 +55,8 @@ pub(crate) fn serve(client: TcpStream, peer: SocketAddr, dataplane: Option<Arc<D
             icmp_type: None,
             icmp_code: None,
         },
-    };
+        Arc::new(KernelPairs),
+    );
     let _ = client.set_nodelay(true);
     if client.set_read_timeout(Some(HEAD_TIMEOUT)).is_err() {
         return reset(&client);
