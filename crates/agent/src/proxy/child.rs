@@ -1,8 +1,9 @@
 //! The proxy child's main: IRs from the agent on standard input, listeners on the node's
-//! loopback, a thread per connection.
+//! loopback, every connection served by one event loop (`super::event_loop`).
 
 use std::io::BufRead;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex};
 
 use sluice_policy::Dataplane;
@@ -44,15 +45,24 @@ pub fn run(node: &str, port: u16) -> Result<(), String> {
         }
     };
     tracing::info!(port, "L7 proxy listening");
-    if let Some(v6) = v6 {
-        let (current, node) = (current.clone(), node.to_string());
-        std::thread::spawn(move || accept(&v6, &current, &node));
-    }
-    accept(&v4, &current, node);
-    Ok(())
+    let listeners = std::iter::once(v4)
+        .chain(v6)
+        .map(mio::net::TcpListener::from_std)
+        .collect();
+    let admission = super::connection::NodeAdmission {
+        node: node.to_string(),
+        policy: || current.get(),
+    };
+    super::event_loop::run(
+        listeners,
+        &admission,
+        super::event_loop::Timeouts::default(),
+        &AtomicBool::new(false),
+    )
+    .map_err(|error| format!("the proxy's event loop: {error}"))
 }
 
-fn listen(address: SocketAddr) -> std::io::Result<Socket> {
+fn listen(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if address.is_ipv4() {
@@ -63,32 +73,8 @@ fn listen(address: SocketAddr) -> std::io::Result<Socket> {
     }
     socket.bind(&SockAddr::from(address))?;
     socket.listen(1024)?;
-    Ok(socket)
-}
-
-fn accept(listener: &Socket, current: &Arc<Current>, node: &str) {
-    loop {
-        match listener.accept() {
-            Ok((socket, peer)) => {
-                let Some(peer) = peer.as_socket() else { continue };
-                let client: TcpStream = socket.into();
-                let dataplane = current.get();
-                let node = node.to_string();
-                let spawned = std::thread::Builder::new()
-                    .name("l7-connection".into())
-                    .spawn(move || super::connection::serve(client, peer, dataplane, &node));
-                if let Err(error) = spawned {
-                    // The connection (moved into the closure) is dropped: the client sees it
-                    // closed, nothing was forwarded.
-                    tracing::warn!(%error, "no thread for a connection");
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "accept failed");
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-        }
-    }
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 /// Compiles each snapshot the agent sends; exits the process when the agent closes the pipe

@@ -3,12 +3,12 @@
 //! match is a rule that did not match, so evaluation goes on as `explain` says it does.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sluice_api::values::PolicyType;
 use sluice_dataplane::{IpFamily, domain_set_name};
 use sluice_nft::{ElementKey, Family, SetElementWriter, Table};
-use sluice_policy::ir::DomainSet;
+use sluice_policy::ir::{DomainSet, DomainSetId};
 use sluice_policy::{Dataplane, Decision, Flow, FlowL7, HttpRequest, TraceStep};
 use sluice_proxy::RuleIdentity;
 use sluice_proxy::http::{Judgement, Request, RequestJudge};
@@ -41,11 +41,18 @@ impl LearnedPairs for KernelPairs {
 }
 
 /// A connection's flow and the IR it is judged on.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct FlowJudge {
-    pub dataplane: Arc<Dataplane>,
-    pub flow: Flow,
-    pub pairs: Arc<dyn LearnedPairs>,
+    dataplane: Arc<Dataplane>,
+    flow: Flow,
+    pairs: Arc<dyn LearnedPairs>,
+    /// The domain sets of the flow's source endpoint, by id: the IR is fixed for the
+    /// connection, so they are found once, not per request.
+    domain_sets: Vec<DomainSetId>,
+    /// The last name the kernel vouched for on this connection. A learned pair is checked
+    /// when a connection first names a server, as the kernel checks it on a connection's first
+    /// packet; later requests naming the same server are not read from the kernel again.
+    vouched_name: Mutex<Option<String>>,
 }
 
 /// The evaluator's answer for one view.
@@ -57,6 +64,26 @@ pub(crate) enum Outcome {
 }
 
 impl FlowJudge {
+    pub fn new(dataplane: Arc<Dataplane>, flow: Flow, pairs: Arc<dyn LearnedPairs>) -> FlowJudge {
+        let domain_sets = dataplane
+            .endpoint_by_address(flow.source)
+            .map(|endpoint| {
+                dataplane
+                    .domain_sets_for(endpoint.id)
+                    .into_iter()
+                    .map(|set| set.id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        FlowJudge {
+            dataplane,
+            flow,
+            pairs,
+            domain_sets,
+            vouched_name: Mutex::new(None),
+        }
+    }
+
     /// The name the connection addresses (a TLS server name, an HTTP host) as the flow's
     /// destination name, when the kernel vouches for it: every domain set of the endpoint that
     /// matches the name holds the pair (endpoint, destination), that is, the endpoint itself
@@ -65,32 +92,43 @@ impl FlowJudge {
     /// match (as in the kernel, which matches them only by the learned pair).
     fn vouched<'a>(&self, name: Option<&'a str>) -> Option<&'a str> {
         let name = name?;
-        let endpoint = self.dataplane.endpoint_by_address(self.flow.source)?;
-        let matching: Vec<&DomainSet> = self
-            .dataplane
-            .domain_sets_for(endpoint.id)
-            .into_iter()
+        let mut matching = self
+            .domain_sets
+            .iter()
+            .map(|id| &self.dataplane.domain_sets[*id as usize])
             .filter(|set| set.matching(name).is_some())
-            .collect();
-        (!matching.is_empty()
-            && matching
-                .iter()
-                .all(|set| self.pairs.holds(set, self.flow.source, self.flow.destination)))
-        .then_some(name)
+            .peekable();
+        matching.peek()?;
+        let mut remembered = self
+            .vouched_name
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if remembered.as_deref() == Some(name) {
+            return Some(name);
+        }
+        if !matching.all(|set| self.pairs.holds(set, self.flow.source, self.flow.destination)) {
+            return None;
+        }
+        *remembered = Some(name.to_string());
+        Some(name)
     }
 
     /// The verdict on the flow with `view`; `name` is the name the connection addresses.
+    ///
+    /// Every request is evaluated untraced (no step is recorded or allocated); only a denial
+    /// is evaluated again with its trace, to name the L7 rules that were tried. The evaluator is
+    /// deterministic on the same IR, so both evaluations reach the same verdict.
     pub fn decide(&self, view: &FlowL7, name: Option<&str>) -> Outcome {
-        let mut egress = Vec::new();
-        let mut ingress = Vec::new();
         let domain = self.vouched(name);
-        let verdict =
-            self.dataplane
-                .evaluate_traced(&self.flow, domain, Some(view), &mut egress, &mut ingress);
+        let verdict = self.dataplane.evaluate_with_l7(&self.flow, domain, Some(view));
         if verdict.allowed {
             let decision = verdict.egress.map(|(_, decision)| decision);
             return Outcome::Allowed(self.identity_of(decision));
         }
+        let mut egress = Vec::new();
+        let mut ingress = Vec::new();
+        self.dataplane
+            .evaluate_traced(&self.flow, domain, Some(view), &mut egress, &mut ingress);
         let tried = egress
             .iter()
             .filter_map(|step| match step {
@@ -203,10 +241,9 @@ spec: {node: node-1, pod: web, endpoint: eth0, interfaceName: slcweb, ipNetworks
 
     fn judge_with(manifests: &str, port: u16, pairs: Pairs) -> FlowJudge {
         let set = sluice_api::load_str("judge.yaml", manifests).unwrap();
-        FlowJudge {
-            pairs: Arc::new(pairs),
-            dataplane: Arc::new(sluice_policy::compile(&set)),
-            flow: Flow {
+        FlowJudge::new(
+            Arc::new(sluice_policy::compile(&set)),
+            Flow {
                 source: "10.0.0.5".parse().unwrap(),
                 destination: "203.0.113.10".parse().unwrap(),
                 protocol: 6,
@@ -215,7 +252,8 @@ spec: {node: node-1, pod: web, endpoint: eth0, interfaceName: slcweb, ipNetworks
                 icmp_type: None,
                 icmp_code: None,
             },
-        }
+            Arc::new(pairs),
+        )
     }
 
     fn request(method: &str) -> FlowL7 {
@@ -317,5 +355,85 @@ spec: {node: node-1, pod: web, endpoint: eth0, interfaceName: slcweb, ipNetworks
             unlearned.decide(&name("api.example"), Some("api.example")),
             Outcome::Denied(_)
         ));
+    }
+
+    /// Counts the kernel reads, and holds the pair only once `learned` is set.
+    #[derive(Debug, Default)]
+    struct CountingPairs {
+        reads: std::sync::atomic::AtomicUsize,
+        learned: std::sync::atomic::AtomicBool,
+    }
+
+    impl LearnedPairs for CountingPairs {
+        fn holds(&self, _set: &DomainSet, _source: IpAddr, _destination: IpAddr) -> bool {
+            self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.learned.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    #[test]
+    fn a_vouched_name_is_read_from_the_kernel_once_per_connection_and_a_refused_one_every_time() {
+        use std::sync::atomic::Ordering;
+        let set = sluice_api::load_str("judge.yaml", BY_NAME).unwrap();
+        let pairs = Arc::new(CountingPairs::default());
+        let flow = judge_with(BY_NAME, 443, Pairs::default()).flow;
+        let judge = FlowJudge::new(Arc::new(sluice_policy::compile(&set)), flow, pairs.clone());
+        let name = |name: &str| FlowL7 {
+            http: None,
+            server_name: Some(name.into()),
+        };
+        // Not learned yet: denied, and asked again next time (the pod may resolve it later).
+        for reads in 1..=2 {
+            assert!(matches!(
+                judge.decide(&name("api.example"), Some("api.example")),
+                Outcome::Denied(_)
+            ));
+            assert_eq!(pairs.reads.load(Ordering::SeqCst), reads);
+        }
+        pairs.learned.store(true, Ordering::SeqCst);
+        for _ in 0..3 {
+            assert!(matches!(
+                judge.decide(&name("api.example"), Some("api.example")),
+                Outcome::Allowed(RuleIdentity { rule_index: 1, .. })
+            ));
+        }
+        assert_eq!(pairs.reads.load(Ordering::SeqCst), 3);
+        // Another name is read for itself; a name no set matches is never read.
+        assert!(matches!(
+            judge.decide(&name("b.example"), Some("b.example")),
+            Outcome::Allowed(_)
+        ));
+        assert_eq!(pairs.reads.load(Ordering::SeqCst), 4);
+        assert!(matches!(
+            judge.decide(&name("evil.test"), Some("evil.test")),
+            Outcome::Denied(_)
+        ));
+        assert_eq!(pairs.reads.load(Ordering::SeqCst), 4);
+    }
+
+    #[test]
+    fn the_untraced_verdict_agrees_with_the_traced_one() {
+        // Allowed and denied requests, each judged as the proxy does (untraced first) and by
+        // the traced evaluation `explain` runs: the same verdict and the same deciding rule.
+        for (method, port) in [("GET", 80), ("POST", 80), ("GET", 443), ("DELETE", 8080)] {
+            let judge = judge(port);
+            let view = request(method);
+            let (mut egress, mut ingress) = (Vec::new(), Vec::new());
+            let traced =
+                judge
+                    .dataplane
+                    .evaluate_traced(&judge.flow, None, Some(&view), &mut egress, &mut ingress);
+            let untraced = judge.dataplane.evaluate_with_l7(&judge.flow, None, Some(&view));
+            assert_eq!(traced.allowed, untraced.allowed, "{method} on {port}");
+            assert_eq!(
+                format!("{:?}", traced.egress),
+                format!("{:?}", untraced.egress),
+                "{method} on {port}"
+            );
+            match judge.decide(&view, None) {
+                Outcome::Allowed(_) => assert!(traced.allowed),
+                Outcome::Denied(_) => assert!(!traced.allowed),
+            }
+        }
     }
 }

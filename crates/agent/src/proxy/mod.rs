@@ -19,6 +19,7 @@
 
 pub mod child;
 mod connection;
+mod event_loop;
 mod judge;
 pub mod snapshot;
 pub mod supervisor;

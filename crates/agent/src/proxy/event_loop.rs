@@ -1,0 +1,1097 @@
+//! The proxy's event loop: its listeners and every connection on one thread, driven by epoll
+//! (mio, edge-triggered). A thread per connection cost two thread wakeups per keep-alive
+//! request and a thread start per connection (profiled under `cargo bench -p sluice-lab
+//! --bench l7`: a third of the proxy's time went to task switches, and with a new connection
+//! per request most of it to starting threads); here one wakeup serves every socket that
+//! became ready, and a connection costs a slab entry.
+//!
+//! Each connection is the client's socket (what the pod sent, to the original destination),
+//! the core reading it (`sluice_proxy`), the judge deciding, and, once something is allowed,
+//! the upstream socket. Bytes are read into one shared buffer and written straight on; only
+//! what the other side cannot take yet is kept, and a side with more than
+//! [`PENDING_LIMIT`] waiting is not read until it drains (backpressure). Nothing reaches the
+//! destination before the judge allowed it.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use mio::event::Event;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Registry, Token};
+use slab::Slab;
+use sluice_policy::FlowL7;
+use sluice_proxy::http::{HttpConnection, Limits, Output};
+use sluice_proxy::tls::{ClientHelloReader, HelloProgress};
+use socket2::SockRef;
+
+use super::judge::{FlowJudge, Outcome};
+
+/// The shared read buffer: one read of it is at most this much.
+const READ_BYTES: usize = 64 * 1024;
+/// Bytes waiting for one side beyond which the other side is not read.
+const PENDING_LIMIT: usize = 64 * 1024;
+/// How often deadlines are checked (they are seconds long; a refusal's drain is 200 ms).
+const TICK: Duration = Duration::from_millis(100);
+/// Listener tokens sit at the top of the token space, far from connections' (2 per slab key).
+const FIRST_LISTENER: usize = usize::MAX / 2;
+
+/// How long the proxy waits on each side.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    /// A request head or a ClientHello, counted from the last read.
+    pub head: Duration,
+    /// A keep-alive connection between requests.
+    pub idle: Duration,
+    /// Opening the upstream connection.
+    pub connect: Duration,
+    /// A spliced TLS connection or an answer staying silent.
+    pub stream: Duration,
+    /// Reading what the client still sends after a refusal, so that closing does not reset
+    /// the answer away.
+    pub drain: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            head: Duration::from_secs(10),
+            idle: Duration::from_secs(120),
+            connect: Duration::from_secs(5),
+            stream: Duration::from_secs(600),
+            drain: Duration::from_millis(200),
+        }
+    }
+}
+
+/// What the loop asks of the node: whether to judge a connection, and how to reach its
+/// destination.
+pub(crate) trait Admission {
+    /// The judge of a connection from `peer` to `original`, or `None` to reset it.
+    fn admit(&self, peer: SocketAddr, original: SocketAddr) -> Option<Arc<FlowJudge>>;
+    /// A non-blocking connection, being opened, to `original` on the client's behalf.
+    fn connect(&self, peer: SocketAddr, original: SocketAddr) -> io::Result<std::net::TcpStream>;
+}
+
+/// Serves `listeners` until `stop` is set (the proxy child never sets it; tests do).
+pub(crate) fn run(
+    listeners: Vec<TcpListener>,
+    admission: &dyn Admission,
+    timeouts: Timeouts,
+    stop: &AtomicBool,
+) -> io::Result<()> {
+    let mut poll = Poll::new()?;
+    let mut listeners = listeners;
+    for (index, listener) in listeners.iter_mut().enumerate() {
+        poll.registry()
+            .register(listener, Token(FIRST_LISTENER + index), Interest::READABLE)?;
+    }
+    let mut events = Events::with_capacity(1024);
+    let mut connections: Slab<Connection> = Slab::new();
+    let mut buffer = vec![0_u8; READ_BYTES];
+    let mut outputs = Vec::new();
+    let mut next_tick = Instant::now() + TICK;
+    // A listener whose accept failed for want of resources is tried again each tick: with
+    // edge-triggered readiness no new event would come for the connections already queued.
+    let mut accept_again = vec![false; listeners.len()];
+    while !stop.load(Ordering::Relaxed) {
+        match poll.poll(&mut events, Some(TICK)) {
+            Ok(()) => {}
+            Err(error) if error.kind() == ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        }
+        for event in &events {
+            let token = event.token().0;
+            if token >= FIRST_LISTENER {
+                let index = token - FIRST_LISTENER;
+                accept_again[index] = accept(&listeners[index], poll.registry(), &mut connections, admission);
+                continue;
+            }
+            let key = token / 2;
+            let Some(connection) = connections.get_mut(key) else {
+                continue;
+            };
+            connection.mark_ready(token % 2 == 1, event);
+            let mut work = Work {
+                registry: poll.registry(),
+                key,
+                buffer: &mut buffer,
+                outputs: &mut outputs,
+                admission,
+                timeouts: &timeouts,
+            };
+            let step = connection.progress(&mut work);
+            finish(&mut connections, key, poll.registry(), step);
+        }
+        let now = Instant::now();
+        if now >= next_tick {
+            next_tick = now + TICK;
+            for (index, again) in accept_again.iter_mut().enumerate() {
+                if *again {
+                    *again = accept(&listeners[index], poll.registry(), &mut connections, admission);
+                }
+            }
+            let expired: Vec<(usize, Step)> = connections
+                .iter_mut()
+                .filter_map(|(key, connection)| {
+                    let step = connection.check_deadlines(now, &timeouts);
+                    (step != Step::Continue).then_some((key, step))
+                })
+                .collect();
+            for (key, step) in expired {
+                finish(&mut connections, key, poll.registry(), step);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Accepts what `listener` has queued; returns whether it must be tried again later.
+fn accept(
+    listener: &TcpListener,
+    registry: &Registry,
+    connections: &mut Slab<Connection>,
+    admission: &dyn Admission,
+) -> bool {
+    loop {
+        let (client, peer) = match listener.accept() {
+            Ok(accepted) => accepted,
+            Err(error) if error.kind() == ErrorKind::WouldBlock => return false,
+            Err(error) if error.kind() == ErrorKind::Interrupted => continue,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                return true;
+            }
+        };
+        let Ok(original) = client.local_addr() else {
+            reset(&client);
+            continue;
+        };
+        let Some(judge) = admission.admit(peer, original) else {
+            reset(&client);
+            continue;
+        };
+        let _ = client.set_nodelay(true);
+        let entry = connections.vacant_entry();
+        let mut connection = Connection::new(client, peer, original, judge);
+        if registry
+            .register(
+                &mut connection.client.stream,
+                Token(entry.key() * 2),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .is_err()
+        {
+            reset(&connection.client.stream);
+            continue;
+        }
+        entry.insert(connection);
+    }
+}
+
+/// Ends a connection that is done.
+fn finish(connections: &mut Slab<Connection>, key: usize, registry: &Registry, step: Step) {
+    if step == Step::Continue {
+        return;
+    }
+    let Some(mut connection) = connections.try_remove(key) else {
+        return;
+    };
+    let _ = registry.deregister(&mut connection.client.stream);
+    if let Some(upstream) = connection.upstream.as_mut() {
+        let _ = registry.deregister(&mut upstream.stream);
+    }
+    if step == Step::Reset {
+        reset(&connection.client.stream);
+    }
+}
+
+/// Makes the client's connection end in a reset when it is closed (the caller drops it right
+/// after): a shutdown first would send a FIN, which reads as an orderly end.
+fn reset(client: &TcpStream) {
+    let _ = SockRef::from(client).set_linger(Some(Duration::ZERO));
+}
+
+/// What the loop does with a connection after it progressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Continue,
+    /// Close both sides.
+    Close,
+    /// Reset the client, close the destination.
+    Reset,
+}
+
+/// What one connection's progress borrows from the loop.
+struct Work<'a> {
+    registry: &'a Registry,
+    key: usize,
+    buffer: &'a mut [u8],
+    outputs: &'a mut Vec<Output>,
+    admission: &'a dyn Admission,
+    timeouts: &'a Timeouts,
+}
+
+/// One socket of a connection, with the readiness mio reported and not yet used up.
+#[derive(Debug)]
+struct Side {
+    stream: TcpStream,
+    readable: bool,
+    writable: bool,
+    /// Bytes for this socket it could not take yet.
+    pending: Vec<u8>,
+    /// It sent its end (or failed, or stayed silent too long).
+    ended: bool,
+    /// Its sending side was shut.
+    shut: bool,
+    /// Shut its sending side once `pending` is written.
+    shut_when_written: bool,
+    last_read: Instant,
+}
+
+impl Side {
+    fn new(stream: TcpStream) -> Side {
+        Side {
+            stream,
+            readable: false,
+            writable: false,
+            pending: Vec::new(),
+            ended: false,
+            shut: false,
+            shut_when_written: false,
+            last_read: Instant::now(),
+        }
+    }
+
+    /// Writes `bytes` now, as far as the socket takes them; keeps the rest.
+    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if !self.pending.is_empty() || !self.writable {
+            self.pending.extend_from_slice(bytes);
+            return Ok(());
+        }
+        let mut written = 0;
+        while written < bytes.len() {
+            match self.stream.write(&bytes[written..]) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(count) => written += count,
+                Err(error) if error.kind() == ErrorKind::WouldBlock => {
+                    self.writable = false;
+                    break;
+                }
+                Err(error) if error.kind() == ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        self.pending.extend_from_slice(&bytes[written..]);
+        Ok(())
+    }
+
+    /// Writes what is pending; shuts the sending side when asked and all is written. Returns
+    /// whether anything moved.
+    fn flush(&mut self) -> io::Result<bool> {
+        let mut moved = false;
+        let mut written = 0;
+        while written < self.pending.len() && self.writable {
+            match self.stream.write(&self.pending[written..]) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(count) => written += count,
+                Err(error) if error.kind() == ErrorKind::WouldBlock => self.writable = false,
+                Err(error) if error.kind() == ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        if written > 0 {
+            self.pending.drain(..written);
+            moved = true;
+        }
+        if self.pending.is_empty() && self.shut_when_written && !self.shut {
+            self.shut = true;
+            let _ = self.stream.shutdown(Shutdown::Write);
+            moved = true;
+        }
+        Ok(moved)
+    }
+
+    /// One read into `buffer`: `Some(0)` at the end, `None` when nothing is there now.
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<Option<usize>> {
+        loop {
+            match self.stream.read(buffer) {
+                Ok(count) => return Ok(Some(count)),
+                Err(error) if error.kind() == ErrorKind::WouldBlock => {
+                    self.readable = false;
+                    return Ok(None);
+                }
+                Err(error) if error.kind() == ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}
+
+/// Where a connection is.
+#[derive(Debug)]
+enum Phase {
+    /// Nothing read yet: the first byte tells TLS from HTTP.
+    Start,
+    Http(Box<HttpConnection>),
+    /// Reading the ClientHello.
+    Hello(Box<ClientHelloReader>),
+    /// An admitted TLS connection: bytes pass both ways untouched.
+    Spliced,
+    /// A request was refused: the destination's answers to the requests forwarded before come
+    /// first (until it ends), then `response`.
+    Refusing {
+        response: Option<Vec<u8>>,
+    },
+    /// The refusal is written; what the client still sends is read and dropped until then.
+    Draining {
+        until: Instant,
+    },
+}
+
+#[derive(Debug)]
+struct Connection {
+    peer: SocketAddr,
+    original: SocketAddr,
+    judge: Arc<FlowJudge>,
+    client: Side,
+    upstream: Option<Side>,
+    /// When the upstream connection started opening, while it is opening.
+    connecting: Option<Instant>,
+    phase: Phase,
+}
+
+impl Connection {
+    fn new(client: TcpStream, peer: SocketAddr, original: SocketAddr, judge: Arc<FlowJudge>) -> Connection {
+        Connection {
+            peer,
+            original,
+            judge,
+            client: Side::new(client),
+            upstream: None,
+            connecting: None,
+            phase: Phase::Start,
+        }
+    }
+
+    fn mark_ready(&mut self, upstream: bool, event: &Event) {
+        let side = if upstream {
+            match self.upstream.as_mut() {
+                Some(side) => side,
+                None => return,
+            }
+        } else {
+            &mut self.client
+        };
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            side.readable = true;
+        }
+        if event.is_writable() || event.is_write_closed() || event.is_error() {
+            side.writable = true;
+        }
+    }
+
+    /// Moves bytes until nothing more can move without new readiness.
+    fn progress(&mut self, work: &mut Work<'_>) -> Step {
+        loop {
+            let mut moved = false;
+            if self.connecting.is_some() {
+                match self.check_connected() {
+                    Ok(true) => moved = true,
+                    Ok(false) => {}
+                    Err(error) => {
+                        // As the destination would have: the pod's connection is reset.
+                        tracing::info!(peer = %self.peer, original = %self.original, %error, "upstream connection failed");
+                        return Step::Reset;
+                    }
+                }
+            }
+            match self.read_client(work) {
+                Ok(Some(true)) => moved = true,
+                Ok(Some(false)) => {}
+                Ok(None) => {}
+                Err(step) => return step,
+            }
+            if self.connecting.is_none()
+                && let Some(upstream) = self.upstream.as_mut()
+            {
+                match upstream.flush() {
+                    Ok(flushed) => moved |= flushed,
+                    Err(_) => return Step::Reset,
+                }
+            }
+            match self.read_upstream(work) {
+                Ok(read) => moved |= read,
+                Err(step) => return step,
+            }
+            match self.client.flush() {
+                Ok(flushed) => moved |= flushed,
+                Err(_) => return self.abort(),
+            }
+            if let Phase::Refusing { response: None } = self.phase
+                && self.client.shut
+            {
+                self.phase = Phase::Draining {
+                    until: Instant::now() + work.timeouts.drain,
+                };
+                moved = true;
+            }
+            if self.is_done() {
+                return Step::Close;
+            }
+            if !moved {
+                return Step::Continue;
+            }
+        }
+    }
+
+    /// Whether both sides ended and everything was written.
+    fn is_done(&self) -> bool {
+        match self.phase {
+            Phase::Http(_) | Phase::Spliced => {
+                self.client.ended
+                    && self.upstream.as_ref().is_none_or(|upstream| upstream.ended)
+                    && self.client.pending.is_empty()
+            }
+            _ => false,
+        }
+    }
+
+    /// Closes both sides at once (a side failed).
+    fn abort(&mut self) -> Step {
+        if let Some(upstream) = &self.upstream {
+            let _ = upstream.stream.shutdown(Shutdown::Both);
+        }
+        Step::Close
+    }
+
+    /// Whether the upstream connection just opened; an error if it failed.
+    fn check_connected(&mut self) -> io::Result<bool> {
+        let upstream = self.upstream.as_mut().expect("connecting has an upstream");
+        if !upstream.writable {
+            return Ok(false);
+        }
+        if let Some(error) = upstream.stream.take_error()? {
+            return Err(error);
+        }
+        match upstream.stream.peer_addr() {
+            Ok(_) => {
+                self.connecting = None;
+                upstream.last_read = Instant::now();
+                Ok(true)
+            }
+            Err(error) if matches!(error.kind(), ErrorKind::NotConnected | ErrorKind::WouldBlock) => {
+                upstream.writable = false;
+                Ok(false)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Reads one buffer from the client and carries out what the core says; `Some(moved)`.
+    fn read_client(&mut self, work: &mut Work<'_>) -> Result<Option<bool>, Step> {
+        let reading = matches!(
+            self.phase,
+            Phase::Start | Phase::Http(_) | Phase::Hello(_) | Phase::Spliced | Phase::Draining { .. }
+        );
+        let backed_up = self
+            .upstream
+            .as_ref()
+            .is_some_and(|upstream| upstream.pending.len() >= PENDING_LIMIT);
+        if !reading || backed_up || !self.client.readable || self.client.ended {
+            return Ok(None);
+        }
+        let read = match self.client.read(work.buffer) {
+            Ok(Some(read)) => read,
+            Ok(None) => return Ok(Some(false)),
+            Err(_) => {
+                if matches!(self.phase, Phase::Hello(_)) {
+                    return Err(Step::Reset);
+                }
+                return Err(self.abort());
+            }
+        };
+        if read == 0 {
+            self.client_ended()?;
+            return Ok(Some(true));
+        }
+        self.client.last_read = Instant::now();
+        if let Phase::Start = self.phase {
+            // A TLS connection starts with a handshake record (22), or an SSLv2 hello's high
+            // bit, which the TLS reader refuses; everything else is read as HTTP/1.1.
+            let first = work.buffer[0];
+            self.phase = if first == 22 || first & 0x80 != 0 {
+                Phase::Hello(Box::new(ClientHelloReader::new(
+                    sluice_proxy::tls::Limits::default(),
+                )))
+            } else {
+                let judge: Arc<FlowJudge> = self.judge.clone();
+                Phase::Http(Box::new(HttpConnection::with_judge(judge, Limits::default())))
+            };
+        }
+        if matches!(self.phase, Phase::Http(_)) {
+            self.http_input(work, read)?;
+        } else if matches!(self.phase, Phase::Hello(_)) {
+            self.hello_input(work, read)?;
+        } else if matches!(self.phase, Phase::Spliced) {
+            let upstream = self
+                .upstream
+                .as_mut()
+                .expect("a spliced connection has an upstream");
+            if upstream.send(&work.buffer[..read]).is_err() {
+                return Err(self.abort());
+            }
+        }
+        Ok(Some(true))
+    }
+
+    /// The client sent its end.
+    fn client_ended(&mut self) -> Result<(), Step> {
+        self.client.ended = true;
+        match self.phase {
+            // A connection that never sent anything: closed, nothing was forwarded.
+            Phase::Start => Err(Step::Close),
+            Phase::Hello(_) => Err(Step::Reset),
+            Phase::Draining { .. } => Err(Step::Close),
+            Phase::Http(_) | Phase::Spliced => {
+                // The destination gets its end, and answers still come.
+                if let Some(upstream) = self.upstream.as_mut() {
+                    upstream.shut_when_written = true;
+                }
+                Ok(())
+            }
+            Phase::Refusing { .. } => Ok(()),
+        }
+    }
+
+    fn http_input(&mut self, work: &mut Work<'_>, read: usize) -> Result<(), Step> {
+        let Phase::Http(core) = &mut self.phase else {
+            return Ok(());
+        };
+        let mut outputs = std::mem::take(work.outputs);
+        outputs.clear();
+        core.receive(&work.buffer[..read], &mut outputs);
+        let carried = self.carry_out(work, &mut outputs);
+        outputs.clear();
+        *work.outputs = outputs;
+        carried
+    }
+
+    /// Carries out the core's outputs in order.
+    fn carry_out(&mut self, work: &mut Work<'_>, outputs: &mut Vec<Output>) -> Result<(), Step> {
+        for output in outputs.drain(..) {
+            match output {
+                Output::ForwardHead(allowed) => {
+                    if self.upstream.is_none() {
+                        self.open_upstream(work)?;
+                    }
+                    let upstream = self.upstream.as_mut().expect("opened above");
+                    if upstream.send(&allowed.head).is_err() {
+                        return Err(Step::Reset);
+                    }
+                }
+                Output::ForwardInput(range) => {
+                    let Some(upstream) = self.upstream.as_mut() else {
+                        return Err(Step::Reset);
+                    };
+                    if upstream.send(&work.buffer[range]).is_err() {
+                        return Err(Step::Reset);
+                    }
+                }
+                Output::Refuse(refusal) => {
+                    let answers_first = refusal.after_forwarded_requests > 0;
+                    match self.upstream.as_mut() {
+                        Some(upstream) if answers_first => {
+                            // The answers to the requests forwarded before come first.
+                            upstream.shut_when_written = true;
+                            self.phase = Phase::Refusing {
+                                response: Some(refusal.response),
+                            };
+                        }
+                        _ => {
+                            if let Some(upstream) = self.upstream.take() {
+                                let _ = upstream.stream.shutdown(Shutdown::Both);
+                                let mut stream = upstream.stream;
+                                let _ = work.registry.deregister(&mut stream);
+                                self.connecting = None;
+                            }
+                            self.refuse_now(refusal.response)?;
+                        }
+                    }
+                    return Ok(());
+                }
+                Output::Close(error) => {
+                    tracing::info!(peer = %self.peer, original = %self.original, %error, "malformed request body: connection closed");
+                    if let Some(upstream) = &self.upstream {
+                        let _ = upstream.stream.shutdown(Shutdown::Both);
+                    }
+                    return Err(Step::Reset);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the refusal to the client and closes its sending side.
+    fn refuse_now(&mut self, response: Vec<u8>) -> Result<(), Step> {
+        if self.client.send(&response).is_err() {
+            return Err(Step::Close);
+        }
+        self.client.shut_when_written = true;
+        self.phase = Phase::Refusing { response: None };
+        Ok(())
+    }
+
+    fn hello_input(&mut self, work: &mut Work<'_>, read: usize) -> Result<(), Step> {
+        let Phase::Hello(reader) = &mut self.phase else {
+            return Ok(());
+        };
+        let hello = match reader.receive(&work.buffer[..read]) {
+            HelloProgress::NeedMore => return Ok(()),
+            HelloProgress::Complete(hello) => hello,
+            HelloProgress::Failed(error) => {
+                tracing::info!(peer = %self.peer, original = %self.original, %error, "not a readable ClientHello: reset");
+                return Err(Step::Reset);
+            }
+        };
+        // An Encrypted ClientHello's visible name is the provider's, not the site's: judged as a
+        // hello without a name, which no server-name rule admits.
+        let view = FlowL7 {
+            http: None,
+            server_name: (!hello.encrypted_client_hello)
+                .then(|| hello.server_name.clone())
+                .flatten(),
+        };
+        match self.judge.decide(&view, view.server_name.as_deref()) {
+            Outcome::Allowed(rule) => {
+                tracing::debug!(peer = %self.peer, original = %self.original, server_name = ?hello.server_name, allowed_by = %rule, "TLS connection allowed");
+            }
+            Outcome::Denied(tried) => {
+                tracing::info!(
+                    peer = %self.peer, original = %self.original, server_name = ?hello.server_name,
+                    tried = ?tried.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "TLS connection denied: reset"
+                );
+                return Err(Step::Reset);
+            }
+        }
+        let received = reader.received().to_vec();
+        self.phase = Phase::Spliced;
+        self.open_upstream(work)?;
+        let upstream = self.upstream.as_mut().expect("opened above");
+        if upstream.send(&received).is_err() {
+            return Err(Step::Reset);
+        }
+        Ok(())
+    }
+
+    /// Starts the connection to the original destination.
+    fn open_upstream(&mut self, work: &mut Work<'_>) -> Result<(), Step> {
+        let stream = match work.admission.connect(self.peer, self.original) {
+            Ok(stream) => TcpStream::from_std(stream),
+            Err(error) => {
+                tracing::info!(peer = %self.peer, original = %self.original, %error, "upstream connection failed");
+                return Err(Step::Reset);
+            }
+        };
+        let mut side = Side::new(stream);
+        if work
+            .registry
+            .register(
+                &mut side.stream,
+                Token(work.key * 2 + 1),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .is_err()
+        {
+            return Err(Step::Reset);
+        }
+        self.upstream = Some(side);
+        self.connecting = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Reads one buffer from the destination and writes it to the client; whether anything
+    /// moved.
+    fn read_upstream(&mut self, work: &mut Work<'_>) -> Result<bool, Step> {
+        if self.connecting.is_some() || matches!(self.phase, Phase::Draining { .. }) {
+            return Ok(false);
+        }
+        let Some(upstream) = self.upstream.as_mut() else {
+            return Ok(false);
+        };
+        if !upstream.readable || upstream.ended || self.client.pending.len() >= PENDING_LIMIT {
+            return Ok(false);
+        }
+        let read = match upstream.read(work.buffer) {
+            Ok(Some(read)) => read,
+            Ok(None) => return Ok(false),
+            // As at its end: what came before was copied.
+            Err(_) => 0,
+        };
+        if read == 0 {
+            self.upstream_ended()?;
+            return Ok(true);
+        }
+        upstream.last_read = Instant::now();
+        if self.client.send(&work.buffer[..read]).is_err() {
+            return Err(self.abort());
+        }
+        Ok(true)
+    }
+
+    /// The destination sent its end: the client gets it, or the refusal waiting for it.
+    fn upstream_ended(&mut self) -> Result<(), Step> {
+        if let Some(upstream) = self.upstream.as_mut() {
+            upstream.ended = true;
+        }
+        if let Phase::Refusing { response } = &mut self.phase {
+            if let Some(response) = response.take() {
+                self.refuse_now(response)?;
+            }
+            return Ok(());
+        }
+        self.client.shut_when_written = true;
+        Ok(())
+    }
+
+    /// Ends what waited too long.
+    fn check_deadlines(&mut self, now: Instant, timeouts: &Timeouts) -> Step {
+        if let Some(since) = self.connecting
+            && now.duration_since(since) > timeouts.connect
+        {
+            tracing::info!(peer = %self.peer, original = %self.original, "upstream connection timed out");
+            return Step::Reset;
+        }
+        let client_silent = now.duration_since(self.client.last_read);
+        let head_or_idle = match &self.phase {
+            Phase::Http(core) if core.is_between_requests() => timeouts.idle,
+            _ => timeouts.head,
+        };
+        match self.phase {
+            Phase::Start if client_silent > timeouts.head => return Step::Close,
+            Phase::Hello(_) if client_silent > timeouts.head => return Step::Reset,
+            Phase::Http(_) if !self.client.ended && client_silent > head_or_idle => {
+                // A head that stalls, or a connection idle too long: nothing more of it goes
+                // on.
+                let _ = self.client.stream.shutdown(Shutdown::Both);
+                return self.abort();
+            }
+            Phase::Spliced if !self.client.ended && client_silent > timeouts.stream => {
+                self.client.ended = true;
+                if let Some(upstream) = self.upstream.as_mut() {
+                    upstream.shut_when_written = true;
+                    let _ = upstream.flush();
+                }
+            }
+            Phase::Draining { until } if now >= until => return Step::Close,
+            _ => {}
+        }
+        if self.connecting.is_none()
+            && let Some(upstream) = self.upstream.as_ref()
+            && !upstream.ended
+            && now.duration_since(upstream.last_read) > timeouts.stream
+            && self.upstream_ended().is_err()
+        {
+            return Step::Close;
+        }
+        let _ = self.client.flush();
+        if self.is_done() {
+            Step::Close
+        } else {
+            Step::Continue
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The loop over loopback sockets: a test server stands for the original destination, and
+    //! the judge judges every connection as the pod `10.0.0.5` reaching `203.0.113.10:80`.
+
+    use std::io::{BufRead, BufReader};
+    use std::net::{Ipv4Addr, TcpListener as StdListener, TcpStream as StdStream};
+    use std::sync::Mutex;
+    use std::sync::mpsc;
+    use std::thread;
+
+    use socket2::{Domain, Protocol, Socket, Type};
+
+    use super::super::connection::{flow_of, start_connect};
+    use super::super::judge::KernelPairs;
+    use super::*;
+
+    const MANIFESTS: &str = r#"
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: web, namespace: shop}
+spec:
+  selector: app == 'web'
+  types: [Egress]
+  egress:
+    - action: Allow
+      protocol: TCP
+      destination: {ports: [80]}
+      http: {methods: [GET]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: node--1-k8s-web-eth0, namespace: shop, labels: {app: web}}
+spec: {node: node-1, pod: web, endpoint: eth0, interfaceName: slcweb, ipNetworks: [10.0.0.5/32]}
+"#;
+
+    struct TestAdmission {
+        dataplane: Arc<sluice_policy::Dataplane>,
+        destination: SocketAddr,
+    }
+
+    impl Admission for TestAdmission {
+        fn admit(&self, _peer: SocketAddr, _original: SocketAddr) -> Option<Arc<FlowJudge>> {
+            let flow = flow_of(
+                "10.0.0.5:40000".parse().unwrap(),
+                "203.0.113.10:80".parse().unwrap(),
+            );
+            Some(Arc::new(FlowJudge::new(
+                self.dataplane.clone(),
+                flow,
+                Arc::new(KernelPairs),
+            )))
+        }
+
+        fn connect(&self, _peer: SocketAddr, _original: SocketAddr) -> io::Result<std::net::TcpStream> {
+            let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+            start_connect(socket, self.destination)
+        }
+    }
+
+    /// A destination that answers each request with `<method> <path> <body bytes>`, or with
+    /// `big` bytes for `GET /big`; it records the request lines it saw.
+    fn destination(big: usize) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+        let listener = StdListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let address = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let record = record.clone();
+                thread::spawn(move || serve_requests(stream, &record, big));
+            }
+        });
+        (address, seen)
+    }
+
+    fn serve_requests(stream: StdStream, seen: &Mutex<Vec<String>>, big: usize) {
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let mut reader = BufReader::new(stream);
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let mut length = 0;
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                    return;
+                }
+                if header == "\r\n" {
+                    break;
+                }
+                if let Some(value) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0_u8; length];
+            if reader.read_exact(&mut body).is_err() {
+                return;
+            }
+            let request = line.trim_end().trim_end_matches(" HTTP/1.1").to_string();
+            seen.lock().unwrap().push(request.clone());
+            let answer = if request == "GET /big" {
+                vec![b'x'; big]
+            } else {
+                format!("{request} {length}").into_bytes()
+            };
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", answer.len());
+            if writer
+                .write_all(head.as_bytes())
+                .and_then(|()| writer.write_all(&answer))
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Runs the loop on a loopback listener for `test`, then stops it.
+    fn with_proxy(destination: SocketAddr, timeouts: Timeouts, test: impl FnOnce(SocketAddr)) {
+        let set = sluice_api::load_str("loop.yaml", MANIFESTS).unwrap();
+        let admission = TestAdmission {
+            dataplane: Arc::new(sluice_policy::compile(&set)),
+            destination,
+        };
+        let listener = StdListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let address = listener.local_addr().unwrap();
+        let stop = AtomicBool::new(false);
+        thread::scope(|scope| {
+            let looping = scope.spawn(|| {
+                run(vec![TcpListener::from_std(listener)], &admission, timeouts, &stop).unwrap();
+            });
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(address)));
+            stop.store(true, Ordering::Relaxed);
+            looping.join().unwrap();
+            if let Err(panic) = outcome {
+                std::panic::resume_unwind(panic);
+            }
+        });
+    }
+
+    fn client(proxy: SocketAddr) -> StdStream {
+        let stream = StdStream::connect(proxy).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream
+    }
+
+    /// Reads one answer with a `Content-Length`; its body.
+    fn answer(reader: &mut BufReader<StdStream>) -> (String, Vec<u8>) {
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        let mut length = 0;
+        loop {
+            let mut header = String::new();
+            reader.read_line(&mut header).unwrap();
+            if header == "\r\n" || header.is_empty() {
+                break;
+            }
+            if let Some(value) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = value.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0_u8; length];
+        reader.read_exact(&mut body).unwrap();
+        (status.trim_end().to_string(), body)
+    }
+
+    #[test]
+    fn every_request_of_keep_alive_connections_is_judged_and_answered_in_order() {
+        let (destination, seen) = destination(0);
+        with_proxy(destination, Timeouts::default(), |proxy| {
+            // Many connections at once, each with requests one by one and pipelined.
+            let (done, finished) = mpsc::channel();
+            for connection in 0..20 {
+                let done = done.clone();
+                thread::spawn(move || {
+                    let stream = client(proxy);
+                    let mut writer = stream.try_clone().unwrap();
+                    let mut reader = BufReader::new(stream);
+                    for request in 0..10 {
+                        let path = format!("/{connection}/{request}");
+                        write!(writer, "GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+                        let (status, body) = answer(&mut reader);
+                        assert_eq!(status, "HTTP/1.1 200 OK");
+                        assert_eq!(String::from_utf8(body).unwrap(), format!("GET {path} 0"));
+                    }
+                    writer
+                        .write_all(
+                            b"GET /p/1 HTTP/1.1\r\nHost: a\r\n\r\nGET /p/2 HTTP/1.1\r\nHost: a\r\n\r\n",
+                        )
+                        .unwrap();
+                    assert_eq!(answer(&mut reader).1, b"GET /p/1 0");
+                    assert_eq!(answer(&mut reader).1, b"GET /p/2 0");
+                    done.send(()).unwrap();
+                });
+            }
+            for _ in 0..20 {
+                finished
+                    .recv_timeout(Duration::from_secs(20))
+                    .expect("a client finished");
+            }
+            // A GET then a POST pipelined: the GET's answer, then the refusal, then the end.
+            let stream = client(proxy);
+            let mut writer = stream.try_clone().unwrap();
+            let mut reader = BufReader::new(stream);
+            writer
+                .write_all(b"GET /before HTTP/1.1\r\nHost: a\r\n\r\nPOST /denied HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
+                .unwrap();
+            assert_eq!(answer(&mut reader).1, b"GET /before 0");
+            let (status, body) = answer(&mut reader);
+            assert_eq!(status, "HTTP/1.1 403 Forbidden");
+            assert!(String::from_utf8_lossy(&body).contains("Denied by Sluice: POST /denied"));
+            let mut rest = Vec::new();
+            assert_eq!(reader.read_to_end(&mut rest).unwrap(), 0);
+        });
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 20 * 12 + 1);
+        assert!(!seen.iter().any(|request| request.starts_with("POST")));
+    }
+
+    #[test]
+    fn large_bodies_pass_both_ways_whole() {
+        let big = 8 << 20;
+        let (destination, _) = destination(big);
+        with_proxy(destination, Timeouts::default(), |proxy| {
+            let stream = client(proxy);
+            let mut writer = stream.try_clone().unwrap();
+            let mut reader = BufReader::new(stream);
+            let upload = vec![b'u'; 3 << 20];
+            let sending = thread::spawn(move || {
+                write!(
+                    writer,
+                    "GET /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+                    upload.len()
+                )
+                .unwrap();
+                writer.write_all(&upload).unwrap();
+                writer.write_all(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+            });
+            assert_eq!(
+                answer(&mut reader).1,
+                format!("GET /upload {}", 3 << 20).into_bytes()
+            );
+            let (_, body) = answer(&mut reader);
+            assert_eq!(body.len(), big);
+            assert!(body.iter().all(|byte| *byte == b'x'));
+            sending.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn an_unreachable_destination_resets_the_client() {
+        let closed = StdListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        with_proxy(closed, Timeouts::default(), |proxy| {
+            let mut stream = client(proxy);
+            stream.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+            let mut rest = Vec::new();
+            let error = stream.read_to_end(&mut rest).unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::ConnectionReset);
+            assert!(rest.is_empty());
+        });
+    }
+
+    #[test]
+    fn a_stalled_head_is_closed_and_never_forwarded() {
+        let (destination, seen) = destination(0);
+        let timeouts = Timeouts {
+            head: Duration::from_millis(300),
+            ..Timeouts::default()
+        };
+        with_proxy(destination, timeouts, |proxy| {
+            let mut stream = client(proxy);
+            stream.write_all(b"GET /stalled HTTP/1.1\r\nHost: a\r\n").unwrap();
+            let started = Instant::now();
+            let mut rest = Vec::new();
+            let _ = stream.read_to_end(&mut rest);
+            assert!(rest.is_empty());
+            assert!(started.elapsed() < Duration::from_secs(5));
+        });
+        assert!(seen.lock().unwrap().is_empty());
+    }
+}
