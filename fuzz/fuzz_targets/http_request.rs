@@ -7,6 +7,9 @@
 
 use std::sync::Arc;
 
+#[path = "input.rs"]
+mod input;
+
 use libfuzzer_sys::fuzz_target;
 use sluice_proxy::http::{HttpConnection, Limits, Output};
 use sluice_proxy::{HttpAlternative, PathMatch, RuleIdentity};
@@ -48,31 +51,8 @@ fn run(alternatives: &Arc<[HttpAlternative]>, limits: Limits, pieces: &[&[u8]]) 
     transcript
 }
 
-fn pieces(data: &[u8]) -> (&[u8], Vec<&[u8]>) {
-    let Some((&count, rest)) = data.split_first() else {
-        return (data, vec![]);
-    };
-    let count = usize::from(count % 8).min(rest.len());
-    let (lengths, stream) = rest.split_at(count);
-    let mut pieces = Vec::new();
-    let mut remaining = stream;
-    let mut turn = 0;
-    while !remaining.is_empty() {
-        let length = if lengths.is_empty() {
-            remaining.len()
-        } else {
-            usize::from(lengths[turn % lengths.len()]) + 1
-        };
-        let (piece, rest) = remaining.split_at(length.min(remaining.len()));
-        pieces.push(piece);
-        remaining = rest;
-        turn += 1;
-    }
-    (stream, pieces)
-}
-
 fuzz_target!(|data: &[u8]| {
-    let (stream, split) = pieces(data);
+    let (stream, split) = input::pieces(data);
     let rule = RuleIdentity {
         policy: "default.fuzz".to_string(),
         rule_index: 0,
