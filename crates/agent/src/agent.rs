@@ -56,6 +56,8 @@ pub struct AgentConfig {
     pub l7_proxy_port: Option<u16>,
     /// This process is the agent's L7 proxy child, not the agent.
     pub l7_proxy_child: bool,
+    /// The L7 proxy's bounds on open connections.
+    pub l7_proxy_limits: crate::proxy::ConnectionLimits,
 }
 
 impl AgentConfig {
@@ -72,6 +74,7 @@ impl AgentConfig {
             flow_endpoints: Vec::new(),
             l7_proxy_port: None,
             l7_proxy_child: false,
+            l7_proxy_limits: crate::proxy::ConnectionLimits::default(),
         }
     }
 }
@@ -203,7 +206,7 @@ impl<B: Backend> Agent<B> {
     /// endpoint has an egress rule with an HTTP or TLS match, and redirects such connections
     /// to it.
     pub fn with_l7_proxy(mut self, port: u16) -> Self {
-        self.proxy = Some(ProxySupervisor::new(port));
+        self.proxy = Some(ProxySupervisor::new(port, self.metrics.clone()));
         self
     }
 
@@ -717,7 +720,7 @@ pub fn run(
         let port = config
             .l7_proxy_port
             .ok_or("the L7 proxy child needs a port (--l7-proxy-port)")?;
-        return crate::proxy::child::run(&config.node, port);
+        return crate::proxy::child::run(&config.node, port, config.l7_proxy_limits);
     }
     // First, so a signal that comes during start-up stops the agent cleanly too.
     let stop = Arc::new(AtomicBool::new(false));

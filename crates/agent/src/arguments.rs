@@ -65,6 +65,14 @@ pub struct L7ProxyArguments {
     /// The port the L7 proxy listens on, on 127.0.0.1 and [::1] in the node's namespace.
     #[arg(long, value_name = "PORT", default_value_t = crate::proxy::DEFAULT_PORT, value_parser = clap::value_parser!(u16).range(1..))]
     pub l7_proxy_port: u16,
+    /// At most this many connections of one pod address through the L7 proxy at once; more
+    /// are reset as they come (fail closed), so one pod cannot take the proxy from the others.
+    #[arg(long, value_name = "N", default_value_t = crate::proxy::DEFAULT_CONNECTIONS_PER_POD, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub l7_proxy_max_connections_per_pod: u32,
+    /// At most this many connections through the L7 proxy at once, in all (and at most what
+    /// its open-file limit allows: two files a connection).
+    #[arg(long, value_name = "N", default_value_t = crate::proxy::DEFAULT_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub l7_proxy_max_connections: u32,
     /// Run as the agent's L7 proxy child (the agent starts it so).
     #[arg(long, hide = true)]
     pub l7_proxy_child: bool,
@@ -124,6 +132,10 @@ impl AgentArguments {
         config.tunnel_mtu = self.egress_tunnel_mtu;
         config.l7_proxy_port = (!self.l7_proxy.no_l7_proxy).then_some(self.l7_proxy.l7_proxy_port);
         config.l7_proxy_child = self.l7_proxy.l7_proxy_child;
+        config.l7_proxy_limits = crate::proxy::ConnectionLimits {
+            per_pod: self.l7_proxy.l7_proxy_max_connections_per_pod as usize,
+            total: self.l7_proxy.l7_proxy_max_connections as usize,
+        };
         config
     }
 

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub dns: DnsMetrics,
     pub gateway: GatewayMetrics,
     pub flows: FlowMetrics,
+    pub proxy: ProxyMetrics,
     healthy: AtomicBool,
 }
 
@@ -300,6 +301,111 @@ impl DnsMetrics {
     }
 }
 
+/// A decision of the L7 proxy as metric labels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ProxyDecisionLabels {
+    /// `http` (a request) or `tls` (a ClientHello).
+    pub protocol: String,
+    /// `allowed` or `denied`.
+    pub verdict: String,
+}
+
+/// Why the L7 proxy reset a connection without judging it, as a metric label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ProxyRefusalLabels {
+    /// `pod_limit`, `proxy_limit`, `not_judged`, `unreadable` or `upstream_failed`.
+    pub reason: String,
+}
+
+/// What the L7 proxy shell reports: starts, connections, decisions and refusals (from the
+/// child's reports, `crate::proxy::stats`).
+#[derive(Debug)]
+pub struct ProxyMetrics {
+    pub starts: Counter,
+    pub up: Gauge,
+    pub open_connections: Gauge,
+    pub accepted: Counter,
+    pub decisions: Family<ProxyDecisionLabels, Counter>,
+    pub refusals: Family<ProxyRefusalLabels, Counter>,
+}
+
+impl ProxyMetrics {
+    fn new(registry: &mut Registry) -> ProxyMetrics {
+        let metrics = ProxyMetrics {
+            starts: Counter::default(),
+            up: Gauge::default(),
+            open_connections: Gauge::default(),
+            accepted: Counter::default(),
+            decisions: Family::default(),
+            refusals: Family::default(),
+        };
+        registry.register(
+            "l7_proxy_starts",
+            "Times the L7 proxy child was started (more than once: it exited and was restarted)",
+            metrics.starts.clone(),
+        );
+        registry.register(
+            "l7_proxy_up",
+            "Whether the L7 proxy child runs (1) or not (0; redirected connections are dropped)",
+            metrics.up.clone(),
+        );
+        registry.register(
+            "l7_proxy_open_connections",
+            "Connections the L7 proxy holds open, at its last report",
+            metrics.open_connections.clone(),
+        );
+        registry.register(
+            "l7_proxy_accepted_connections",
+            "Connections redirected to the L7 proxy and accepted",
+            metrics.accepted.clone(),
+        );
+        registry.register(
+            "l7_proxy_decisions",
+            "HTTP requests and TLS ClientHellos the L7 proxy judged, by verdict",
+            metrics.decisions.clone(),
+        );
+        registry.register(
+            "l7_proxy_refused_connections",
+            "Connections the L7 proxy reset for want of a verdict (a bound, nothing to judge by, unreadable bytes) or of a destination (upstream failed), by reason",
+            metrics.refusals.clone(),
+        );
+        metrics
+    }
+
+    /// Adds what a child's report added since its previous one.
+    pub fn add(&self, added: &crate::proxy::stats::StatsReport) {
+        self.accepted.inc_by(added.accepted);
+        self.open_connections
+            .set(i64::try_from(added.open).unwrap_or(i64::MAX));
+        let decisions = [
+            ("http", "allowed", added.http_allowed),
+            ("http", "denied", added.http_denied),
+            ("tls", "allowed", added.tls_allowed),
+            ("tls", "denied", added.tls_denied),
+        ];
+        for (protocol, verdict, count) in decisions {
+            let labels = ProxyDecisionLabels {
+                protocol: protocol.to_string(),
+                verdict: verdict.to_string(),
+            };
+            self.decisions.get_or_create(&labels).inc_by(count);
+        }
+        let refusals = [
+            ("pod_limit", added.refused_pod_limit),
+            ("proxy_limit", added.refused_proxy_limit),
+            ("not_judged", added.refused_not_judged),
+            ("unreadable", added.refused_unreadable),
+            ("upstream_failed", added.upstream_failures),
+        ];
+        for (reason, count) in refusals {
+            let labels = ProxyRefusalLabels {
+                reason: reason.to_string(),
+            };
+            self.refusals.get_or_create(&labels).inc_by(count);
+        }
+    }
+}
+
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("sluice_agent");
@@ -325,6 +431,7 @@ impl Metrics {
             dns: DnsMetrics::new(&mut registry),
             gateway: GatewayMetrics::new(&mut registry),
             flows: FlowMetrics::new(&mut registry),
+            proxy: ProxyMetrics::new(&mut registry),
             healthy: AtomicBool::new(false),
             registry: Mutex::new(Registry::default()),
         };

@@ -9,6 +9,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use sluice_policy::Dataplane;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use super::event_loop::ConnectionLimits;
+use super::stats::ProxyStats;
+
 /// The newest IR, shared by the connection threads.
 #[derive(Debug, Default)]
 struct Current {
@@ -22,8 +25,16 @@ impl Current {
     }
 }
 
+/// Files the proxy keeps for itself (listeners, epoll, standard streams, the log) beside its
+/// connections' two each.
+const RESERVED_FILES: u64 = 64;
+
 /// Runs the proxy for `node` on `port` until the agent closes its standard input.
-pub fn run(node: &str, port: u16) -> Result<(), String> {
+pub fn run(node: &str, port: u16, limits: ConnectionLimits) -> Result<(), String> {
+    let limits = within_file_limit(limits);
+    let stats = Arc::new(ProxyStats::default());
+    let reporting = stats.clone();
+    std::thread::spawn(move || super::stats::report_forever(&reporting));
     let current = Arc::new(Current::default());
     let reader = current.clone();
     std::thread::spawn(move || read_snapshots(&reader));
@@ -44,7 +55,12 @@ pub fn run(node: &str, port: u16) -> Result<(), String> {
             None
         }
     };
-    tracing::info!(port, "L7 proxy listening");
+    tracing::info!(
+        port,
+        per_pod = limits.per_pod,
+        total = limits.total,
+        "L7 proxy listening"
+    );
     let listeners = std::iter::once(v4)
         .chain(v6)
         .map(mio::net::TcpListener::from_std)
@@ -57,9 +73,38 @@ pub fn run(node: &str, port: u16) -> Result<(), String> {
         listeners,
         &admission,
         super::event_loop::Timeouts::default(),
+        limits,
+        &stats,
         &AtomicBool::new(false),
     )
     .map_err(|error| format!("the proxy's event loop: {error}"))
+}
+
+/// `limits` with a total the process can hold open: the open-file limit is raised to its hard
+/// limit first (accepting or connecting past it would fail on the connections already taken).
+fn within_file_limit(limits: ConnectionLimits) -> ConnectionLimits {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return limits;
+    };
+    let files = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    let fit = usize::try_from(files.saturating_sub(RESERVED_FILES) / 2).unwrap_or(usize::MAX);
+    if fit < limits.total {
+        tracing::warn!(
+            files,
+            fit,
+            asked = limits.total,
+            "the open-file limit lowers the proxy's bound on connections"
+        );
+    }
+    ConnectionLimits {
+        per_pod: limits.per_pod,
+        total: limits.total.min(fit).max(1),
+    }
 }
 
 fn listen(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -103,5 +148,25 @@ fn read_snapshots(current: &Current) {
                 tracing::error!(%error, "a policy snapshot from the agent was refused; keeping the previous one")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bound_in_all_fits_the_open_file_limit_and_the_bound_per_pod_stays() {
+        let asked = ConnectionLimits {
+            per_pod: 7,
+            total: usize::MAX,
+        };
+        let limits = within_file_limit(asked);
+        let (files, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+        assert_eq!(limits.per_pod, 7);
+        assert!(limits.total >= 1);
+        assert!((limits.total as u64) <= files.saturating_sub(RESERVED_FILES) / 2 + 1);
+        let small = ConnectionLimits { per_pod: 7, total: 3 };
+        assert_eq!(within_file_limit(small).total, 3);
     }
 }

@@ -12,8 +12,9 @@
 //! [`PENDING_LIMIT`] waiting is not read until it drains (backpressure). Nothing reaches the
 //! destination before the judge allowed it.
 
+use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -23,11 +24,12 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token};
 use slab::Slab;
 use sluice_policy::FlowL7;
-use sluice_proxy::http::{HttpConnection, Limits, Output};
+use sluice_proxy::http::{HttpConnection, Limits, Output, RefusalReason};
 use sluice_proxy::tls::{ClientHelloReader, HelloProgress};
 use socket2::SockRef;
 
 use super::judge::{FlowJudge, Outcome};
+use super::stats::ProxyStats;
 
 /// The shared read buffer: one read of it is at most this much.
 const READ_BYTES: usize = 64 * 1024;
@@ -66,6 +68,92 @@ impl Default for Timeouts {
     }
 }
 
+/// How many connections the proxy holds open at once, per pod and in all. A connection over
+/// either bound is reset as it is accepted (fail closed: nothing of it is forwarded), so one pod
+/// opening connections without end cannot take the proxy from the node's other pods.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Per pod address (a dual-stack pod has one bound per family).
+    pub per_pod: usize,
+    pub total: usize,
+}
+
+/// The default bound per pod: far above what an application keeps open to a few APIs, far
+/// below what the proxy holds in all.
+pub const DEFAULT_CONNECTIONS_PER_POD: u32 = 1_024;
+/// The default bound in all (the open-file limit may lower it).
+pub const DEFAULT_CONNECTIONS: u32 = 32_768;
+
+impl Default for ConnectionLimits {
+    fn default() -> ConnectionLimits {
+        ConnectionLimits {
+            per_pod: DEFAULT_CONNECTIONS_PER_POD as usize,
+            total: DEFAULT_CONNECTIONS as usize,
+        }
+    }
+}
+
+/// The connections open per pod, against the limits.
+#[derive(Debug)]
+struct Occupancy {
+    limits: ConnectionLimits,
+    per_pod: HashMap<IpAddr, usize>,
+    open: usize,
+    /// When a refusal was last logged (refusals come in floods: at most one line in 10 s).
+    last_logged: Option<Instant>,
+}
+
+impl Occupancy {
+    fn new(limits: ConnectionLimits) -> Occupancy {
+        Occupancy {
+            limits,
+            per_pod: HashMap::new(),
+            open: 0,
+            last_logged: None,
+        }
+    }
+
+    /// Takes a place for a connection from `pod`, or counts and logs why there is none.
+    fn take(&mut self, pod: IpAddr, stats: &ProxyStats) -> bool {
+        let pod_open = self.per_pod.get(&pod).copied().unwrap_or(0);
+        let refusal = if self.open >= self.limits.total {
+            ProxyStats::count(&stats.refused_proxy_limit);
+            Some("the proxy has as many connections open as it may")
+        } else if pod_open >= self.limits.per_pod {
+            ProxyStats::count(&stats.refused_pod_limit);
+            Some("the pod has as many connections through the proxy open as it may")
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            let now = Instant::now();
+            if self
+                .last_logged
+                .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(10))
+            {
+                self.last_logged = Some(now);
+                tracing::warn!(%pod, pod_open, open = self.open, limits = ?self.limits, "{refusal}: connection reset (logged once in 10 s)");
+            }
+            return false;
+        }
+        *self.per_pod.entry(pod).or_default() += 1;
+        self.open += 1;
+        stats.open.store(self.open as u64, Ordering::Relaxed);
+        true
+    }
+
+    fn release(&mut self, pod: IpAddr, stats: &ProxyStats) {
+        if let Some(open) = self.per_pod.get_mut(&pod) {
+            *open -= 1;
+            if *open == 0 {
+                self.per_pod.remove(&pod);
+            }
+        }
+        self.open = self.open.saturating_sub(1);
+        stats.open.store(self.open as u64, Ordering::Relaxed);
+    }
+}
+
 /// What the loop asks of the node: whether to judge a connection, and how to reach its
 /// destination.
 pub(crate) trait Admission {
@@ -80,6 +168,8 @@ pub(crate) fn run(
     listeners: Vec<TcpListener>,
     admission: &dyn Admission,
     timeouts: Timeouts,
+    limits: ConnectionLimits,
+    stats: &ProxyStats,
     stop: &AtomicBool,
 ) -> io::Result<()> {
     let mut poll = Poll::new()?;
@@ -90,6 +180,7 @@ pub(crate) fn run(
     }
     let mut events = Events::with_capacity(1024);
     let mut connections: Slab<Connection> = Slab::new();
+    let mut occupancy = Occupancy::new(limits);
     let mut buffer = vec![0_u8; READ_BYTES];
     let mut outputs = Vec::new();
     let mut next_tick = Instant::now() + TICK;
@@ -106,7 +197,14 @@ pub(crate) fn run(
             let token = event.token().0;
             if token >= FIRST_LISTENER {
                 let index = token - FIRST_LISTENER;
-                accept_again[index] = accept(&listeners[index], poll.registry(), &mut connections, admission);
+                let mut accepting = Accepting {
+                    registry: poll.registry(),
+                    connections: &mut connections,
+                    occupancy: &mut occupancy,
+                    admission,
+                    stats,
+                };
+                accept_again[index] = accepting.accept(&listeners[index]);
                 continue;
             }
             let key = token / 2;
@@ -121,84 +219,131 @@ pub(crate) fn run(
                 outputs: &mut outputs,
                 admission,
                 timeouts: &timeouts,
+                stats,
             };
             let step = connection.progress(&mut work);
-            finish(&mut connections, key, poll.registry(), step);
+            finish(
+                &mut connections,
+                &mut occupancy,
+                key,
+                poll.registry(),
+                step,
+                stats,
+            );
         }
         let now = Instant::now();
         if now >= next_tick {
             next_tick = now + TICK;
             for (index, again) in accept_again.iter_mut().enumerate() {
                 if *again {
-                    *again = accept(&listeners[index], poll.registry(), &mut connections, admission);
+                    let mut accepting = Accepting {
+                        registry: poll.registry(),
+                        connections: &mut connections,
+                        occupancy: &mut occupancy,
+                        admission,
+                        stats,
+                    };
+                    *again = accepting.accept(&listeners[index]);
                 }
             }
             let expired: Vec<(usize, Step)> = connections
                 .iter_mut()
                 .filter_map(|(key, connection)| {
-                    let step = connection.check_deadlines(now, &timeouts);
+                    let step = connection.check_deadlines(now, &timeouts, stats);
                     (step != Step::Continue).then_some((key, step))
                 })
                 .collect();
             for (key, step) in expired {
-                finish(&mut connections, key, poll.registry(), step);
+                finish(
+                    &mut connections,
+                    &mut occupancy,
+                    key,
+                    poll.registry(),
+                    step,
+                    stats,
+                );
             }
         }
     }
     Ok(())
 }
 
-/// Accepts what `listener` has queued; returns whether it must be tried again later.
-fn accept(
-    listener: &TcpListener,
-    registry: &Registry,
-    connections: &mut Slab<Connection>,
-    admission: &dyn Admission,
-) -> bool {
-    loop {
-        let (client, peer) = match listener.accept() {
-            Ok(accepted) => accepted,
-            Err(error) if error.kind() == ErrorKind::WouldBlock => return false,
-            Err(error) if error.kind() == ErrorKind::Interrupted => continue,
-            Err(error) => {
-                tracing::warn!(%error, "accept failed");
-                return true;
+/// What accepting borrows from the loop.
+struct Accepting<'a> {
+    registry: &'a Registry,
+    connections: &'a mut Slab<Connection>,
+    occupancy: &'a mut Occupancy,
+    admission: &'a dyn Admission,
+    stats: &'a ProxyStats,
+}
+
+impl Accepting<'_> {
+    /// Accepts what `listener` has queued; returns whether it must be tried again later.
+    fn accept(&mut self, listener: &TcpListener) -> bool {
+        loop {
+            let (client, peer) = match listener.accept() {
+                Ok(accepted) => accepted,
+                Err(error) if error.kind() == ErrorKind::WouldBlock => return false,
+                Err(error) if error.kind() == ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    return true;
+                }
+            };
+            ProxyStats::count(&self.stats.accepted);
+            let Ok(original) = client.local_addr() else {
+                ProxyStats::count(&self.stats.refused_not_judged);
+                reset(&client);
+                continue;
+            };
+            // Bounds first: a flood of connections costs no judge each.
+            if !self.occupancy.take(peer.ip(), self.stats) {
+                reset(&client);
+                continue;
             }
-        };
-        let Ok(original) = client.local_addr() else {
-            reset(&client);
-            continue;
-        };
-        let Some(judge) = admission.admit(peer, original) else {
-            reset(&client);
-            continue;
-        };
-        let _ = client.set_nodelay(true);
-        let entry = connections.vacant_entry();
-        let mut connection = Connection::new(client, peer, original, judge);
-        if registry
-            .register(
-                &mut connection.client.stream,
-                Token(entry.key() * 2),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-            .is_err()
-        {
-            reset(&connection.client.stream);
-            continue;
+            let Some(judge) = self.admission.admit(peer, original) else {
+                self.occupancy.release(peer.ip(), self.stats);
+                ProxyStats::count(&self.stats.refused_not_judged);
+                reset(&client);
+                continue;
+            };
+            let _ = client.set_nodelay(true);
+            let entry = self.connections.vacant_entry();
+            let mut connection = Connection::new(client, peer, original, judge);
+            if self
+                .registry
+                .register(
+                    &mut connection.client.stream,
+                    Token(entry.key() * 2),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .is_err()
+            {
+                self.occupancy.release(peer.ip(), self.stats);
+                reset(&connection.client.stream);
+                continue;
+            }
+            entry.insert(connection);
         }
-        entry.insert(connection);
     }
 }
 
 /// Ends a connection that is done.
-fn finish(connections: &mut Slab<Connection>, key: usize, registry: &Registry, step: Step) {
+fn finish(
+    connections: &mut Slab<Connection>,
+    occupancy: &mut Occupancy,
+    key: usize,
+    registry: &Registry,
+    step: Step,
+    stats: &ProxyStats,
+) {
     if step == Step::Continue {
         return;
     }
     let Some(mut connection) = connections.try_remove(key) else {
         return;
     };
+    occupancy.release(connection.peer.ip(), stats);
     let _ = registry.deregister(&mut connection.client.stream);
     if let Some(upstream) = connection.upstream.as_mut() {
         let _ = registry.deregister(&mut upstream.stream);
@@ -232,6 +377,7 @@ struct Work<'a> {
     outputs: &'a mut Vec<Output>,
     admission: &'a dyn Admission,
     timeouts: &'a Timeouts,
+    stats: &'a ProxyStats,
 }
 
 /// One socket of a connection, with the readiness mio reported and not yet used up.
@@ -403,6 +549,7 @@ impl Connection {
                     Ok(false) => {}
                     Err(error) => {
                         // As the destination would have: the pod's connection is reset.
+                        ProxyStats::count(&work.stats.upstream_failures);
                         tracing::info!(peer = %self.peer, original = %self.original, %error, "upstream connection failed");
                         return Step::Reset;
                     }
@@ -584,6 +731,7 @@ impl Connection {
         for output in outputs.drain(..) {
             match output {
                 Output::ForwardHead(allowed) => {
+                    ProxyStats::count(&work.stats.http_allowed);
                     if self.upstream.is_none() {
                         self.open_upstream(work)?;
                     }
@@ -601,6 +749,10 @@ impl Connection {
                     }
                 }
                 Output::Refuse(refusal) => {
+                    ProxyStats::count(match refusal.reason {
+                        RefusalReason::Denied { .. } => &work.stats.http_denied,
+                        RefusalReason::Invalid(_) => &work.stats.refused_unreadable,
+                    });
                     let answers_first = refusal.after_forwarded_requests > 0;
                     match self.upstream.as_mut() {
                         Some(upstream) if answers_first => {
@@ -623,6 +775,7 @@ impl Connection {
                     return Ok(());
                 }
                 Output::Close(error) => {
+                    ProxyStats::count(&work.stats.refused_unreadable);
                     tracing::info!(peer = %self.peer, original = %self.original, %error, "malformed request body: connection closed");
                     if let Some(upstream) = &self.upstream {
                         let _ = upstream.stream.shutdown(Shutdown::Both);
@@ -652,6 +805,7 @@ impl Connection {
             HelloProgress::NeedMore => return Ok(()),
             HelloProgress::Complete(hello) => hello,
             HelloProgress::Failed(error) => {
+                ProxyStats::count(&work.stats.refused_unreadable);
                 tracing::info!(peer = %self.peer, original = %self.original, %error, "not a readable ClientHello: reset");
                 return Err(Step::Reset);
             }
@@ -666,9 +820,11 @@ impl Connection {
         };
         match self.judge.decide(&view, view.server_name.as_deref()) {
             Outcome::Allowed(rule) => {
+                ProxyStats::count(&work.stats.tls_allowed);
                 tracing::debug!(peer = %self.peer, original = %self.original, server_name = ?hello.server_name, allowed_by = %rule, "TLS connection allowed");
             }
             Outcome::Denied(tried) => {
+                ProxyStats::count(&work.stats.tls_denied);
                 tracing::info!(
                     peer = %self.peer, original = %self.original, server_name = ?hello.server_name,
                     tried = ?tried.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -692,6 +848,7 @@ impl Connection {
         let stream = match work.admission.connect(self.peer, self.original) {
             Ok(stream) => TcpStream::from_std(stream),
             Err(error) => {
+                ProxyStats::count(&work.stats.upstream_failures);
                 tracing::info!(peer = %self.peer, original = %self.original, %error, "upstream connection failed");
                 return Err(Step::Reset);
             }
@@ -758,10 +915,11 @@ impl Connection {
     }
 
     /// Ends what waited too long.
-    fn check_deadlines(&mut self, now: Instant, timeouts: &Timeouts) -> Step {
+    fn check_deadlines(&mut self, now: Instant, timeouts: &Timeouts, stats: &ProxyStats) -> Step {
         if let Some(since) = self.connecting
             && now.duration_since(since) > timeouts.connect
         {
+            ProxyStats::count(&stats.upstream_failures);
             tracing::info!(peer = %self.peer, original = %self.original, "upstream connection timed out");
             return Step::Reset;
         }
@@ -929,6 +1087,18 @@ spec: {node: node-1, pod: web, endpoint: eth0, interfaceName: slcweb, ipNetworks
 
     /// Runs the loop on a loopback listener for `test`, then stops it.
     fn with_proxy(destination: SocketAddr, timeouts: Timeouts, test: impl FnOnce(SocketAddr)) {
+        with_counted_proxy(destination, timeouts, ConnectionLimits::default(), |proxy, _| {
+            test(proxy)
+        });
+    }
+
+    /// [`with_proxy`] with `limits`, showing `test` the loop's counters.
+    fn with_counted_proxy(
+        destination: SocketAddr,
+        timeouts: Timeouts,
+        limits: ConnectionLimits,
+        test: impl FnOnce(SocketAddr, &ProxyStats),
+    ) {
         let set = sluice_api::load_str("loop.yaml", MANIFESTS).unwrap();
         let admission = TestAdmission {
             dataplane: Arc::new(sluice_policy::compile(&set)),
@@ -938,11 +1108,13 @@ spec: {node: node-1, pod: web, endpoint: eth0, interfaceName: slcweb, ipNetworks
         listener.set_nonblocking(true).unwrap();
         let address = listener.local_addr().unwrap();
         let stop = AtomicBool::new(false);
+        let stats = ProxyStats::default();
         thread::scope(|scope| {
             let looping = scope.spawn(|| {
-                run(vec![TcpListener::from_std(listener)], &admission, timeouts, &stop).unwrap();
+                let listeners = vec![TcpListener::from_std(listener)];
+                run(listeners, &admission, timeouts, limits, &stats, &stop).unwrap();
             });
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(address)));
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(address, &stats)));
             stop.store(true, Ordering::Relaxed);
             looping.join().unwrap();
             if let Err(panic) = outcome {
@@ -1093,5 +1265,113 @@ spec: {node: node-1, pod: web, endpoint: eth0, interfaceName: slcweb, ipNetworks
             assert!(started.elapsed() < Duration::from_secs(5));
         });
         assert!(seen.lock().unwrap().is_empty());
+    }
+
+    /// Waits (bounded) until `done` holds.
+    fn eventually(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether the proxy ended `stream` without answering (a reset, or an end with nothing).
+    fn refused(stream: &mut StdStream) -> bool {
+        let _ = stream.write_all(b"GET /over HTTP/1.1\r\nHost: a\r\n\r\n");
+        let mut answer = Vec::new();
+        match stream.read_to_end(&mut answer) {
+            Ok(_) => answer.is_empty(),
+            Err(error) => error.kind() == ErrorKind::ConnectionReset,
+        }
+    }
+
+    #[test]
+    fn a_pod_over_its_bound_is_reset_unjudged_and_gets_its_places_back_as_connections_end() {
+        let (destination, seen) = destination(0);
+        let limits = ConnectionLimits {
+            per_pod: 2,
+            total: 100,
+        };
+        with_counted_proxy(destination, Timeouts::default(), limits, |proxy, stats| {
+            let open: Vec<_> = (0..2).map(|_| client(proxy)).collect();
+            eventually("two connections open", || stats.report().open == 2);
+            let mut over = client(proxy);
+            assert!(refused(&mut over), "a third connection of the pod is refused");
+            let report = stats.report();
+            assert_eq!((report.refused_pod_limit, report.open), (1, 2));
+            assert!(!seen.lock().unwrap().contains(&"GET /over".to_string()));
+            // The two open ones still work, and once one ends the pod may open another.
+            let mut reader = BufReader::new(open[0].try_clone().unwrap());
+            (&open[0])
+                .write_all(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+                .unwrap();
+            assert_eq!(answer(&mut reader).1, b"GET /a 0");
+            drop(reader);
+            drop(open);
+            eventually("both connections ended", || stats.report().open == 0);
+            let stream = client(proxy);
+            let mut writer = stream.try_clone().unwrap();
+            let mut reader = BufReader::new(stream);
+            writer
+                .write_all(b"GET /again HTTP/1.1\r\nHost: a\r\n\r\n")
+                .unwrap();
+            assert_eq!(answer(&mut reader).1, b"GET /again 0");
+            let report = stats.report();
+            assert_eq!((report.http_allowed, report.refused_pod_limit), (2, 1));
+        });
+    }
+
+    #[test]
+    fn the_proxy_over_its_total_bound_resets_new_connections() {
+        let (destination, _) = destination(0);
+        let limits = ConnectionLimits {
+            per_pod: 100,
+            total: 1,
+        };
+        with_counted_proxy(destination, Timeouts::default(), limits, |proxy, stats| {
+            let _open = client(proxy);
+            eventually("one connection open", || stats.report().open == 1);
+            let mut over = client(proxy);
+            assert!(refused(&mut over));
+            assert_eq!(stats.report().refused_proxy_limit, 1);
+        });
+    }
+
+    #[test]
+    fn decisions_are_counted_by_protocol_and_verdict() {
+        let (destination, _) = destination(0);
+        with_counted_proxy(
+            destination,
+            Timeouts::default(),
+            ConnectionLimits::default(),
+            |proxy, stats| {
+                let stream = client(proxy);
+                let mut writer = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                writer.write_all(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+                answer(&mut reader);
+                writer
+                    .write_all(b"POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+                    .unwrap();
+                assert_eq!(answer(&mut reader).0, "HTTP/1.1 403 Forbidden");
+                // Not HTTP/1.1 and not TLS: nothing to judge.
+                let mut garbage = client(proxy);
+                garbage.write_all(b"\x01\x02 not a request\r\n\r\n").unwrap();
+                let mut rest = Vec::new();
+                let _ = garbage.read_to_end(&mut rest);
+                eventually("connections ended", || stats.report().open == 0);
+                let report = stats.report();
+                assert_eq!(
+                    (
+                        report.accepted,
+                        report.http_allowed,
+                        report.http_denied,
+                        report.refused_unreadable
+                    ),
+                    (2, 1, 1, 1)
+                );
+            },
+        );
     }
 }

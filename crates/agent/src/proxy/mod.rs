@@ -22,10 +22,13 @@ mod connection;
 mod event_loop;
 mod judge;
 pub mod snapshot;
+pub mod stats;
 pub mod supervisor;
 
 /// The default port of the proxy's listeners, `127.0.0.1` and `[::1]` in the node's namespace.
 pub const DEFAULT_PORT: u16 = 15_300;
+
+pub use event_loop::{ConnectionLimits, DEFAULT_CONNECTIONS, DEFAULT_CONNECTIONS_PER_POD};
 
 /// The command-line flag that makes the agent's executable the proxy child.
 pub const CHILD_FLAG: &str = "--l7-proxy-child";

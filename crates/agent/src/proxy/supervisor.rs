@@ -1,7 +1,7 @@
 //! The agent's side of the proxy: the child process, its input, its routing.
 
-use std::io::Write;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -9,6 +9,8 @@ use sluice_dataplane::L7Redirect;
 use sluice_dataplane::proxy_routes::ProxyRoutes;
 
 use super::CHILD_FLAG;
+use super::stats::StatsReport;
+use crate::metrics::Metrics;
 
 /// How soon an exited proxy is started again.
 const RESTART_DELAY: Duration = Duration::from_millis(200);
@@ -45,10 +47,11 @@ pub struct ProxySupervisor {
     restart_at: Option<Instant>,
     /// How many times the proxy was started.
     pub starts: u64,
+    metrics: Arc<Metrics>,
 }
 
 impl ProxySupervisor {
-    pub fn new(port: u16) -> ProxySupervisor {
+    pub fn new(port: u16, metrics: Arc<Metrics>) -> ProxySupervisor {
         ProxySupervisor {
             redirect: L7Redirect { port },
             routes: None,
@@ -57,6 +60,7 @@ impl ProxySupervisor {
             wanted: false,
             restart_at: None,
             starts: 0,
+            metrics,
         }
     }
 
@@ -111,6 +115,8 @@ impl ProxySupervisor {
             tracing::warn!(%status, "the L7 proxy exited; starting it again");
             close(&running.mailbox);
             self.running = None;
+            self.metrics.proxy.up.set(0);
+            self.metrics.proxy.open_connections.set(0);
             self.restart_at = Some(Instant::now() + RESTART_DELAY);
         }
         if self.running.is_none() && self.restart_at.is_none_or(|at| Instant::now() >= at) {
@@ -125,6 +131,7 @@ impl ProxySupervisor {
         let started = current_command().and_then(|mut command| {
             command
                 .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
                 .spawn()
                 .map_err(|error| format!("starting the L7 proxy: {error}"))
         });
@@ -137,6 +144,9 @@ impl ProxySupervisor {
             }
         };
         let stdin = child.stdin.take().expect("piped");
+        let stdout = child.stdout.take().expect("piped");
+        let metrics = self.metrics.clone();
+        std::thread::spawn(move || read_reports(stdout, &metrics));
         let mailbox = Arc::new(Mailbox::default());
         let writer = mailbox.clone();
         std::thread::spawn(move || write_snapshots(stdin, &writer));
@@ -144,6 +154,8 @@ impl ProxySupervisor {
             send(&mailbox, snapshot.clone());
         }
         self.starts += 1;
+        self.metrics.proxy.starts.inc();
+        self.metrics.proxy.up.set(1);
         self.restart_at = None;
         tracing::info!(pid = child.id(), port = self.redirect.port, "L7 proxy started");
         self.running = Some(Running { child, mailbox });
@@ -181,6 +193,21 @@ fn current_command() -> Result<Command, String> {
     Ok(command)
 }
 
+/// Turns the child's reports into the agent's metrics until the child's output closes.
+fn read_reports(stdout: ChildStdout, metrics: &Metrics) {
+    let mut previous = StatsReport::default();
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { return };
+        match StatsReport::parse(&line) {
+            Some(report) => {
+                metrics.proxy.add(&report.since(&previous));
+                previous = report;
+            }
+            None => tracing::debug!(line, "the L7 proxy printed a line that is not a report"),
+        }
+    }
+}
+
 fn send(mailbox: &Mailbox, snapshot: Arc<Vec<u8>>) {
     mailbox.state.lock().expect("not poisoned").snapshot = Some(snapshot);
     mailbox.changed.notify_all();
@@ -209,5 +236,67 @@ fn write_snapshots(mut stdin: ChildStdin, mailbox: &Mailbox) {
             // The child is gone; the supervisor notices and starts another.
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counter_value(text: &str, name: &str) -> Option<String> {
+        text.lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.rsplit(' ').next())
+            .map(str::to_string)
+    }
+
+    #[test]
+    fn reports_become_metrics_that_only_grow_across_a_restarted_child() {
+        let metrics = Metrics::new();
+        let first = StatsReport {
+            accepted: 5,
+            open: 3,
+            http_denied: 2,
+            refused_pod_limit: 1,
+            ..StatsReport::default()
+        };
+        let second = StatsReport {
+            accepted: 7,
+            open: 1,
+            http_denied: 4,
+            refused_pod_limit: 1,
+            ..StatsReport::default()
+        };
+        // A restarted child counts from zero again.
+        let restarted = StatsReport {
+            accepted: 1,
+            open: 1,
+            http_denied: 1,
+            ..StatsReport::default()
+        };
+        for reports in [vec![first, second], vec![restarted]] {
+            let mut lines: String = reports.iter().map(StatsReport::line).collect();
+            lines.push_str("a line that is not a report\n");
+            let mut child = Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf '%s' '{lines}'"))
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            read_reports(child.stdout.take().unwrap(), &metrics);
+            child.wait().unwrap();
+        }
+        let text = metrics.render();
+        let value = |name: &str| counter_value(&text, name).unwrap_or_else(|| panic!("{name} in {text}"));
+        assert_eq!(value("sluice_agent_l7_proxy_accepted_connections_total"), "8");
+        assert_eq!(value("sluice_agent_l7_proxy_open_connections"), "1");
+        assert_eq!(
+            value("sluice_agent_l7_proxy_decisions_total{protocol=\"http\",verdict=\"denied\"}"),
+            "5"
+        );
+        assert_eq!(
+            value("sluice_agent_l7_proxy_refused_connections_total{reason=\"pod_limit\"}"),
+            "1"
+        );
     }
 }
