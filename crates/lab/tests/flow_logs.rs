@@ -405,8 +405,8 @@ fn run(lab: &Lab) -> Result<(), String> {
 
     // 3. A staged default deny for `lab`: pending_policies deny exactly the probes of lab/tool
     //    it would deny (all of its egress), and nothing of other namespaces changes.
-    lab.apply(STAGED_DENY, &[])?;
-    std::thread::sleep(Duration::from_millis(500));
+    let revision = lab.apply(STAGED_DENY, &[])?;
+    lab.wait_programmed(&["node-1", "node-2"], revision)?;
     let (report, since) = probe(lab)?;
     let staged =
         sluice_policy::compile_staged(&sluice_lab::datastore_resources(&lab.environment, &lab.name)?);
@@ -480,8 +480,8 @@ fn run(lab: &Lab) -> Result<(), String> {
         sluice_policy::build_entities(&sluice_lab::datastore_resources(&lab.environment, &lab.name)?);
     let documents = sluice_flowlog::recommend("shop", &records, &entities);
     let yaml: Vec<String> = documents.iter().map(sluice_api::document::to_yaml).collect();
-    lab.apply(&yaml.join("\n---\n"), &[])?;
-    std::thread::sleep(Duration::from_millis(500));
+    let revision = lab.apply(&yaml.join("\n---\n"), &[])?;
+    lab.wait_programmed(&["node-1", "node-2"], revision)?;
     let (report, since) = probe(lab)?;
     let replayed = sluice_lab::flows::wait_for_records(
         &lab.environment,

@@ -202,10 +202,9 @@ fn l7_rules() -> Result<(), String> {
     }
     let post = request(&lab, "http", 80, &["--method", "POST", "--path", "/v1/items"]);
     if post.result != ConnectResult::Forbidden
-        || !post
-            .detail
-            .as_deref()
-            .is_some_and(|body| body.contains("NetworkPolicy shop/web-egress egress rule 2"))
+        || !post.detail.as_deref().is_some_and(|body| {
+            body.contains("the HTTP match of NetworkPolicy shop/web-egress, egress rule 2.")
+        })
     {
         problems.push(format!("POST /v1/items: {post:?}"));
     }

@@ -16,8 +16,8 @@ use sluice_api::domain::DomainPattern;
 /// Which rule an alternative comes from, so a decision can name it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RuleIdentity {
-    /// The policy as `explain` names it (for example `default.allow-partner` or
-    /// `knp.default.web`); the proxy only prints it.
+    /// The policy as `explain` names it, its kind and name (for example `GlobalNetworkPolicy
+    /// allow-partner` or `NetworkPolicy shop/web`); the proxy only prints it.
     pub policy: String,
     /// The rule's index in the policy's egress rules, from 0.
     pub rule_index: usize,
@@ -25,11 +25,7 @@ pub struct RuleIdentity {
 
 impl fmt::Display for RuleIdentity {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            formatter,
-            "policy {} egress rule {}",
-            self.policy, self.rule_index
-        )
+        write!(formatter, "{}, egress rule {}", self.policy, self.rule_index)
     }
 }
 

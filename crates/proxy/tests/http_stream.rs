@@ -77,7 +77,7 @@ fn a_denied_request_gets_a_403_naming_the_rule_and_nothing_after_it_is_read() {
     let body = response.split("\r\n\r\n").nth(1).unwrap();
     assert_eq!(
         body,
-        "Denied by Sluice: POST /v1/items to api.example.com is not allowed by the HTTP match of policy default.partner egress rule 0.\n"
+        "Denied by Sluice: POST /v1/items to api.example.com is not allowed by the HTTP match of default.partner, egress rule 0.\n"
     );
     let length: usize = response
         .lines()
@@ -608,7 +608,7 @@ fn a_denial_names_every_rule_tried_and_counts_the_rest() {
     let response = response_of(&events);
     assert!(
         response.ends_with(
-            "\r\n\r\nDenied by Sluice: DELETE /x to h is not allowed by the HTTP matches of policy default.many egress rule 0, policy default.many egress rule 1, policy default.many egress rule 2, policy default.many egress rule 3 and 2 more.\n"
+            "\r\n\r\nDenied by Sluice: DELETE /x to h is not allowed by the HTTP matches of default.many, egress rule 0, default.many, egress rule 1, default.many, egress rule 2, default.many, egress rule 3 and 2 more.\n"
         ),
         "{response}"
     );

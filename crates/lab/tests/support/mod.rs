@@ -768,6 +768,24 @@ impl Lab {
         store.commit(&operations).map_err(|error| error.to_string())
     }
 
+    /// Waits (bounded) until the agents of `nodes` have programmed `revision` (a change's
+    /// revision from [`Lab::apply`]): a fixed sleep is too short on a busy machine.
+    pub fn wait_programmed(&self, nodes: &[&str], revision: Revision) -> Result<(), String> {
+        let programmed = |node: &str| {
+            self.node_status(node)
+                .and_then(|status| status.get("programmedRevision")?.as_i64())
+                .is_some_and(|programmed| programmed >= revision)
+        };
+        if wait_until(Duration::from_secs(20), || {
+            nodes.iter().all(|node| programmed(node))
+        }) {
+            return Ok(());
+        }
+        Err(format!(
+            "the agents of {nodes:?} did not program revision {revision} in 20 s"
+        ))
+    }
+
     /// A node's status record (`/sluice-status/nodes/<node>`), what `sluice get nodestatus` shows.
     pub fn node_status(&self, node: &str) -> Option<serde_json::Value> {
         let store = self.store().ok()?;
