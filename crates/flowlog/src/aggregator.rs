@@ -21,7 +21,9 @@
 //! - A conntrack entry whose first packet was never logged (logged before the agent started,
 //!   logged with an unknown id, or the log packet lost) is tracked with empty `policies` and
 //!   action `allow` (conntrack confirmed it, so every hook accepted it), one side per local end;
-//!   an entry with no local end is not this node's and only counted. Seen first as `New`, its
+//!   an entry with no local end is not this node's and only counted. It is left out of the
+//!   records for `unlogged_grace_milliseconds` after it was first seen (the log is read apart
+//!   from the dumps, so a dump can list a connection whose logged first packet is still queued). Seen first as `New`, its
 //!   counters count from the start; seen first as `Update` (a dump), only what it carries from
 //!   then on, so an agent restart or an evicted connection does not count old bytes twice.
 //! - A denied [`LoggedPacket`] is a denied flow: the first of its (tuple, reporter) in an
@@ -137,6 +139,8 @@ struct Connection {
     unreported: [Counters; 2],
     started_in_interval: bool,
     last_event: Timestamp,
+    /// When it was first tracked.
+    opened_at: Timestamp,
     recency: u64,
     /// The last dump that listed it.
     dump_generation: u64,
@@ -514,6 +518,7 @@ impl Aggregator {
                 unreported,
                 started_in_interval: started,
                 last_event: at,
+                opened_at: at,
                 recency,
                 dump_generation: self.dump_generation,
                 tcp_sequence: None,
@@ -742,7 +747,19 @@ impl Aggregator {
             self.finish(&tuple, Ending::Completed);
         }
         let mut in_use = HashSet::new();
+        let grace = self.config.unlogged_grace_milliseconds;
         for (tuple, connection) in &mut self.connections {
+            let awaiting_log = connection
+                .sides
+                .iter()
+                .flatten()
+                .any(|side| matches!(side, Side::Unattributed))
+                && now.0.saturating_sub(connection.opened_at.0) < grace;
+            if awaiting_log {
+                // Its first packet is likely still in the log's queue: the next interval
+                // records it, attributed.
+                continue;
+            }
             self.tally.fold(&self.config, tuple, connection, Ending::Live);
             for side in connection.sides.iter().flatten() {
                 if let Side::Attributed(id, _) = side {

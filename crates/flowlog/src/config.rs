@@ -40,6 +40,11 @@ pub struct Config {
     /// agent sets the L7 proxy's upstream bit, since the pod's own connection to the proxy is
     /// the one a proxied connection is recorded by. 0 (the default) skips nothing.
     pub skipped_connection_mark: u32,
+    /// A connection conntrack listed before its logged first packet was read (the log is read
+    /// in batches, apart from the dumps) is left out of the records for this long after it was
+    /// first seen, so that the packet on its way can attribute it; after it, it is recorded
+    /// with empty `policies` (its first packet was logged before the agent started, or lost).
+    pub unlogged_grace_milliseconds: u64,
 }
 
 impl Default for Config {
@@ -57,6 +62,7 @@ impl Default for Config {
             network_source_addresses: false,
             network_destination_addresses: true,
             skipped_connection_mark: 0,
+            unlogged_grace_milliseconds: 1_000,
         }
     }
 }

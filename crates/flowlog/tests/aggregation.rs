@@ -521,6 +521,33 @@ fn a_first_packet_read_after_a_dump_listed_its_connection_counts_it_whole_and_st
 }
 
 #[test]
+fn a_connection_a_dump_listed_just_before_an_interval_ends_waits_for_its_logged_first_packet() {
+    let (mut aggregator, dataplane) = aggregator_with(node_one());
+    let tuple = tcp(WEB, 41040, "203.0.113.5", 443);
+    let allowed = hit(&dataplane, &tuple, PolicyType::Egress);
+    let unlogged = tcp(WEB, 41041, "203.0.113.5", 443);
+    // The interval's last dump lists both while their log messages wait to be read.
+    let entry = |id, tuple| conntrack(14_900, ConntrackEventKind::Update, id, tuple, (3, 180), (2, 120));
+    aggregator.dumped(&[entry(9, tuple), entry(10, unlogged)], Timestamp(14_895));
+    // No record without a deciding rule yet: the packet is likely on its way.
+    assert!(aggregator.drain(Timestamp(15_000)).is_empty());
+    aggregator.logged_packet(&LoggedPacket {
+        tcp_sequence: Some(5),
+        ..logged(15_010, Some(allowed.id()), tuple)
+    });
+    let records = aggregator.drain(Timestamp(30_000));
+    let attributed: Vec<_> = records
+        .iter()
+        .filter(|record| !record.policies.is_empty())
+        .collect();
+    assert_eq!(attributed.len(), 1);
+    assert_eq!(attributed[0].policies, vec![allowed.text()]);
+    assert_eq!(flow_counts(attributed[0]), (1, 1, 0, 1));
+    // The one whose packet never came is recorded after the grace, without policies.
+    assert_eq!(records.len(), 2);
+}
+
+#[test]
 fn entries_with_a_skipped_mark_bit_are_not_recorded() {
     let (mut aggregator, _) = aggregator_with(Config {
         skipped_connection_mark: 0x0008_0000,

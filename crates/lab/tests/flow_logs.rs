@@ -136,6 +136,12 @@ fn flow_logs() -> Result<(), String> {
 }
 
 fn probe(lab: &Lab) -> Result<(ProbeReport, u64), String> {
+    // Records carry whole seconds: one flushed earlier in this second (before a change the
+    // probe is about) would pass as the probe's. Start at the next second.
+    let into_second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.subsec_micros());
+    std::thread::sleep(Duration::from_micros(u64::from(1_000_000 - into_second) + 10_000));
     let started = unix_seconds();
     let report = sluice_lab::probe(
         &lab.environment,
