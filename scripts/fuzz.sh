@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Fuzzes sluice-api's selector parser and manifest loader, and sluice-proxy's HTTP request and
-# TLS ClientHello cores, for a bounded time.
+# Fuzzes sluice-api's selector parser and manifest loader, and sluice-proxy's HTTP request,
+# HTTP/2 frame and TLS ClientHello cores, for a bounded time.
 #
 #   scripts/fuzz.sh [SECONDS]    fuzz each target for SECONDS (default 60)
 #   scripts/fuzz.sh 0            only replay the seeds and the saved corpus (a quick check)
@@ -21,7 +21,7 @@ fi
 
 fuzz_directory="$(cd "$(dirname "$0")/../fuzz" && pwd)"
 cd "$fuzz_directory"
-targets=(selector_parser manifest_loader http_request tls_client_hello)
+targets=(selector_parser manifest_loader http_request http2_frames tls_client_hello)
 host="$(rustc -vV | sed -n 's/^host: //p')"
 # Manifests longer than this add time per run but no new paths.
 libfuzzer_options=(-max_len=8192 -timeout=10)

@@ -8,6 +8,9 @@
 //!   each request matched and then forwarded (its body passed through by count, never held),
 //!   or answered with a 403 naming the rules that were tried, or refused when it cannot be read
 //!   safely (request smuggling, ambiguous paths, upgrades, HTTP/2 prior knowledge).
+//! - [`http2::Http2Connection`]: an HTTP/2 connection with prior knowledge, frames read both
+//!   ways, each request stream's header block decompressed and judged, refusals answered on
+//!   their stream between the destination's frames.
 //! - [`tls::TlsConnection`]: a TLS connection's ClientHello reassembled across reads and
 //!   records, its server name matched; forwarded (the shell then splices) or reset.
 //! - [`matcher`]: the rule alternatives as plain data, each with the [`matcher::RuleIdentity`]
@@ -29,12 +32,13 @@
 //! Fail closed: anything the core cannot read the way every server would is refused, never
 //! passed on unchecked; limits bound what a connection can make the core hold.
 //!
-//! Owns: HTTP/1.1 request framing, path canonicalisation, ClientHello parsing and L7 matching.
+//! Owns: HTTP/1.1 request framing, HTTP/2 frames and header blocks, path canonicalisation, ClientHello parsing and L7 matching.
 //! Never: opens sockets, reads the clock, spawns, or touches files.
 
 #![forbid(unsafe_code)]
 
 pub mod http;
+pub mod http2;
 pub mod matcher;
 pub mod tls;
 

@@ -511,11 +511,27 @@ fn empty_lines_before_a_request_are_skipped_up_to_a_bound() {
 }
 
 #[test]
-fn http2_prior_knowledge_gets_goaway_http_1_1_required() {
-    for splits in [vec![], vec![3], vec![16, 18, 20]] {
+fn http2_prior_knowledge_is_handed_to_the_http2_reader_with_every_byte() {
+    for splits in [vec![], vec![3], vec![16, 18, 20], vec![24, 30]] {
         let events = run_http(open_rules(), Limits::default(), CURL_HTTP2, &splits);
-        assert_eq!(events.len(), 1);
-        assert_eq!(refusal_error(&events), &RequestError::Http2PriorKnowledge);
+        assert_eq!(
+            events,
+            vec![Event::Http2(CURL_HTTP2.to_vec())],
+            "splits {splits:?}"
+        );
+    }
+}
+
+#[test]
+fn http2_preface_after_a_request_gets_goaway_http_1_1_required() {
+    let mut stream = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n".to_vec();
+    stream.extend_from_slice(CURL_HTTP2);
+    for splits in [vec![], vec![30], vec![46, 48, 50]] {
+        let events = run_http(open_rules(), Limits::default(), &stream, &splits);
+        assert_eq!(events.len(), 2);
+        assert!(matches!(events[0], Event::Allowed { .. }));
+        let events = &events[1..];
+        assert_eq!(refusal_error(events), &RequestError::Http2PriorKnowledge);
         let Event::Refused { response, .. } = &events[0] else {
             unreachable!()
         };

@@ -25,6 +25,7 @@ use mio::{Events, Interest, Poll, Registry, Token};
 use slab::Slab;
 use sluice_policy::FlowL7;
 use sluice_proxy::http::{HttpConnection, Limits, Output, RefusalReason};
+use sluice_proxy::http2::{Http2Connection, Http2Decision, Http2Limits, Http2Output, ToClient};
 use sluice_proxy::tls::{ClientHelloReader, HelloProgress};
 use socket2::SockRef;
 
@@ -482,6 +483,9 @@ enum Phase {
     /// Nothing read yet: the first byte tells TLS from HTTP.
     Start,
     Http(Box<HttpConnection>),
+    /// HTTP/2 with prior knowledge: frames both ways through the core, which judges each
+    /// request stream and puts its own answers between the destination's frames.
+    Http2(Box<Http2Connection>),
     /// Reading the ClientHello.
     Hello(Box<ClientHelloReader>),
     /// An admitted TLS connection: bytes pass both ways untouched.
@@ -597,7 +601,7 @@ impl Connection {
     /// Whether both sides ended and everything was written.
     fn is_done(&self) -> bool {
         match self.phase {
-            Phase::Http(_) | Phase::Spliced => {
+            Phase::Http(_) | Phase::Http2(_) | Phase::Spliced => {
                 self.client.ended
                     && self.upstream.as_ref().is_none_or(|upstream| upstream.ended)
                     && self.client.pending.is_empty()
@@ -641,7 +645,12 @@ impl Connection {
     fn read_client(&mut self, work: &mut Work<'_>) -> Result<Option<bool>, Step> {
         let reading = matches!(
             self.phase,
-            Phase::Start | Phase::Http(_) | Phase::Hello(_) | Phase::Spliced | Phase::Draining { .. }
+            Phase::Start
+                | Phase::Http(_)
+                | Phase::Http2(_)
+                | Phase::Hello(_)
+                | Phase::Spliced
+                | Phase::Draining { .. }
         );
         let backed_up = self
             .upstream
@@ -680,6 +689,12 @@ impl Connection {
         }
         if matches!(self.phase, Phase::Http(_)) {
             self.http_input(work, read)?;
+        } else if matches!(self.phase, Phase::Http2(_)) {
+            // The input is the shared buffer, which the work's other parts are borrowed with.
+            let buffer = std::mem::take(&mut work.buffer);
+            let carried = self.http2_input(work, &buffer[..read]);
+            work.buffer = buffer;
+            carried?;
         } else if matches!(self.phase, Phase::Hello(_)) {
             self.hello_input(work, read)?;
         } else if matches!(self.phase, Phase::Spliced) {
@@ -702,7 +717,8 @@ impl Connection {
             Phase::Start => Err(Step::Close),
             Phase::Hello(_) => Err(Step::Reset),
             Phase::Draining { .. } => Err(Step::Close),
-            Phase::Http(_) | Phase::Spliced => {
+            Phase::Http2(_) if self.upstream.is_none() => Err(Step::Close),
+            Phase::Http(_) | Phase::Http2(_) | Phase::Spliced => {
                 // The destination gets its end, and answers still come.
                 if let Some(upstream) = self.upstream.as_mut() {
                     upstream.shut_when_written = true;
@@ -774,6 +790,12 @@ impl Connection {
                     }
                     return Ok(());
                 }
+                Output::Http2(received) => {
+                    let judge: Arc<FlowJudge> = self.judge.clone();
+                    let core = Http2Connection::new(judge, Http2Limits::default());
+                    self.phase = Phase::Http2(Box::new(core));
+                    return self.http2_input(work, &received);
+                }
                 Output::Close(error) => {
                     ProxyStats::count(&work.stats.refused_unreadable);
                     tracing::info!(peer = %self.peer, original = %self.original, %error, "malformed request body: connection closed");
@@ -785,6 +807,63 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// Gives the client's bytes to the HTTP/2 core and carries out what it says, in order.
+    fn http2_input(&mut self, work: &mut Work<'_>, input: &[u8]) -> Result<(), Step> {
+        let Phase::Http2(core) = &mut self.phase else {
+            return Ok(());
+        };
+        let mut outputs = Vec::new();
+        core.receive(input, &mut outputs);
+        for output in outputs {
+            match output {
+                Http2Output::ForwardInput(range) => self.send_upstream(work, &input[range])?,
+                Http2Output::Forward(bytes) => self.send_upstream(work, &bytes)?,
+                Http2Output::Decided(decision) => match *decision {
+                    Http2Decision::Allowed {
+                        stream, allowed_by, ..
+                    } => {
+                        ProxyStats::count(&work.stats.http_allowed);
+                        tracing::debug!(peer = %self.peer, original = %self.original, stream, %allowed_by, "HTTP/2 request allowed");
+                    }
+                    Http2Decision::Refused { stream, reason } => {
+                        ProxyStats::count(match reason {
+                            RefusalReason::Denied { .. } => &work.stats.http_denied,
+                            RefusalReason::Invalid(_) => &work.stats.refused_unreadable,
+                        });
+                        tracing::info!(peer = %self.peer, original = %self.original, stream, ?reason, "HTTP/2 request refused; the connection ends");
+                    }
+                },
+                Http2Output::ToClient(bytes) => {
+                    if self.client.send(&bytes).is_err() {
+                        return Err(self.abort());
+                    }
+                }
+                Http2Output::Finish(answer) => {
+                    // No destination was opened: the proxy answered as the server.
+                    return self.refuse_now(answer);
+                }
+                Http2Output::Close(error) => {
+                    ProxyStats::count(&work.stats.refused_unreadable);
+                    tracing::info!(peer = %self.peer, original = %self.original, %error, "HTTP/2 connection closed");
+                    if let Some(upstream) = &self.upstream {
+                        let _ = upstream.stream.shutdown(Shutdown::Both);
+                    }
+                    return Err(Step::Reset);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `bytes` to the destination, opening the connection first if it is not.
+    fn send_upstream(&mut self, work: &mut Work<'_>, bytes: &[u8]) -> Result<(), Step> {
+        if self.upstream.is_none() {
+            self.open_upstream(work)?;
+        }
+        let upstream = self.upstream.as_mut().expect("opened above");
+        upstream.send(bytes).map_err(|_| Step::Reset)
     }
 
     /// Writes the refusal to the client and closes its sending side.
@@ -893,7 +972,19 @@ impl Connection {
             return Ok(true);
         }
         upstream.last_read = Instant::now();
-        if self.client.send(&work.buffer[..read]).is_err() {
+        let input = &work.buffer[..read];
+        let sent = match &mut self.phase {
+            Phase::Http2(core) => {
+                let mut outputs = Vec::new();
+                core.from_destination(input, &mut outputs);
+                outputs.into_iter().try_for_each(|output| match output {
+                    ToClient::Pass(range) => self.client.send(&input[range]),
+                    ToClient::Inject(frames) => self.client.send(&frames),
+                })
+            }
+            _ => self.client.send(input),
+        };
+        if sent.is_err() {
             return Err(self.abort());
         }
         Ok(true)
@@ -909,6 +1000,13 @@ impl Connection {
                 self.refuse_now(response)?;
             }
             return Ok(());
+        }
+        if let Phase::Http2(core) = &mut self.phase {
+            // The proxy's answers still waiting for a frame boundary go before the end.
+            let queued = core.take_queued();
+            if !queued.is_empty() && self.client.send(&queued).is_err() {
+                return Err(self.abort());
+            }
         }
         self.client.shut_when_written = true;
         Ok(())
@@ -934,6 +1032,11 @@ impl Connection {
             Phase::Http(_) if !self.client.ended && client_silent > head_or_idle => {
                 // A head that stalls, or a connection idle too long: nothing more of it goes
                 // on.
+                let _ = self.client.stream.shutdown(Shutdown::Both);
+                return self.abort();
+            }
+            Phase::Http2(_) if !self.client.ended && client_silent > timeouts.idle => {
+                // Streams idle too long (HTTP/2 clients ping a connection they keep).
                 let _ = self.client.stream.shutdown(Shutdown::Both);
                 return self.abort();
             }
@@ -1371,6 +1474,122 @@ spec: {node: node-1, pod: web, endpoint: eth0, interfaceName: slcweb, ipNetworks
                     ),
                     (2, 1, 1, 1)
                 );
+            },
+        );
+    }
+
+    /// An HTTP/2 destination answering each request with `<method> <path>`; it records them.
+    fn h2_destination() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+        let listener = StdListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let address = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                while let Ok((socket, _)) = listener.accept().await {
+                    let record = record.clone();
+                    tokio::spawn(async move {
+                        let Ok(mut connection) = h2::server::handshake(socket).await else {
+                            return;
+                        };
+                        while let Some(Ok((request, mut respond))) = connection.accept().await {
+                            let text = format!("{} {}", request.method(), request.uri().path());
+                            record.lock().unwrap().push(text.clone());
+                            let response = http::Response::builder().status(200).body(()).unwrap();
+                            if let Ok(mut send) = respond.send_response(response, false) {
+                                let _ = send.send_data(bytes::Bytes::from(text), true);
+                            }
+                        }
+                    });
+                }
+            });
+        });
+        (address, seen)
+    }
+
+    /// Sends `requests` one after another on one HTTP/2 connection to `proxy`: each answer's
+    /// status and body, or why there was none (and nothing more is sent).
+    fn h2_requests(proxy: SocketAddr, requests: &[(&str, &str)]) -> Vec<Result<(u16, String), String>> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut results = Vec::new();
+            let socket = tokio::net::TcpStream::connect(proxy).await.unwrap();
+            let (client, connection) = h2::client::handshake(socket).await.unwrap();
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            let mut client = client;
+            for (method, path) in requests {
+                let answer = async {
+                    client = client.clone().ready().await.map_err(|error| error.to_string())?;
+                    let request = http::Request::builder()
+                        .method(*method)
+                        .uri(format!("http://api.partner.example{path}"))
+                        .body(())
+                        .unwrap();
+                    let (response, _) = client
+                        .send_request(request, true)
+                        .map_err(|error| error.to_string())?;
+                    let response = response.await.map_err(|error| error.to_string())?;
+                    let status = response.status().as_u16();
+                    let mut body = response.into_body();
+                    let mut text = Vec::new();
+                    while let Some(chunk) = body.data().await {
+                        let chunk = chunk.map_err(|error| error.to_string())?;
+                        let _ = body.flow_control().release_capacity(chunk.len());
+                        text.extend_from_slice(&chunk);
+                    }
+                    Ok::<_, String>((status, String::from_utf8_lossy(&text).into_owned()))
+                }
+                .await;
+                let failed = answer.is_err();
+                results.push(answer);
+                if failed {
+                    break;
+                }
+            }
+            results
+        })
+    }
+
+    #[test]
+    fn http2_requests_are_judged_each_and_a_denial_is_answered_on_its_stream_then_the_connection_ends() {
+        let (destination, seen) = h2_destination();
+        with_counted_proxy(
+            destination,
+            Timeouts::default(),
+            ConnectionLimits::default(),
+            |proxy, stats| {
+                let results = h2_requests(
+                    proxy,
+                    &[("GET", "/a"), ("GET", "/b"), ("POST", "/c"), ("GET", "/d")],
+                );
+                assert_eq!(results[0], Ok((200, "GET /a".to_string())));
+                assert_eq!(results[1], Ok((200, "GET /b".to_string())));
+                let (status, body) = results[2].clone().expect("the denial is an answer");
+                assert_eq!(status, 403);
+                assert!(
+                body.starts_with("Denied by Sluice: POST /c to api.partner.example is not allowed by the HTTP match of NetworkPolicy shop/web, egress rule 0"),
+                "{body}"
+            );
+                // After the refusal's GOAWAY the connection takes no new stream.
+                assert!(results.get(3).is_none_or(Result::is_err), "{results:?}");
+                // A connection whose first request is denied never reaches the destination.
+                let first = h2_requests(proxy, &[("DELETE", "/e")]);
+                assert_eq!(first[0].as_ref().map(|(status, _)| *status), Ok(403));
+                assert_eq!(*seen.lock().unwrap(), vec!["GET /a", "GET /b"]);
+                eventually("connections ended", || stats.report().open == 0);
+                let report = stats.report();
+                assert_eq!((report.http_allowed, report.http_denied), (2, 2));
             },
         );
     }

@@ -15,6 +15,8 @@ use super::path::{PathError, canonical_path};
 pub enum Version {
     Http10,
     Http11,
+    /// A request stream of an HTTP/2 connection (`crate::http2`).
+    Http2,
 }
 
 /// Where a request's body ends, so the next request on the connection can be found.
@@ -235,7 +237,7 @@ fn read_request(parsed: &httparse::Request<'_, '_>) -> Result<Request, RequestEr
 
 /// The path and host of a request-target, given the Host header's host (`Some("")` for an
 /// empty Host header).
-fn read_target(
+pub(crate) fn read_target(
     method: &str,
     target: &str,
     header_host: Option<String>,
@@ -307,7 +309,7 @@ fn trim(value: &[u8]) -> &[u8] {
 }
 
 /// A Host value (or an authority) lowercased and without its port; empty stays empty.
-fn normalise_host(value: &[u8]) -> Result<String, RequestError> {
+pub(crate) fn normalise_host(value: &[u8]) -> Result<String, RequestError> {
     let text = std::str::from_utf8(value).map_err(|_| RequestError::InvalidHost)?;
     let (host, port) = if let Some(bracketed) = text.strip_prefix('[') {
         let close = bracketed.find(']').ok_or(RequestError::InvalidHost)?;

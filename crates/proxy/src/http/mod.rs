@@ -19,15 +19,16 @@
 //! copy back untouched; the core never reads them.
 //!
 //! Every request on a keep-alive connection is checked, pipelined ones included: the body's
-//! framing says where the next head starts. HTTP/2 with prior knowledge is refused with an
-//! HTTP/2 `GOAWAY` (`HTTP_1_1_REQUIRED`), which tells a client to retry over HTTP/1.1;
+//! framing says where the next head starts. A connection that starts with the HTTP/2 preface
+//! (prior knowledge) is handed to [`crate::http2`] ([`Output::Http2`]); the preface later on is
+//! refused with an HTTP/2 `GOAWAY` (`HTTP_1_1_REQUIRED`), which tells a client to use HTTP/1.1;
 //! upgrades (`Upgrade`, so also `h2c`) and `CONNECT` are refused, since after them the bytes are
 //! no longer requests the core can read.
 
 mod chunked;
 mod head;
 mod path;
-mod response;
+pub(crate) mod response;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -39,6 +40,7 @@ use crate::matcher::{HttpAlternative, RuleIdentity, match_request};
 pub use crate::matcher::{Judgement, RequestJudge};
 use chunked::{ChunkProgress, ChunkedBody};
 use head::{HeadParse, parse_head};
+pub(crate) use head::{normalise_host, read_target};
 
 /// The first bytes of HTTP/2 with prior knowledge (RFC 9113 §3.4), up to the first empty line.
 const HTTP2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0\r\n\r\n";
@@ -114,6 +116,9 @@ pub enum Output {
     ForwardInput(Range<usize>),
     Refuse(Box<Refusal>),
     Close(RequestError),
+    /// The connection starts with the HTTP/2 preface: hand it, with every byte received so
+    /// far (nothing was forwarded), to [`crate::http2::Http2Connection`].
+    Http2(Vec<u8>),
 }
 
 #[derive(Debug, Clone)]
@@ -239,6 +244,14 @@ impl HttpConnection {
                 return taken;
             };
             if self.head.starts_with(HTTP2_PREFACE_START) {
+                if self.forwarded_requests == 0 && self.leading_empty_lines == 0 {
+                    // Prior knowledge: the HTTP/2 reader takes the connection from its start.
+                    let mut received = std::mem::take(&mut self.head);
+                    received.extend_from_slice(&input[taken..]);
+                    self.state = State::Finished;
+                    outputs.push(Output::Http2(received));
+                    return input.len();
+                }
                 self.refuse(RefusalReason::Invalid(RequestError::Http2PriorKnowledge), outputs);
                 return taken;
             }
@@ -318,7 +331,7 @@ impl HttpConnection {
 
 /// The core's own judge: the first alternative that matches allows.
 #[derive(Debug)]
-struct Alternatives(Arc<[HttpAlternative]>);
+pub(crate) struct Alternatives(pub(crate) Arc<[HttpAlternative]>);
 
 impl RequestJudge for Alternatives {
     fn judge(&self, request: &Request) -> Judgement {

@@ -17,16 +17,7 @@ pub(crate) fn for_refusal(reason: &RefusalReason) -> Vec<u8> {
             request,
             alternatives,
         } => {
-            let mut path: String = request.path.chars().take(QUOTED_PATH).collect();
-            if path.len() < request.path.len() {
-                path.push_str("...");
-            }
-            let host = request.host.as_deref().unwrap_or("(no host)");
-            let body = format!(
-                "Denied by Sluice: {} {path} to {host} is not allowed by {}.\n",
-                request.method,
-                rules_text(alternatives)
-            );
+            let body = denial_text(request, alternatives);
             let mut response = http_response(403, "Forbidden", &body);
             // An answer to HEAD has no body (RFC 9110 §9.3.2), only the length it would have.
             if request.method == "HEAD" {
@@ -41,6 +32,33 @@ pub(crate) fn for_refusal(reason: &RefusalReason) -> Vec<u8> {
             http_response(status, reason_phrase(status), &body)
         }
     }
+}
+
+/// The status and the one-line body of a refusal, for an HTTP/2 answer (`crate::http2`).
+pub(crate) fn status_and_body(reason: &RefusalReason) -> (u16, String) {
+    match reason {
+        RefusalReason::Denied {
+            request,
+            alternatives,
+        } => (403, denial_text(request, alternatives)),
+        RefusalReason::Invalid(error) => {
+            let status = error.status().unwrap_or(400);
+            (status, format!("Refused by Sluice: {error}.\n"))
+        }
+    }
+}
+
+fn denial_text(request: &super::Request, alternatives: &[RuleIdentity]) -> String {
+    let mut path: String = request.path.chars().take(QUOTED_PATH).collect();
+    if path.len() < request.path.len() {
+        path.push_str("...");
+    }
+    let host = request.host.as_deref().unwrap_or("(no host)");
+    format!(
+        "Denied by Sluice: {} {path} to {host} is not allowed by {}.\n",
+        request.method,
+        rules_text(alternatives)
+    )
 }
 
 fn rules_text(alternatives: &[RuleIdentity]) -> String {

@@ -53,6 +53,8 @@ pub enum Event {
         after_forwarded_requests: u64,
     },
     Closed(RequestError),
+    /// Handed to the HTTP/2 reader: the bytes received so far, and every piece after.
+    Http2(Vec<u8>),
 }
 
 impl Event {
@@ -82,6 +84,12 @@ pub fn run_http(
     for end in splits.iter().copied().chain([stream.len()]) {
         let end = end.clamp(start, stream.len());
         let piece = &stream[start..end];
+        if let Some(Event::Http2(received)) = events.last_mut() {
+            // As the shell does: what follows goes to the HTTP/2 reader.
+            received.extend_from_slice(piece);
+            start = end;
+            continue;
+        }
         outputs.clear();
         connection.receive(piece, &mut outputs);
         for output in outputs.drain(..) {
@@ -103,6 +111,7 @@ pub fn run_http(
                     after_forwarded_requests: refusal.after_forwarded_requests,
                 }),
                 Output::Close(error) => events.push(Event::Closed(error)),
+                Output::Http2(received) => events.push(Event::Http2(received)),
             }
         }
         start = end;
