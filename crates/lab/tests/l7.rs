@@ -399,85 +399,25 @@ fn l7_rules() -> Result<(), String> {
         ));
     }
 
-    // The bound per pod (1,024 connections open through the proxy by default): one more is
-    // reset unjudged, the open ones still work, and closing them gives the places back.
-    // The test holds them all: its own open-file limit may be the common 1,024.
-    if let Ok((_, hard)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
-        let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
-    }
-    let bound = in_namespace(&pod_netns, || -> Result<(usize, bool, String), String> {
-        let target = SocketAddr::new(PARTNER.parse::<IpAddr>().unwrap(), 80);
-        let connect = || TcpStream::connect_timeout(&target, Duration::from_secs(2));
-        let open: Vec<TcpStream> = (0..sluice_agent::proxy::DEFAULT_CONNECTIONS_PER_POD)
-            .map(|_| connect())
-            .collect::<Result<_, _>>()
-            .map_err(|error| format!("opening the pod's connections: {error}"))?;
-        // The proxy accepts in its own time: the last one it takes is the one over the bound.
-        std::thread::sleep(Duration::from_millis(300));
-        let mut over = connect().map_err(|error| error.to_string())?;
-        over.set_read_timeout(Some(Duration::from_secs(2)))
-            .map_err(|error| error.to_string())?;
-        let _ = over.write_all(b"GET /v1/over-the-bound HTTP/1.1\r\nHost: partner\r\n\r\n");
-        let mut answer = Vec::new();
-        let refused = match over.read_to_end(&mut answer) {
-            Ok(_) => answer.is_empty(),
-            Err(error) => error.kind() == std::io::ErrorKind::ConnectionReset,
-        };
-        let mut first = &open[0];
-        first
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .map_err(|error| error.to_string())?;
-        first
-            .write_all(b"GET /v1/within-the-bound HTTP/1.1\r\nHost: partner\r\n\r\n")
-            .map_err(|error| error.to_string())?;
-        let mut buffer = vec![0_u8; 4096];
-        let read = first.read(&mut buffer).unwrap_or(0);
-        Ok((
-            open.len(),
-            refused,
-            String::from_utf8_lossy(&buffer[..read]).to_string(),
-        ))
-    })??;
-    if !bound.1 || !bound.2.starts_with("HTTP/1.0 200") {
-        problems.push(format!(
-            "with {} connections open, one more was refused: {}, and an open one answered {:?}",
-            bound.0, bound.1, bound.2
-        ));
-    }
-    if served_requests(&lab)
-        .iter()
-        .any(|line| line.contains("over-the-bound"))
-    {
-        problems.push("a request over the bound reached the outside".to_string());
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let after_bound = loop {
-        let outcome = get(&lab, "/v1/after-the-bound");
-        if outcome.result == ConnectResult::Connected || Instant::now() > deadline {
-            break outcome;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    if after_bound.result != ConnectResult::Connected {
-        problems.push(format!("once the pod's connections closed: {after_bound:?}"));
-    }
-
     // A keep-alive connection the proxy judged: an allowed request, then the proxy is killed,
     // then a request it would deny. Nothing of the second reaches the destination.
     let agent_before = sluice_lab::agent_pid(&lab.environment, &lab.name, "node-1");
     let proxy_before = proxy_pid(&lab).ok_or("no L7 proxy process")?;
     let target = SocketAddr::new(PARTNER.parse::<IpAddr>().unwrap(), 80);
     let held = in_namespace(&pod_netns, || -> Result<String, String> {
+        fn failed(what: &'static str) -> impl Fn(std::io::Error) -> String {
+            move |error| format!("the held connection, {what}: {error}")
+        }
         let mut stream =
-            TcpStream::connect_timeout(&target, Duration::from_secs(2)).map_err(|error| error.to_string())?;
+            TcpStream::connect_timeout(&target, Duration::from_secs(2)).map_err(failed("connecting"))?;
         stream
             .set_read_timeout(Some(Duration::from_secs(2)))
-            .map_err(|error| error.to_string())?;
+            .map_err(failed("its timeout"))?;
         stream
             .write_all(b"GET /v1/keep HTTP/1.1\r\nHost: partner\r\n\r\n")
-            .map_err(|error| error.to_string())?;
+            .map_err(failed("writing"))?;
         let mut answer = vec![0_u8; 4096];
-        let read = stream.read(&mut answer).map_err(|error| error.to_string())?;
+        let read = stream.read(&mut answer).map_err(failed("reading"))?;
         let first_answer = String::from_utf8_lossy(&answer[..read]).to_string();
         // The server closes after each answer (HTTP/1.0); the proxy still holds our side.
         let _ = std::process::Command::new("kill")
@@ -567,6 +507,76 @@ fn l7_rules() -> Result<(), String> {
         load.len(),
         proxy_pid(&lab)
     );
+
+    // The bound per pod (1,024 connections open through the proxy by default): one more is
+    // reset unjudged, the open ones still work, and closing them gives the places back.
+    // The test holds them all: its own open-file limit may be the common 1,024.
+    if let Ok((_, hard)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
+        let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
+    }
+    let bound = in_namespace(&pod_netns, || -> Result<(usize, bool, String), String> {
+        let target = SocketAddr::new(PARTNER.parse::<IpAddr>().unwrap(), 80);
+        let connect = || TcpStream::connect_timeout(&target, Duration::from_secs(2));
+        let open: Vec<TcpStream> = (0..sluice_agent::proxy::DEFAULT_CONNECTIONS_PER_POD)
+            .map(|_| connect())
+            .collect::<Result<_, _>>()
+            .map_err(|error| format!("opening the pod's connections: {error}"))?;
+        // The proxy accepts in its own time: the last one it takes is the one over the bound.
+        std::thread::sleep(Duration::from_millis(300));
+        let mut over = connect().map_err(|error| format!("connecting once more: {error}"))?;
+        over.set_read_timeout(Some(Duration::from_secs(2)))
+            .map_err(|error| format!("the connection over the bound: {error}"))?;
+        let _ = over.write_all(b"GET /v1/over-the-bound HTTP/1.1\r\nHost: partner\r\n\r\n");
+        let mut answer = Vec::new();
+        let refused = match over.read_to_end(&mut answer) {
+            Ok(_) => answer.is_empty(),
+            Err(error) => error.kind() == std::io::ErrorKind::ConnectionReset,
+        };
+        let mut first = &open[0];
+        first
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .map_err(|error| format!("the first connection: {error}"))?;
+        first
+            .write_all(b"GET /v1/within-the-bound HTTP/1.1\r\nHost: partner\r\n\r\n")
+            .map_err(|error| format!("a request on the first connection: {error}"))?;
+        let mut buffer = vec![0_u8; 4096];
+        let read = first.read(&mut buffer).unwrap_or(0);
+        Ok((
+            open.len(),
+            refused,
+            String::from_utf8_lossy(&buffer[..read]).to_string(),
+        ))
+    })?;
+    let bound = match bound {
+        Ok(bound) => bound,
+        Err(error) => {
+            problems.push(format!("the bound per pod: {error}"));
+            (0, false, String::new())
+        }
+    };
+    if !bound.1 || !bound.2.starts_with("HTTP/1.0 200") {
+        problems.push(format!(
+            "with {} connections open, one more was refused: {}, and an open one answered {:?}",
+            bound.0, bound.1, bound.2
+        ));
+    }
+    if served_requests(&lab)
+        .iter()
+        .any(|line| line.contains("over-the-bound"))
+    {
+        problems.push("a request over the bound reached the outside".to_string());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after_bound = loop {
+        let outcome = get(&lab, "/v1/after-the-bound");
+        if outcome.result == ConnectResult::Connected || Instant::now() > deadline {
+            break outcome;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    if after_bound.result != ConnectResult::Connected {
+        problems.push(format!("once the pod's connections closed: {after_bound:?}"));
+    }
 
     if problems.is_empty() {
         lab.finish()
