@@ -3,7 +3,7 @@
 //! is allowed and a POST answered 403 naming the rule, the outside server sees what it sees
 //! without the proxy (the node's NAT address here, as for a connection that stays in the
 //! kernel), a TLS connection naming an allowed server passes and another name on the same
-//! address is reset, a pod over its bound on open proxied connections is reset, and a proxy
+//! address is reset, HTTP/2 requests are judged each, a pod over its bound on open proxied connections is reset, and a proxy
 //! killed under load lets no request through unchecked and comes back without an agent restart.
 //!
 //! Like `tests/lab.rs`, this binary has no libtest harness (see `support`).
@@ -68,6 +68,11 @@ spec:
       protocol: TCP
       destination: {domains: [api.cdn.example], ports: [443]}
       tls: {matchDomains: true}
+    # HTTP/2 with prior knowledge (h2c): every request stream judged.
+    - action: Allow
+      protocol: TCP
+      destination: {ports: [8081]}
+      http: {methods: [GET]}
     # Any method and path, only to the named hosts (Sluice's http.hosts).
     - action: Allow
       protocol: TCP
@@ -173,6 +178,93 @@ fn in_namespace<T: Send>(netns: &str, work: impl FnOnce() -> T + Send) -> Result
             .join()
             .map_err(|_| "the namespace thread panicked".to_string())?
     })
+}
+
+/// An HTTP/2 server on the partner's port 8081 and, from the pod, one connection with a GET and
+/// then a POST: each answer (status and body, or why none came), and the requests the server
+/// saw.
+#[allow(clippy::type_complexity)]
+fn http2_requests(
+    lab: &Lab,
+    pod_netns: &str,
+) -> Result<(Vec<Result<(u16, String), String>>, Vec<String>), String> {
+    let address = SocketAddr::new(PARTNER.parse::<IpAddr>().unwrap(), 8081);
+    let listener = in_namespace(&lab.netns("partner")?, || std::net::TcpListener::bind(address))?
+        .map_err(|error| format!("the HTTP/2 server: {error}"))?;
+    let client = in_namespace(pod_netns, || {
+        TcpStream::connect_timeout(&address, Duration::from_secs(2))
+    })?
+    .map_err(|error| format!("connecting to the HTTP/2 server: {error}"))?;
+    for nonblocking in [listener.set_nonblocking(true), client.set_nonblocking(true)] {
+        nonblocking.map_err(|error| error.to_string())?;
+    }
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| error.to_string())?;
+    let answers = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).expect("a listener");
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let Ok(mut connection) = h2::server::handshake(socket).await else {
+                        return;
+                    };
+                    while let Some(Ok((request, mut respond))) = connection.accept().await {
+                        let text = format!("{} {}", request.method(), request.uri().path());
+                        record.lock().expect("not poisoned").push(text.clone());
+                        let response = http::Response::builder()
+                            .status(200)
+                            .body(())
+                            .expect("a response");
+                        if let Ok(mut send) = respond.send_response(response, false) {
+                            let _ = send.send_data(bytes::Bytes::from(text), true);
+                        }
+                    }
+                });
+            }
+        });
+        let socket = tokio::net::TcpStream::from_std(client).expect("a connected socket");
+        let (mut sender, connection) = match h2::client::handshake(socket).await {
+            Ok(handshake) => handshake,
+            Err(error) => return vec![Err(format!("handshake: {error}"))],
+        };
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let mut answers = Vec::new();
+        for (method, path) in [("GET", "/v2/items"), ("POST", "/v2/items")] {
+            let answer = async {
+                sender = sender.clone().ready().await.map_err(|error| error.to_string())?;
+                let request = http::Request::builder()
+                    .method(method)
+                    .uri(format!("http://api.partner.example:8081{path}"))
+                    .body(())
+                    .expect("a request");
+                let (response, _) = sender
+                    .send_request(request, true)
+                    .map_err(|error| error.to_string())?;
+                let response = response.await.map_err(|error| error.to_string())?;
+                let status = response.status().as_u16();
+                let mut body = response.into_body();
+                let mut text = Vec::new();
+                while let Some(chunk) = body.data().await {
+                    let chunk = chunk.map_err(|error| error.to_string())?;
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                    text.extend_from_slice(&chunk);
+                }
+                Ok::<_, String>((status, String::from_utf8_lossy(&text).into_owned()))
+            }
+            .await;
+            answers.push(answer);
+        }
+        answers
+    });
+    let served = seen.lock().expect("not poisoned").clone();
+    Ok((answers, served))
 }
 
 fn l7_rules() -> Result<(), String> {
@@ -507,6 +599,23 @@ fn l7_rules() -> Result<(), String> {
         load.len(),
         proxy_pid(&lab)
     );
+
+    // HTTP/2 with prior knowledge on real packets: a server the test runs on the partner, a
+    // client in the pod; GET answered by the server, POST by the proxy, on one connection.
+    match http2_requests(&lab, &pod_netns) {
+        Ok((answers, served)) => {
+            let denied = answers.get(1).and_then(|answer| answer.as_ref().ok());
+            if answers.first() != Some(&Ok((200, "GET /v2/items".to_string())))
+                || !denied.is_some_and(|(status, body)| {
+                    *status == 403 && body.contains("the HTTP match of NetworkPolicy shop/web-egress")
+                })
+                || served != ["GET /v2/items"]
+            {
+                problems.push(format!("HTTP/2: answers {answers:?}, the server saw {served:?}"));
+            }
+        }
+        Err(error) => problems.push(format!("HTTP/2: {error}")),
+    }
 
     // The bound per pod (1,024 connections open through the proxy by default): one more is
     // reset unjudged, the open ones still work, and closing them gives the places back.
