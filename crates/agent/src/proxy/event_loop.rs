@@ -797,12 +797,11 @@ impl Connection {
                     return self.http2_input(work, &received);
                 }
                 Output::Close(error) => {
-                    ProxyStats::count(&work.stats.refused_unreadable);
-                    tracing::info!(peer = %self.peer, original = %self.original, %error, "malformed request body: connection closed");
-                    if let Some(upstream) = &self.upstream {
-                        let _ = upstream.stream.shutdown(Shutdown::Both);
-                    }
-                    return Err(Step::Reset);
+                    return Err(self.reset_unreadable(
+                        work,
+                        &error,
+                        "malformed request body: connection closed",
+                    ));
                 }
             }
         }
@@ -845,16 +844,22 @@ impl Connection {
                     return self.refuse_now(answer);
                 }
                 Http2Output::Close(error) => {
-                    ProxyStats::count(&work.stats.refused_unreadable);
-                    tracing::info!(peer = %self.peer, original = %self.original, %error, "HTTP/2 connection closed");
-                    if let Some(upstream) = &self.upstream {
-                        let _ = upstream.stream.shutdown(Shutdown::Both);
-                    }
-                    return Err(Step::Reset);
+                    return Err(self.reset_unreadable(work, &error, "HTTP/2 connection closed"));
                 }
             }
         }
         Ok(())
+    }
+
+    /// Ends a connection whose bytes cannot be read safely: the client is reset, the
+    /// destination (which may have part of a request) closed.
+    fn reset_unreadable(&self, work: &Work<'_>, error: &dyn std::fmt::Display, what: &str) -> Step {
+        ProxyStats::count(&work.stats.refused_unreadable);
+        tracing::info!(peer = %self.peer, original = %self.original, %error, "{what}");
+        if let Some(upstream) = &self.upstream {
+            let _ = upstream.stream.shutdown(Shutdown::Both);
+        }
+        Step::Reset
     }
 
     /// Sends `bytes` to the destination, opening the connection first if it is not.
