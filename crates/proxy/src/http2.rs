@@ -224,6 +224,12 @@ impl DestinationFrames {
     fn at_boundary(&self) -> bool {
         self.filled == 0 && self.remaining == 0
     }
+
+    /// Whether the proxy's frames may go in now: between two frames, after the first (the
+    /// destination's SETTINGS).
+    fn between_frames(&self) -> bool {
+        self.at_boundary() && self.frames > 0
+    }
 }
 
 /// One client connection speaking HTTP/2 with prior knowledge.
@@ -294,19 +300,9 @@ impl Http2Connection {
         }
     }
 
-    /// Whether the connection takes no more bytes (it was finished or closed).
-    pub fn is_finished(&self) -> bool {
-        self.finished
-    }
-
     /// Whether a request was refused (the connection is ending).
     pub fn is_refusing(&self) -> bool {
         self.refused
-    }
-
-    /// Whether the client may close here without cutting a frame short.
-    pub fn is_between_frames(&self) -> bool {
-        matches!(self.reading, Reading::Header { filled: 0, .. }) && self.block.is_none()
     }
 
     /// The proxy's frames still waiting for the destination, for when it ends.
@@ -373,8 +369,7 @@ impl Http2Connection {
         let mut start = 0;
         let mut index = 0;
         while index < input.len() {
-            let frames = &mut self.destination;
-            if frames.at_boundary() && frames.frames > 0 && !self.queued.is_empty() {
+            if self.destination.between_frames() && !self.queued.is_empty() {
                 if start < index {
                     outputs.push(ToClient::Pass(start..index));
                 }
@@ -406,8 +401,7 @@ impl Http2Connection {
         if start < input.len() {
             outputs.push(ToClient::Pass(start..input.len()));
         }
-        let frames = &self.destination;
-        if frames.at_boundary() && frames.frames > 0 && !self.queued.is_empty() {
+        if self.destination.between_frames() && !self.queued.is_empty() {
             outputs.push(ToClient::Inject(std::mem::take(&mut self.queued)));
         }
     }
@@ -417,16 +411,21 @@ impl Http2Connection {
         outputs.push(Http2Output::Close(error));
     }
 
-    fn forward_input(&mut self, input: &[u8], range: Range<usize>, outputs: &mut Vec<Http2Output>) {
-        if range.is_empty() {
-            return;
+    /// Keeps `bytes` for the destination while no request was allowed yet; whether it did.
+    fn hold(&mut self, bytes: &[u8], outputs: &mut Vec<Http2Output>) -> bool {
+        let Some(held) = &mut self.held else {
+            return false;
+        };
+        held.extend_from_slice(bytes);
+        if held.len() > self.limits.maximum_held_bytes {
+            let limit = self.limits.maximum_held_bytes;
+            self.close(Http2Error::TooMuchBeforeRequest { limit }, outputs);
         }
-        if let Some(held) = &mut self.held {
-            held.extend_from_slice(&input[range]);
-            if held.len() > self.limits.maximum_held_bytes {
-                let limit = self.limits.maximum_held_bytes;
-                self.close(Http2Error::TooMuchBeforeRequest { limit }, outputs);
-            }
+        true
+    }
+
+    fn forward_input(&mut self, input: &[u8], range: Range<usize>, outputs: &mut Vec<Http2Output>) {
+        if range.is_empty() || self.hold(&input[range.clone()], outputs) {
             return;
         }
         if let Some(Http2Output::ForwardInput(previous)) = outputs.last_mut()
@@ -439,15 +438,8 @@ impl Http2Connection {
     }
 
     fn forward(&mut self, bytes: &[u8], outputs: &mut Vec<Http2Output>) {
-        match &mut self.held {
-            Some(held) => {
-                held.extend_from_slice(bytes);
-                if held.len() > self.limits.maximum_held_bytes {
-                    let limit = self.limits.maximum_held_bytes;
-                    self.close(Http2Error::TooMuchBeforeRequest { limit }, outputs);
-                }
-            }
-            None => outputs.push(Http2Output::Forward(bytes.to_vec())),
+        if !self.hold(bytes, outputs) {
+            outputs.push(Http2Output::Forward(bytes.to_vec()));
         }
     }
 
@@ -684,7 +676,7 @@ impl Http2Connection {
             outputs.push(Http2Output::Finish(answer));
             return;
         }
-        if self.destination.at_boundary() && self.destination.frames > 0 && self.queued.is_empty() {
+        if self.destination.between_frames() && self.queued.is_empty() {
             outputs.push(Http2Output::ToClient(frames));
         } else {
             self.queued.extend_from_slice(&frames);

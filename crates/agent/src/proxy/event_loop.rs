@@ -24,7 +24,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token};
 use slab::Slab;
 use sluice_policy::FlowL7;
-use sluice_proxy::http::{HttpConnection, Limits, Output, RefusalReason};
+use sluice_proxy::http::{HttpConnection, Limits, Output};
 use sluice_proxy::http2::{Http2Connection, Http2Decision, Http2Limits, Http2Output, ToClient};
 use sluice_proxy::tls::{ClientHelloReader, HelloProgress};
 use socket2::SockRef;
@@ -748,13 +748,7 @@ impl Connection {
             match output {
                 Output::ForwardHead(allowed) => {
                     ProxyStats::count(&work.stats.http_allowed);
-                    if self.upstream.is_none() {
-                        self.open_upstream(work)?;
-                    }
-                    let upstream = self.upstream.as_mut().expect("opened above");
-                    if upstream.send(&allowed.head).is_err() {
-                        return Err(Step::Reset);
-                    }
+                    self.send_upstream(work, &allowed.head)?;
                 }
                 Output::ForwardInput(range) => {
                     let Some(upstream) = self.upstream.as_mut() else {
@@ -765,10 +759,7 @@ impl Connection {
                     }
                 }
                 Output::Refuse(refusal) => {
-                    ProxyStats::count(match refusal.reason {
-                        RefusalReason::Denied { .. } => &work.stats.http_denied,
-                        RefusalReason::Invalid(_) => &work.stats.refused_unreadable,
-                    });
+                    ProxyStats::count(work.stats.of_refusal(&refusal.reason));
                     let answers_first = refusal.after_forwarded_requests > 0;
                     match self.upstream.as_mut() {
                         Some(upstream) if answers_first => {
@@ -827,10 +818,7 @@ impl Connection {
                         tracing::debug!(peer = %self.peer, original = %self.original, stream, %allowed_by, "HTTP/2 request allowed");
                     }
                     Http2Decision::Refused { stream, reason } => {
-                        ProxyStats::count(match reason {
-                            RefusalReason::Denied { .. } => &work.stats.http_denied,
-                            RefusalReason::Invalid(_) => &work.stats.refused_unreadable,
-                        });
+                        ProxyStats::count(work.stats.of_refusal(&reason));
                         tracing::info!(peer = %self.peer, original = %self.original, stream, ?reason, "HTTP/2 request refused; the connection ends");
                     }
                 },
@@ -919,12 +907,7 @@ impl Connection {
         }
         let received = reader.received().to_vec();
         self.phase = Phase::Spliced;
-        self.open_upstream(work)?;
-        let upstream = self.upstream.as_mut().expect("opened above");
-        if upstream.send(&received).is_err() {
-            return Err(Step::Reset);
-        }
-        Ok(())
+        self.send_upstream(work, &received)
     }
 
     /// Starts the connection to the original destination.

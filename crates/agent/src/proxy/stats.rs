@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sluice_proxy::http::RefusalReason;
 
 /// How often the child reports.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
@@ -34,6 +35,15 @@ impl ProxyStats {
     /// Adds one (the loop's thread is the only writer: relaxed order is enough).
     pub fn count(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counter of an HTTP refusal: a request the rules denied, or one that could not be
+    /// read safely.
+    pub fn of_refusal(&self, reason: &RefusalReason) -> &AtomicU64 {
+        match reason {
+            RefusalReason::Denied { .. } => &self.http_denied,
+            RefusalReason::Invalid(_) => &self.refused_unreadable,
+        }
     }
 
     pub fn report(&self) -> StatsReport {
