@@ -324,6 +324,8 @@ pub struct ProxyMetrics {
     pub starts: Counter,
     pub up: Gauge,
     pub open_connections: Gauge,
+    pub open_pipes: Gauge,
+    pub spliced_bytes: Counter,
     pub accepted: Counter,
     pub decisions: Family<ProxyDecisionLabels, Counter>,
     pub refusals: Family<ProxyRefusalLabels, Counter>,
@@ -335,6 +337,8 @@ impl ProxyMetrics {
             starts: Counter::default(),
             up: Gauge::default(),
             open_connections: Gauge::default(),
+            open_pipes: Gauge::default(),
+            spliced_bytes: Counter::default(),
             accepted: Counter::default(),
             decisions: Family::default(),
             refusals: Family::default(),
@@ -353,6 +357,16 @@ impl ProxyMetrics {
             "l7_proxy_open_connections",
             "Connections the L7 proxy holds open, at its last report",
             metrics.open_connections.clone(),
+        );
+        registry.register(
+            "l7_proxy_open_pipes",
+            "Kernel pipes the L7 proxy holds to splice bulk bytes, at its last report",
+            metrics.open_pipes.clone(),
+        );
+        registry.register(
+            "l7_proxy_spliced_bytes",
+            "Bytes the L7 proxy moved by splice (answers and admitted TLS streams in bulk), never copying them",
+            metrics.spliced_bytes.clone(),
         );
         registry.register(
             "l7_proxy_accepted_connections",
@@ -377,6 +391,9 @@ impl ProxyMetrics {
         self.accepted.inc_by(added.accepted);
         self.open_connections
             .set(i64::try_from(added.open).unwrap_or(i64::MAX));
+        self.open_pipes
+            .set(i64::try_from(added.open_pipes).unwrap_or(i64::MAX));
+        self.spliced_bytes.inc_by(added.spliced_bytes);
         let decisions = [
             ("http", "allowed", added.http_allowed),
             ("http", "denied", added.http_denied),

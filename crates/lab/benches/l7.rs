@@ -16,7 +16,8 @@
 //!   back, p50 and p99 of a 100-byte answer;
 //! - requests/s: `wrk -t2 -c32` on keep-alive connections, and with a new connection for every
 //!   request (`Connection: close`: the proxy accepts, judges and connects upstream each time);
-//! - throughput: `wrk -t1 -c4` fetching an 8 MiB file;
+//! - throughput: `wrk -t1 -c4` fetching an 8 MiB file, and the proxy's CPU time (from
+//!   `/proc/PID/stat`) per GiB it moved meanwhile;
 //! - TLS handshake: handshakes back to back (rustls, naming `api.partner.example`) with the lab's
 //!   TLS server on 443, p50 and p99 of connect-to-answer.
 //!
@@ -189,6 +190,9 @@ struct Sample {
     connections_per_second: f64,
     /// Bytes a second.
     throughput: f64,
+    /// The proxy's CPU time while it moved a GiB of the throughput run, milliseconds (through
+    /// the proxy only).
+    proxy_cpu_per_gibibyte: f64,
     /// TLS handshake, microseconds.
     handshake_p50: f64,
     handshake_p99: f64,
@@ -226,7 +230,12 @@ fn measure(lab: &Lab, rounds: usize, seconds: u64) -> Result<(), String> {
         let mut row = [Sample::default(); 2];
         for slot in order {
             let netns = [&plain, &l7][slot];
-            row[slot] = sample(netns, seconds)?;
+            let proxy = if slot == 1 {
+                Some(lab.proxy_pid("node-1").ok_or("no L7 proxy process on node-1")?)
+            } else {
+                None
+            };
+            row[slot] = sample(netns, seconds, proxy)?;
         }
         print_round(&format!("round {round}"), &row);
         samples.push(row);
@@ -275,6 +284,10 @@ fn measure(lab: &Lab, rounds: usize, seconds: u64) -> Result<(), String> {
         ratio(|sample| sample.throughput),
     );
     println!(
+        "  the proxy's CPU time per GiB it moved in the throughput run: {:.0} ms",
+        column(1, |sample| sample.proxy_cpu_per_gibibyte),
+    );
+    println!(
         "  requests/s with a new connection each {:.0} → {:.0} (ratio {:.3})",
         column(0, |sample| sample.connections_per_second),
         column(1, |sample| sample.connections_per_second),
@@ -305,7 +318,7 @@ fn measure(lab: &Lab, rounds: usize, seconds: u64) -> Result<(), String> {
     }
     let mut without = Vec::new();
     for round in 0..rounds {
-        let sample = sample(&plain, seconds)?;
+        let sample = sample(&plain, seconds, None)?;
         println!(
             "round {round} (no L7 rule on the node): plain p50 {:.0} µs, p99 {:.0} µs, {:.0} requests/s, {:.2} Gbit/s",
             sample.p50,
@@ -342,7 +355,8 @@ fn print_round(label: &str, row: &[Sample; 2]) {
     }
 }
 
-fn sample(netns: &str, seconds: u64) -> Result<Sample, String> {
+/// `proxy` is the proxy's process when the pod's connections go through it.
+fn sample(netns: &str, seconds: u64, proxy: Option<u32>) -> Result<Sample, String> {
     let duration = format!("{seconds}s");
     let small = format!("http://{PARTNER}/small");
     let big = format!("http://{PARTNER}/big");
@@ -352,17 +366,43 @@ fn sample(netns: &str, seconds: u64) -> Result<Sample, String> {
         netns,
         &["-t2", "-c32", "-d", &duration, "-H", "Connection: close", &small],
     )?;
+    let cpu_before = proxy.map(cpu_milliseconds).transpose()?;
     let transfer = wrk(netns, &["-t1", "-c4", "-d", &duration, &big])?;
+    let cpu_after = proxy.map(cpu_milliseconds).transpose()?;
+    let throughput = bytes(&transfer, "Transfer/sec:")?;
+    let moved_gibibytes = throughput * seconds as f64 / f64::from(1u32 << 30);
+    let proxy_cpu_per_gibibyte = match (cpu_before, cpu_after) {
+        (Some(before), Some(after)) => (after - before) / moved_gibibytes,
+        _ => 0.0,
+    };
     let (handshake_p50, handshake_p99) = handshakes(netns, seconds)?;
     Ok(Sample {
         p50: percentile(&latency, "50%")?,
         p99: percentile(&latency, "99%")?,
         requests_per_second: field(&requests, "Requests/sec:")?,
         connections_per_second: field(&closing, "Requests/sec:")?,
-        throughput: bytes(&transfer, "Transfer/sec:")?,
+        throughput,
+        proxy_cpu_per_gibibyte,
         handshake_p50,
         handshake_p99,
     })
+}
+
+/// A process's CPU time so far (user and system, all threads), milliseconds: `/proc/PID/stat`
+/// counts it in clock ticks of 10 ms (USER_HZ is 100 on Linux).
+fn cpu_milliseconds(pid: u32) -> Result<f64, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|error| format!("the proxy's stat: {error}"))?;
+    // The fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+    let after_command = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<&str> = after_command.split_whitespace().collect();
+    let ticks = |index: usize| -> Result<f64, String> {
+        fields
+            .get(index)
+            .and_then(|value| value.parse::<f64>().ok())
+            .ok_or_else(|| format!("unreadable /proc/{pid}/stat: {stat}"))
+    };
+    Ok((ticks(11)? + ticks(12)?) * 10.0)
 }
 
 fn wrk(netns: &str, arguments: &[&str]) -> Result<String, String> {

@@ -134,26 +134,6 @@ fn get(lab: &Lab, path: &str) -> ConnectOutcome {
     request(lab, "http", 80, &["--method", "GET", "--path", path])
 }
 
-/// The agent's L7 proxy child: the process whose parent is the agent and whose command line
-/// carries the child flag.
-fn proxy_pid(lab: &Lab) -> Option<u32> {
-    let agent = sluice_lab::agent_pid(&lab.environment, &lab.name, "node-1")?;
-    let entries = std::fs::read_dir("/proc").ok()?;
-    entries.filter_map(Result::ok).find_map(|entry| {
-        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-        let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
-        let parent: u32 = status
-            .lines()
-            .find_map(|line| line.strip_prefix("PPid:"))?
-            .trim()
-            .parse()
-            .ok()?;
-        let command = std::fs::read(entry.path().join("cmdline")).ok()?;
-        let child = String::from_utf8_lossy(&command).contains(sluice_agent::proxy::CHILD_FLAG);
-        (parent == agent && child).then_some(pid)
-    })
-}
-
 /// The outside host's record of HTTP request lines (`http 80 request from …: POST /…`).
 fn served_requests(lab: &Lab) -> Vec<String> {
     let log = lab.paths().log_file("host-partner").with_extension("served");
@@ -494,7 +474,7 @@ fn l7_rules() -> Result<(), String> {
     // A keep-alive connection the proxy judged: an allowed request, then the proxy is killed,
     // then a request it would deny. Nothing of the second reaches the destination.
     let agent_before = sluice_lab::agent_pid(&lab.environment, &lab.name, "node-1");
-    let proxy_before = proxy_pid(&lab).ok_or("no L7 proxy process")?;
+    let proxy_before = lab.proxy_pid("node-1").ok_or("no L7 proxy process")?;
     let target = SocketAddr::new(PARTNER.parse::<IpAddr>().unwrap(), 80);
     let held = in_namespace(&pod_netns, || -> Result<String, String> {
         fn failed(what: &'static str) -> impl Fn(std::io::Error) -> String {
@@ -530,7 +510,7 @@ fn l7_rules() -> Result<(), String> {
     let proxy_again = {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            match proxy_pid(&lab) {
+            match lab.proxy_pid("node-1") {
                 Some(pid) if pid != proxy_before => break Some(pid),
                 _ if Instant::now() > deadline => break None,
                 _ => std::thread::sleep(Duration::from_millis(50)),
@@ -597,7 +577,7 @@ fn l7_rules() -> Result<(), String> {
     println!(
         "    {} requests under load ({gets_during_load} GETs answered), proxy {proxy_before} → {proxy_again} → {:?}",
         load.len(),
-        proxy_pid(&lab)
+        lab.proxy_pid("node-1")
     );
 
     // HTTP/2 with prior knowledge on real packets: a server the test runs on the partner, a

@@ -25,9 +25,9 @@ impl Current {
     }
 }
 
-/// Files the proxy keeps for itself (listeners, epoll, standard streams, the log) beside its
-/// connections' two each.
-const RESERVED_FILES: u64 = 64;
+/// Files the proxy keeps for itself (listeners, epoll, standard streams, the log, the pipes
+/// bulk bytes are spliced through) beside its connections' two each.
+const RESERVED_FILES: u64 = 64 + 2 * super::event_loop::MAX_PIPES as u64;
 
 /// Runs the proxy for `node` on `port` until the agent closes its standard input.
 pub fn run(node: &str, port: u16, limits: ConnectionLimits) -> Result<(), String> {

@@ -11,10 +11,16 @@
 //! what the other side cannot take yet is kept, and a side with more than
 //! [`PENDING_LIMIT`] waiting is not read until it drains (backpressure). Nothing reaches the
 //! destination before the judge allowed it.
+//!
+//! Bytes that pass untouched (answers to HTTP/1.1 requests, both ways of an admitted TLS
+//! connection) move by `splice` through a kernel pipe once a read shows they come in bulk (it
+//! filled the buffer): the kernel hands the pages from one socket to the other and the proxy
+//! never copies them. Small answers keep the plain read and write, which costs fewer calls.
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -22,6 +28,8 @@ use std::time::{Duration, Instant};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token};
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, SpliceFFlags};
 use slab::Slab;
 use sluice_policy::FlowL7;
 use sluice_proxy::http::{HttpConnection, Limits, Output};
@@ -36,6 +44,11 @@ use super::stats::ProxyStats;
 const READ_BYTES: usize = 64 * 1024;
 /// Bytes waiting for one side beyond which the other side is not read.
 const PENDING_LIMIT: usize = 64 * 1024;
+/// Kernel pipes the loop holds at once (two open files each, kept out of the connections'
+/// share of the open-file limit); connections past it copy their bulk bytes instead.
+pub(crate) const MAX_PIPES: usize = 1_024;
+/// What one splice moves at most (a pipe's default size: 16 pages).
+const SPLICE_BYTES: usize = 64 * 1024;
 /// How often deadlines are checked (they are seconds long; a refusal's drain is 200 ms).
 const TICK: Duration = Duration::from_millis(100);
 /// Listener tokens sit at the top of the token space, far from connections' (2 per slab key).
@@ -184,6 +197,7 @@ pub(crate) fn run(
     let mut occupancy = Occupancy::new(limits);
     let mut buffer = vec![0_u8; READ_BYTES];
     let mut outputs = Vec::new();
+    let mut pipes = PipeBudget { open: 0 };
     let mut next_tick = Instant::now() + TICK;
     // A listener whose accept failed for want of resources is tried again each tick: with
     // edge-triggered readiness no new event would come for the connections already queued.
@@ -218,6 +232,7 @@ pub(crate) fn run(
                 key,
                 buffer: &mut buffer,
                 outputs: &mut outputs,
+                pipes: &mut pipes,
                 admission,
                 timeouts: &timeouts,
                 stats,
@@ -226,6 +241,7 @@ pub(crate) fn run(
             finish(
                 &mut connections,
                 &mut occupancy,
+                &mut pipes,
                 key,
                 poll.registry(),
                 step,
@@ -258,6 +274,7 @@ pub(crate) fn run(
                 finish(
                     &mut connections,
                     &mut occupancy,
+                    &mut pipes,
                     key,
                     poll.registry(),
                     step,
@@ -333,6 +350,7 @@ impl Accepting<'_> {
 fn finish(
     connections: &mut Slab<Connection>,
     occupancy: &mut Occupancy,
+    pipes: &mut PipeBudget,
     key: usize,
     registry: &Registry,
     step: Step,
@@ -345,6 +363,7 @@ fn finish(
         return;
     };
     occupancy.release(connection.peer.ip(), stats);
+    pipes.closed(connection.pipes(), stats);
     let _ = registry.deregister(&mut connection.client.stream);
     if let Some(upstream) = connection.upstream.as_mut() {
         let _ = registry.deregister(&mut upstream.stream);
@@ -376,9 +395,51 @@ struct Work<'a> {
     key: usize,
     buffer: &'a mut [u8],
     outputs: &'a mut Vec<Output>,
+    pipes: &'a mut PipeBudget,
     admission: &'a dyn Admission,
     timeouts: &'a Timeouts,
     stats: &'a ProxyStats,
+}
+
+/// Bytes on their way to a socket through a kernel pipe: spliced in from the other socket and
+/// out to this one, never copied into the proxy.
+#[derive(Debug)]
+struct Pipe {
+    reader: OwnedFd,
+    writer: OwnedFd,
+    /// Bytes in the pipe, not yet spliced out.
+    held: usize,
+}
+
+const SPLICE_FLAGS: SpliceFFlags = SpliceFFlags::SPLICE_F_NONBLOCK.union(SpliceFFlags::SPLICE_F_MOVE);
+
+/// The pipes the loop holds, against [`MAX_PIPES`].
+#[derive(Debug)]
+struct PipeBudget {
+    open: usize,
+}
+
+impl PipeBudget {
+    /// A new pipe, or `None` when the budget or the system has none.
+    fn open(&mut self, stats: &ProxyStats) -> Option<Pipe> {
+        if self.open >= MAX_PIPES {
+            return None;
+        }
+        let (reader, writer) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).ok()?;
+        self.open += 1;
+        stats.open_pipes.store(self.open as u64, Ordering::Relaxed);
+        Some(Pipe {
+            reader,
+            writer,
+            held: 0,
+        })
+    }
+
+    /// Counts `count` pipes closed.
+    fn closed(&mut self, count: usize, stats: &ProxyStats) {
+        self.open = self.open.saturating_sub(count);
+        stats.open_pipes.store(self.open as u64, Ordering::Relaxed);
+    }
 }
 
 /// One socket of a connection, with the readiness mio reported and not yet used up.
@@ -392,6 +453,11 @@ struct Side {
     writable: bool,
     /// Bytes for this socket it could not take yet.
     pending: Vec<u8>,
+    /// Bytes for this socket in a kernel pipe; they go before `pending`.
+    piped: Option<Pipe>,
+    /// A read from this socket filled the buffer: it sends in bulk, which moves by splice
+    /// where the bytes pass untouched.
+    bulk: bool,
     /// It sent its end (or failed, or stayed silent too long).
     ended: bool,
     /// Its sending side was shut.
@@ -409,6 +475,8 @@ impl Side {
             read_closed: false,
             writable: false,
             pending: Vec::new(),
+            piped: None,
+            bulk: false,
             ended: false,
             shut: false,
             shut_when_written: false,
@@ -416,9 +484,14 @@ impl Side {
         }
     }
 
+    /// Whether bytes wait for this socket (in the pipe or in `pending`).
+    fn has_waiting(&self) -> bool {
+        !self.pending.is_empty() || self.piped.as_ref().is_some_and(|pipe| pipe.held > 0)
+    }
+
     /// Writes `bytes` now, as far as the socket takes them; keeps the rest.
     fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        if !self.pending.is_empty() || !self.writable {
+        if self.has_waiting() || !self.writable {
             self.pending.extend_from_slice(bytes);
             return Ok(());
         }
@@ -443,6 +516,24 @@ impl Side {
     /// whether anything moved.
     fn flush(&mut self) -> io::Result<bool> {
         let mut moved = false;
+        if let Some(pipe) = self.piped.as_mut() {
+            while pipe.held > 0 && self.writable {
+                match nix::fcntl::splice(&pipe.reader, None, &self.stream, None, pipe.held, SPLICE_FLAGS) {
+                    Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                    Ok(count) => {
+                        pipe.held -= count;
+                        moved = true;
+                    }
+                    Err(Errno::EAGAIN) => self.writable = false,
+                    Err(Errno::EINTR) => {}
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            if pipe.held > 0 {
+                // What is pending comes after what is in the pipe.
+                return Ok(moved);
+            }
+        }
         let mut written = 0;
         while written < self.pending.len() && self.writable {
             match self.stream.write(&self.pending[written..]) {
@@ -478,6 +569,9 @@ impl Side {
                     if count > 0 && count < buffer.len() && !self.read_closed {
                         self.readable = false;
                     }
+                    if count == buffer.len() {
+                        self.bulk = true;
+                    }
                     return Ok(Some(count));
                 }
                 Err(error) if error.kind() == ErrorKind::WouldBlock => {
@@ -489,6 +583,55 @@ impl Side {
             }
         }
     }
+
+    /// One splice from this socket into `pipe`, which must be empty (so that "would block"
+    /// can only mean the socket has nothing now): as [`Side::read`].
+    fn splice_into(&mut self, pipe: &mut Pipe) -> io::Result<Option<usize>> {
+        debug_assert_eq!(pipe.held, 0);
+        loop {
+            match nix::fcntl::splice(&self.stream, None, &pipe.writer, None, SPLICE_BYTES, SPLICE_FLAGS) {
+                Ok(count) => {
+                    pipe.held += count;
+                    return Ok(Some(count));
+                }
+                Err(Errno::EAGAIN) => {
+                    self.readable = false;
+                    return Ok(None);
+                }
+                Err(Errno::EINTR) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+}
+
+/// Moves what `from` has into `to`'s pipe (opened on first use) when `from` sends in bulk, as
+/// [`Side::read`] would read it; `None` when `from` does not (the caller reads and copies).
+/// Nothing moves while bytes still wait for `to` (backpressure, and the order of the bytes).
+fn splice_across(
+    from: &mut Side,
+    to: &mut Side,
+    pipes: &mut PipeBudget,
+    stats: &ProxyStats,
+) -> Option<io::Result<Option<usize>>> {
+    if !from.bulk {
+        return None;
+    }
+    if to.has_waiting() {
+        return Some(Ok(None));
+    }
+    if to.piped.is_none() {
+        match pipes.open(stats) {
+            Some(pipe) => to.piped = Some(pipe),
+            None => {
+                // No pipe to be had: this side copies from now on.
+                from.bulk = false;
+                return None;
+            }
+        }
+    }
+    let pipe = to.piped.as_mut().expect("opened above");
+    Some(from.splice_into(pipe))
 }
 
 /// Where a connection is.
@@ -615,13 +758,19 @@ impl Connection {
         }
     }
 
+    /// How many pipes its sides hold.
+    fn pipes(&self) -> usize {
+        let upstream = self.upstream.as_ref().is_some_and(|side| side.piped.is_some());
+        usize::from(self.client.piped.is_some()) + usize::from(upstream)
+    }
+
     /// Whether both sides ended and everything was written.
     fn is_done(&self) -> bool {
         match self.phase {
             Phase::Http(_) | Phase::Http2(_) | Phase::Spliced => {
                 self.client.ended
                     && self.upstream.as_ref().is_none_or(|upstream| upstream.ended)
-                    && self.client.pending.is_empty()
+                    && !self.client.has_waiting()
             }
             _ => false,
         }
@@ -675,6 +824,26 @@ impl Connection {
             .is_some_and(|upstream| upstream.pending.len() >= PENDING_LIMIT);
         if !reading || backed_up || !self.client.readable || self.client.ended {
             return Ok(None);
+        }
+        if let Phase::Spliced = self.phase
+            && let Some(upstream) = self.upstream.as_mut()
+        {
+            match splice_across(&mut self.client, upstream, work.pipes, work.stats) {
+                Some(Ok(Some(0))) => {
+                    self.client_ended()?;
+                    return Ok(Some(true));
+                }
+                Some(Ok(Some(count))) => {
+                    work.stats
+                        .spliced_bytes
+                        .fetch_add(count as u64, Ordering::Relaxed);
+                    self.client.last_read = Instant::now();
+                    return Ok(Some(true));
+                }
+                Some(Ok(None)) => return Ok(Some(false)),
+                Some(Err(_)) => return Err(self.abort()),
+                None => {}
+            }
         }
         let read = match self.client.read(work.buffer) {
             Ok(Some(read)) => read,
@@ -788,6 +957,8 @@ impl Connection {
                         }
                         _ => {
                             if let Some(upstream) = self.upstream.take() {
+                                work.pipes
+                                    .closed(usize::from(upstream.piped.is_some()), work.stats);
                                 let _ = upstream.stream.shutdown(Shutdown::Both);
                                 let mut stream = upstream.stream;
                                 let _ = work.registry.deregister(&mut stream);
@@ -966,6 +1137,32 @@ impl Connection {
         if !upstream.readable || upstream.ended || self.client.pending.len() >= PENDING_LIMIT {
             return Ok(false);
         }
+        // HTTP/1.1 answers pass untouched (an HTTP/2 destination's frames go through the core).
+        let untouched = matches!(
+            self.phase,
+            Phase::Http(_) | Phase::Spliced | Phase::Refusing { .. }
+        );
+        let spliced = if untouched {
+            splice_across(upstream, &mut self.client, work.pipes, work.stats)
+        } else {
+            None
+        };
+        match spliced {
+            // As at its end, as below.
+            Some(Ok(Some(0)) | Err(_)) => {
+                self.upstream_ended()?;
+                return Ok(true);
+            }
+            Some(Ok(Some(count))) => {
+                work.stats
+                    .spliced_bytes
+                    .fetch_add(count as u64, Ordering::Relaxed);
+                upstream.last_read = Instant::now();
+                return Ok(true);
+            }
+            Some(Ok(None)) => return Ok(false),
+            None => {}
+        }
         let read = match upstream.read(work.buffer) {
             Ok(Some(read)) => read,
             Ok(None) => return Ok(false),
@@ -1101,6 +1298,10 @@ spec:
       protocol: TCP
       destination: {ports: [80]}
       http: {methods: [GET]}
+    - action: Allow
+      protocol: TCP
+      destination: {ports: [80]}
+      tls: {serverNames: [api.partner.example]}
 ---
 apiVersion: projectcalico.org/v3
 kind: WorkloadEndpoint
@@ -1132,8 +1333,14 @@ spec: {node: node-1, pod: web, endpoint: eth0, interfaceName: slcweb, ipNetworks
         }
     }
 
+    /// `count` bytes that show where they were taken from, should a part of them be lost or
+    /// swapped.
+    fn patterned(count: usize) -> Vec<u8> {
+        (0..count).map(|index| (index % 251) as u8).collect()
+    }
+
     /// A destination that answers each request with `<method> <path> <body bytes>`, or with
-    /// `big` bytes for `GET /big`; it records the request lines it saw.
+    /// `big` [`patterned`] bytes for `GET /big`; it records the request lines it saw.
     fn destination(big: usize) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
         let listener = StdListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let address = listener.local_addr().unwrap();
@@ -1178,7 +1385,7 @@ spec: {node: node-1, pod: web, endpoint: eth0, interfaceName: slcweb, ipNetworks
             let request = line.trim_end().trim_end_matches(" HTTP/1.1").to_string();
             seen.lock().unwrap().push(request.clone());
             let answer = if request == "GET /big" {
-                vec![b'x'; big]
+                patterned(big)
             } else {
                 format!("{request} {length}").into_bytes()
             };
@@ -1311,10 +1518,13 @@ spec: {node: node-1, pod: web, endpoint: eth0, interfaceName: slcweb, ipNetworks
     }
 
     #[test]
-    fn large_bodies_pass_both_ways_whole() {
+    fn large_bodies_pass_both_ways_whole_and_in_order() {
+        // The answers are spliced once they come in bulk; the refusal after them is copied,
+        // and comes after the last of them.
         let big = 8 << 20;
-        let (destination, _) = destination(big);
-        with_proxy(destination, Timeouts::default(), |proxy| {
+        let (destination, seen) = destination(big);
+        let limits = ConnectionLimits::default();
+        with_counted_proxy(destination, Timeouts::default(), limits, |proxy, stats| {
             let stream = client(proxy);
             let mut writer = stream.try_clone().unwrap();
             let mut reader = BufReader::new(stream);
@@ -1328,15 +1538,103 @@ spec: {node: node-1, pod: web, endpoint: eth0, interfaceName: slcweb, ipNetworks
                 .unwrap();
                 writer.write_all(&upload).unwrap();
                 writer.write_all(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+                writer.write_all(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+                writer
+                    .write_all(b"GET /small HTTP/1.1\r\nHost: a\r\n\r\n")
+                    .unwrap();
+                writer.write_all(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+                writer
+                    .write_all(b"POST /denied HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+                    .unwrap();
             });
             assert_eq!(
                 answer(&mut reader).1,
                 format!("GET /upload {}", 3 << 20).into_bytes()
             );
-            let (_, body) = answer(&mut reader);
-            assert_eq!(body.len(), big);
-            assert!(body.iter().all(|byte| *byte == b'x'));
+            let expected = patterned(big);
+            assert!(answer(&mut reader).1 == expected, "the first big answer");
+            assert!(answer(&mut reader).1 == expected, "the second big answer");
+            assert_eq!(answer(&mut reader).1, b"GET /small 0");
+            assert!(answer(&mut reader).1 == expected, "the third big answer");
+            let (status, _) = answer(&mut reader);
+            assert_eq!(status, "HTTP/1.1 403 Forbidden");
+            let mut rest = Vec::new();
+            assert_eq!(reader.read_to_end(&mut rest).unwrap(), 0);
             sending.join().unwrap();
+            // Most of the answers went by splice (each big answer's first reads are copied).
+            let spliced = stats.spliced_bytes.load(Ordering::Relaxed);
+            assert!(spliced >= 2 * big as u64, "{spliced} bytes spliced");
+            eventually("the pipe is closed with its connection", || {
+                stats.open_pipes.load(Ordering::Relaxed) == 0
+            });
+        });
+        assert_eq!(seen.lock().unwrap().len(), 5);
+    }
+
+    /// A one-record ClientHello naming `server_name` (the fields the reader needs, no more).
+    fn client_hello(server_name: &str) -> Vec<u8> {
+        let mut names = vec![0];
+        names.extend_from_slice(&(server_name.len() as u16).to_be_bytes());
+        names.extend_from_slice(server_name.as_bytes());
+        let mut server_name_data = (names.len() as u16).to_be_bytes().to_vec();
+        server_name_data.extend_from_slice(&names);
+        let mut extensions = vec![0, 0];
+        extensions.extend_from_slice(&(server_name_data.len() as u16).to_be_bytes());
+        extensions.extend_from_slice(&server_name_data);
+        let mut body = vec![3, 3];
+        body.extend_from_slice(&[7; 32]);
+        body.push(0);
+        body.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
+        body.extend_from_slice(&(extensions.len() as u16).to_be_bytes());
+        body.extend_from_slice(&extensions);
+        let mut message = vec![1];
+        message.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+        message.extend_from_slice(&body);
+        let mut record = vec![22, 3, 1];
+        record.extend_from_slice(&(message.len() as u16).to_be_bytes());
+        record.extend_from_slice(&message);
+        record
+    }
+
+    #[test]
+    fn an_admitted_tls_connection_passes_bulk_bytes_both_ways_whole() {
+        // The destination echoes all it gets: the hello, then bulk bytes the client sends while
+        // it reads the echo, both ways spliced once they come in bulk.
+        let listener = StdListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let destination = listener.local_addr().unwrap();
+        thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut writer = stream.try_clone().unwrap();
+            let mut reader = stream;
+            let _ = io::copy(&mut reader, &mut writer);
+            let _ = writer.shutdown(Shutdown::Write);
+        });
+        let hello = client_hello("api.partner.example");
+        let bulk = patterned(24 << 20);
+        let mut expected = hello.clone();
+        expected.extend_from_slice(&bulk);
+        let limits = ConnectionLimits::default();
+        with_counted_proxy(destination, Timeouts::default(), limits, |proxy, stats| {
+            let mut stream = client(proxy);
+            let mut writer = stream.try_clone().unwrap();
+            let sending = thread::spawn(move || {
+                writer.write_all(&hello).unwrap();
+                for piece in bulk.chunks(100_000) {
+                    writer.write_all(piece).unwrap();
+                }
+                writer.shutdown(Shutdown::Write).unwrap();
+            });
+            let mut echoed = Vec::new();
+            stream.read_to_end(&mut echoed).unwrap();
+            sending.join().unwrap();
+            assert_eq!(echoed.len(), expected.len());
+            assert!(echoed == expected, "the echo differs from what was sent");
+            // Both ways, one pipe each.
+            let spliced = stats.spliced_bytes.load(Ordering::Relaxed);
+            assert!(spliced >= 2 * (20 << 20), "{spliced} bytes spliced");
+            eventually("both pipes are closed with their connection", || {
+                stats.open_pipes.load(Ordering::Relaxed) == 0
+            });
         });
     }
 
@@ -1583,7 +1881,7 @@ spec: {node: node-1, pod: web, endpoint: eth0, interfaceName: slcweb, ipNetworks
                 let (status, body) = results[2].clone().expect("the denial is an answer");
                 assert_eq!(status, 403);
                 assert!(
-                body.starts_with("Denied by Sluice: POST /c to api.partner.example is not allowed by the HTTP match of NetworkPolicy shop/web, egress rule 0"),
+                body.starts_with("Denied by Sluice: POST /c to api.partner.example is not allowed by the HTTP matches of NetworkPolicy shop/web, egress rule 0, NetworkPolicy shop/web, egress rule 1"),
                 "{body}"
             );
                 // After the refusal's GOAWAY the connection takes no new stream.

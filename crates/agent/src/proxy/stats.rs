@@ -29,6 +29,8 @@ pub(crate) struct ProxyStats {
     pub refused_not_judged: AtomicU64,
     pub refused_unreadable: AtomicU64,
     pub upstream_failures: AtomicU64,
+    pub spliced_bytes: AtomicU64,
+    pub open_pipes: AtomicU64,
 }
 
 impl ProxyStats {
@@ -60,11 +62,13 @@ impl ProxyStats {
             refused_not_judged: read(&self.refused_not_judged),
             refused_unreadable: read(&self.refused_unreadable),
             upstream_failures: read(&self.upstream_failures),
+            spliced_bytes: read(&self.spliced_bytes),
+            open_pipes: read(&self.open_pipes),
         }
     }
 }
 
-/// One report: every counter since the child started, and the connections open now.
+/// One report: every counter since the child started, and the connections and pipes open now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsReport {
     /// Connections the listeners accepted.
@@ -89,6 +93,12 @@ pub struct StatsReport {
     /// Upstream connections that failed to open (the pod's connection was reset, as the
     /// destination would have).
     pub upstream_failures: u64,
+    /// Bytes moved by splice (socket to pipe to socket, never copied into the proxy).
+    #[serde(default)]
+    pub spliced_bytes: u64,
+    /// Kernel pipes held now for splicing.
+    #[serde(default)]
+    pub open_pipes: u64,
 }
 
 /// The line prefix of a report on the child's standard output.
@@ -108,7 +118,7 @@ impl StatsReport {
         serde_json::from_str(line.strip_prefix(PREFIX)?.trim_end()).ok()
     }
 
-    /// What `self` counted since `earlier` (from the same child), with `self`'s open count.
+    /// What `self` counted since `earlier` (from the same child), with `self`'s open counts.
     pub fn since(&self, earlier: &StatsReport) -> StatsReport {
         StatsReport {
             accepted: self.accepted.saturating_sub(earlier.accepted),
@@ -124,6 +134,8 @@ impl StatsReport {
             refused_not_judged: self.refused_not_judged.saturating_sub(earlier.refused_not_judged),
             refused_unreadable: self.refused_unreadable.saturating_sub(earlier.refused_unreadable),
             upstream_failures: self.upstream_failures.saturating_sub(earlier.upstream_failures),
+            spliced_bytes: self.spliced_bytes.saturating_sub(earlier.spliced_bytes),
+            open_pipes: self.open_pipes,
         }
     }
 }

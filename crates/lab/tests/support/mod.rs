@@ -585,6 +585,26 @@ pub struct Lab {
 }
 
 impl Lab {
+    /// The L7 proxy child of `node`'s agent: the process whose parent is the agent and whose
+    /// command line carries the child flag.
+    pub fn proxy_pid(&self, node: &str) -> Option<u32> {
+        let agent = sluice_lab::agent_pid(&self.environment, &self.name, node)?;
+        let entries = std::fs::read_dir("/proc").ok()?;
+        entries.filter_map(Result::ok).find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
+            let parent: u32 = status
+                .lines()
+                .find_map(|line| line.strip_prefix("PPid:"))?
+                .trim()
+                .parse()
+                .ok()?;
+            let command = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let child = String::from_utf8_lossy(&command).contains(sluice_agent::proxy::CHILD_FLAG);
+            (parent == agent && child).then_some(pid)
+        })
+    }
+
     /// Writes the lab file (its `name` is replaced) and manifests under a fresh directory and
     /// builds the lab. `tag` (a-z) keeps names of different tests apart; the process id keeps
     /// runs apart.
