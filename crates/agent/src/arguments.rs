@@ -135,6 +135,7 @@ impl AgentArguments {
         config.l7_proxy_limits = crate::proxy::ConnectionLimits {
             per_pod: self.l7_proxy.l7_proxy_max_connections_per_pod as usize,
             total: self.l7_proxy.l7_proxy_max_connections as usize,
+            ..crate::proxy::ConnectionLimits::default()
         };
         config
     }

@@ -25,9 +25,9 @@ impl Current {
     }
 }
 
-/// Files the proxy keeps for itself (listeners, epoll, standard streams, the log, the pipes
-/// bulk bytes are spliced through) beside its connections' two each.
-const RESERVED_FILES: u64 = 64 + 2 * super::event_loop::MAX_PIPES as u64;
+/// Files the proxy keeps for itself (listeners, epoll, standard streams, the log) beside its
+/// connections' two each and its pipes' two each.
+const RESERVED_FILES: u64 = 64;
 
 /// Runs the proxy for `node` on `port` until the agent closes its standard input.
 pub fn run(node: &str, port: u16, limits: ConnectionLimits) -> Result<(), String> {
@@ -80,8 +80,9 @@ pub fn run(node: &str, port: u16, limits: ConnectionLimits) -> Result<(), String
     .map_err(|error| format!("the proxy's event loop: {error}"))
 }
 
-/// `limits` with a total the process can hold open: the open-file limit is raised to its hard
-/// limit first (accepting or connecting past it would fail on the connections already taken).
+/// `limits` with a total and pipes the process can hold open: the open-file limit is raised to
+/// its hard limit first (accepting or connecting past it would fail on the connections already
+/// taken); pipes take at most a quarter of the files, connections the rest.
 fn within_file_limit(limits: ConnectionLimits) -> ConnectionLimits {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
@@ -92,7 +93,11 @@ fn within_file_limit(limits: ConnectionLimits) -> ConnectionLimits {
     } else {
         soft
     };
-    let fit = usize::try_from(files.saturating_sub(RESERVED_FILES) / 2).unwrap_or(usize::MAX);
+    let available = files.saturating_sub(RESERVED_FILES);
+    let pipes = limits
+        .pipes
+        .min(usize::try_from(available / 8).unwrap_or(usize::MAX));
+    let fit = usize::try_from(available.saturating_sub(2 * pipes as u64) / 2).unwrap_or(usize::MAX);
     if fit < limits.total {
         tracing::warn!(
             files,
@@ -104,6 +109,7 @@ fn within_file_limit(limits: ConnectionLimits) -> ConnectionLimits {
     ConnectionLimits {
         per_pod: limits.per_pod,
         total: limits.total.min(fit).max(1),
+        pipes,
     }
 }
 
@@ -160,13 +166,21 @@ mod tests {
         let asked = ConnectionLimits {
             per_pod: 7,
             total: usize::MAX,
+            pipes: usize::MAX,
         };
         let limits = within_file_limit(asked);
         let (files, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+        let available = files.saturating_sub(RESERVED_FILES);
         assert_eq!(limits.per_pod, 7);
         assert!(limits.total >= 1);
-        assert!((limits.total as u64) <= files.saturating_sub(RESERVED_FILES) / 2 + 1);
-        let small = ConnectionLimits { per_pod: 7, total: 3 };
-        assert_eq!(within_file_limit(small).total, 3);
+        assert!(2 * limits.pipes as u64 <= available / 4);
+        assert!(2 * (limits.total as u64 - 1) + 2 * limits.pipes as u64 <= available);
+        let small = ConnectionLimits {
+            per_pod: 7,
+            total: 3,
+            pipes: 2,
+        };
+        let small = within_file_limit(small);
+        assert_eq!((small.total, small.pipes), (3, 2));
     }
 }

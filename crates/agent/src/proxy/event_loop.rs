@@ -44,9 +44,6 @@ use super::stats::ProxyStats;
 const READ_BYTES: usize = 64 * 1024;
 /// Bytes waiting for one side beyond which the other side is not read.
 const PENDING_LIMIT: usize = 64 * 1024;
-/// Kernel pipes the loop holds at once (two open files each, kept out of the connections'
-/// share of the open-file limit); connections past it copy their bulk bytes instead.
-pub(crate) const MAX_PIPES: usize = 1_024;
 /// What one splice moves at most (a pipe's default size: 16 pages).
 const SPLICE_BYTES: usize = 64 * 1024;
 /// How often deadlines are checked (they are seconds long; a refusal's drain is 200 ms).
@@ -90,6 +87,9 @@ pub struct ConnectionLimits {
     /// Per pod address (a dual-stack pod has one bound per family).
     pub per_pod: usize,
     pub total: usize,
+    /// Kernel pipes held at once to splice bulk bytes (two open files each, kept out of the
+    /// connections' share of the open-file limit); connections past it copy instead.
+    pub pipes: usize,
 }
 
 /// The default bound per pod: far above what an application keeps open to a few APIs, far
@@ -97,12 +97,15 @@ pub struct ConnectionLimits {
 pub const DEFAULT_CONNECTIONS_PER_POD: u32 = 1_024;
 /// The default bound in all (the open-file limit may lower it).
 pub const DEFAULT_CONNECTIONS: u32 = 32_768;
+/// The default number of pipes: bulk transfers are a few of the connections.
+pub const DEFAULT_PIPES: usize = 1_024;
 
 impl Default for ConnectionLimits {
     fn default() -> ConnectionLimits {
         ConnectionLimits {
             per_pod: DEFAULT_CONNECTIONS_PER_POD as usize,
             total: DEFAULT_CONNECTIONS as usize,
+            pipes: DEFAULT_PIPES,
         }
     }
 }
@@ -197,7 +200,10 @@ pub(crate) fn run(
     let mut occupancy = Occupancy::new(limits);
     let mut buffer = vec![0_u8; READ_BYTES];
     let mut outputs = Vec::new();
-    let mut pipes = PipeBudget { open: 0 };
+    let mut pipes = PipeBudget {
+        open: 0,
+        most: limits.pipes,
+    };
     let mut next_tick = Instant::now() + TICK;
     // A listener whose accept failed for want of resources is tried again each tick: with
     // edge-triggered readiness no new event would come for the connections already queued.
@@ -413,16 +419,17 @@ struct Pipe {
 
 const SPLICE_FLAGS: SpliceFFlags = SpliceFFlags::SPLICE_F_NONBLOCK.union(SpliceFFlags::SPLICE_F_MOVE);
 
-/// The pipes the loop holds, against [`MAX_PIPES`].
+/// The pipes the loop holds, against its bound.
 #[derive(Debug)]
 struct PipeBudget {
     open: usize,
+    most: usize,
 }
 
 impl PipeBudget {
     /// A new pipe, or `None` when the budget or the system has none.
     fn open(&mut self, stats: &ProxyStats) -> Option<Pipe> {
-        if self.open >= MAX_PIPES {
+        if self.open >= self.most {
             return None;
         }
         let (reader, writer) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).ok()?;
@@ -1571,6 +1578,54 @@ spec: {node: node-1, pod: web, endpoint: eth0, interfaceName: slcweb, ipNetworks
         assert_eq!(seen.lock().unwrap().len(), 5);
     }
 
+    #[test]
+    fn bulk_answers_past_the_pipe_bound_are_copied_whole() {
+        let big = 4 << 20;
+        let (destination, _) = destination(big);
+        let expected = patterned(big);
+        for pipes in [0, 1] {
+            let limits = ConnectionLimits {
+                pipes,
+                ..ConnectionLimits::default()
+            };
+            with_counted_proxy(destination, Timeouts::default(), limits, |proxy, stats| {
+                // Two connections fetching at once: with one pipe, one of them copies.
+                let fetching: Vec<_> = (0..2)
+                    .map(|_| {
+                        thread::spawn(move || {
+                            let stream = client(proxy);
+                            let mut writer = stream.try_clone().unwrap();
+                            let mut reader = BufReader::new(stream);
+                            (0..3)
+                                .map(|_| {
+                                    writer.write_all(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+                                    answer(&mut reader).1
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                let mut bounded = true;
+                while !fetching.iter().all(|thread| thread.is_finished()) {
+                    bounded &= stats.open_pipes.load(Ordering::Relaxed) <= pipes as u64;
+                    thread::sleep(Duration::from_millis(1));
+                }
+                for thread in fetching {
+                    for body in thread.join().unwrap() {
+                        assert!(body == expected, "an answer differs ({pipes} pipes)");
+                    }
+                }
+                assert!(bounded, "more pipes open than {pipes}");
+                let spliced = stats.spliced_bytes.load(Ordering::Relaxed);
+                if pipes == 0 {
+                    assert_eq!(spliced, 0);
+                } else {
+                    assert!(spliced > 0 && spliced < 6 * big as u64, "{spliced} bytes spliced");
+                }
+            });
+        }
+    }
+
     /// A one-record ClientHello naming `server_name` (the fields the reader needs, no more).
     fn client_hello(server_name: &str) -> Vec<u8> {
         let mut names = vec![0];
@@ -1698,6 +1753,7 @@ spec: {node: node-1, pod: web, endpoint: eth0, interfaceName: slcweb, ipNetworks
         let limits = ConnectionLimits {
             per_pod: 2,
             total: 100,
+            ..ConnectionLimits::default()
         };
         with_counted_proxy(destination, Timeouts::default(), limits, |proxy, stats| {
             let open: Vec<_> = (0..2).map(|_| client(proxy)).collect();
@@ -1734,6 +1790,7 @@ spec: {node: node-1, pod: web, endpoint: eth0, interfaceName: slcweb, ipNetworks
         let limits = ConnectionLimits {
             per_pod: 100,
             total: 1,
+            ..ConnectionLimits::default()
         };
         with_counted_proxy(destination, Timeouts::default(), limits, |proxy, stats| {
             let _open = client(proxy);
